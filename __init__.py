@@ -1,0 +1,9 @@
+"""sead: train, export and deploy SEAD models (neural cellular automata that iterate one local rule
+until the state settles).
+
+    sead.train    PyTorch: the model, data and training loop, checkpoints, evaluation
+    sead.export   checkpoint -> one-step ONNX graph, verified against PyTorch
+    sead.runtime  numpy + engines: task codecs, the convergence loop (no torch)
+    sead.cli      the `sead` command line
+"""
+__version__ = "0.1.0"

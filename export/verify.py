@@ -1,0 +1,108 @@
+"""Prove an exported step equal to the PyTorch step before `sead export` returns.
+
+Compared on random states and on real problem states at several lengths (1 to 100,000 cells),
+then in a short full solve both ways. The state is discrete, so it must match exactly; a sign
+may differ only where the PyTorch pre-activation is within float rounding of zero. Logits
+must agree to LOGIT_TOL.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sead.runtime.errors import ExportMismatch
+from sead.runtime.tasks import get_task
+from sead.train.data import encode_batch
+from sead.train.model import SEAD, solve
+
+LOGIT_TOL = 1e-4
+ROUNDING = 1e-5  # |pre-activation| below this may round either way
+LENGTHS = (1, 2, 16, 100, 1000, 100_000)
+
+
+def _session(onnx_bytes: bytes):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def _problems(task_name: str, length: int, count: int, rng: np.random.Generator):
+    task = get_task(task_name)
+    if task_name == "addition":
+        lines = [task.random_line(rng, max(1, length - 1)) for _ in range(count)]
+    elif task_name == "rule110":
+        lines = [task.random_line(rng, length, int(rng.integers(0, 8))) for _ in range(count)]
+    else:
+        lines = [task.random_line(rng, length) for _ in range(count)]
+    parsed = [task.parse(line) for line in lines]
+    x, _, gens = encode_batch(task_name, parsed)
+    return x, gens
+
+
+def compare_step(model: SEAD, session, x: torch.Tensor, state: torch.Tensor, what: str) -> dict:
+    with torch.no_grad():
+        pre = model.preactivation(x, state)
+        want_state = model.step(x, state)
+        want_logits = model.readout(x, state)
+    got_state, got_logits = session.run(["next_state", "logits"], {"problem": x.numpy(), "state": state.numpy()})
+    differ = got_state != want_state.numpy()
+    real = differ & (np.abs(pre.numpy()) > ROUNDING)
+    if real.any():
+        raise ExportMismatch(f"{what}: next_state differs in {int(real.sum())} of {differ.size} values "
+                             f"(max |pre-activation| there {float(np.abs(pre.numpy())[real].max()):.3g})")
+    logit_err = float(np.abs(got_logits - want_logits.numpy()).max())
+    if logit_err > LOGIT_TOL:
+        raise ExportMismatch(f"{what}: logits differ by up to {logit_err:.3g} (tolerance {LOGIT_TOL})")
+    return {"what": what, "rounding_flips": int(differ.sum()), "max_logit_error": logit_err}
+
+
+def _onnx_solve(session, x: np.ndarray, max_steps: int, generations):
+    """The plainest possible loop over the exported step (no runtime code), for cross-checking."""
+    b = x.shape[0]
+    state = np.zeros((b, session.get_inputs()[1].shape[1], x.shape[2]), np.float32)
+    steps = np.zeros(b, np.int64)
+    active = np.ones(b, bool)
+    for t in range(max_steps):
+        if generations is not None:
+            active = generations.numpy() > t
+        if not active.any():
+            break
+        nxt = session.run(["next_state"], {"problem": x, "state": state})[0]
+        changed = active if generations is not None else ((nxt != state).reshape(b, -1).any(1) & active)
+        if generations is None:
+            active = changed
+        state = np.where(changed[:, None, None], nxt, state)
+        steps += changed
+    logits = session.run(["logits"], {"problem": x, "state": state})[0]
+    return logits.argmax(1), steps
+
+
+def verify_export(model: SEAD, onnx_bytes: bytes, seed: int = 0) -> list[dict]:
+    """Raise ExportMismatch on any disagreement; return what was compared."""
+    session = _session(onnx_bytes)
+    rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)
+    task = model.config.task
+    report = []
+    for length in LENGTHS:
+        count = 4 if length <= 1000 else 1
+        x, gens = _problems(task, length, count, rng)
+        random_state = torch.randint(-1, 2, (count, model.config.state_channels, x.shape[2]), generator=gen).float()
+        report.append(compare_step(model, session, x, random_state * x[:, :1], f"random state, L={x.shape[2]}"))
+        state = model.initial_state(x)
+        for t in range(3):  # real states along a solve
+            report.append(compare_step(model, session, x, state, f"solve state t={t}, L={x.shape[2]}"))
+            with torch.no_grad():
+                state = model.step(x, state)
+    for length in (5, 16, 40):
+        x, gens = _problems(task, length, 8, rng)
+        cap = 2 * x.shape[2] + 16
+        want_symbols, want_steps, _ = solve(model, x, cap, gens)
+        got_symbols, got_steps = _onnx_solve(session, x.numpy(), cap, gens)
+        if not (np.array_equal(got_symbols, want_symbols.numpy()) and np.array_equal(got_steps, want_steps.numpy())):
+            raise ExportMismatch(f"full solve at L={x.shape[2]}: ONNX answers/steps differ from PyTorch "
+                                 f"(steps {got_steps.tolist()} vs {want_steps.tolist()})")
+        report.append({"what": f"full solve, 8 problems, L={x.shape[2]}", "steps": want_steps.tolist()})
+    return report

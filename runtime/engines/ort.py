@@ -1,0 +1,171 @@
+"""ONNX Runtime engines: `ort` (CPU provider) and `ort-cuda` (CUDA provider).
+
+An engine loads the derived graphs once; `start(problem)` returns a Batch that owns its buffers,
+so one engine serves many threads (InferenceSession.run is thread-safe; bindings are per batch).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import EngineUnavailable
+from ..graph import advance_graph, readout_graph
+from ..model_file import StepModel
+
+SMALL_BATCH_CELLS = 1 << 13  # below this many cells a single thread beats the thread pool's overhead
+
+
+def _onnxruntime():
+    try:
+        import onnxruntime
+    except ImportError:
+        raise EngineUnavailable("engine 'ort' needs onnxruntime: pip install 'sead[cpu]' "
+                                "(or 'sead[cuda]' for onnxruntime-gpu; never both)") from None
+    return onnxruntime
+
+
+class OrtCpuEngine:
+    """CPU provider; host arrays are device arrays, so ping-pong buffers are numpy arrays
+    wrapped (not copied) as OrtValues and bound once per call, with no per-step allocation."""
+
+    name = "ort"
+
+    def __init__(self, step: StepModel, k: int = 8, threads: int | None = None):
+        ort = _onnxruntime()
+        self.step, self.k = step, k
+        threads = threads or max(1, len(os.sched_getaffinity(0)))
+        advance = advance_graph(step, k).SerializeToString()
+        readout = readout_graph(step).SerializeToString()
+
+        def session(graph: bytes, n_threads: int):
+            opts = ort.SessionOptions()
+            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            opts.intra_op_num_threads = n_threads
+            opts.inter_op_num_threads = 1
+            opts.log_severity_level = 3
+            return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+
+        self.ort = ort
+        self.advance_small = session(advance, 1)
+        self.advance_large = session(advance, threads) if threads > 1 else self.advance_small
+        self.readout_session = session(readout, threads)
+
+    def start(self, problem: np.ndarray) -> "OrtCpuBatch":
+        return OrtCpuBatch(self, problem)
+
+
+class OrtCpuBatch:
+    def __init__(self, engine: OrtCpuEngine, problem: np.ndarray):
+        self.engine = engine
+        self._set(np.ascontiguousarray(problem, np.float32),
+                  np.zeros((problem.shape[0], engine.step.metadata.state_channels, problem.shape[2]), np.float32))
+
+    def _set(self, problem: np.ndarray, state: np.ndarray) -> None:
+        e = self.engine
+        b, _, length = problem.shape
+        self.problem, self.state, self.spare = problem, state, np.empty_like(state)
+        self.budget = np.zeros((b, 1, 1), np.float32)
+        self.changed = np.zeros((b, 1, 1), np.float32)
+        self.session = e.advance_small if b * length < SMALL_BATCH_CELLS else e.advance_large
+        ov = e.ort.OrtValue.ortvalue_from_numpy
+        self.binding = self.session.io_binding()
+        self.binding.bind_ortvalue_input("problem", ov(self.problem))
+        self.binding.bind_ortvalue_input("budget", ov(self.budget))
+        self.binding.bind_ortvalue_output("changed", ov(self.changed))
+        self.values = [ov(self.state), ov(self.spare)]  # ping-pong pair, wrapped once
+
+    @property
+    def size(self) -> int:
+        return self.problem.shape[0]
+
+    def advance(self, budget: np.ndarray) -> np.ndarray:
+        """Run up to K steps per problem (budget (B,) steps allowed). -> changed counts (B,) int."""
+        self.budget[:, 0, 0] = budget
+        src, dst = self.values
+        self.binding.bind_ortvalue_input("state", src)
+        self.binding.bind_ortvalue_output("state_out", dst)
+        self.session.run_with_iobinding(self.binding)
+        self.values = [dst, src]
+        self.state, self.spare = self.spare, self.state
+        return self.changed[:, 0, 0].astype(np.int64)
+
+    def symbols(self) -> np.ndarray:
+        """(B, L) int64: the readout's class per cell for the current state."""
+        logits = self.engine.readout_session.run(["logits"], {"problem": self.problem, "state": self.state})[0]
+        return logits.argmax(1)
+
+    def keep(self, rows: np.ndarray) -> None:
+        """Drop every problem not in `rows` (finished ones) from the batch."""
+        self._set(np.ascontiguousarray(self.problem[rows]), np.ascontiguousarray(self.state[rows]))
+
+
+class OrtCudaEngine:
+    """CUDA provider with device-resident buffers: the problem is uploaded once, the state
+    ping-pongs between two CUDA OrtValues, and only the (B,) step counts come back per call.
+    cuDNN's algorithm search is set to HEURISTIC (EXHAUSTIVE re-benchmarks every new shape)."""
+
+    name = "ort-cuda"
+
+    def __init__(self, step: StepModel, k: int = 8, device_id: int = 0):
+        ort = _onnxruntime()
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise EngineUnavailable("engine 'ort-cuda' needs onnxruntime-gpu and a CUDA GPU: pip install 'sead[cuda]' "
+                                    f"(available providers here: {', '.join(ort.get_available_providers())})")
+        self.ort, self.step, self.k, self.device_id = ort, step, k, device_id
+        cuda = ("CUDAExecutionProvider", {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC",
+                                          "do_copy_in_default_stream": True})
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        self.advance_session = ort.InferenceSession(advance_graph(step, k).SerializeToString(), opts, providers=[cuda])
+        self.readout_session = ort.InferenceSession(readout_graph(step).SerializeToString(), opts, providers=[cuda])
+
+    def start(self, problem: np.ndarray) -> "OrtCudaBatch":
+        return OrtCudaBatch(self, np.ascontiguousarray(problem, np.float32))
+
+
+class OrtCudaBatch:
+    def __init__(self, engine: OrtCudaEngine, problem: np.ndarray, state: np.ndarray | None = None):
+        e = self.engine = engine
+        ov = e.ort.OrtValue
+        b, _, length = problem.shape
+        self.host_problem = problem
+        shape = (b, e.step.metadata.state_channels, length)
+        self.problem = ov.ortvalue_from_numpy(problem, "cuda", e.device_id)
+        first = state if state is not None else np.zeros(shape, np.float32)
+        self.values = [ov.ortvalue_from_numpy(first, "cuda", e.device_id),
+                       ov.ortvalue_from_shape_and_type(shape, np.float32, "cuda", e.device_id)]
+        self.budget = np.zeros((b, 1, 1), np.float32)
+        self.binding = e.advance_session.io_binding()
+        self.binding.bind_ortvalue_input("problem", self.problem)
+
+    @property
+    def size(self) -> int:
+        return self.host_problem.shape[0]
+
+    def advance(self, budget: np.ndarray) -> np.ndarray:
+        self.budget[:, 0, 0] = budget
+        src, dst = self.values
+        self.binding.bind_cpu_input("budget", self.budget)
+        self.binding.bind_ortvalue_input("state", src)
+        self.binding.bind_ortvalue_output("state_out", dst)
+        self.binding.bind_output("changed", "cpu")  # B floats back; the state stays on the device
+        self.engine.advance_session.run_with_iobinding(self.binding)
+        changed = self.binding.copy_outputs_to_cpu()[1]
+        self.values = [dst, src]
+        return changed[:, 0, 0].astype(np.int64)
+
+    def symbols(self) -> np.ndarray:
+        e = self.engine
+        binding = e.readout_session.io_binding()
+        binding.bind_ortvalue_input("problem", self.problem)
+        binding.bind_ortvalue_input("state", self.values[0])
+        binding.bind_output("logits", "cpu")
+        e.readout_session.run_with_iobinding(binding)
+        return binding.copy_outputs_to_cpu()[0].argmax(1)
+
+    def keep(self, rows: np.ndarray) -> None:
+        # Compaction is rare (at most log2(B) times a batch): a round trip through the host is fine.
+        state = self.values[0].numpy()[rows]
+        self.__init__(self.engine, np.ascontiguousarray(self.host_problem[rows]), np.ascontiguousarray(state))

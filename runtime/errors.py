@@ -1,0 +1,32 @@
+"""One exception family for the whole toolkit; the CLI catches SeadError once and prints one line."""
+
+
+class SeadError(Exception):
+    """Base class of every error sead raises on purpose."""
+
+
+class InputError(SeadError):
+    """A problem line that is not valid for its task. `line` is 1-based when known."""
+
+    def __init__(self, reason: str, line: int | None = None, source: str | None = None):
+        self.reason = reason
+        self.line = line
+        self.source = source
+        super().__init__(self.located())
+
+    def located(self) -> str:
+        if self.line is None:
+            return self.reason
+        return f"{self.source or '<input>'}:{self.line}: {self.reason}"
+
+
+class ModelFileError(SeadError):
+    """A checkpoint or .onnx file that is missing, unreadable, unsafe or of an unknown format."""
+
+
+class EngineUnavailable(SeadError):
+    """An engine whose package or device is missing on this machine."""
+
+
+class ExportMismatch(SeadError):
+    """The exported ONNX step disagrees with the PyTorch step."""

@@ -1,0 +1,31 @@
+"""Problem files: one problem per line, read in bounded memory.
+
+A final newline is not a line; a blank line anywhere else is an invalid problem; Windows line
+endings are accepted. Lines are numbered from 1.
+"""
+from __future__ import annotations
+
+import io
+from typing import BinaryIO, Iterator
+
+
+def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
+    """Yield (line number, text) from a binary stream, without the line ending."""
+    number = 0
+    for raw in stream:
+        number += 1
+        if raw.endswith(b"\n"):
+            raw = raw[:-1]
+        if raw.endswith(b"\r"):
+            raw = raw[:-1]
+        # bytes that are not UTF-8 become U+FFFD, which every task rejects by position
+        yield number, raw.decode("utf-8", errors="replace")
+
+
+def open_binary(path: str) -> BinaryIO:
+    """'-' is standard input."""
+    import sys
+
+    if path == "-":
+        return sys.stdin.buffer
+    return io.open(path, "rb")

@@ -1,0 +1,183 @@
+"""The convergence loop, written once above the engines.
+
+    Runtime(model, engine).solve(lines) -> [Result(answer, steps, converged), ...]
+
+Problems are grouped by tape length (padded on the right with empty cells where the task allows;
+rule110 rings run at their exact length), cut into batches of bounded size, and each batch is
+advanced K steps per engine call until every problem has stopped: at its own fixed point, after
+its own generations, or at the step cap. A problem that hit the cap is reported converged=False
+with no answer. Finished problems leave the batch when they are half of it.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import threading
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .errors import EngineUnavailable, InputError, SeadError
+from .model_file import StepModel, load_step_model
+from .tasks import Parsed, get_task
+
+ENGINES = ("auto", "ort", "ort-cuda", "trt")
+DEFAULT_MAX_BATCH_CELLS = 1 << 20  # cells per engine call; see README "Limits" for bytes per cell
+DEFAULT_BATCH_SIZE = 4096
+STREAM_CHUNK_LINES = 1 << 16
+
+
+@dataclass(frozen=True)
+class Result:
+    """answer is None when the problem did not converge (never a guess)."""
+
+    answer: str | None
+    steps: int
+    converged: bool
+
+
+def default_step_cap(length: int, radius: int = 1) -> int:
+    """Information crosses a tape of L cells in L / radius steps; allow twice that, plus slack."""
+    return 2 * math.ceil(length / radius) + 16
+
+
+def bucket_length(length: int) -> int:
+    """Pad to 16, then to multiples of 1/8 of the next power of two (at most ~12% wasted cells)."""
+    if length <= 16:
+        return 16
+    grain = max(8, 1 << (length.bit_length() - 4))
+    return -(-length // grain) * grain
+
+
+def make_engine(step: StepModel, engine: str = "auto", k: int = 8):
+    """-> an engine instance. `auto` tries trt, then ort-cuda, then ort."""
+    if engine not in ENGINES:
+        raise SeadError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        for name in ("trt", "ort-cuda", "ort"):
+            try:
+                return make_engine(step, name, k)
+            except EngineUnavailable:
+                continue
+        raise EngineUnavailable("no engine is available: pip install 'sead[cpu]' for ONNX Runtime on the CPU")
+    if engine == "ort":
+        from .engines.ort import OrtCpuEngine
+        return OrtCpuEngine(step, k)
+    if engine == "ort-cuda":
+        from .engines.ort import OrtCudaEngine
+        return OrtCudaEngine(step, k)
+    from .engines.trt import TrtEngine
+    return TrtEngine(step, k)
+
+
+class Runtime:
+    """A loaded model on one engine. Thread-safe: concurrent solve() calls share the engine and
+    each use their own buffers."""
+
+    def __init__(self, model: str = "addition", engine: str = "auto", k: int = 8,
+                 batch_size: int = DEFAULT_BATCH_SIZE, max_batch_cells: int = DEFAULT_MAX_BATCH_CELLS):
+        self.step = load_step_model(model)
+        self.metadata = self.step.metadata
+        self.task = get_task(self.metadata.task)
+        self.engine = make_engine(self.step, engine, k)
+        self.engine_name = self.engine.name
+        self.k = k
+        self.batch_size = batch_size
+        self.max_batch_cells = max_batch_cells
+        self._lock = threading.Lock()
+
+    # -- parsing -------------------------------------------------------------------------------
+    def parse(self, line: str, number: int | None = None, source: str | None = None) -> Parsed:
+        try:
+            return self.task.parse(line)
+        except InputError as exc:
+            raise InputError(exc.reason, number, source) from None
+
+    # -- solving -------------------------------------------------------------------------------
+    def solve(self, lines: Iterable[str], max_steps: int | None = None) -> list[Result]:
+        """Solve problem texts; raises InputError (with its 1-based line number) on a bad one."""
+        parsed = [self.parse(line, i) for i, line in enumerate(lines, 1)]
+        return self.solve_parsed(parsed, max_steps)
+
+    def stream(self, lines: Iterable[str], max_steps: int | None = None,
+               chunk: int = STREAM_CHUNK_LINES) -> Iterator[Result]:
+        """Solve an iterable of any size in bounded memory; results come in input order."""
+        it = iter(lines)
+        number = 0
+        while True:
+            block = list(itertools.islice(it, chunk))
+            if not block:
+                return
+            parsed = [self.parse(line, number + i) for i, line in enumerate(block, 1)]
+            number += len(block)
+            yield from self.solve_parsed(parsed, max_steps)
+
+    def solve_parsed(self, problems: list[Parsed], max_steps: int | None = None,
+                     on_done=None) -> list[Result]:
+        results: list[Result | None] = [None] * len(problems)
+        for length, members in self._groups(problems):
+            for batch in self._batches(members, length):
+                self._solve_batch([problems[i] for i in batch], batch, length, max_steps, results)
+                if on_done:
+                    on_done(len(batch))
+        return results  # type: ignore[return-value]
+
+    def _groups(self, problems: list[Parsed]):
+        groups: dict[int, list[int]] = {}
+        for i, p in enumerate(problems):
+            length = bucket_length(p.length) if self.task.can_pad else p.length
+            groups.setdefault(length, []).append(i)
+        return sorted(groups.items())
+
+    def _batches(self, members: list[int], length: int):
+        size = max(1, min(self.batch_size, self.max_batch_cells // length))
+        for start in range(0, len(members), size):
+            yield members[start:start + size]
+
+    def _solve_batch(self, problems: list[Parsed], index: list[int], length: int,
+                     max_steps: int | None, results: list) -> None:
+        task, meta = self.task, self.metadata
+        x = np.zeros((len(problems), meta.input_channels, length), np.float32)
+        for row, p in enumerate(problems):
+            x[row, :, : p.length] = task.encode(p)
+        if task.convergence == "generations":
+            limit = np.array([p.generations for p in problems], np.int64)
+        else:
+            cap = max_steps if max_steps is not None else None
+            limit = np.array([cap if cap is not None else default_step_cap(p.length, meta.radius)
+                              for p in problems], np.int64)
+        steps = np.zeros(len(problems), np.int64)
+        rows = np.arange(len(problems))  # original row of each row still in the engine batch
+        batch = self.engine.start(x)
+        converged = np.zeros(len(problems), bool)
+        done = limit <= 0  # rule110 with 0 generations, or a zero cap
+        converged[done] = task.convergence == "generations"
+        while True:
+            live = ~done[rows]
+            if not live.any() or (done[rows].sum() * 2 >= len(rows)):
+                finished = rows[~live]
+                if len(finished):
+                    symbols = batch.symbols()
+                    for r, s in zip(finished, symbols[~live]):
+                        self._record(results, index[r], problems[r], s, steps[r], converged[r])
+                if not live.any():
+                    return
+                batch.keep(np.flatnonzero(live))
+                rows = rows[live]
+            budget = limit[rows] - steps[rows]
+            counts = batch.advance(budget.astype(np.float32))
+            ran = np.minimum(budget, self.k)
+            steps[rows] += counts
+            if task.convergence == "generations":
+                newly = steps[rows] >= limit[rows]
+                converged[rows[newly]] = True
+            else:
+                stopped = counts < ran  # an evaluated step changed nothing: exact fixed point
+                converged[rows[stopped]] = True
+                newly = stopped | (steps[rows] >= limit[rows])
+            done[rows[newly]] = True
+
+    def _record(self, results, i: int, p: Parsed, symbols: np.ndarray, steps: int, converged: bool) -> None:
+        answer = self.task.decode(symbols, p) if converged else None
+        results[i] = Result(answer=answer, steps=int(steps), converged=bool(converged))

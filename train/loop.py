@@ -1,0 +1,200 @@
+"""The training loop: backpropagation through the unrolled rule on tapes of at most 16 cells.
+
+Losses, all on short tapes:
+- answer: cross-entropy of the readout at every step from the step the answer is due (tape
+  length + 1: enough for information to cross the tape) to the end of the unroll;
+- settle: once the answer is due, the next step must reproduce the state with a margin
+  (a hinge on pre-activation * state), so the solve ends at an exact fixed point;
+- mining: wrong short problems found by the exact oracle are kept in a pool and mixed into every
+  batch (errors are local: covering rare neighbourhoods is what makes long tapes exact).
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sead.runtime.tasks import get_task, rule110_generation
+from .data import MAX_TRAIN_CELLS, encode_batch, sample_lines
+from .model import SEAD, ModelConfig, hardsign, solve
+
+TRAIN_CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task: str
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 128
+    lr: float = 3e-3
+    max_len: int = MAX_TRAIN_CELLS
+    extra_steps: int = 6  # unroll this many steps past the due step
+    settle_weight: float = 1.0
+    margin: float = 1.0
+    mine_every: int = 250
+    mine_count: int = 4096
+    pool_share: float = 0.25
+    max_minutes: float = 15.0
+    state_channels: int = 8
+    hidden: int = 32
+    readout_hidden: int = 32
+    version: int = TRAIN_CONFIG_VERSION
+
+
+def build_model(cfg: TrainConfig) -> SEAD:
+    task = get_task(cfg.task)
+    return SEAD(ModelConfig(task=task.name, input_channels=task.input_channels, classes=task.classes,
+                            boundary=task.boundary, state_channels=cfg.state_channels, hidden=cfg.hidden,
+                            readout_hidden=cfg.readout_hidden))
+
+
+def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
+    """Unroll; answer loss and settle loss from each problem's due step on."""
+    mask = x[:, :1]
+    due = lengths + 1  # (B,)
+    horizon = int(due.max()) + extra
+    state = model.initial_state(x)
+    answer, settle, count = 0.0, 0.0, 0
+    correct = torch.ones(x.shape[0], dtype=torch.bool)
+    for t in range(1, horizon + 1):
+        pre = model.preactivation(x, state)
+        if t > 1:
+            # the step that produces state_t must leave state_{t-1} unchanged once it is due
+            late = (t - 1 >= due).float()[:, None, None] * mask
+            hinge = F.relu(cfg.margin - pre * state) * late
+            settle = settle + hinge.sum() / (late.sum() * state.shape[1] + 1)
+        state = hardsign(pre) * mask
+        if bool((t >= due).any()):
+            logits = model.readout(x, state)
+            tgt = torch.where((t >= due)[:, None], y, torch.full_like(y, -1))
+            answer = answer + F.cross_entropy(logits, tgt, ignore_index=-1)
+            count += 1
+            if t == horizon:
+                pred = logits.argmax(1)
+                ok = (pred == y) | (y < 0)
+                correct = ok.all(1)
+    return answer / max(count, 1), settle / horizon, correct
+
+
+def generations_loss(model: SEAD, x, cfg: TrainConfig, rng: np.random.Generator, horizon: int):
+    """Rule110: the readout after t steps must be generation t, for every t up to the horizon."""
+    tape = (x[:, 2] > 0).numpy().astype(np.int64)
+    state = model.initial_state(x)
+    answer = 0.0
+    correct = torch.ones(x.shape[0], dtype=torch.bool)
+    for t in range(horizon + 1):
+        if t > 0:
+            pre = model.preactivation(x, state)
+            state = hardsign(pre) * x[:, :1]
+            tape = np.stack([rule110_generation(row) for row in tape])
+        logits = model.readout(x, state)
+        y = torch.from_numpy(tape)
+        answer = answer + F.cross_entropy(logits, y)
+        correct &= (logits.argmax(1) == y).all(1)
+    return answer / (horizon + 1), correct
+
+
+def mine(model: SEAD, cfg: TrainConfig, rng: np.random.Generator) -> tuple[list[str], float]:
+    """Solve fresh random short problems exactly; return the wrong ones and the accuracy."""
+    task = get_task(cfg.task)
+    wrong, total = [], 0
+    per_batch = 512
+    for _ in range(cfg.mine_count // per_batch):
+        length = int(rng.integers(1, cfg.max_len + 1)) if task.convergence == "generations" else None
+        lines = sample_lines(cfg.task, rng, per_batch, cfg.max_len, length=length)
+        parsed = [task.parse(line) for line in lines]
+        x, _, gens = encode_batch(cfg.task, parsed)
+        symbols, _, converged = solve(model, x, max_steps=x.shape[2] + 2 + 16, generations=gens)
+        for i, p in enumerate(parsed):
+            total += 1
+            if not converged[i] or task.decode(symbols[i].numpy(), p) != task.answer(p):
+                wrong.append(lines[i])
+    return wrong, 1.0 - len(wrong) / max(total, 1)
+
+
+class Progress:
+    """A one-line progress bar on stderr (redrawn in place when stderr is a terminal)."""
+
+    def __init__(self, total: int, label: str):
+        self.total, self.label, self.start = total, label, time.time()
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def update(self, done: int, **fields) -> None:
+        now = time.time()
+        if not self.tty and now - self.last < 10 and done < self.total:
+            return
+        self.last = now
+        width = 24
+        fill = int(width * done / self.total)
+        info = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
+        line = f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} {now - self.start:5.0f}s {info}"
+        sys.stderr.write(("\r" + line) if self.tty else line + "\n")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.tty:
+            sys.stderr.write("\n")
+
+
+def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
+    """Train a model from scratch; deterministic for a given cfg.seed. -> (model, record)."""
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    task = get_task(cfg.task)
+    model = build_model(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
+    pool: list[str] = []
+    progress = Progress(cfg.steps, f"train {cfg.task}") if log else None
+    history, short_acc, start = [], float("nan"), time.time()
+    step = 0
+    for step in range(1, cfg.steps + 1):
+        model.train()
+        length = int(rng.integers(1, cfg.max_len + 1)) if task.convergence == "generations" else None
+        n_pool = int(cfg.batch_size * cfg.pool_share) if pool and length is None else 0
+        lines = sample_lines(cfg.task, rng, cfg.batch_size - n_pool, cfg.max_len, length=length)
+        lines += [pool[i] for i in rng.integers(0, len(pool), n_pool)] if n_pool else []
+        parsed = [task.parse(line) for line in lines]
+        x, y, _ = encode_batch(cfg.task, parsed)
+        extra = int(rng.integers(2, cfg.extra_steps + 1))
+        if task.convergence == "generations":
+            loss, correct = generations_loss(model, x, cfg, rng, horizon=extra)
+        else:
+            lengths = torch.tensor([p.length for p in parsed])
+            answer, settle, correct = fixed_point_loss(model, x, y, lengths, cfg, extra)
+            loss = answer + cfg.settle_weight * settle
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        if step % cfg.mine_every == 0 or step == cfg.steps:
+            model.eval()
+            wrong, short_acc = mine(model, cfg, rng)
+            if task.convergence != "generations":
+                pool = (pool + wrong)[-cfg.mine_count:]
+            history.append({"step": step, "loss": float(loss), "short_accuracy": short_acc})
+        if progress:
+            progress.update(step, loss=float(loss), batch_acc=float(correct.float().mean()), short_acc=short_acc,
+                            pool=len(pool))
+        if (time.time() - start) / 60 > cfg.max_minutes:
+            break
+    if progress:
+        progress.close()
+    model.eval()
+    record = {
+        "train_config": dataclasses.asdict(cfg),
+        "steps_done": step,
+        "seconds": round(time.time() - start, 1),
+        "max_train_cells": cfg.max_len,
+        "history": history,
+        "parameters": model.num_parameters(),
+    }
+    return model, record

@@ -1,0 +1,124 @@
+"""The SEAD model: one radius-1 local rule over a 1D tape, iterated until the state settles.
+
+    state_{t+1} = mask * hardsign(W2 relu(W1 *3 [problem; state_t] + b1) + b2)
+    logits_t    = V relu(U [problem; state_t] + c) + d          (per cell, 1x1)
+
+`*3` is a width-3 convolution (locality: one cell per step), the same weights at every cell and
+every step (symmetry). The state is discrete, each channel -1 or +1 (0 on padding and before the
+first step), so "one more step changes nothing" is an exact test (stability). Training
+differentiates through the sign with a straight-through tanh gradient.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+MODEL_CONFIG_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    task: str
+    input_channels: int
+    classes: int
+    boundary: str  # "zeros" (a line) or "ring"
+    state_channels: int = 8
+    hidden: int = 32
+    readout_hidden: int = 32
+    version: int = MODEL_CONFIG_VERSION
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        if data.get("version") != MODEL_CONFIG_VERSION:
+            raise ValueError(f"model config version {data.get('version')!r}, expected {MODEL_CONFIG_VERSION}")
+        return cls(**data)
+
+
+def hardsign(pre: torch.Tensor) -> torch.Tensor:
+    """+1 where pre > 0 else -1; gradient of tanh (straight-through)."""
+    hard = torch.where(pre > 0, 1.0, -1.0)
+    if not pre.requires_grad:
+        return hard
+    soft = torch.tanh(pre)
+    import os
+    if os.environ.get("SOFT"):
+        return soft
+    return soft + (hard - soft).detach()
+
+
+class SEAD(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c_in = config.input_channels + config.state_channels
+        self.rule_in = nn.Conv1d(c_in, config.hidden, 3)
+        self.rule_out = nn.Conv1d(config.hidden, config.state_channels, 1)
+        self.read_in = nn.Conv1d(c_in, config.readout_hidden, 1)
+        self.read_out = nn.Conv1d(config.readout_hidden, config.classes, 1)
+
+    def initial_state(self, problem: torch.Tensor) -> torch.Tensor:
+        b, _, length = problem.shape
+        return problem.new_zeros(b, self.config.state_channels, length)
+
+    def pad(self, z: torch.Tensor) -> torch.Tensor:
+        if self.config.boundary == "ring":
+            return torch.cat([z[:, :, -1:], z, z[:, :, :1]], dim=2)
+        return F.pad(z, (1, 1))
+
+    def preactivation(self, problem: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, L), (B, C_s, L) -> (B, C_s, L): the rule before the sign."""
+        z = self.pad(torch.cat([problem, state], dim=1))
+        return self.rule_out(F.relu(self.rule_in(z)))
+
+    def step(self, problem: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """One local update. problem (B, C_in, L) float32, state (B, C_s, L) in {-1, 0, +1}."""
+        mask = problem[:, :1]
+        return hardsign(self.preactivation(problem, state)) * mask
+
+    def readout(self, problem: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """(B, C_in, L), (B, C_s, L) -> logits (B, classes, L)."""
+        z = torch.cat([problem, state], dim=1)
+        return self.read_out(F.relu(self.read_in(z)))
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+@torch.no_grad()
+def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch.Tensor | None = None):
+    """Reference loop: iterate until each problem's state stops changing (or its generations run out).
+
+    Returns (symbols (B, L) int64, steps (B,) int64, converged (B,) bool). `steps` counts the
+    updates that changed the state; for rule110 it is the generations run.
+    """
+    b = problem.shape[0]
+    state = model.initial_state(problem)
+    steps = torch.zeros(b, dtype=torch.long)
+    active = torch.ones(b, dtype=torch.bool)
+    converged = torch.zeros(b, dtype=torch.bool)
+    for t in range(max_steps):
+        if generations is not None:
+            active = generations > t
+        if not active.any():
+            break
+        nxt = model.step(problem, state)
+        if generations is None:
+            changed = (nxt != state).flatten(1).any(1) & active
+            converged |= active & ~changed
+            active = changed
+        else:
+            changed = active
+        state = torch.where(changed[:, None, None], nxt, state)
+        steps += changed.long()
+    if generations is not None:
+        converged = generations <= steps
+    symbols = model.readout(problem, state).argmax(1)
+    return symbols, steps, converged

@@ -1,0 +1,18 @@
+"""The training recipe of each task: the settings the shipped default models were made with."""
+from __future__ import annotations
+
+import dataclasses
+
+from .loop import TrainConfig
+
+RECIPES = {
+    "addition": TrainConfig(task="addition", steps=4000, lr=3e-3, hidden=64, readout_hidden=64, settle_weight=0.3),
+    "parity": TrainConfig(task="parity", steps=2000, lr=3e-3, hidden=32, readout_hidden=32, settle_weight=0.3),
+    "rule110": TrainConfig(task="rule110", steps=500, lr=1e-2),
+}
+SHIPPED_SEEDS = {"addition": 0, "parity": 0, "rule110": 0}
+
+
+def recipe(task: str, seed: int = 0, steps: int | None = None, max_minutes: float = 15.0) -> TrainConfig:
+    base = RECIPES[task]
+    return dataclasses.replace(base, seed=seed, steps=steps or base.steps, max_minutes=max_minutes)
