@@ -1,4 +1,159 @@
-"""`sead bench`: throughput of an engine against a naive PyTorch loop and the machine's roofline."""
+"""`sead bench`: an engine across tape lengths and batch sizes, beside a naive PyTorch loop and
+this machine's roofline. Prints a table; writes JSON and a PNG plot."""
 from __future__ import annotations
 
-from .main import app  # noqa: F401  (filled in below)
+import json
+import sys
+import time
+from pathlib import Path
+
+import typer
+
+from .main import app
+from .run_cmd import Engine
+
+DEFAULT_SHAPES = "16x4096,100x512,1000x64,10000x8,100000x1"
+
+
+def _shapes(text: str) -> list[tuple[int, int]]:
+    try:
+        pairs = [tuple(int(v) for v in item.lower().split("x")) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected LENGTHxBATCH pairs such as 16x4096, got {text!r}") from None
+    if not pairs or any(len(p) != 2 or min(p) < 1 for p in pairs):
+        raise typer.BadParameter(f"expected LENGTHxBATCH pairs such as 16x4096, got {text!r}")
+    return pairs  # type: ignore[return-value]
+
+
+@app.command()
+def bench(
+    model: str = typer.Option("addition", help="A shipped model name or an .onnx path."),
+    engine: Engine = typer.Option(Engine.auto),
+    shapes: str = typer.Option(DEFAULT_SHAPES, help="Comma-separated LENGTHxBATCH (tape cells x problems)."),
+    baseline: bool = typer.Option(True, help="Also time the naive PyTorch loop (needs torch)."),
+    seconds: float = typer.Option(0.5, help="Minimum timing per measurement."),
+    out: Path = typer.Option(Path("bench/out"), help="Folder for bench.json and bench.png."),
+) -> None:
+    """Throughput (problems/s, cell-updates/s), steps, latency, the naive PyTorch loop and the roofline.
+
+    Example: sead bench --model addition --engine ort --shapes 16x4096,100000x1
+    """
+    from sead.runtime import bench as b
+    from sead.runtime.solve import Runtime
+
+    runtime = Runtime(model, engine.value)
+    task = runtime.metadata.task
+    say = lambda msg: print(msg, file=sys.stderr, flush=True)
+    costs = b.model_costs(runtime.step)
+    say("measuring this machine's peak FLOP/s and memory bandwidth ...")
+    machine = b.measure_machine()
+    roof = b.roofline(costs, machine)
+    torch_model = _baseline_model(runtime.step) if baseline else None
+    rows = []
+    for length, count in _shapes(shapes):
+        lines = b.problem_lines(task, length, count)
+        say(f"L={length} B={count}: {runtime.engine_name} ...")
+        row = {"length": length, "batch": count}
+        timed = b.time_engine(runtime, lines, seconds)
+        results = timed.pop("results")
+        row[runtime.engine_name] = timed
+        row["fraction_of_roofline"] = timed["cell_updates_per_s"] / roof["cell_updates_per_s"]
+        if torch_model is not None:
+            say(f"L={length} B={count}: naive PyTorch loop ...")
+            row["torch_naive"] = _time_naive(torch_model, runtime, lines, results, seconds)
+            row["speedup_vs_torch"] = timed["problems_per_s"] / row["torch_naive"]["problems_per_s"]
+        rows.append(row)
+    lat = b.latency(runtime, b.problem_lines(task, 16, 1)[0])
+    report = {"model": runtime.step.path, "task": task, "engine": runtime.engine_name, "costs": costs,
+              "machine": machine, "roofline": roof, "latency_16_cells": lat, "rows": rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    typer.echo(_table(report))
+    plot = _plot(report, out / "bench.png")
+    typer.echo(f"wrote {out / 'bench.json'}" + (f" and {plot}" if plot else " (no plot: pip install matplotlib)"))
+
+
+def _baseline_model(step):
+    try:
+        from sead.train.baseline import model_from_onnx
+    except ImportError:
+        print("naive PyTorch baseline skipped: torch is not installed (pip install 'sead[train]')", file=sys.stderr)
+        return None
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    return model_from_onnx(step)
+
+
+def _time_naive(model, runtime, lines, engine_results, seconds: float) -> dict:
+    from sead.runtime.bench import cell_updates
+    from sead.runtime.solve import default_step_cap
+    from sead.train.baseline import naive_solve
+
+    parsed = [runtime.task.parse(line) for line in lines]
+    cap = default_step_cap(max(p.length for p in parsed))
+    naive_solve(model, parsed[:2], cap)
+    runs, start = 0, time.perf_counter()
+    while True:
+        answers, steps = naive_solve(model, parsed, cap)
+        runs += 1
+        if time.perf_counter() - start >= seconds:
+            break
+    elapsed = (time.perf_counter() - start) / runs
+    same = all(a == r.answer for a, r in zip(answers, engine_results)) and \
+        all(int(s) == r.steps for s, r in zip(steps, engine_results))
+    from sead.runtime.solve import Result
+
+    results = [Result(a, int(s), a is not None) for a, s in zip(answers, steps)]
+    return {"seconds": elapsed, "problems_per_s": len(lines) / elapsed,
+            "cell_updates_per_s": cell_updates(runtime.task.name, lines, results) / elapsed,
+            "same_answers_and_steps": same}
+
+
+def _table(report: dict) -> str:
+    eng = report["engine"]
+    c, m, r = report["costs"], report["machine"], report["roofline"]
+    lines = [
+        f"model {report['task']}: {c['flops_per_cell_update']} FLOPs and {c['bytes_per_cell_update']} bytes per cell-update",
+        f"machine: {m['peak_flops'] / 1e9:.1f} GFLOP/s peak, {m['memory_bandwidth'] / 1e9:.1f} GB/s; "
+        f"roofline {r['cell_updates_per_s'] / 1e6:.0f} M cell-updates/s ({r['bound']}-bound)",
+        f"{'length':>8} {'batch':>6} {'steps':>7} {eng + ' prob/s':>14} {'Mcell-upd/s':>12} {'% roof':>7} "
+        f"{'torch prob/s':>13} {'speedup':>8} {'same':>5}",
+    ]
+    for row in report["rows"]:
+        e, t = row[eng], row.get("torch_naive")
+        lines.append(f"{row['length']:>8} {row['batch']:>6} {e['steps_mean']:>7.1f} {e['problems_per_s']:>14,.0f} "
+                     f"{e['cell_updates_per_s'] / 1e6:>12.1f} {100 * row['fraction_of_roofline']:>6.1f}% "
+                     + (f"{t['problems_per_s']:>13,.1f} {row['speedup_vs_torch']:>7.1f}x {str(t['same_answers_and_steps']):>5}"
+                        if t else f"{'-':>13} {'-':>8} {'-':>5}"))
+    lat = report["latency_16_cells"]
+    lines.append(f"single-problem latency (16 cells): p50 {lat['p50_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
+                 f"p99 {lat['p99_ms']:.2f} ms")
+    return "\n".join(lines)
+
+
+def _plot(report: dict, path: Path) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    eng, rows = report["engine"], report["rows"]
+    lengths = [r["length"] for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.loglog(lengths, [r[eng]["cell_updates_per_s"] for r in rows], "o-", label=eng)
+    if all("torch_naive" in r for r in rows):
+        ax1.loglog(lengths, [r["torch_naive"]["cell_updates_per_s"] for r in rows], "s--", label="naive PyTorch")
+    ax1.axhline(report["roofline"]["cell_updates_per_s"], color="gray", ls=":", label="roofline")
+    ax1.set(xlabel="tape length (cells)", ylabel="cell-updates / s", title="throughput")
+    ax1.legend()
+    ax2.semilogx(lengths, [r[eng]["steps_mean"] for r in rows], "o-", label="mean")
+    ax2.semilogx(lengths, [r[eng]["steps_max"] for r in rows], "^-", label="max")
+    ax2.set(xlabel="tape length (cells)", ylabel="steps", title="steps to the fixed point")
+    ax2.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -1,0 +1,102 @@
+"""`sead export`: a valid one-step graph, equal to the PyTorch step, with its metadata."""
+import collections
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from sead.export.exporter import export_checkpoint  # noqa: E402
+from sead.export.inspect_model import inspect_model  # noqa: E402
+from sead.runtime.errors import ExportMismatch, ModelFileError  # noqa: E402
+from sead.runtime.model_file import load_step_model  # noqa: E402
+from sead.train.checkpoint import file_sha256, load_checkpoint  # noqa: E402
+
+ALLOWED_OPS = {"Concat", "Slice", "Conv", "Relu", "Greater", "Where", "Mul"}
+
+
+@pytest.mark.parametrize("task", ["addition", "parity", "rule110"])
+def test_export_writes_a_checked_single_step(tiny_checkpoints, tmp_path, task):
+    out, report = export_checkpoint(tiny_checkpoints[task], tmp_path / f"{task}.onnx")
+    proto = onnx.load(str(out))
+    onnx.checker.check_model(proto, full_check=True)
+    ops = collections.Counter(n.op_type for n in proto.graph.node)
+    assert set(ops) <= ALLOWED_OPS  # no Shape/Gather/ConstantOfShape, no loops
+    assert not any(n.op_type in ("Loop", "Scan", "If") for n in proto.graph.node)
+    assert [i.name for i in proto.graph.input] == ["problem", "state"]
+    assert [o.name for o in proto.graph.output] == ["next_state", "logits"]
+    dims = [d.dim_param for d in proto.graph.input[0].type.tensor_type.shape.dim]
+    assert dims[0] == "batch" and dims[2] == "length"
+    lengths = {r["what"].split("L=")[-1] for r in report}
+    assert "100000" in lengths and {"1", "2"} & lengths  # addition tapes have at least 2 cells
+    meta = load_step_model(out).metadata
+    model, payload = load_checkpoint(tiny_checkpoints[task])
+    assert meta.task == task and meta.radius == 1
+    assert meta.parameters == model.num_parameters() == inspect_model(str(out))["parameters"]
+    assert meta.checkpoint_sha256 == file_sha256(tiny_checkpoints[task])
+    assert meta.convergence == ("generations" if task == "rule110" else "fixed_point")
+
+
+def test_onnx_step_equals_torch_step(tiny_checkpoints, tmp_path):
+    import onnxruntime as ort
+
+    out, _ = export_checkpoint(tiny_checkpoints["parity"], tmp_path / "p.onnx")
+    model, _ = load_checkpoint(tiny_checkpoints["parity"])
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    x = np.zeros((3, 3, 50), np.float32)
+    x[:, 0] = 1
+    x[np.arange(3)[:, None], 1 + rng.integers(0, 2, (3, 50)), np.arange(50)] = 1
+    s = rng.choice([-1.0, 1.0], (3, model.config.state_channels, 50)).astype(np.float32)
+    got_state, got_logits = sess.run(None, {"problem": x, "state": s})
+    with torch.no_grad():
+        want_state = model.step(torch.from_numpy(x), torch.from_numpy(s)).numpy()
+        want_logits = model.readout(torch.from_numpy(x), torch.from_numpy(s)).numpy()
+    assert np.array_equal(got_state, want_state)
+    np.testing.assert_allclose(got_logits, want_logits, atol=1e-5)
+
+
+def test_verification_catches_a_wrong_graph(tiny_checkpoints, monkeypatch, tmp_path):
+    import sead.export.exporter as exporter
+
+    real = exporter.build_step_graph
+
+    def broken(model, metadata, opset):
+        proto = real(model, metadata, opset)
+        for init in proto.graph.initializer:
+            if init.name == "rule_out.bias":
+                arr = onnx.numpy_helper.to_array(init) + 5.0
+                init.CopyFrom(onnx.numpy_helper.from_array(arr.astype(np.float32), init.name))
+        return proto
+
+    monkeypatch.setattr(exporter, "build_step_graph", broken)
+    target = tmp_path / "broken.onnx"
+    with pytest.raises(ExportMismatch, match="next_state differs"):
+        export_checkpoint(tiny_checkpoints["parity"], target)
+    assert not target.exists() and not list(tmp_path.iterdir())  # no partial output
+
+
+def test_bad_checkpoints_leave_nothing_behind(tmp_path):
+    import os
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    torch.save({"x": RunsCode()}, tmp_path / "evil.pt")
+    (tmp_path / "junk.pt").write_bytes(b"\x00\x01junk")
+    torch.save({"format": "sead-checkpoint", "format_version": 2}, tmp_path / "v2.pt")
+    for name, words in [("missing.pt", "no such checkpoint"), ("junk.pt", "not a loadable"),
+                        ("evil.pt", "not a loadable"), ("v2.pt", "format version 2")]:
+        with pytest.raises(ModelFileError, match=words):
+            export_checkpoint(tmp_path / name)
+        assert not (tmp_path / name).with_suffix(".onnx").exists()
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_opset_choice(tiny_checkpoints, tmp_path):
+    out, _ = export_checkpoint(tiny_checkpoints["rule110"], tmp_path / "r.onnx", opset=19)
+    assert load_step_model(out).opset == 19
+    with pytest.raises(ModelFileError, match="opset 12"):
+        export_checkpoint(tiny_checkpoints["rule110"], tmp_path / "r12.onnx", opset=12)
