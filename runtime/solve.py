@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import threading
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -85,7 +84,6 @@ class Runtime:
         self.k = k
         self.batch_size = batch_size
         self.max_batch_cells = max_batch_cells
-        self._lock = threading.Lock()
 
     # -- parsing -------------------------------------------------------------------------------
     def parse(self, line: str, number: int | None = None, source: str | None = None) -> Parsed:
@@ -132,6 +130,9 @@ class Runtime:
 
     def _batches(self, members: list[int], length: int):
         size = max(1, min(self.batch_size, self.max_batch_cells // length))
+        engine_rows = getattr(self.engine, "max_rows", None)  # TensorRT's per-tensor element limit
+        if engine_rows is not None:
+            size = max(1, min(size, engine_rows(length)))
         for start in range(0, len(members), size):
             yield members[start:start + size]
 

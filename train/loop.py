@@ -40,6 +40,11 @@ class TrainConfig:
     mine_every: int = 250
     mine_count: int = 4096
     pool_share: float = 0.25
+    # the last part of training hunts rare neighbourhoods: more mining, more of the pool per batch
+    hunt_from: float = 1.0  # fraction of steps after which hunting starts (1.0: never)
+    hunt_every: int = 100
+    hunt_count: int = 16384
+    hunt_share: float = 0.5
     max_minutes: float = 15.0
     state_channels: int = 8
     hidden: int = 32
@@ -100,22 +105,33 @@ def generations_loss(model: SEAD, x, cfg: TrainConfig, rng: np.random.Generator,
     return answer / (horizon + 1), correct
 
 
-def mine(model: SEAD, cfg: TrainConfig, rng: np.random.Generator) -> tuple[list[str], float]:
-    """Solve fresh random short problems exactly; return the wrong ones and the accuracy."""
+def mine(model: SEAD, cfg: TrainConfig, rng: np.random.Generator, count: int,
+         recheck: list[str] = ()) -> tuple[list[str], list[str], float]:
+    """Solve `count` fresh random short problems exactly, and re-check the pool.
+
+    -> (fresh wrong ones, pool problems still wrong, accuracy on the fresh ones)."""
     task = get_task(cfg.task)
-    wrong, total = [], 0
     per_batch = 512
-    for _ in range(cfg.mine_count // per_batch):
+    fresh_wrong = []
+    for _ in range(max(1, count // per_batch)):
         length = int(rng.integers(1, cfg.max_len + 1)) if task.convergence == "generations" else None
-        lines = sample_lines(cfg.task, rng, per_batch, cfg.max_len, length=length)
+        fresh_wrong += _wrong(model, task, sample_lines(cfg.task, rng, per_batch, cfg.max_len, length=length))
+    still_wrong = []
+    for start in range(0, len(recheck), per_batch):
+        still_wrong += _wrong(model, task, list(recheck[start:start + per_batch]))
+    return fresh_wrong, still_wrong, 1.0 - len(fresh_wrong) / max(1, count // per_batch * per_batch)
+
+
+def _wrong(model: SEAD, task, lines: list[str]) -> list[str]:
+    wrong = []
+    if lines:
         parsed = [task.parse(line) for line in lines]
-        x, _, gens = encode_batch(cfg.task, parsed)
-        symbols, _, converged = solve(model, x, max_steps=x.shape[2] + 2 + 16, generations=gens)
+        x, _, gens = encode_batch(task.name, parsed)
+        symbols, _, converged = solve(model, x, max_steps=2 * x.shape[2] + 16, generations=gens)
         for i, p in enumerate(parsed):
-            total += 1
             if not converged[i] or task.decode(symbols[i].numpy(), p) != task.answer(p):
                 wrong.append(lines[i])
-    return wrong, 1.0 - len(wrong) / max(total, 1)
+    return wrong
 
 
 class Progress:
@@ -143,12 +159,13 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
-    """Train a model from scratch; deterministic for a given cfg.seed. -> (model, record)."""
+def train(cfg: TrainConfig, log=True, model: SEAD | None = None) -> tuple[SEAD, dict]:
+    """Train a model (from scratch unless given one); deterministic for a given cfg.seed.
+    -> (model, record)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     task = get_task(cfg.task)
-    model = build_model(cfg)
+    model = model if model is not None else build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     pool: list[str] = []
@@ -158,7 +175,9 @@ def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
     for step in range(1, cfg.steps + 1):
         model.train()
         length = int(rng.integers(1, cfg.max_len + 1)) if task.convergence == "generations" else None
-        n_pool = int(cfg.batch_size * cfg.pool_share) if pool and length is None else 0
+        hunting = step > cfg.hunt_from * cfg.steps
+        share = cfg.hunt_share if hunting else cfg.pool_share
+        n_pool = int(cfg.batch_size * share) if pool and length is None else 0
         lines = sample_lines(cfg.task, rng, cfg.batch_size - n_pool, cfg.max_len, length=length)
         lines += [pool[i] for i in rng.integers(0, len(pool), n_pool)] if n_pool else []
         parsed = [task.parse(line) for line in lines]
@@ -175,14 +194,17 @@ def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        if step % cfg.mine_every == 0 or step == cfg.steps:
+        every, count = (cfg.hunt_every, cfg.hunt_count) if hunting else (cfg.mine_every, cfg.mine_count)
+        if step % every == 0 or step == cfg.steps:
             model.eval()
-            wrong, short_acc = mine(model, cfg, rng)
+            fresh, still, short_acc = mine(model, cfg, rng, count, pool if hunting else ())
             if task.convergence != "generations":
-                pool = (pool + wrong)[-cfg.mine_count:]
-            history.append({"step": step, "loss": float(loss), "short_accuracy": short_acc})
+                # while hunting, solved problems leave the pool so it holds what is still wrong
+                pool = ((still if hunting else pool) + fresh)[-cfg.mine_count:]
+            history.append({"step": step, "loss": round(float(loss), 5), "short_accuracy": short_acc,
+                            "pool": len(pool)})
         if progress:
-            progress.update(step, loss=float(loss), batch_acc=float(correct.float().mean()), short_acc=short_acc,
+            progress.update(step, loss=float(loss.detach()), batch_acc=float(correct.float().mean()), short_acc=short_acc,
                             pool=len(pool))
         if (time.time() - start) / 60 > cfg.max_minutes:
             break

@@ -97,14 +97,16 @@ def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch
     """Reference loop: iterate until each problem's state stops changing (or its generations run out).
 
     Returns (symbols (B, L) int64, steps (B,) int64, converged (B,) bool). `steps` counts the
-    updates that changed the state; for rule110 it is the generations run.
+    updates that changed the state; generation tasks (rule110) run exactly their generations
+    whatever max_steps says.
     """
     b = problem.shape[0]
     state = model.initial_state(problem)
     steps = torch.zeros(b, dtype=torch.long)
     active = torch.ones(b, dtype=torch.bool)
     converged = torch.zeros(b, dtype=torch.bool)
-    for t in range(max_steps):
+    horizon = int(generations.max()) if generations is not None and b else max_steps
+    for t in range(horizon):
         if generations is not None:
             active = generations > t
         if not active.any():

@@ -1,0 +1,36 @@
+# Two commands do all the set-up from a fresh clone:
+#   make demo   install the runtime (CPU) and answer examples/digits.txt with the shipped model
+#   make test   install everything (torch 2.13.0 CPU build pinned) and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
+
+.PHONY: demo test models bench gpu-check clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+demo: $(BIN)/python
+	$(PIP) '.[cpu]'
+	$(BIN)/sead run --input examples/digits.txt
+
+test: $(BIN)/python
+	$(PIP) -e '.[cpu,train,dev]'
+	$(BIN)/python -m pytest -q
+
+# Retrain and re-export the shipped default models (seeds in train/recipes.py; ~10 minutes on 2 cores).
+models: $(BIN)/python
+	$(PIP) -e '.[cpu,train,dev]'
+	$(BIN)/python -m sead.train.ship
+
+bench: $(BIN)/python
+	$(PIP) -e '.[cpu,train,dev]'
+	$(BIN)/sead bench --engine ort
+
+# On a machine with an NVIDIA GPU, after: pip install '.[cuda,tensorrt]'
+gpu-check:
+	$(BIN)/python bench/gpu_check.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info bench/out

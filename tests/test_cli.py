@@ -1,0 +1,112 @@
+"""The `sead` command run for real in a subprocess: answers, formats, exit codes, bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from sead.runtime.model_file import default_model_path
+from sead.runtime.tasks import get_task
+
+SHIPPED = all(default_model_path(t).is_file() for t in ("addition", "parity", "rule110"))
+needs_models = pytest.mark.skipif(not SHIPPED, reason="shipped models not built yet (make models)")
+
+
+def sead(*args, stdin: str | bytes = "", cwd=None):
+    data = stdin.encode() if isinstance(stdin, str) else stdin
+    proc = subprocess.run([sys.executable, "-m", "sead.cli", *args], input=data, capture_output=True, cwd=cwd,
+                          timeout=300)
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+@needs_models
+def test_each_task_answers_exactly_in_input_order():
+    cases = {
+        "addition": ["1+1", "99999999+1", "0+0", "123 + 877", "007+3", "5555555555555555+4444444444444445"],
+        "parity": ["0", "1", "0110", "1111111", "0000000000000000000000000000001"],
+        "rule110": ["0110", "0110 0", "0001000100 5", "1 3", "111000111000 40"],
+    }
+    for task, lines in cases.items():
+        code, out, err = sead("run", "--model", task, "--engine", "ort", stdin="\n".join(lines) + "\n")
+        t = get_task(task)
+        assert code == 0, err
+        assert out.splitlines() == [t.answer(t.parse(line)) for line in lines]
+
+
+@needs_models
+def test_jsonl_records_and_output_file(tmp_path):
+    (tmp_path / "in.txt").write_text("12+30\r\n99+1\r\n")
+    code, out, err = sead("run", "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.jsonl"), "--format", "jsonl")
+    assert code == 0 and out == ""
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in records] == [1, 2]
+    assert [r["output"] for r in records] == ["42", "100"]
+    assert all(r["converged"] is True and isinstance(r["steps"], int) and r["steps"] >= 1 for r in records)
+
+
+@needs_models
+def test_not_converged_exits_1_and_prints_no_answer():
+    code, out, err = sead("run", "--max-steps", "0", "--format", "jsonl", stdin="99+1\n5+5\n")
+    assert code == 1
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["converged"] for r in records] == [False, False] and all(r["output"] is None for r in records)
+    assert "<stdin>:1: did not converge" in err and "<stdin>:2: did not converge" in err
+    code, out, err = sead("run", "--max-steps", "0", stdin="99+1\n")
+    assert code == 1 and out == "\n"  # no answer printed, the line stays aligned
+
+
+@needs_models
+@pytest.mark.parametrize("data, line, words", [
+    (b"1+1\n\n2+2\n", 2, "blank line"),
+    ("1+1\n1+\u0663\n".encode(), 2, "only ASCII digits"),
+    (b"1+1\n2+2\n3-3\n", 3, "one '+'"),
+    (b"1+1\n2+\xff\n", 2, "position 1"),  # not UTF-8
+])
+def test_invalid_lines_are_all_reported_and_nothing_is_answered(tmp_path, data, line, words):
+    path = tmp_path / "bad.txt"
+    path.write_bytes(data)
+    code, out, err = sead("run", "-i", str(path))
+    assert code == 2 and out == ""
+    assert f"{path}:{line}: " in err and words in err
+
+
+@needs_models
+def test_skip_invalid_answers_the_rest():
+    code, out, err = sead("run", "--skip-invalid", "--format", "jsonl", stdin="1+1\nx\n\n2+2\n")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 2
+    assert records[0] == {"line": 1, "output": "2", "steps": records[0]["steps"], "converged": True}
+    assert records[1]["line"] == 2 and "error" in records[1]
+    assert records[2]["line"] == 3 and "blank line" in records[2]["error"]
+    assert records[3]["output"] == "4"
+    assert "<stdin>:2:" in err and "<stdin>:3:" in err
+    code, out, _ = sead("run", "--skip-invalid", stdin="1+1\nx\n2+2\n")
+    assert out.splitlines() == ["2", "", "4"]
+
+
+@needs_models
+def test_final_newline_is_not_a_line_and_empty_input_is_fine():
+    assert sead("run", stdin="1+1")[1] == "2\n"
+    assert sead("run", stdin="1+1\n")[1] == "2\n"
+    assert sead("run", stdin="") == (0, "", "")
+
+
+def test_missing_model_or_input_is_one_clear_line(tmp_path):
+    code, out, err = sead("run", "--model", str(tmp_path / "nope.onnx"), stdin="1+1\n")
+    assert code == 2 and "no such model file" in err and "Traceback" not in err
+    if SHIPPED:
+        code, out, err = sead("run", "-i", str(tmp_path / "absent.txt"))
+        assert code == 2 and "absent.txt" in err and "Traceback" not in err
+
+
+def test_usage_errors_exit_2():
+    assert sead("run", "--engine", "warp")[0] == 2
+    assert sead("run", "--batch-size", "0")[0] == 2
+    assert sead("--version")[1].startswith("sead ")
+
+
+def test_run_path_never_imports_torch():
+    probe = ("import sys; import sead.cli.main, sead.runtime.solve, sead.runtime.engines.ort; "
+             "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"

@@ -1,0 +1,133 @@
+"""The convergence loop above the engines: freezing, per-problem steps, the cap, ordering,
+concurrency, bad input, and agreement with the PyTorch reference loop."""
+import threading
+
+import numpy as np
+import pytest
+
+from sead.runtime.errors import InputError, ModelFileError, SeadError
+from sead.runtime.solve import Runtime, bucket_length, default_step_cap
+from sead.runtime.tasks import get_task
+
+torch = pytest.importorskip("torch")
+
+from sead.export.exporter import export_checkpoint  # noqa: E402
+from sead.train.checkpoint import load_checkpoint  # noqa: E402
+from sead.train.data import encode_batch  # noqa: E402
+from sead.train.model import solve as torch_solve  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tiny_checkpoints, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("onnx")
+    return {t: export_checkpoint(p, folder / f"{t}.onnx")[0] for t, p in tiny_checkpoints.items()}
+
+
+def _reference(checkpoint, lines, max_steps=None):
+    """The PyTorch reference loop, one problem at a time (no padding at all)."""
+    model, _ = load_checkpoint(checkpoint)
+    task = get_task(model.config.task)
+    out = []
+    for line in lines:
+        p = task.parse(line)
+        x, _, gens = encode_batch(task.name, [p])
+        cap = max_steps if max_steps is not None else default_step_cap(p.length)
+        symbols, steps, conv = torch_solve(model, x, cap, gens)
+        out.append((task.decode(symbols[0].numpy(), p) if conv[0] else None, int(steps[0]), bool(conv[0])))
+    return out
+
+
+@pytest.mark.parametrize("task", ["addition", "parity", "rule110"])
+def test_runtime_matches_torch_reference_loop(tiny_checkpoints, tiny_onnx, task):
+    """Answers, step counts and converged flags equal the reference, whatever the (untrained)
+    rule does: padding, batching, K-step chunks and compaction must not change any of them."""
+    rng = np.random.default_rng(0)
+    t = get_task(task)
+    lines = []
+    for n in [1, 2, 3, 5, 16, 17, 40, 100, 300]:
+        for _ in range(3):
+            lines.append(t.random_line(rng, n, int(rng.integers(0, 30))) if task == "rule110" else t.random_line(rng, n))
+    rng.shuffle(lines)
+    for cap in (None, 3):
+        if task == "rule110" and cap is not None:
+            continue
+        got = Runtime(str(tiny_onnx[task]), engine="ort", k=4, batch_size=5).solve(lines, max_steps=cap)
+        want = _reference(tiny_checkpoints[task], lines, cap)
+        assert [(r.answer, r.steps, r.converged) for r in got] == want
+
+
+def test_cap_reports_not_converged_without_an_answer(tiny_onnx):
+    rt = Runtime(str(tiny_onnx["parity"]), engine="ort")
+    results = rt.solve(["0110", "1"], max_steps=0)
+    assert all(not r.converged and r.answer is None and r.steps == 0 for r in results)
+
+
+def test_rule110_runs_exactly_its_generations(tiny_onnx):
+    rt = Runtime(str(tiny_onnx["rule110"]), engine="ort", k=8)
+    results = rt.solve(["0110 0", "0110 1", "0110 7", "0110 8", "0110 9", "01101 17"])
+    assert [r.steps for r in results] == [0, 1, 7, 8, 9, 17]
+    assert all(r.converged for r in results)
+
+
+def test_results_keep_input_order_across_buckets(tiny_onnx):
+    rt = Runtime(str(tiny_onnx["addition"]), engine="ort", batch_size=2)
+    lines = ["1" * n + "+1" for n in (300, 1, 40, 2, 300, 17)]
+    batched = rt.solve(lines)
+    single = [rt.solve([line])[0] for line in lines]
+    assert batched == single
+
+
+def test_concurrent_callers_share_one_runtime(tiny_onnx):
+    rt = Runtime(str(tiny_onnx["addition"]), engine="ort")
+    rng = np.random.default_rng(1)
+    task = get_task("addition")
+    work = [[task.random_line(rng, int(rng.integers(1, 60))) for _ in range(40)] for _ in range(8)]
+    expected = [rt.solve(lines) for lines in work]
+    got, errors = [None] * 8, []
+
+    def worker(i):
+        try:
+            for _ in range(3):
+                got[i] = rt.solve(work[i])
+                assert got[i] == expected[i]
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors and got == expected
+
+
+def test_bad_input_names_the_line(tiny_onnx):
+    rt = Runtime(str(tiny_onnx["addition"]), engine="ort")
+    with pytest.raises(InputError) as err:
+        rt.solve(["1+1", "2+2", "3+x"])
+    assert err.value.line == 3 and "'x'" in str(err.value)
+    with pytest.raises(InputError, match="blank line"):
+        list(rt.stream(["1+1", ""]))
+
+
+def test_stream_solves_in_chunks_in_order(tiny_onnx):
+    rt = Runtime(str(tiny_onnx["addition"]), engine="ort")
+    lines = [f"{i}+{i}" for i in range(1000)]
+    assert list(rt.stream(iter(lines), chunk=64)) == rt.solve(lines)
+
+
+def test_missing_model_and_unknown_engine(tiny_onnx, tmp_path):
+    with pytest.raises(ModelFileError, match="no such model file"):
+        Runtime(str(tmp_path / "nope.onnx"))
+    (tmp_path / "junk.onnx").write_bytes(b"not a protobuf at all \x00\xff")
+    with pytest.raises(ModelFileError):
+        Runtime(str(tmp_path / "junk.onnx"))
+    with pytest.raises(SeadError, match="unknown engine"):
+        Runtime(str(tiny_onnx["addition"]), engine="cuda-magic")
+
+
+def test_bucket_lengths():
+    assert bucket_length(1) == 16 and bucket_length(16) == 16
+    for n in (17, 100, 1000, 12345, 10**6 + 1):
+        b = bucket_length(n)
+        assert n <= b <= n * 1.13 + 8
