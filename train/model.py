@@ -48,9 +48,6 @@ def hardsign(pre: torch.Tensor) -> torch.Tensor:
     if not pre.requires_grad:
         return hard
     soft = torch.tanh(pre)
-    import os
-    if os.environ.get("SOFT"):
-        return soft
     return soft + (hard - soft).detach()
 
 
