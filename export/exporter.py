@@ -34,6 +34,9 @@ def export_checkpoint(checkpoint: str | Path, output: str | Path | None = None,
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a model file is for everyone to read
         os.replace(tmp, output)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

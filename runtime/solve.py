@@ -25,6 +25,7 @@ ENGINES = ("auto", "ort", "ort-cuda", "trt")
 DEFAULT_MAX_BATCH_CELLS = 1 << 20  # cells per engine call; see README "Limits" for bytes per cell
 DEFAULT_BATCH_SIZE = 4096
 STREAM_CHUNK_LINES = 1 << 16
+DEEPEN_BELOW_CELLS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,9 @@ def bucket_length(length: int) -> int:
     return -(-length // grain) * grain
 
 
-def make_engine(step: StepModel, engine: str = "auto", k: int = 8):
-    """-> an engine instance. `auto` tries trt, then ort-cuda, then ort."""
+def make_engine(step: StepModel, engine: str = "auto", k: int | None = None):
+    """-> an engine instance. `auto` tries trt, then ort-cuda, then ort. `k` fixes the steps per
+    engine call; by default ONNX Runtime engines start at 4 and go deeper while problems run."""
     if engine not in ENGINES:
         raise SeadError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
     if engine == "auto":
@@ -60,28 +62,24 @@ def make_engine(step: StepModel, engine: str = "auto", k: int = 8):
             except EngineUnavailable:
                 continue
         raise EngineUnavailable("no engine is available: pip install 'sead[cpu]' for ONNX Runtime on the CPU")
-    if engine == "ort":
-        from .engines.ort import OrtCpuEngine
-        return OrtCpuEngine(step, k)
-    if engine == "ort-cuda":
-        from .engines.ort import OrtCudaEngine
-        return OrtCudaEngine(step, k)
+    if engine in ("ort", "ort-cuda"):
+        from .engines.ort import K_CHOICES, OrtCpuEngine, OrtCudaEngine
+        return (OrtCpuEngine if engine == "ort" else OrtCudaEngine)(step, (k,) if k else K_CHOICES)
     from .engines.trt import TrtEngine
-    return TrtEngine(step, k)
+    return TrtEngine(step, k or 8)
 
 
 class Runtime:
     """A loaded model on one engine. Thread-safe: concurrent solve() calls share the engine and
     each use their own buffers."""
 
-    def __init__(self, model: str = "addition", engine: str = "auto", k: int = 8,
+    def __init__(self, model: str = "addition", engine: str = "auto", k: int | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, max_batch_cells: int = DEFAULT_MAX_BATCH_CELLS):
         self.step = load_step_model(model)
         self.metadata = self.step.metadata
         self.task = get_task(self.metadata.task)
         self.engine = make_engine(self.step, engine, k)
         self.engine_name = self.engine.name
-        self.k = k
         self.batch_size = batch_size
         self.max_batch_cells = max_batch_cells
 
@@ -145,12 +143,12 @@ class Runtime:
         if task.convergence == "generations":
             limit = np.array([p.generations for p in problems], np.int64)
         else:
-            cap = max_steps if max_steps is not None else None
-            limit = np.array([cap if cap is not None else default_step_cap(p.length, meta.radius)
+            limit = np.array([max_steps if max_steps is not None else default_step_cap(p.length, meta.radius)
                               for p in problems], np.int64)
         steps = np.zeros(len(problems), np.int64)
         rows = np.arange(len(problems))  # original row of each row still in the engine batch
         batch = self.engine.start(x)
+        ks, depth = self.engine.k_choices, 0
         converged = np.zeros(len(problems), bool)
         done = limit <= 0  # rule110 with 0 generations, or a zero cap
         converged[done] = task.convergence == "generations"
@@ -167,8 +165,9 @@ class Runtime:
                 batch.keep(np.flatnonzero(live))
                 rows = rows[live]
             budget = limit[rows] - steps[rows]
-            counts = batch.advance(budget.astype(np.float32))
-            ran = np.minimum(budget, self.k)
+            k = ks[depth]
+            counts = batch.advance(budget.astype(np.float32), k)
+            ran = np.minimum(budget, k)
             steps[rows] += counts
             if task.convergence == "generations":
                 newly = steps[rows] >= limit[rows]
@@ -178,6 +177,10 @@ class Runtime:
                 converged[rows[stopped]] = True
                 newly = stopped | (steps[rows] >= limit[rows])
             done[rows[newly]] = True
+            # most problems still running: go deeper per call, unless the batch is so large that
+            # one step dwarfs the cost of a call (then deeper calls only waste steps)
+            if newly.sum() * 2 < len(rows) and depth + 1 < len(ks) and len(rows) * length < DEEPEN_BELOW_CELLS:
+                depth += 1
 
     def _record(self, results, i: int, p: Parsed, symbols: np.ndarray, steps: int, converged: bool) -> None:
         answer = self.task.decode(symbols, p) if converged else None

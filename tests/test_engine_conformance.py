@@ -49,7 +49,7 @@ def test_engine_protocol(step, name):
     batch = engine.start(x)
     assert batch.size == 6
     # budgets 0..5: problem i runs min(i, 4) steps in this call
-    counts = batch.advance(np.arange(6, dtype=np.float32))
+    counts = batch.advance(np.arange(6, dtype=np.float32), 4)
     for i in range(6):
         ran = min(i, 4)
         moved = sum(int(not np.array_equal(states[t + 1][i], states[t][i])) for t in range(ran))
@@ -60,5 +60,5 @@ def test_engine_protocol(step, name):
         assert np.array_equal(symbols[i], logits[0].argmax(0))
     batch.keep(np.array([4, 5]))
     assert batch.size == 2
-    batch.advance(np.full(2, 4, np.float32))
+    batch.advance(np.full(2, 4, np.float32), 4)
     assert np.array_equal(batch.symbols()[1], sess.run(["logits"], {"problem": x[5:6], "state": states[8][5:6]})[0][0].argmax(0))

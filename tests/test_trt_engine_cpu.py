@@ -291,11 +291,11 @@ def test_shape_classes_bound_every_tensor(monkeypatch, tmp_path):
     rng = np.random.default_rng(0)
     t = get_task("rule110")
     x = np.stack([t.encode(t.parse(t.random_line(rng, 100, 9))) for _ in range(2)])
-    ours, ref = engine.start(x), OrtCpuEngine(step, k=4).start(x)
+    ours, ref = engine.start(x), OrtCpuEngine(step, (4,)).start(x)
     assert len(trt.builds) == 4  # the long class was built on demand
     for budget in ([4, 4], [4, 1], [1, 0]):
         budget = np.array(budget, np.float32)
-        assert (ours.advance(budget) == ref.advance(budget)).all()
+        assert (ours.advance(budget, 4) == ref.advance(budget, 4)).all()
         assert (ours.symbols() == ref.symbols()).all()
     ours.keep(np.array([1]))
     ref.keep(np.array([1]))

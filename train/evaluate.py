@@ -93,9 +93,9 @@ def evaluate_lines(model: SEAD, lines: list[str], max_steps: int | None = None, 
     return exact, conv, steps
 
 
+@torch.no_grad()
 def evaluate(model: SEAD, lengths=DEFAULT_LENGTHS, seed: int = 0, max_problems: int = 256,
              max_steps: int | None = None, progress=None) -> list[EvalRow]:
-    torch.set_grad_enabled(False)
     rng = np.random.default_rng(seed)
     rows = []
     for length in lengths:

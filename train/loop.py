@@ -205,7 +205,7 @@ def train(cfg: TrainConfig, log=True, model: SEAD | None = None) -> tuple[SEAD, 
             if task.convergence != "generations":
                 # while hunting, solved problems leave the pool so it holds what is still wrong
                 pool = ((still if hunting else pool) + fresh)[-cfg.mine_count:]
-            history.append({"step": step, "loss": round(float(loss), 5), "short_accuracy": short_acc,
+            history.append({"step": step, "loss": round(float(loss.detach()), 5), "short_accuracy": short_acc,
                             "pool": len(pool)})
         if progress:
             progress.update(step, loss=float(loss.detach()), batch_acc=float(correct.float().mean()), short_acc=short_acc,

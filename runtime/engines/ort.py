@@ -2,10 +2,13 @@
 
 An engine loads the derived graphs once; `start(problem)` returns a Batch that owns its buffers,
 so one engine serves many threads (InferenceSession.run is thread-safe; bindings are per batch).
+ONNX Runtime engines offer several unroll depths K (`k_choices`): sessions are cheap to make, so
+the loop can start with few steps per call and go deeper while problems keep running.
 """
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 
@@ -14,6 +17,7 @@ from ..graph import advance_graph, readout_graph
 from ..model_file import StepModel
 
 SMALL_BATCH_CELLS = 1 << 13  # below this many cells a single thread beats the thread pool's overhead
+K_CHOICES = (4, 8, 16, 32, 64)
 
 
 def _onnxruntime():
@@ -31,25 +35,31 @@ class OrtCpuEngine:
 
     name = "ort"
 
-    def __init__(self, step: StepModel, k: int = 8, threads: int | None = None):
-        ort = _onnxruntime()
-        self.step, self.k = step, k
-        threads = threads or max(1, len(os.sched_getaffinity(0)))
-        advance = advance_graph(step, k).SerializeToString()
-        readout = readout_graph(step).SerializeToString()
+    def __init__(self, step: StepModel, k_choices: tuple[int, ...] = K_CHOICES, threads: int | None = None):
+        self.ort = _onnxruntime()
+        self.step, self.k_choices = step, tuple(k_choices)
+        self.threads = threads or max(1, len(os.sched_getaffinity(0)))
+        self._sessions: dict = {}
+        self._lock = threading.Lock()
+        self.readout_session = self._session(readout_graph(step).SerializeToString(), self.threads)
+        self.advance_session(self.k_choices[0], 1)  # fail here, not mid-solve, if the graph is bad
 
-        def session(graph: bytes, n_threads: int):
-            opts = ort.SessionOptions()
-            opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            opts.intra_op_num_threads = n_threads
-            opts.inter_op_num_threads = 1
-            opts.log_severity_level = 3
-            return ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+    def _session(self, graph: bytes, n_threads: int):
+        opts = self.ort.SessionOptions()
+        opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = n_threads
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        return self.ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
-        self.ort = ort
-        self.advance_small = session(advance, 1)
-        self.advance_large = session(advance, threads) if threads > 1 else self.advance_small
-        self.readout_session = session(readout, threads)
+    def advance_session(self, k: int, cells: int):
+        """The K-step session; one thread for small batches, all cores for large ones."""
+        threads = 1 if cells < SMALL_BATCH_CELLS else self.threads
+        with self._lock:
+            key = (k, threads)
+            if key not in self._sessions:
+                self._sessions[key] = self._session(advance_graph(self.step, k).SerializeToString(), threads)
+            return self._sessions[key]
 
     def start(self, problem: np.ndarray) -> "OrtCpuBatch":
         return OrtCpuBatch(self, problem)
@@ -67,25 +77,30 @@ class OrtCpuBatch:
         self.problem, self.state, self.spare = problem, state, np.empty_like(state)
         self.budget = np.zeros((b, 1, 1), np.float32)
         self.changed = np.zeros((b, 1, 1), np.float32)
-        self.session = e.advance_small if b * length < SMALL_BATCH_CELLS else e.advance_large
         ov = e.ort.OrtValue.ortvalue_from_numpy
-        self.binding = self.session.io_binding()
-        self.binding.bind_ortvalue_input("problem", ov(self.problem))
-        self.binding.bind_ortvalue_input("budget", ov(self.budget))
-        self.binding.bind_ortvalue_output("changed", ov(self.changed))
+        self.fixed = {"problem": ov(self.problem), "budget": ov(self.budget), "changed": ov(self.changed)}
         self.values = [ov(self.state), ov(self.spare)]  # ping-pong pair, wrapped once
+        self.bindings: dict = {}  # one IO binding per K, made on first use
 
     @property
     def size(self) -> int:
         return self.problem.shape[0]
 
-    def advance(self, budget: np.ndarray) -> np.ndarray:
-        """Run up to K steps per problem (budget (B,) steps allowed). -> changed counts (B,) int."""
+    def advance(self, budget: np.ndarray, k: int) -> np.ndarray:
+        """Run up to k steps per problem (budget (B,) steps allowed). -> changed counts (B,) int."""
+        if k not in self.bindings:
+            session = self.engine.advance_session(k, self.problem.shape[0] * self.problem.shape[2])
+            binding = session.io_binding()
+            binding.bind_ortvalue_input("problem", self.fixed["problem"])
+            binding.bind_ortvalue_input("budget", self.fixed["budget"])
+            binding.bind_ortvalue_output("changed", self.fixed["changed"])
+            self.bindings[k] = (session, binding)
+        session, binding = self.bindings[k]
         self.budget[:, 0, 0] = budget
         src, dst = self.values
-        self.binding.bind_ortvalue_input("state", src)
-        self.binding.bind_ortvalue_output("state_out", dst)
-        self.session.run_with_iobinding(self.binding)
+        binding.bind_ortvalue_input("state", src)
+        binding.bind_ortvalue_output("state_out", dst)
+        session.run_with_iobinding(binding)
         self.values = [dst, src]
         self.state, self.spare = self.spare, self.state
         return self.changed[:, 0, 0].astype(np.int64)
@@ -107,19 +122,36 @@ class OrtCudaEngine:
 
     name = "ort-cuda"
 
-    def __init__(self, step: StepModel, k: int = 8, device_id: int = 0):
+    def __init__(self, step: StepModel, k_choices: tuple[int, ...] = K_CHOICES, device_id: int = 0):
         ort = _onnxruntime()
         if "CUDAExecutionProvider" not in ort.get_available_providers():
             raise EngineUnavailable("engine 'ort-cuda' needs onnxruntime-gpu and a CUDA GPU: pip install 'sead[cuda]' "
                                     f"(available providers here: {', '.join(ort.get_available_providers())})")
-        self.ort, self.step, self.k, self.device_id = ort, step, k, device_id
-        cuda = ("CUDAExecutionProvider", {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC",
-                                          "do_copy_in_default_stream": True})
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.ort, self.step, self.k_choices, self.device_id = ort, step, tuple(k_choices), device_id
+        # use_tf32=0: TF32 convolutions would round the rule's pre-activations differently from fp32
+        self.provider = ("CUDAExecutionProvider", {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC",
+                                                   "do_copy_in_default_stream": True, "use_tf32": 0})
+        self._sessions: dict = {}
+        self._lock = threading.Lock()
+        self.readout_session = self._session(readout_graph(step).SerializeToString())
+        self.advance_session(self.k_choices[0])
+
+    def _session(self, graph: bytes):
+        opts = self.ort.SessionOptions()
+        opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
-        self.advance_session = ort.InferenceSession(advance_graph(step, k).SerializeToString(), opts, providers=[cuda])
-        self.readout_session = ort.InferenceSession(readout_graph(step).SerializeToString(), opts, providers=[cuda])
+        try:
+            return self.ort.InferenceSession(graph, opts, providers=[self.provider])
+        except Exception:  # an onnxruntime-gpu too old to know use_tf32: it predates TF32 by default
+            name, options = self.provider
+            self.provider = (name, {k: v for k, v in options.items() if k != "use_tf32"})
+            return self.ort.InferenceSession(graph, opts, providers=[self.provider])
+
+    def advance_session(self, k: int):
+        with self._lock:
+            if k not in self._sessions:
+                self._sessions[k] = self._session(advance_graph(self.step, k).SerializeToString())
+            return self._sessions[k]
 
     def start(self, problem: np.ndarray) -> "OrtCudaBatch":
         return OrtCudaBatch(self, np.ascontiguousarray(problem, np.float32))
@@ -137,22 +169,27 @@ class OrtCudaBatch:
         self.values = [ov.ortvalue_from_numpy(first, "cuda", e.device_id),
                        ov.ortvalue_from_shape_and_type(shape, np.float32, "cuda", e.device_id)]
         self.budget = np.zeros((b, 1, 1), np.float32)
-        self.binding = e.advance_session.io_binding()
-        self.binding.bind_ortvalue_input("problem", self.problem)
+        self.bindings: dict = {}
 
     @property
     def size(self) -> int:
         return self.host_problem.shape[0]
 
-    def advance(self, budget: np.ndarray) -> np.ndarray:
+    def advance(self, budget: np.ndarray, k: int) -> np.ndarray:
+        if k not in self.bindings:
+            session = self.engine.advance_session(k)
+            binding = session.io_binding()
+            binding.bind_ortvalue_input("problem", self.problem)
+            self.bindings[k] = (session, binding)
+        session, binding = self.bindings[k]
         self.budget[:, 0, 0] = budget
         src, dst = self.values
-        self.binding.bind_cpu_input("budget", self.budget)
-        self.binding.bind_ortvalue_input("state", src)
-        self.binding.bind_ortvalue_output("state_out", dst)
-        self.binding.bind_output("changed", "cpu")  # B floats back; the state stays on the device
-        self.engine.advance_session.run_with_iobinding(self.binding)
-        changed = self.binding.copy_outputs_to_cpu()[1]
+        binding.bind_cpu_input("budget", self.budget)
+        binding.bind_ortvalue_input("state", src)
+        binding.bind_ortvalue_output("state_out", dst)
+        binding.bind_output("changed", "cpu")  # B floats back; the state stays on the device
+        session.run_with_iobinding(binding)
+        changed = binding.copy_outputs_to_cpu()[1]
         self.values = [dst, src]
         return changed[:, 0, 0].astype(np.int64)
 

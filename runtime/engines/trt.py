@@ -86,6 +86,7 @@ class TrtEngine:
         gpu = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
         self.device = f"{gpu.rstrip(chr(0))} (sm_{props.major}{props.minor})"
         self.step, self.k = step, k
+        self.k_choices = (k,)  # each depth is an engine build (minutes): one depth only
         meta = step.metadata
         self.max_channels = _max_channels(step)
         self.pad = 2 if meta.boundary == "ring" else 0  # a ring is wrapped to L + 2 cells before its conv
@@ -300,8 +301,10 @@ class TrtBatch:
                              budget=self.budget, changed=self.changed)
         self.cu("cudaMemcpyAsync", self.host_changed.ctypes.data, self.changed, n, self.d2h, self.stream)
 
-    def advance(self, budget: np.ndarray) -> np.ndarray:
+    def advance(self, budget: np.ndarray, k: int | None = None) -> np.ndarray:
         """Run up to K steps per problem (budget (B,) steps allowed). -> changed counts (B,) int."""
+        if k not in (None, self.engine.k):
+            raise SeadError(f"engine 'trt' was built for {self.engine.k} steps per call, not {k}")
         self.host_budget[: self.b] = budget
         if self.graphs:
             self.cu("cudaGraphLaunch", self.graphs[self.current], self.stream)

@@ -1,0 +1,83 @@
+#!/usr/bin/env python3
+"""Does the recipe work from every seed? Train each task from seeds 0, 1, 2 and check each rule
+exactly at long lengths against the oracles (Python integers / decimal, counts, direct simulation).
+
+    python bench/seeds.py [--tasks addition parity rule110] [--seeds 0 1 2] [--out bench/out/seeds.json]
+
+Seed 0 is the shipped model (runtime/models/TASK.pt, made by the same recipe) unless --retrain.
+Lengths are those issue 3 asks for; problems run through the PyTorch reference loop with the
+default step cap (2 x length + 16), so a rule that stops settling shows up as not converged.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sead.runtime.model_file import default_model_path
+from sead.train.checkpoint import load_checkpoint
+from sead.train.evaluate import EvalRow, evaluate_lines, family_lines, format_table
+from sead.train.loop import train
+from sead.train.recipes import recipe
+
+# (family, length, problems)
+PLAN = {
+    "addition": [("random", 16, 512), ("random", 100, 256), ("random", 1000, 64), ("random", 10_000, 16),
+                 ("random", 100_000, 4), ("random", 1_000_000, 1), ("mixed_lengths", 1000, 64),
+                 ("mixed_lengths", 100_000, 2), ("carry_chain", 200, 4), ("carry_chain", 10_000, 1)],
+    "parity": [("random", 16, 512), ("random", 100, 256), ("random", 1000, 64), ("random", 10_000, 8),
+               ("all_zero", 10_000, 1), ("single_one", 10_000, 3)],
+    "rule110": [("random", 16, 96), ("random", 10_000, 3)],  # random rings run 1, 100 and 1000 generations
+}
+
+
+def check(model, task: str, seed: int) -> list[EvalRow]:
+    rng = np.random.default_rng(1000 + seed)
+    rows = []
+    for family, length, count in PLAN[task]:
+        lines = family_lines(task, family, length, count, rng)
+        start = time.time()
+        exact, conv, steps = evaluate_lines(model, lines)
+        rows.append(EvalRow(task, family, length, len(lines), int(exact.sum()), int(conv.sum()),
+                            float(steps.mean()), int(steps.max())))
+        print(f"  seed {seed} {task} {family} L={length}: {exact.sum()}/{len(lines)} exact, "
+              f"{conv.sum()} converged, steps mean {steps.mean():.1f} max {steps.max()} ({time.time() - start:.0f} s)",
+              flush=True)
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", nargs="+", default=list(PLAN))
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--retrain", action="store_true", help="train seed 0 too instead of loading the shipped model")
+    ap.add_argument("--out", type=Path, default=Path("bench/out/seeds.json"))
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    report = []
+    for task in args.tasks:
+        for seed in args.seeds:
+            shipped = default_model_path(task, ".pt")
+            if seed == 0 and not args.retrain and shipped.is_file():
+                model, payload = load_checkpoint(shipped)
+                record = payload["record"]
+            else:
+                model, record = train(recipe(task, seed=seed))
+            print(f"{task} seed {seed}: {model.num_parameters()} parameters, trained {record['seconds']} s "
+                  f"({record['steps_done']} steps)", flush=True)
+            rows = check(model, task, seed)
+            print(format_table(rows), flush=True)
+            report.append({"task": task, "seed": seed, "train_seconds": record["seconds"],
+                           "parameters": model.num_parameters(), "rows": [dict(vars(r)) for r in rows]})
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(report, indent=1))
+    bad = [(r["task"], r["seed"]) for r in report if any(row["exact"] < row["problems"] for row in r["rows"])]
+    print("every seed exact on every row" if not bad else f"NOT exact: {bad}")
+
+
+if __name__ == "__main__":
+    main()
