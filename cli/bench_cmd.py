@@ -90,12 +90,11 @@ def _time_naive(model, runtime, lines, engine_results, seconds: float) -> dict:
     from sead.runtime.solve import default_step_cap
     from sead.train.baseline import naive_solve
 
-    parsed = [runtime.task.parse(line) for line in lines]
-    cap = default_step_cap(max(p.length for p in parsed))
-    naive_solve(model, parsed[:2], cap)
+    cap = default_step_cap(max(runtime.task.parse(line).length for line in lines))
+    naive_solve(model, [runtime.task.parse(line) for line in lines[:2]], cap)
     runs, start = 0, time.perf_counter()
-    while True:
-        answers, steps = naive_solve(model, parsed, cap)
+    while True:  # timed like the engine: from problem texts to answers
+        answers, steps = naive_solve(model, [runtime.task.parse(line) for line in lines], cap)
         runs += 1
         if time.perf_counter() - start >= seconds:
             break

@@ -10,7 +10,7 @@ from typing import TextIO
 
 import typer
 
-from sead.runtime.errors import InputError
+from sead.runtime.errors import InputError, SeadError
 from sead.runtime.lines import iter_lines, open_binary
 from .main import app
 
@@ -87,7 +87,10 @@ def run(
             typer.echo(f"{source}: {invalid} invalid line(s); nothing was solved", err=True)
             raise typer.Exit(2)
         stream.seek(0)
-        out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")
+        try:
+            out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")
+        except OSError as exc:
+            raise SeadError(f"{output}: cannot write the output file ({exc.strerror})") from None
         try:
             not_converged = _solve_stream(runtime, stream, source, out, format, max_steps, total)
         finally:

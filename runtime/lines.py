@@ -8,6 +8,8 @@ from __future__ import annotations
 import io
 from typing import BinaryIO, Iterator
 
+from .errors import InputError
+
 
 def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
     """Yield (line number, text) from a binary stream, without the line ending."""
@@ -28,4 +30,7 @@ def open_binary(path: str) -> BinaryIO:
 
     if path == "-":
         return sys.stdin.buffer
-    return io.open(path, "rb")
+    try:
+        return io.open(path, "rb")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the input file ({exc.strerror})") from None

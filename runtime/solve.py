@@ -11,9 +11,9 @@ with no answer. Finished problems leave the batch when they are half of it.
 from __future__ import annotations
 
 import itertools
+from concurrent.futures import ThreadPoolExecutor, as_completed
 import math
-from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -25,11 +25,11 @@ ENGINES = ("auto", "ort", "ort-cuda", "trt")
 DEFAULT_MAX_BATCH_CELLS = 1 << 20  # cells per engine call; see README "Limits" for bytes per cell
 DEFAULT_BATCH_SIZE = 4096
 STREAM_CHUNK_LINES = 1 << 16
-DEEPEN_BELOW_CELLS = 1 << 20
+DEEPEN_BELOW_CELLS = 1 << 15
+MIN_BATCH_CELLS = 1 << 12
 
 
-@dataclass(frozen=True)
-class Result:
+class Result(NamedTuple):
     """answer is None when the problem did not converge (never a guess)."""
 
     answer: str | None
@@ -43,11 +43,13 @@ def default_step_cap(length: int, radius: int = 1) -> int:
 
 
 def bucket_length(length: int) -> int:
-    """Pad to 16, then to multiples of 1/8 of the next power of two (at most ~12% wasted cells)."""
-    if length <= 16:
-        return 16
-    grain = max(8, 1 << (length.bit_length() - 4))
-    return -(-length // grain) * grain
+    """The padded length of a line-task problem: at least one empty cell past its end (so CPU
+    engines can pack rows into one tape), exact up to 64 cells, then multiples of 1/16 of the
+    next power of two (at most ~6% wasted cells)."""
+    if length < 64:
+        return length + 1
+    grain = 1 << max(0, length.bit_length() - 5)
+    return (length // grain + 1) * grain
 
 
 def make_engine(step: StepModel, engine: str = "auto", k: int | None = None):
@@ -111,12 +113,25 @@ class Runtime:
 
     def solve_parsed(self, problems: list[Parsed], max_steps: int | None = None,
                      on_done=None) -> list[Result]:
+        """Solve validated problems; `on_done(n)` is called as batches of n finish."""
         results: list[Result | None] = [None] * len(problems)
-        for length, members in self._groups(problems):
-            for batch in self._batches(members, length):
-                self._solve_batch([problems[i] for i in batch], batch, length, max_steps, results)
+        work = [(batch, length) for length, members in self._groups(problems)
+                for batch in self._batches(members, length)]
+        workers = min(getattr(self.engine, "parallel_batches", 1), len(work))
+        solve = lambda item: self._solve_batch([problems[i] for i in item[0]], item[0], item[1], max_steps, results,
+                                               exclusive=workers == 1)
+        if workers <= 1:
+            for item in work:
+                solve(item)
                 if on_done:
-                    on_done(len(batch))
+                    on_done(len(item[0]))
+        else:  # CPU engines: batches side by side, one core each (engines release the GIL)
+            with ThreadPoolExecutor(workers) as pool:
+                futures = {pool.submit(solve, item): len(item[0]) for item in work}
+                for future in as_completed(futures):
+                    future.result()
+                    if on_done:
+                        on_done(futures[future])
         return results  # type: ignore[return-value]
 
     def _groups(self, problems: list[Parsed]):
@@ -128,6 +143,9 @@ class Runtime:
 
     def _batches(self, members: list[int], length: int):
         size = max(1, min(self.batch_size, self.max_batch_cells // length))
+        workers = getattr(self.engine, "parallel_batches", 1)
+        if workers > 1:  # enough batches to keep every worker busy, none so small that calls dominate
+            size = min(size, max(-(-len(members) // workers), MIN_BATCH_CELLS // length, 1))
         engine_rows = getattr(self.engine, "max_rows", None)  # TensorRT's per-tensor element limit
         if engine_rows is not None:
             size = max(1, min(size, engine_rows(length)))
@@ -135,11 +153,9 @@ class Runtime:
             yield members[start:start + size]
 
     def _solve_batch(self, problems: list[Parsed], index: list[int], length: int,
-                     max_steps: int | None, results: list) -> None:
+                     max_steps: int | None, results: list, exclusive: bool = True) -> None:
         task, meta = self.task, self.metadata
-        x = np.zeros((len(problems), meta.input_channels, length), np.float32)
-        for row, p in enumerate(problems):
-            x[row, :, : p.length] = task.encode(p)
+        x = task.encode_many(problems, length)
         if task.convergence == "generations":
             limit = np.array([p.generations for p in problems], np.int64)
         else:
@@ -147,7 +163,9 @@ class Runtime:
                               for p in problems], np.int64)
         steps = np.zeros(len(problems), np.int64)
         rows = np.arange(len(problems))  # original row of each row still in the engine batch
-        batch = self.engine.start(x)
+        # a CPU engine may give a batch that runs alone every core
+        batch = self.engine.start(x, exclusive=True) if exclusive and hasattr(self.engine, "parallel_batches") \
+            else self.engine.start(x)
         ks, depth = self.engine.k_choices, 0
         converged = np.zeros(len(problems), bool)
         done = limit <= 0  # rule110 with 0 generations, or a zero cap
@@ -157,17 +175,20 @@ class Runtime:
             if not live.any() or (done[rows].sum() * 2 >= len(rows)):
                 finished = rows[~live]
                 if len(finished):
-                    symbols = batch.symbols()
-                    for r, s in zip(finished, symbols[~live]):
-                        self._record(results, index[r], problems[r], s, steps[r], converged[r])
+                    answers = task.decode_many(batch.symbols()[~live], [problems[r] for r in finished])
+                    for r, answer in zip(finished.tolist(), answers):
+                        ok = bool(converged[r])
+                        results[index[r]] = Result(answer if ok else None, int(steps[r]), ok)
                 if not live.any():
                     return
                 batch.keep(np.flatnonzero(live))
                 rows = rows[live]
             budget = limit[rows] - steps[rows]
             k = ks[depth]
-            counts = batch.advance(budget.astype(np.float32), k)
             ran = np.minimum(budget, k)
+            # an engine may step a problem past its budget (CPU packing does); those steps are
+            # never counted, and such a problem is finished either way
+            counts = np.minimum(batch.advance(budget.astype(np.float32), k), ran)
             steps[rows] += counts
             if task.convergence == "generations":
                 newly = steps[rows] >= limit[rows]
@@ -181,7 +202,3 @@ class Runtime:
             # one step dwarfs the cost of a call (then deeper calls only waste steps)
             if newly.sum() * 2 < len(rows) and depth + 1 < len(ks) and len(rows) * length < DEEPEN_BELOW_CELLS:
                 depth += 1
-
-    def _record(self, results, i: int, p: Parsed, symbols: np.ndarray, steps: int, converged: bool) -> None:
-        answer = self.task.decode(symbols, p) if converged else None
-        results[i] = Result(answer=answer, steps=int(steps), converged=bool(converged))

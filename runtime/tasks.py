@@ -10,7 +10,7 @@ number of steps (addition, parity). A rule110 tape is a ring and is never padded
 from __future__ import annotations
 
 import decimal
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -22,10 +22,16 @@ ASCII_DIGITS = frozenset("0123456789")
 def _check_digits(text: str, what: str, allowed: frozenset = ASCII_DIGITS) -> None:
     if not text:
         raise InputError(f"{what} is empty")
+    if not text.translate(_DELETE[allowed]):  # fast path, at C speed: nothing but allowed symbols
+        return
     for pos, ch in enumerate(text):
         if ch not in allowed:
             kind = "ASCII digits" if allowed is ASCII_DIGITS else "'0' and '1'"
             raise InputError(f"{what} has {ch!r} at position {pos + 1}; only {kind} are allowed")
+
+
+BITS = frozenset("01")
+_DELETE = {ASCII_DIGITS: str.maketrans("", "", "0123456789"), BITS: str.maketrans("", "", "01")}
 
 
 def _not_blank(line: str, expected: str) -> None:
@@ -33,9 +39,9 @@ def _not_blank(line: str, expected: str) -> None:
         raise InputError(f"blank line; expected {expected}")
 
 
-@dataclass(frozen=True)
-class Parsed:
-    """A validated problem. `tape` is the symbols per cell; `generations` only for rule110."""
+class Parsed(NamedTuple):
+    """A validated problem (a tuple: cheap to make by the million). `a`/`b` are addition's
+    operands and rule110's tape; `generations` is rule110's only."""
 
     text: str
     length: int  # cells on the tape
@@ -70,13 +76,13 @@ class Addition:
         return Parsed(text=line, length=max(len(a), len(b)) + 1, a=a, b=b)
 
     def encode(self, p: Parsed) -> np.ndarray:
-        cells = np.zeros((self.input_channels, p.length), np.float32)
-        cells[0] = 1.0
-        column = np.zeros(p.length, np.int64)
-        for operand in (p.a, p.b):
-            column[p.length - len(operand):] += np.frombuffer(operand.encode(), np.uint8) - 48
-        cells[1 + column, np.arange(p.length)] = 1.0
-        return cells
+        return self.encode_many([p], p.length)[0]
+
+    def encode_many(self, problems: list[Parsed], length: int) -> np.ndarray:
+        """(B, C_in, length) float32: each problem from cell 0, empty cells after its end."""
+        a = _digit_rows([q.a.rjust(q.length, "0") for q in problems], length)
+        b = _digit_rows([q.b.rjust(q.length, "0") for q in problems], length)
+        return _one_hot_cells(np.where(a < 0, -1, a + b), self.input_channels)
 
     def answer(self, p: Parsed) -> str:
         """The exact sum. Python ints are quadratic to convert past a few thousand digits
@@ -91,8 +97,11 @@ class Addition:
         return _digits(self.answer(p).rjust(p.length, "0"))
 
     def decode(self, symbols: np.ndarray, p: Parsed) -> str:
-        text = (np.asarray(symbols[: p.length], np.uint8) + 48).tobytes().decode()
-        return text.lstrip("0") or "0"
+        return self.decode_many(symbols[None], [p])[0]
+
+    def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
+        """(B, L) symbols -> answers."""
+        return [t.lstrip("0") or "0" for t in _symbol_texts(symbols, problems)]
 
     def random_line(self, rng: np.random.Generator, digits: int) -> str:
         la = digits
@@ -114,11 +123,14 @@ class Parity:
 
     def parse(self, line: str) -> Parsed:
         _not_blank(line, "a string of 0/1 bits")
-        _check_digits(line, "the bit string", frozenset("01"))
+        _check_digits(line, "the bit string", BITS)
         return Parsed(text=line, length=len(line))
 
     def encode(self, p: Parsed) -> np.ndarray:
-        return _encode_bits(p.text, p.length)
+        return self.encode_many([p], p.length)[0]
+
+    def encode_many(self, problems: list[Parsed], length: int) -> np.ndarray:
+        return _one_hot_cells(_digit_rows([q.text for q in problems], length), self.input_channels)
 
     def answer(self, p: Parsed) -> str:
         return str(p.text.count("1") % 2)
@@ -129,7 +141,10 @@ class Parity:
         return np.cumsum(_digits(p.text)) % 2
 
     def decode(self, symbols: np.ndarray, p: Parsed) -> str:
-        return str(int(symbols[p.length - 1]))
+        return self.decode_many(symbols[None], [p])[0]
+
+    def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
+        return [t[-1] for t in _symbol_texts(symbols, problems)]
 
     def random_line(self, rng: np.random.Generator, digits: int) -> str:
         return "".join("01"[v] for v in rng.integers(0, 2, digits))
@@ -150,7 +165,7 @@ class Rule110:
         fields = line.split(" ")
         if len(fields) > 2 or "" in fields:
             raise InputError("expected 'BITS' or 'BITS N' separated by one space")
-        _check_digits(fields[0], "the tape", frozenset("01"))
+        _check_digits(fields[0], "the tape", BITS)
         generations = 1
         if len(fields) == 2:
             _check_digits(fields[1], "the number of generations")
@@ -158,7 +173,10 @@ class Rule110:
         return Parsed(text=line, length=len(fields[0]), generations=generations, a=fields[0])
 
     def encode(self, p: Parsed) -> np.ndarray:
-        return _encode_bits(p.a, p.length)
+        return self.encode_many([p], p.length)[0]
+
+    def encode_many(self, problems: list[Parsed], length: int) -> np.ndarray:
+        return _one_hot_cells(_digit_rows([q.a for q in problems], length), self.input_channels)
 
     def answer(self, p: Parsed) -> str:
         tape = np.frombuffer(p.a.encode(), np.uint8) - 48
@@ -170,7 +188,10 @@ class Rule110:
         return _digits(self.answer(p))
 
     def decode(self, symbols: np.ndarray, p: Parsed) -> str:
-        return (np.asarray(symbols[: p.length], np.uint8) + 48).tobytes().decode()
+        return self.decode_many(symbols[None], [p])[0]
+
+    def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
+        return _symbol_texts(symbols, problems)
 
     def random_line(self, rng: np.random.Generator, digits: int, generations: int = 1) -> str:
         bits = "".join("01"[v] for v in rng.integers(0, 2, digits))
@@ -188,10 +209,25 @@ def _digits(text: str) -> np.ndarray:
     return (np.frombuffer(text.encode(), np.uint8) - 48).astype(np.int64)
 
 
-def _encode_bits(bits: str, length: int) -> np.ndarray:
-    cells = np.zeros((3, length), np.float32)
-    cells[0] = 1.0
-    cells[1 + _digits(bits), np.arange(length)] = 1.0
+def _symbol_texts(symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
+    """Each problem's cells as a string of digit symbols (one bytes conversion for the batch)."""
+    length = symbols.shape[1]
+    flat = (np.asarray(symbols, np.uint8) + 48).tobytes().decode()
+    return [flat[i * length: i * length + p.length] for i, p in enumerate(problems)]
+
+
+def _digit_rows(texts: list[str], length: int) -> np.ndarray:
+    """(B, length) int64 digits of each text from cell 0, -1 on the empty cells after it."""
+    joined = "".join(t.ljust(length, "/") for t in texts).encode()  # '/' is '0' - 1
+    return np.frombuffer(joined, np.uint8).reshape(len(texts), length).astype(np.int64) - 48
+
+
+def _one_hot_cells(symbols: np.ndarray, channels: int) -> np.ndarray:
+    """(B, L) symbols, -1 for empty -> (B, channels, L): the mask, then one-hot symbols."""
+    cells = np.zeros((symbols.shape[0], channels, symbols.shape[1]), np.float32)
+    rows, positions = np.nonzero(symbols >= 0)
+    cells[rows, 0, positions] = 1.0
+    cells[rows, 1 + symbols[rows, positions], positions] = 1.0
     return cells
 
 

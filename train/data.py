@@ -53,10 +53,9 @@ def encode_batch(task_name: str, problems: list[Parsed]):
     """
     task = get_task(task_name)
     length = max(p.length for p in problems)
-    x = np.zeros((len(problems), task.input_channels, length), np.float32)
+    x = task.encode_many(problems, length)
     y = np.full((len(problems), length), -1, np.int64)
     for i, p in enumerate(problems):
-        x[i, :, : p.length] = task.encode(p)
         y[i, : p.length] = task.targets(p)
     gens = None
     if task.convergence == "generations":
