@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from sead.runtime.errors import SeadError
 from .main import app
 
 
@@ -14,6 +15,13 @@ class TaskName(str, Enum):
     addition = "addition"
     parity = "parity"
     rule110 = "rule110"
+
+
+def _need_torch(command: str) -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise SeadError(f"sead {command} needs PyTorch: pip install -c constraints.txt 'sead[train]'") from None
 
 
 def _lengths(text: str) -> list[int]:
@@ -39,6 +47,7 @@ def train(
 
     Example: sead train parity --out parity.pt --seed 1
     """
+    _need_torch("train")
     from sead.train.checkpoint import save_checkpoint
     from sead.train.evaluate import evaluate, format_table
     from sead.train.recipes import recipe
@@ -64,6 +73,7 @@ def export(
 
     Example: sead export addition.pt -o addition.onnx
     """
+    _need_torch("export")
     from sead.export.exporter import export_checkpoint
 
     path, report = export_checkpoint(checkpoint, output, opset)
@@ -109,6 +119,7 @@ def eval_(
     """
     import sys
 
+    _need_torch("eval")
     from sead.train.checkpoint import load_checkpoint
     from sead.train.evaluate import evaluate, format_table
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from sead.runtime.errors import ExportMismatch
+from sead.runtime.errors import ExportMismatch, SeadError
 from sead.runtime.tasks import get_task
 from sead.train.data import encode_batch
 from sead.train.model import SEAD, solve
@@ -21,7 +21,10 @@ LENGTHS = (1, 2, 16, 100, 1000, 100_000)
 
 
 def _session(onnx_bytes: bytes):
-    import onnxruntime as ort
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise SeadError("export verifies the graph in ONNX Runtime: pip install 'sead[cpu]' (or 'sead[cuda]')") from None
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
