@@ -30,7 +30,7 @@ class Format(str, Enum):
 
 
 class _Progress:
-    """Lines answered, on stderr, only when stderr is a terminal."""
+    """A progress bar of problems answered, on stderr, only when stderr is a terminal."""
 
     def __init__(self, total: int):
         self.total, self.done = total, 0
@@ -39,7 +39,8 @@ class _Progress:
     def __call__(self, n: int) -> None:
         self.done += n
         if self.on:
-            sys.stderr.write(f"\rsolved {self.done}/{self.total} problems")
+            fill = 30 * self.done // self.total
+            sys.stderr.write(f"\r[{'#' * fill}{'.' * (30 - fill)}] {self.done}/{self.total} problems")
             sys.stderr.flush()
 
     def close(self) -> None:

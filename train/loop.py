@@ -36,6 +36,7 @@ class TrainConfig:
     max_len: int = MAX_TRAIN_CELLS
     extra_steps: int = 6  # unroll this many steps past the due step
     settle_weight: float = 1.0
+    settle_from: float = 0.0  # fraction of steps before the settle hinge is switched on
     margin: float = 1.0
     mine_every: int = 250
     mine_count: int = 4096
@@ -192,7 +193,7 @@ def train(cfg: TrainConfig, log=True, model: SEAD | None = None) -> tuple[SEAD, 
         else:
             lengths = torch.tensor([p.length for p in parsed])
             answer, settle, correct = fixed_point_loss(model, x, y, lengths, cfg, extra)
-            loss = answer + cfg.settle_weight * settle
+            loss = answer + (cfg.settle_weight * settle if step > cfg.settle_from * cfg.steps else 0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
