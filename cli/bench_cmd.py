@@ -79,7 +79,7 @@ def _baseline_model(step):
     except ImportError:
         print("naive PyTorch baseline skipped: torch is not installed (pip install 'sead[train]')", file=sys.stderr)
         return None
-    import torch
+    import torch  # torch-ok: lazy, the bench baseline only
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     return model_from_onnx(step)

@@ -19,7 +19,7 @@ class TaskName(str, Enum):
 
 def _need_torch(command: str) -> None:
     try:
-        import torch  # noqa: F401
+        import torch  # noqa: F401  # torch-ok: lazy, only to say it is missing
     except ImportError:
         raise SeadError(f"sead {command} needs PyTorch: pip install -c constraints.txt 'sead[train]'") from None
 
