@@ -7,7 +7,6 @@ convergence rule, the radius, the training lengths, the parameter count and the 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -115,7 +114,3 @@ def load_step_model(name_or_path: str | Path) -> StepModel:
     if names_in != INPUTS or names_out != OUTPUTS:
         raise ModelFileError(f"{path}: expected inputs {INPUTS} and outputs {OUTPUTS}, found {names_in} and {names_out}")
     return StepModel(path=str(path), proto=proto, metadata=meta)
-
-
-def describe(metadata: StepMetadata) -> str:
-    return json.dumps(dataclasses.asdict(metadata), indent=2)
