@@ -163,9 +163,7 @@ class Runtime:
                               for p in problems], np.int64)
         steps = np.zeros(len(problems), np.int64)
         rows = np.arange(len(problems))  # original row of each row still in the engine batch
-        # a CPU engine may give a batch that runs alone every core
-        batch = self.engine.start(x, exclusive=True) if exclusive and hasattr(self.engine, "parallel_batches") \
-            else self.engine.start(x)
+        batch = self.engine.start(x, exclusive=exclusive)  # a batch that runs alone may use every core
         ks, depth = self.engine.k_choices, 0
         converged = np.zeros(len(problems), bool)
         done = limit <= 0  # rule110 with 0 generations, or a zero cap

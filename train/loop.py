@@ -46,7 +46,6 @@ class TrainConfig:
     hunt_every: int = 100
     hunt_count: int = 16384
     hunt_share: float = 0.5
-    curriculum: float = 0.0  # fraction of steps over which the longest tape grows from 2 to max_len
     max_minutes: float = 15.0
     state_channels: int = 8
     hidden: int = 32
@@ -161,13 +160,12 @@ class Progress:
             sys.stderr.write("\n")
 
 
-def train(cfg: TrainConfig, log=True, model: SEAD | None = None) -> tuple[SEAD, dict]:
-    """Train a model (from scratch unless given one); deterministic for a given cfg.seed.
-    -> (model, record)."""
+def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
+    """Train a model from scratch; deterministic for a given cfg.seed. -> (model, record)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     task = get_task(cfg.task)
-    model = model if model is not None else build_model(cfg)
+    model = build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     pool: list[str] = []
@@ -176,14 +174,11 @@ def train(cfg: TrainConfig, log=True, model: SEAD | None = None) -> tuple[SEAD, 
     step = 0
     for step in range(1, cfg.steps + 1):
         model.train()
-        longest = cfg.max_len
-        if cfg.curriculum > 0:
-            longest = min(cfg.max_len, 2 + int((cfg.max_len - 2) * step / (cfg.curriculum * cfg.steps)))
-        length = int(rng.integers(1, longest + 1)) if task.convergence == "generations" else None
+        length = int(rng.integers(1, cfg.max_len + 1)) if task.convergence == "generations" else None
         hunting = step > cfg.hunt_from * cfg.steps
         share = cfg.hunt_share if hunting else cfg.pool_share
         n_pool = int(cfg.batch_size * share) if pool and length is None else 0
-        lines = sample_lines(cfg.task, rng, cfg.batch_size - n_pool, longest, length=length)
+        lines = sample_lines(cfg.task, rng, cfg.batch_size - n_pool, cfg.max_len, length=length)
         lines += [pool[i] for i in rng.integers(0, len(pool), n_pool)] if n_pool else []
         parsed = [task.parse(line) for line in lines]
         x, y, _ = encode_batch(cfg.task, parsed)

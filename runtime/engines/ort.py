@@ -49,7 +49,7 @@ class OrtCpuEngine:
         self.parallel_batches = self.cores
         self._sessions: dict = {}
         self._lock = threading.Lock()
-        self.readout_sessions = {1: self._session(readout_graph(step).SerializeToString(), 1)}
+        self.readout_session(1)
         self.advance_session(self.k_choices[0], False, 1)  # fail here, not mid-solve, if the graph is bad
 
     def _session(self, graph: bytes, threads: int):
@@ -60,19 +60,19 @@ class OrtCpuEngine:
         opts.log_severity_level = 3
         return self.ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
 
-    def advance_session(self, k: int, packed: bool, threads: int):
-        """The K-step session (made on first use; sessions are thread-safe and shared)."""
+    def _cached(self, key: tuple, graph, threads: int):
+        """Sessions are made on first use and shared (InferenceSession.run is thread-safe)."""
         with self._lock:
-            if (k, packed, threads) not in self._sessions:
-                graph = packed_advance_graph(self.step, k) if packed else advance_graph(self.step, k)
-                self._sessions[k, packed, threads] = self._session(graph.SerializeToString(), threads)
-            return self._sessions[k, packed, threads]
+            if key not in self._sessions:
+                self._sessions[key] = self._session(graph().SerializeToString(), threads)
+            return self._sessions[key]
+
+    def advance_session(self, k: int, packed: bool, threads: int):
+        build = packed_advance_graph if packed else advance_graph
+        return self._cached(("advance", k, packed, threads), lambda: build(self.step, k), threads)
 
     def readout_session(self, threads: int):
-        with self._lock:
-            if threads not in self.readout_sessions:
-                self.readout_sessions[threads] = self._session(readout_graph(self.step).SerializeToString(), threads)
-            return self.readout_sessions[threads]
+        return self._cached(("readout", threads), lambda: readout_graph(self.step), threads)
 
     def start(self, problem: np.ndarray, exclusive: bool = False) -> "OrtCpuBatch":
         """exclusive: no other batch runs beside this one, so it may use every core."""
@@ -189,7 +189,7 @@ class OrtCudaEngine:
                 self._sessions[k] = self._session(advance_graph(self.step, k).SerializeToString())
             return self._sessions[k]
 
-    def start(self, problem: np.ndarray) -> "OrtCudaBatch":
+    def start(self, problem: np.ndarray, exclusive: bool = False) -> "OrtCudaBatch":
         return OrtCudaBatch(self, np.ascontiguousarray(problem, np.float32))
 
 

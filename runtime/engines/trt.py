@@ -124,7 +124,7 @@ class TrtEngine:
         raise SeadError(f"engine 'trt' cannot take {rows} problems of {length} cells in one batch "
                         + (f"(at most {limit} at this length)" if limit else f"(tapes of at most {self.profiles[-1][1]} cells)"))
 
-    def start(self, problem: np.ndarray) -> "TrtBatch":
+    def start(self, problem: np.ndarray, exclusive: bool = False) -> "TrtBatch":
         problem = np.ascontiguousarray(problem, np.float32)
         if problem.ndim != 3 or problem.shape[1] != self.step.metadata.input_channels:
             raise SeadError(f"expected a (B, {self.step.metadata.input_channels}, L) problem, got {problem.shape}")
