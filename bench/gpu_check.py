@@ -33,8 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-ENGINES = ("ort", "ort-cuda", "trt")
-GPU_ENGINES = ("ort-cuda", "trt")
+# ort-cuda runs twice: as shipped (CUDA graphs for repeating shapes) and with graphs off, so the
+# graphs are both checked for exactness and measured
+ENGINES = ("ort", "ort-cuda", "ort-cuda-nographs", "trt")
+GPU_ENGINES = ("ort-cuda", "ort-cuda-nographs", "trt")
 T0 = time.perf_counter()
 
 # (tape length, problems, step cap); the caps only bound the CPU reference's worst case: a problem
@@ -125,7 +127,13 @@ def load_engines(model: str, report: dict, require_gpu: bool, deadline: float) -
         start = time.perf_counter()
         entry = report.setdefault(name, {})
         try:
-            runtimes[name] = Runtime(model, name)
+            if name == "ort-cuda-nographs":
+                from sead.runtime.engines.ort import OrtCudaEngine
+                runtime = Runtime(model, "ort")
+                runtime.engine = OrtCudaEngine(runtime.step, cuda_graphs=False)
+            else:
+                runtime = Runtime(model, name)
+            runtimes[name] = runtime
             entry.update(available=True, setup_seconds=round(time.perf_counter() - start, 2), error=None)
             if name == "trt":
                 entry.update(device=runtimes[name].engine.device, shape_classes=runtimes[name].engine.profiles)
@@ -189,6 +197,10 @@ def check_model(model: str, quick: bool, deadline: float, require_gpu: bool) -> 
             say(f"{model}: {label}: {name} {seconds:.2f}s, oracle {entry['oracle_correct']}/{count}{verdict}")
     if task.name == "addition":
         out["throughput"] = throughput(runtimes, task, quick, deadline)
+    if "ort-cuda" in runtimes:  # did CUDA graphs survive, and for which (batch, length) shapes?
+        engine = runtimes["ort-cuda"].engine
+        out["engines"]["ort-cuda"].update(cuda_graphs=engine.cuda_graphs, graph_shapes=engine.graph_shapes)
+        say(f"{model}: ort-cuda CUDA graphs {'on' if engine.cuda_graphs else 'OFF'}, slots {engine.graph_shapes}")
     return out
 
 
@@ -231,7 +243,7 @@ def table(models: list) -> str:
         lines.append(f"\n== {m['task']} ({m['path']}) ==")
         for name, e in m["engines"].items():
             state = f"loaded in {e['setup_seconds']}s" if e.get("available") else e.get("error")
-            lines.append(f"  {name:9s} {short(state, 110)}")
+            lines.append(f"  {name:17s} {short(state, 110)}")
         lines.append(f"  {'case':24s}" + "".join(f"{n:>26s}" for n in ENGINES))
         for case in m["cases"]:
             cells = []
@@ -250,7 +262,7 @@ def table(models: list) -> str:
         for row in m["throughput"]:
             lines.append(f"  throughput: {row['label']}" + (" (skipped)" if row.get("skipped") else ""))
             for name, e in row["engines"].items():
-                lines.append(f"    {name:9s} " + ("FAILED" if e.get("error") else
+                lines.append(f"    {name:17s} " + ("FAILED" if e.get("error") else
                              f"{e['problems_per_s']:>12,.0f} problems/s {e['cell_updates_per_s']:>11.3e} cell-updates/s"
                              f"  x{e.get('speedup_vs_ort', float('nan')):.2f} vs ort"))
     return "\n".join(lines)

@@ -161,9 +161,17 @@ class Runtime:
         else:
             limit = np.array([max_steps if max_steps is not None else default_step_cap(p.length, meta.radius)
                               for p in problems], np.int64)
+        batch = self.engine.start(x, exclusive=exclusive)  # a batch that runs alone may use every core
+        try:
+            self._run_batch(batch, problems, index, length, limit, results)
+        finally:
+            batch.close()  # device memory or a graph slot goes back now, not at garbage collection
+
+    def _run_batch(self, batch, problems: list[Parsed], index: list[int], length: int,
+                   limit: np.ndarray, results: list) -> None:
+        task = self.task
         steps = np.zeros(len(problems), np.int64)
         rows = np.arange(len(problems))  # original row of each row still in the engine batch
-        batch = self.engine.start(x, exclusive=exclusive)  # a batch that runs alone may use every core
         ks, depth = self.engine.k_choices, 0
         converged = np.zeros(len(problems), bool)
         done = limit <= 0  # rule110 with 0 generations, or a zero cap

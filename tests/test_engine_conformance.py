@@ -14,7 +14,7 @@ from sead.export.exporter import export_checkpoint  # noqa: E402
 from sead.runtime.model_file import load_step_model  # noqa: E402
 from sead.runtime.tasks import get_task  # noqa: E402
 
-ENGINES = ["ort", pytest.param("ort-cuda", marks=pytest.mark.gpu), pytest.param("trt", marks=pytest.mark.trt)]
+ENGINES = ["ort", "ort-cuda-path-on-cpu", pytest.param("ort-cuda", marks=pytest.mark.gpu), pytest.param("trt", marks=pytest.mark.trt)]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,11 @@ def _plain_steps(step, x, n):
 @pytest.mark.parametrize("name", ENGINES)
 def test_engine_protocol(step, name, empty_tail):
     try:
-        engine = make_engine(step, name, k=4)
+        if name == "ort-cuda-path-on-cpu":  # ort-cuda's device-resident path, on the CPU provider
+            from sead.runtime.engines.ort import OrtCudaEngine
+            engine = OrtCudaEngine(step, (4,), device_type="cpu")
+        else:
+            engine = make_engine(step, name, k=4)
     except EngineUnavailable as exc:
         pytest.skip(str(exc))
     task = get_task("addition")

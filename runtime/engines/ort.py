@@ -8,6 +8,7 @@ the loop can start with few steps per call and go deeper while problems keep run
 from __future__ import annotations
 
 import os
+import sys
 import threading
 
 import numpy as np
@@ -150,95 +151,242 @@ class OrtCpuBatch:
         """Drop every problem not in `rows` (finished ones) from the batch."""
         self._set(np.ascontiguousarray(self.rows_problem[rows]), np.ascontiguousarray(self._rows_state()[rows]))
 
+    def close(self) -> None:
+        """Nothing to hand back: the batch's arrays go with it."""
+
 
 class OrtCudaEngine:
     """CUDA provider with device-resident buffers: the problem is uploaded once, the state
-    ping-pongs between two CUDA OrtValues, and only the (B,) step counts come back per call.
-    cuDNN's algorithm search is set to HEURISTIC (EXHAUSTIVE re-benchmarks every new shape)."""
+    ping-pongs between two device OrtValues, and only the (B,) budgets go up and the (B,) step
+    counts come back per call. cuDNN's algorithm search is HEURISTIC (EXHAUSTIVE re-benchmarks
+    every new shape).
+
+    CUDA graphs where shapes repeat: a batch shape seen before gets an engine-owned slot, i.e.
+    buffers that outlive the batch, so graphs captured on them (one per ping-pong direction and K,
+    ONNX Runtime's `gpu_graph_id`) are replayed by every later batch of that shape. ONNX Runtime's
+    Python API cannot release a captured graph, so slots are never freed: their number and size
+    are capped, and other shapes run without graphs. A graph failure turns graphs off for the
+    engine and the call is rerun without them.
+
+    device_type="cpu" runs this same device-resident path on the CPU provider (graph ids are then
+    ignored): how its bookkeeping is tested on machines without a GPU."""
 
     name = "ort-cuda"
+    GRAPH_SLOTS = 8             # shapes that get CUDA graphs (each holds 2 x len(k_choices) graphs)
+    GRAPH_MAX_CELLS = 1 << 18   # larger batches are compute-bound: launch overhead is noise there
+    SEEN_SHAPES = 4096          # how many shapes the repeat detector remembers
 
-    def __init__(self, step: StepModel, k_choices: tuple[int, ...] = K_CHOICES, device_id: int = 0):
+    def __init__(self, step: StepModel, k_choices: tuple[int, ...] = K_CHOICES, device_id: int = 0,
+                 cuda_graphs: bool | None = None, device_type: str = "cuda"):
         ort = _onnxruntime()
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
+        if device_type == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise EngineUnavailable("engine 'ort-cuda' needs onnxruntime-gpu and a CUDA GPU: pip install 'sead[cuda]' "
                                     f"(available providers here: {', '.join(ort.get_available_providers())})")
-        self.ort, self.step, self.k_choices, self.device_id = ort, step, tuple(k_choices), device_id
+        self.ort, self.step, self.k_choices = ort, step, tuple(k_choices)
+        self.device_type, self.device_id = device_type, device_id
+        if cuda_graphs is None:
+            cuda_graphs = os.environ.get("SEAD_ORT_CUDA_GRAPHS", "1") != "0"
+        self.cuda_graphs = cuda_graphs
         # use_tf32=0: TF32 convolutions would round the rule's pre-activations differently from fp32
-        self.provider = ("CUDAExecutionProvider", {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC",
-                                                   "do_copy_in_default_stream": True, "use_tf32": 0})
+        self.options = {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC",
+                        "do_copy_in_default_stream": True, "use_tf32": 0}
         self._sessions: dict = {}
-        self._lock = threading.Lock()
-        self.readout_session = self._session(readout_graph(step).SerializeToString())
-        self.advance_session(self.k_choices[0])
+        self._lock = threading.RLock()       # sessions, slots, the repeat detector (RLock: a batch's
+        # __del__ may release its slot from inside a locked section of the same thread)
+        self.graph_lock = threading.Lock()   # one run at a time on graph sessions (capture is not thread-safe)
+        self._slots: dict[tuple, _DeviceBuffers] = {}
+        self._seen: dict[tuple, int] = {}
+        self.readout_session = self._session(readout_graph(step).SerializeToString(), graphs=False)
+        self.advance_session(self.k_choices[0], graphs=False)
+        if self.cuda_graphs:
+            self.advance_session(self.k_choices[0], graphs=True)  # fails here (and turns graphs off), not mid-solve
 
-    def _session(self, graph: bytes):
+    def _session(self, graph: bytes, graphs: bool):
         opts = self.ort.SessionOptions()
         opts.graph_optimization_level = self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.log_severity_level = 3
+        if self.device_type == "cpu":
+            return self.ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        options = dict(self.options, **({"enable_cuda_graph": True} if graphs else {}))
         try:
-            return self.ort.InferenceSession(graph, opts, providers=[self.provider])
-        except Exception:  # an onnxruntime-gpu too old to know use_tf32: it predates TF32 by default
-            name, options = self.provider
-            self.provider = (name, {k: v for k, v in options.items() if k != "use_tf32"})
-            return self.ort.InferenceSession(graph, opts, providers=[self.provider])
+            return self.ort.InferenceSession(graph, opts, providers=[("CUDAExecutionProvider", options)])
+        except Exception:
+            if "use_tf32" not in options:
+                raise
+            # an onnxruntime-gpu too old to know use_tf32: it predates TF32 by default
+            self.options.pop("use_tf32", None)
+            options.pop("use_tf32")
+            return self.ort.InferenceSession(graph, opts, providers=[("CUDAExecutionProvider", options)])
 
-    def advance_session(self, k: int):
+    def advance_session(self, k: int, graphs: bool):
+        """The K-step session; graphs=True asks for one with CUDA graphs enabled, and falls back to
+        the plain one (turning graphs off for good) if ONNX Runtime refuses, e.g. when some node
+        would not run on the CUDA provider."""
         with self._lock:
-            if k not in self._sessions:
-                self._sessions[k] = self._session(advance_graph(self.step, k).SerializeToString())
-            return self._sessions[k]
+            graphs = graphs and self.cuda_graphs
+            key = (k, graphs)
+            if key not in self._sessions:
+                try:
+                    self._sessions[key] = self._session(advance_graph(self.step, k).SerializeToString(), graphs)
+                except Exception as exc:
+                    if not graphs:
+                        raise
+                    self._graphs_off(exc)
+                    return self._plain_advance_session(k)
+            return self._sessions[key]
+
+    def _plain_advance_session(self, k: int):
+        key = (k, False)
+        if key not in self._sessions:
+            self._sessions[key] = self._session(advance_graph(self.step, k).SerializeToString(), False)
+        return self._sessions[key]
+
+    def _graphs_off(self, exc: Exception) -> None:
+        if self.cuda_graphs:
+            self.cuda_graphs = False
+            print(f"sead: CUDA graphs unavailable ({type(exc).__name__}: {exc}); engine 'ort-cuda' continues "
+                  "without them", file=sys.stderr, flush=True)
+
+    def buffers(self, b: int, length: int) -> "_DeviceBuffers":
+        """A free graph slot for this shape if it repeats (and the caps allow), else private buffers."""
+        shape = (b, length)
+        with self._lock:
+            if self.cuda_graphs and b * length <= self.GRAPH_MAX_CELLS:
+                slot = self._slots.get(shape)
+                if slot is None and self._seen.get(shape) and len(self._slots) < self.GRAPH_SLOTS:
+                    slot = self._slots[shape] = _DeviceBuffers(self, b, length, graph_slot=len(self._slots))
+                if len(self._seen) >= self.SEEN_SHAPES:
+                    self._seen.clear()
+                self._seen[shape] = self._seen.get(shape, 0) + 1
+                if slot is not None and not slot.busy:
+                    slot.busy = True
+                    return slot
+        return _DeviceBuffers(self, b, length)
+
+    def release(self, buffers: "_DeviceBuffers") -> None:
+        with self._lock:
+            buffers.busy = False
+
+    @property
+    def graph_shapes(self) -> list[tuple[int, int]]:
+        """(batch, length) shapes that own a graph slot."""
+        return sorted(self._slots)
 
     def start(self, problem: np.ndarray, exclusive: bool = False) -> "OrtCudaBatch":
         return OrtCudaBatch(self, np.ascontiguousarray(problem, np.float32))
 
 
-class OrtCudaBatch:
-    def __init__(self, engine: OrtCudaEngine, problem: np.ndarray, state: np.ndarray | None = None):
-        e = self.engine = engine
-        ov = e.ort.OrtValue
-        b, _, length = problem.shape
-        self.host_problem = problem
-        shape = (b, e.step.metadata.state_channels, length)
-        self.problem = ov.ortvalue_from_numpy(problem, "cuda", e.device_id)
-        first = state if state is not None else np.zeros(shape, np.float32)
-        self.values = [ov.ortvalue_from_numpy(first, "cuda", e.device_id),
-                       ov.ortvalue_from_shape_and_type(shape, np.float32, "cuda", e.device_id)]
-        self.budget = np.zeros((b, 1, 1), np.float32)
+class _DeviceBuffers:
+    """problem, the two states, budget and changed on the device, and one IO binding per (K,
+    ping-pong direction), bound once. A graph slot's bindings carry graph ids 2s+1 and 2s+2 (0 is
+    ONNX Runtime's default id, -1 means no graph)."""
+
+    def __init__(self, engine: OrtCudaEngine, b: int, length: int, graph_slot: int | None = None):
+        e, meta = engine, engine.step.metadata
+        alloc = lambda shape: e.ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, e.device_type, e.device_id)
+        self.engine, self.b, self.length = engine, b, length
+        self.problem = alloc((b, meta.input_channels, length))
+        self.states = [alloc((b, meta.state_channels, length)) for _ in range(2)]
+        self.budget, self.changed = alloc((b, 1, 1)), alloc((b, 1, 1))
+        self.graph_ids = (2 * graph_slot + 1, 2 * graph_slot + 2) if graph_slot is not None else None
+        self.busy = False
         self.bindings: dict = {}
+
+    def binding(self, k: int, d: int):
+        """(session, IO binding, run options, graphed) for K steps from states[d] into states[1 - d]."""
+        key = (k, d)
+        if key not in self.bindings:
+            e = self.engine
+            graphed = self.graph_ids is not None and e.cuda_graphs
+            session = e.advance_session(k, graphs=graphed)
+            graphed = graphed and e.cuda_graphs  # the session may have turned graphs off
+            binding = session.io_binding()
+            binding.bind_ortvalue_input("problem", self.problem)
+            binding.bind_ortvalue_input("budget", self.budget)
+            binding.bind_ortvalue_input("state", self.states[d])
+            binding.bind_ortvalue_output("state_out", self.states[1 - d])
+            binding.bind_ortvalue_output("changed", self.changed)
+            run_options = e.ort.RunOptions()
+            run_options.add_run_config_entry("gpu_graph_id", str(self.graph_ids[d]) if graphed else "-1")
+            self.bindings[key] = (session, binding, run_options, graphed)
+        return self.bindings[key]
+
+    def run(self, k: int, d: int) -> None:
+        session, binding, run_options, graphed = self.binding(k, d)
+        if not graphed:
+            session.run_with_iobinding(binding, run_options)
+            return
+        e = self.engine
+        try:
+            with e.graph_lock:
+                session.run_with_iobinding(binding, run_options)
+        except Exception as exc:  # a failed capture or replay: the inputs are intact, so rerun plainly
+            e._graphs_off(exc)
+            self.bindings.clear()
+            self.graph_ids = None
+            self.run(k, d)
+
+
+class OrtCudaBatch:
+    """A batch on the device. On a graph slot, keep() drops rows virtually: they stay in the slot
+    with budget 0 (so the gated graph leaves them untouched), and the shape, hence the captured
+    graphs, stays. Slot shapes are small enough that the idle rows cost less than a new shape."""
+
+    def __init__(self, engine: OrtCudaEngine, problem: np.ndarray, state: np.ndarray | None = None):
+        self.engine = engine
+        b, _, length = problem.shape
+        self.host_problem = problem  # the problem never changes on the device: keep() re-uploads rows
+        self.buffers = engine.buffers(b, length)
+        self.buffers.problem.update_inplace(problem)
+        shape = (b, engine.step.metadata.state_channels, length)
+        self.buffers.states[0].update_inplace(state if state is not None else np.zeros(shape, np.float32))
+        self.current = 0  # buffers.states[current] holds the state
+        self.rows: np.ndarray | None = None  # the slot rows still in the batch (None: all of them)
+        self.budget = np.zeros((b, 1, 1), np.float32)
 
     @property
     def size(self) -> int:
-        return self.host_problem.shape[0]
+        return self.host_problem.shape[0] if self.rows is None else len(self.rows)
 
     def advance(self, budget: np.ndarray, k: int) -> np.ndarray:
-        if k not in self.bindings:
-            session = self.engine.advance_session(k)
-            binding = session.io_binding()
-            binding.bind_ortvalue_input("problem", self.problem)
-            self.bindings[k] = (session, binding)
-        session, binding = self.bindings[k]
-        self.budget[:, 0, 0] = budget
-        src, dst = self.values
-        binding.bind_cpu_input("budget", self.budget)
-        binding.bind_ortvalue_input("state", src)
-        binding.bind_ortvalue_output("state_out", dst)
-        binding.bind_output("changed", "cpu")  # B floats back; the state stays on the device
-        session.run_with_iobinding(binding)
-        changed = binding.copy_outputs_to_cpu()[1]
-        self.values = [dst, src]
-        return changed[:, 0, 0].astype(np.int64)
+        buffers = self.buffers
+        if self.rows is None:
+            self.budget[:, 0, 0] = budget
+        else:
+            self.budget[:] = 0
+            self.budget[self.rows, 0, 0] = budget
+        buffers.budget.update_inplace(self.budget)
+        buffers.run(k, self.current)
+        self.current ^= 1
+        changed = buffers.changed.numpy()[:, 0, 0]  # B floats back; the state stays on the device
+        return (changed if self.rows is None else changed[self.rows]).astype(np.int64)
 
     def symbols(self) -> np.ndarray:
         e = self.engine
         binding = e.readout_session.io_binding()
-        binding.bind_ortvalue_input("problem", self.problem)
-        binding.bind_ortvalue_input("state", self.values[0])
+        binding.bind_ortvalue_input("problem", self.buffers.problem)
+        binding.bind_ortvalue_input("state", self.buffers.states[self.current])
         binding.bind_output("logits", "cpu")
         e.readout_session.run_with_iobinding(binding)
-        return binding.copy_outputs_to_cpu()[0].argmax(1)
+        symbols = binding.copy_outputs_to_cpu()[0].argmax(1)
+        return symbols if self.rows is None else symbols[self.rows]
 
     def keep(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, np.int64) if self.rows is None else self.rows[rows]
+        if self.buffers.graph_ids is not None:
+            self.rows = rows
+            return
         # Compaction is rare (at most log2(B) times a batch): a round trip through the host is fine.
-        state = self.values[0].numpy()[rows]
-        self.__init__(self.engine, np.ascontiguousarray(self.host_problem[rows]), np.ascontiguousarray(state))
+        state = np.ascontiguousarray(self.buffers.states[self.current].numpy()[rows])
+        self.close()
+        self.__init__(self.engine, np.ascontiguousarray(self.host_problem[rows]), state)
+
+    def close(self) -> None:
+        """Hand a graph slot back to the engine (private buffers are freed with the batch)."""
+        if self.buffers is not None:
+            self.engine.release(self.buffers)
+            self.buffers = None
+
+    def __del__(self):
+        if getattr(self, "buffers", None) is not None:
+            self.close()
