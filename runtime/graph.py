@@ -11,6 +11,8 @@
   discrete map that reaches a fixed point stays there, so a count below the steps run means the
   problem converged, and the count is its exact step number. The host reads B floats per call.
 
+- packed and windowed advance graphs: cheaper variants for the CPU engine (see their docstrings).
+
 - readout graph: the step's logits path alone: (problem, state) -> logits (B, K, L).
 """
 from __future__ import annotations
@@ -154,7 +156,7 @@ def advance_graph(step: StepModel, k: int) -> onnx.ModelProto:
     return _finish(graph, step, f"advance{k}")
 
 
-def packed_advance_graph(step: StepModel, k: int) -> onnx.ModelProto:
+def packed_advance_graph(step: StepModel, k: int, windowed: bool = False) -> onnx.ModelProto:
     """The advance graph for B problems packed end to end into one tape (for CPU engines).
 
     A CPU convolution over a batch of many short rows is many tiny matrix products; over one long
@@ -169,6 +171,13 @@ def packed_advance_graph(step: StepModel, k: int) -> onnx.ModelProto:
         inputs   problem (1, C_in, B*L), state (1, C_s, B*L) float32,
                  rows_shape int64 [C_s, B, L]
         outputs  state_out (1, C_s, B*L), changed (1, B, 1): steps that changed each problem
+
+    windowed=True: one window of a long tape (OrtCpuWindowedBatch) instead of packed rows. A
+    count_mask (1, 1, N) is 1 on the cells the window owns and 0 on its halo, whose changes are
+    not the window's to count, and the output is per-step flags, not a count:
+
+        inputs   problem (1, C_in, N), state (1, C_s, N), count_mask (1, 1, N) float32
+        outputs  state_out (1, C_s, N), moved (1, 1, K): 1 where step k changed an owned cell
     """
     meta = step.metadata
     if meta.boundary == "ring" or meta.convergence != "fixed_point":
@@ -176,35 +185,42 @@ def packed_advance_graph(step: StepModel, k: int) -> onnx.ModelProto:
     prologue, body, inits, const_names = _state_path(step)
     consts = {"adv_tolerance": np.float32(meta.tolerance)}
     nodes: list[onnx.NodeProto] = list(prologue)
-    state, count = "state", None
+    state, count, flags = "state", None, []
     for i in range(k):
         nodes += _step_copy(body, const_names, i, state)
         nxt = f"s{i}_next_state"
-        nodes += [
-            helper.make_node("Sub", [nxt, state], [f"s{i}_diff"]),
-            helper.make_node("Reshape", [f"s{i}_diff", "rows_shape"], [f"s{i}_diff_rows"]),  # (C_s, B, L)
-        ]
-        nodes.extend(_reduce(f"s{i}_diff_rows", f"s{i}_moved_by", [0, 2], step.opset, consts, "ReduceL1"))  # (1, B, 1)
+        nodes.append(helper.make_node("Sub", [nxt, state], [f"s{i}_diff"]))
+        if windowed:
+            nodes.append(helper.make_node("Mul", [f"s{i}_diff", "count_mask"], [f"s{i}_owned_diff"]))
+            nodes.extend(_reduce(f"s{i}_owned_diff", f"s{i}_moved_by", [1, 2], step.opset, consts, "ReduceL1"))
+        else:
+            nodes.append(helper.make_node("Reshape", [f"s{i}_diff", "rows_shape"], [f"s{i}_diff_rows"]))  # (C_s, B, L)
+            nodes.extend(_reduce(f"s{i}_diff_rows", f"s{i}_moved_by", [0, 2], step.opset, consts, "ReduceL1"))  # (1, B, 1)
         nodes += [
             helper.make_node("Greater", [f"s{i}_moved_by", "adv_tolerance"], [f"s{i}_moved"]),
             helper.make_node("Cast", [f"s{i}_moved"], [f"s{i}_counted"], to=TensorProto.FLOAT),
         ]
+        flags.append(f"s{i}_counted")
         if count is None:
             count = f"s{i}_counted"
-        else:
+        elif not windowed:
             nodes.append(helper.make_node("Add", [count, f"s{i}_counted"], [f"s{i}_count"]))
             count = f"s{i}_count"
         state = nxt
     nodes.append(helper.make_node("Identity", [state], ["state_out"]))
-    nodes.append(helper.make_node("Identity", [count], ["changed"]))
+    inputs = [_io("problem", [1, meta.input_channels, "cells"]), _io("state", [1, meta.state_channels, "cells"])]
+    outputs = [_io("state_out", [1, meta.state_channels, "cells"])]
+    if windowed:
+        nodes.append(helper.make_node("Concat", flags, ["moved"], axis=2) if k > 1
+                     else helper.make_node("Identity", flags, ["moved"]))
+        inputs.append(_io("count_mask", [1, 1, "cells"]))
+        outputs.append(_io("moved", [1, 1, k]))
+    else:
+        nodes.append(helper.make_node("Identity", [count], ["changed"]))
+        inputs.append(helper.make_tensor_value_info("rows_shape", TensorProto.INT64, [3]))
+        outputs.append(_io("changed", [1, "batch", 1]))
     inits += [numpy_helper.from_array(np.asarray(v), name=n) for n, v in consts.items()]
-    graph = helper.make_graph(
-        nodes, f"sead_packed_advance_{k}",
-        [_io("problem", [1, meta.input_channels, "cells"]), _io("state", [1, meta.state_channels, "cells"]),
-         helper.make_tensor_value_info("rows_shape", TensorProto.INT64, [3])],
-        [_io("state_out", [1, meta.state_channels, "cells"]), _io("changed", [1, "batch", 1])],
-        inits,
-    )
+    graph = helper.make_graph(nodes, f"sead_{'windowed' if windowed else 'packed'}_advance_{k}", inputs, outputs, inits)
     return _finish(graph, step, f"packed_advance{k}")
 
 

@@ -1,0 +1,66 @@
+"""A lone long tape on the CPU engine runs in windows, one core each, with halos re-cut from the
+stitched tape after every call. Windows must change nothing but the speed: same answers, same
+step counts, same converged flags as one unwindowed tape, and the oracle's answers."""
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from sead.runtime.engines.ort import OrtCpuEngine, OrtCpuWindowedBatch  # noqa: E402
+from sead.runtime.solve import Runtime  # noqa: E402
+from sead.runtime.tasks import get_task  # noqa: E402
+
+
+def _runtimes(model: str, cores: int, window_min: int):
+    windowed, plain = Runtime(model, "ort"), Runtime(model, "ort")
+    windowed.engine = OrtCpuEngine(windowed.step, cores=cores)
+    windowed.engine.WINDOW_MIN_CELLS = window_min
+    plain.engine = OrtCpuEngine(plain.step, cores=1)  # one core: never windows
+    return windowed, plain
+
+
+@pytest.mark.parametrize("cores", [2, 3, 5])
+def test_windows_agree_with_one_tape_and_the_oracle(cores):
+    task = get_task("addition")
+    windowed, plain = _runtimes("addition", cores, 1)
+    rng = np.random.default_rng(cores)
+    lines = [task.random_line(rng, 300), "9" * 299 + "+1",  # a carry crosses every window boundary
+             "1" + "0" * 200 + "+" + "9" * 201, "5" * 150 + "4" * 140 + "+" + "4" * 150 + "6" * 140]
+    for line in lines:
+        got, want = windowed.solve([line]), plain.solve([line])
+        assert got == want
+        assert got[0].converged and got[0].answer == task.answer(task.parse(line))
+    starts = []
+    real_start = windowed.engine.start
+    windowed.engine.start = lambda x, exclusive=False: starts.append(real_start(x, exclusive)) or starts[-1]
+    windowed.solve([lines[1]])
+    batch = starts[0]
+    assert isinstance(batch, OrtCpuWindowedBatch) and len(batch.windows) == cores
+
+
+def test_windows_on_parity_and_under_a_cap():
+    task = get_task("parity")
+    windowed, plain = _runtimes("parity", 2, 1)
+    rng = np.random.default_rng(0)
+    lines = [task.random_line(rng, 400), "1" + "0" * 399]
+    for line in lines:
+        assert windowed.solve([line]) == plain.solve([line])
+        assert windowed.solve([line])[0].answer == task.answer(task.parse(line))
+    # a cap that is not a multiple of the steps per call: not converged, no answer, same steps
+    for cap in (5, 37):
+        got = windowed.solve([lines[1]], max_steps=cap)
+        assert got == plain.solve([lines[1]], max_steps=cap)
+        assert got[0].steps == cap and not got[0].converged and got[0].answer is None
+
+
+def test_windows_only_for_a_lone_long_tape():
+    windowed, _ = _runtimes("addition", 2, 1000)
+    e = windowed.engine
+    c = e.step.metadata.input_channels
+    assert isinstance(e.start(np.zeros((1, c, 1000), np.float32), exclusive=True), OrtCpuWindowedBatch)
+    assert not isinstance(e.start(np.zeros((1, c, 999), np.float32), exclusive=True), OrtCpuWindowedBatch)
+    assert not isinstance(e.start(np.zeros((1, c, 1000), np.float32), exclusive=False), OrtCpuWindowedBatch)
+    assert not isinstance(e.start(np.zeros((2, c, 1000), np.float32), exclusive=True), OrtCpuWindowedBatch)
+    rule110, _ = _runtimes("rule110", 2, 1)  # a ring has no edge to cut at
+    ring = np.zeros((1, rule110.step.metadata.input_channels, 5000), np.float32)
+    assert not isinstance(rule110.engine.start(ring, exclusive=True), OrtCpuWindowedBatch)
