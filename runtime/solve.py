@@ -146,7 +146,7 @@ class Runtime:
         workers = getattr(self.engine, "parallel_batches", 1)
         if workers > 1:  # enough batches to keep every worker busy, none so small that calls dominate
             size = min(size, max(-(-len(members) // workers), MIN_BATCH_CELLS // length, 1))
-        engine_rows = getattr(self.engine, "max_rows", None)  # TensorRT's per-tensor element limit
+        engine_rows = getattr(self.engine, "max_rows", None)  # TensorRT's element limit; CPU windows
         if engine_rows is not None:
             size = max(1, min(size, engine_rows(length)))
         for start in range(0, len(members), size):

@@ -15,12 +15,14 @@ def _runtimes(model: str, cores: int, window_min: int):
     windowed, plain = Runtime(model, "ort"), Runtime(model, "ort")
     windowed.engine = OrtCpuEngine(windowed.step, cores=cores)
     windowed.engine.WINDOW_MIN_CELLS = window_min
-    plain.engine = OrtCpuEngine(plain.step, cores=1)  # one core: never windows
+    plain.engine = OrtCpuEngine(plain.step)
+    plain.engine.WINDOW_MIN_CELLS = 1 << 62  # never windows
     return windowed, plain
 
 
-@pytest.mark.parametrize("cores", [2, 3, 5])
-def test_windows_agree_with_one_tape_and_the_oracle(cores):
+@pytest.mark.parametrize("cores,window_cells", [(2, 1 << 13), (3, 1 << 13), (5, 1 << 13), (2, 40)])
+def test_windows_agree_with_one_tape_and_the_oracle(cores, window_cells, monkeypatch):
+    monkeypatch.setattr(OrtCpuWindowedBatch, "WINDOW_CELLS", window_cells)  # 40: more windows than cores
     task = get_task("addition")
     windowed, plain = _runtimes("addition", cores, 1)
     rng = np.random.default_rng(cores)
@@ -35,7 +37,8 @@ def test_windows_agree_with_one_tape_and_the_oracle(cores):
     windowed.engine.start = lambda x, exclusive=False: starts.append(real_start(x, exclusive)) or starts[-1]
     windowed.solve([lines[1]])
     batch = starts[0]
-    assert isinstance(batch, OrtCpuWindowedBatch) and len(batch.windows) == cores
+    assert isinstance(batch, OrtCpuWindowedBatch)
+    assert len(batch.windows) == (cores if window_cells > 300 else 8)  # 300 cells: 8 windows of 40
 
 
 def test_windows_on_parity_and_under_a_cap():
@@ -53,14 +56,24 @@ def test_windows_on_parity_and_under_a_cap():
         assert got[0].steps == cap and not got[0].converged and got[0].answer is None
 
 
-def test_windows_only_for_a_lone_long_tape():
+def test_windows_only_for_long_line_tapes_one_per_batch():
     windowed, _ = _runtimes("addition", 2, 1000)
     e = windowed.engine
     c = e.step.metadata.input_channels
-    assert isinstance(e.start(np.zeros((1, c, 1000), np.float32), exclusive=True), OrtCpuWindowedBatch)
-    assert not isinstance(e.start(np.zeros((1, c, 999), np.float32), exclusive=True), OrtCpuWindowedBatch)
-    assert not isinstance(e.start(np.zeros((1, c, 1000), np.float32), exclusive=False), OrtCpuWindowedBatch)
-    assert not isinstance(e.start(np.zeros((2, c, 1000), np.float32), exclusive=True), OrtCpuWindowedBatch)
+    assert isinstance(e.start(np.zeros((1, c, 1000), np.float32)), OrtCpuWindowedBatch)
+    assert not isinstance(e.start(np.zeros((1, c, 999), np.float32)), OrtCpuWindowedBatch)
+    assert e.max_rows(1000) == 1 and e.max_rows(999) > 4096  # a long tape gets a batch of its own
     rule110, _ = _runtimes("rule110", 2, 1)  # a ring has no edge to cut at
     ring = np.zeros((1, rule110.step.metadata.input_channels, 5000), np.float32)
     assert not isinstance(rule110.engine.start(ring, exclusive=True), OrtCpuWindowedBatch)
+    assert rule110.engine.max_rows(5000) > 4096
+
+
+def test_several_long_tapes_share_the_window_pool():
+    task = get_task("addition")
+    windowed, plain = _runtimes("addition", 2, 200)
+    rng = np.random.default_rng(9)
+    lines = [task.random_line(rng, n) for n in (150, 260, 310, 20, 400)] + ["9" * 250 + "+1"]
+    got = windowed.solve(lines)
+    assert got == plain.solve(lines)
+    assert [r.answer for r in got] == [task.answer(task.parse(line)) for line in lines]
