@@ -35,8 +35,9 @@ class OrtCpuEngine:
     wrapped (not copied) as OrtValues and bound once per call, with no per-step allocation.
 
     Batches of line-task problems that end in an empty cell run packed into one long tape (see
-    graph.packed_advance_graph): one large convolution instead of B small ones. A lone long tape
-    is cut into windows, one core each (OrtCpuWindowedBatch)."""
+    graph.packed_advance_graph): one large convolution instead of B small ones. A long tape runs
+    alone, cut into cache-sized windows that the engine's window pool (one thread per core) runs
+    (OrtCpuWindowedBatch)."""
 
     name = "ort"
     WINDOW_MIN_CELLS = 1 << 15  # a tape at least this long runs alone, in windows
@@ -47,8 +48,8 @@ class OrtCpuEngine:
         meta = step.metadata
         self.can_pack = meta.boundary == "zeros" and meta.convergence == "fixed_point"
         # Measured on 2 cores: one intra-op thread per session beat two for many short problems,
-        # so the runtime solves batches side by side, one core each; a lone batch (one long tape)
-        # gets every core.
+        # so the runtime solves batches side by side, one core each; a lone batch gets every core
+        # as intra-op threads (a long tape gets them through its windows instead).
         self.cores = cores or max(1, len(os.sched_getaffinity(0)))
         self.parallel_batches = self.cores
         self._sessions: dict = {}
