@@ -172,7 +172,7 @@ class Runtime:
         task = self.task
         steps = np.zeros(len(problems), np.int64)
         rows = np.arange(len(problems))  # original row of each row still in the engine batch
-        ks, depth = self.engine.k_choices, 0
+        ks, depth, ran_total = self.engine.k_choices, 0, 0
         converged = np.zeros(len(problems), bool)
         done = limit <= 0  # rule110 with 0 generations, or a zero cap
         converged[done] = task.convergence == "generations"
@@ -204,7 +204,11 @@ class Runtime:
                 converged[rows[stopped]] = True
                 newly = stopped | (steps[rows] >= limit[rows])
             done[rows[newly]] = True
-            # most problems still running: go deeper per call, unless the batch is so large that
-            # one step dwarfs the cost of a call (then deeper calls only waste steps)
-            if newly.sum() * 2 < len(rows) and depth + 1 < len(ks) and len(rows) * length < DEEPEN_BELOW_CELLS:
+            ran_total += k
+            # most problems still running: go deeper per call. A large batch, where one step
+            # dwarfs the cost of a call, goes deeper only once it has run 4x the next depth, so
+            # steps past the last one that counts stay under a quarter of the work (a long carry
+            # chain or parity wave still reaches K = 64; an 8-step million-digit sum stays at 4)
+            if newly.sum() * 2 < len(rows) and depth + 1 < len(ks) and (
+                    len(rows) * length < DEEPEN_BELOW_CELLS or 4 * ks[depth + 1] <= ran_total):
                 depth += 1
