@@ -54,6 +54,18 @@ def readout_graph(step: StepModel) -> onnx.ModelProto:
     return _finish(graph, step, "readout")
 
 
+def symbols_graph(step: StepModel) -> onnx.ModelProto:
+    """The readout with its argmax: (problem, state) -> symbols (B, L) int64, so the host gets
+    one class per cell instead of `classes` floats (for CPU engines, where the argmax on the host
+    and the copy of the logits cost a fifth of a short problem's solve)."""
+    model = readout_graph(step)
+    g = model.graph
+    g.node.append(helper.make_node("ArgMax", ["logits"], ["symbols"], axis=1, keepdims=0))
+    del g.output[:]
+    g.output.append(helper.make_tensor_value_info("symbols", TensorProto.INT64, ["batch", "length"]))
+    return _finish(g, step, "symbols")
+
+
 def _step_copy(body: list[onnx.NodeProto], const_names: set[str], i: int, state: str) -> list[onnx.NodeProto]:
     """Copy i of the step's state path, reading `state`; writes s{i}_next_state."""
     rename = lambda t: t if t in const_names or t == "problem" else (state if t == "state" else f"s{i}_{t}")

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 from ..errors import EngineUnavailable
-from ..graph import advance_graph, packed_advance_graph, readout_graph
+from ..graph import advance_graph, packed_advance_graph, readout_graph, symbols_graph
 from ..model_file import StepModel
 
 K_CHOICES = (4, 8, 16, 32, 64)
@@ -55,7 +55,7 @@ class OrtCpuEngine:
         self._sessions: dict = {}
         self._lock = threading.Lock()
         self._window_pool: ThreadPoolExecutor | None = None
-        self.readout_session(1)
+        self.symbols_session(1)
         self.advance_session(self.k_choices[0], False, 1)  # fail here, not mid-solve, if the graph is bad
 
     def _session(self, graph: bytes, threads: int):
@@ -87,8 +87,8 @@ class OrtCpuEngine:
                 self._window_pool = ThreadPoolExecutor(self.cores, thread_name_prefix="sead-window")
             return self._window_pool
 
-    def readout_session(self, threads: int):
-        return self._cached(("readout", threads), lambda: readout_graph(self.step), threads)
+    def symbols_session(self, threads: int):
+        return self._cached(("symbols", threads), lambda: symbols_graph(self.step), threads)
 
     def start(self, problem: np.ndarray, exclusive: bool = False):
         """exclusive: no other batch runs beside this one, so it may use every core."""
@@ -167,11 +167,9 @@ class OrtCpuBatch:
 
     def symbols(self) -> np.ndarray:
         """(B, L) int64: the readout's class per cell for the current state."""
-        session = self.engine.readout_session(self.threads)
-        logits = session.run(["logits"], {"problem": self.problem, "state": self.state})[0]
-        if self.packed:
-            return logits.reshape(-1, self.b, self.length).argmax(0)
-        return logits.argmax(1)
+        session = self.engine.symbols_session(self.threads)
+        symbols = session.run(["symbols"], {"problem": self.problem, "state": self.state})[0]
+        return symbols.reshape(self.b, self.length)  # packed cells are rows end to end
 
     def keep(self, rows: np.ndarray) -> None:
         """Drop every problem not in `rows` (finished ones) from the batch."""
@@ -235,8 +233,8 @@ class OrtCpuWindowedBatch:
         return np.array([int(moved.sum())], np.int64)
 
     def symbols(self) -> np.ndarray:
-        session = self.engine.readout_session(self.engine.cores)
-        return session.run(["logits"], {"problem": self.problem, "state": self.state})[0].argmax(1)
+        session = self.engine.symbols_session(self.engine.cores)
+        return session.run(["symbols"], {"problem": self.problem, "state": self.state})[0]
 
     def keep(self, rows: np.ndarray) -> None:
         if len(rows) != 1:  # the loop returns once nothing is live, so it keeps one row or none
