@@ -107,3 +107,30 @@ def test_concurrent_callers_on_the_device_path():
         t.join()
     assert not errors
     assert not any(slot.busy for slot in rt.engine._slots.values())
+
+
+def test_a_failed_graph_turns_graphs_off_and_the_call_reruns(monkeypatch, capsys):
+    """ONNX Runtime refusing a capture or replay (simulated: the graph session raises) must cost
+    nothing but the graphs: the call reruns on the plain session, answers stay exact."""
+    rt = _runtime("addition")
+    e = rt.engine
+    real = e.advance_session
+
+    class RefusingGraphSession:
+        def __init__(self, session):
+            self.session = session
+
+        def io_binding(self):
+            return self.session.io_binding()
+
+        def run_with_iobinding(self, binding, run_options=None):
+            raise RuntimeError("CUDA graph capture failed (simulated)")
+
+    monkeypatch.setattr(e, "advance_session",
+                        lambda k, graphs: RefusingGraphSession(real(k, graphs)) if graphs else real(k, graphs))
+    lines = [line if i % 8 else "9" * 16 + "+1" for i, line in enumerate(_lines("addition", 48, 16, 5))]
+    rt.batch_size = 16
+    want = Runtime("addition", "ort").solve(lines)
+    assert rt.solve(lines) == want  # the second batch got a slot, its graph run failed, it reran
+    assert not e.cuda_graphs and "CUDA graphs unavailable" in capsys.readouterr().err
+    assert rt.solve(lines) == want  # and later solves never try graphs again
