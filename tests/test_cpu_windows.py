@@ -77,3 +77,14 @@ def test_several_long_tapes_share_the_window_pool():
     got = windowed.solve(lines)
     assert got == plain.solve(lines)
     assert [r.answer for r in got] == [task.answer(task.parse(line)) for line in lines]
+
+
+def test_the_halo_follows_the_deepest_k():
+    task = get_task("addition")
+    rt = Runtime("addition", "ort", k=100)  # a fixed K past the default deepest (64)
+    rt.engine.WINDOW_MIN_CELLS = 1
+    line = "9" * 300 + "+1"
+    got = rt.solve([line])
+    assert isinstance(rt.engine.start(np.zeros((1, 20, 302), np.float32)), OrtCpuWindowedBatch)
+    assert got == Runtime("addition", "ort").solve([line])
+    assert got[0].answer == task.answer(task.parse(line))

@@ -181,18 +181,18 @@ class OrtCpuBatch:
 
 class OrtCpuWindowedBatch:
     """One long tape, cut into windows of at most WINDOW_CELLS cells (at least one per core), each
-    widened by a halo of HALO cells on its inner sides, run on the engine's window pool (one
-    thread per core). Windows this size keep a step's activations in cache; one long tape does
-    not, and ONNX Runtime's intra-op threads barely speed up one long convolution chain. Measured
-    on 2 cores for one 1,000,000-digit addition: 2.3 s as one tape, 0.67 s in 8,192-cell windows.
+    widened by a halo of `halo` cells (the engine's deepest K) on its inner sides, run on the
+    engine's window pool (one thread per core). Windows this size keep a step's activations in
+    cache; one long tape does not, and ONNX Runtime's intra-op threads barely speed up one long
+    convolution chain. Measured on 2 cores for one 1,000,000-digit addition: 2.3 s as one tape,
+    0.67 s in 8,192-cell windows.
 
-    Exact: the rule has radius 1, so after k <= HALO steps a window's cut edge has corrupted at
+    Exact: the rule has radius 1, so after k <= halo steps a window's cut edge has corrupted at
     most k cells inward, all inside the halo, and the cells a window owns are exact. After each
     call the owned cells are stitched into the tape and the halos are cut afresh from it. A step
     changed the tape iff it changed some owned cell, so the windowed graph flags each step over
     owned cells only, and the tape's count is the number of steps flagged in any window."""
 
-    HALO = max(K_CHOICES)
     WINDOW_CELLS = 1 << 13
 
     def __init__(self, engine: OrtCpuEngine, problem: np.ndarray):
@@ -201,7 +201,8 @@ class OrtCpuWindowedBatch:
         _, _, length = problem.shape
         own = min(-(-length // engine.cores), self.WINDOW_CELLS)
         self.owned = [(a, min(length, a + own)) for a in range(0, length, own)]
-        self.windows = [(max(0, a - self.HALO), min(length, b + self.HALO)) for a, b in self.owned]
+        self.halo = halo = max(engine.k_choices)
+        self.windows = [(max(0, a - halo), min(length, b + halo)) for a, b in self.owned]
         self.problem = problem
         self.problems = [np.ascontiguousarray(problem[:, :, lo:hi]) for lo, hi in self.windows]
         self.masks = []
@@ -222,8 +223,8 @@ class OrtCpuWindowedBatch:
                                                     "state": np.ascontiguousarray(self.state[:, :, lo:hi])})
 
     def advance(self, budget: np.ndarray, k: int) -> np.ndarray:
-        if k > self.HALO:
-            raise ValueError(f"windows have a halo of {self.HALO} cells: at most {self.HALO} steps per call")
+        if k > self.halo:
+            raise ValueError(f"windows have a halo of {self.halo} cells: at most {self.halo} steps per call")
         # no budget gating, as in packed batches: the loop clips the count to the budget, and a
         # problem that ran out of budget is finished, unconverged, whatever ran after
         outs = list(self.engine.window_pool.map(lambda w: self._window(w, k), range(len(self.windows))))
