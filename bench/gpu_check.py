@@ -4,13 +4,18 @@
     python bench/gpu_check.py [--out DIR] [--models NAME_OR_PATH ...] [--quick] [--require-gpu]
 
 For each model (default: the shipped addition, parity and rule110), random problems at several
-tape lengths are solved by 'ort' (the CPU reference), 'ort-cuda' and 'trt'. Answers, step counts
-and converged flags must be identical to 'ort', and answers are compared with the task's exact
-oracle. Then each engine is timed on 20,000 16-digit additions and on one 100,000-digit addition
-(problems/s; cell-updates/s = sum of tape length x steps over problems, per second; speedup over
-'ort'). An engine that is missing or fails is reported, never fatal. Writes gpu_check.json to
---out (default: $OUT if set, else ./gpu_check_out). Sized for under 6 minutes on one H200; phases
-that would start after --budget seconds are skipped and reported as skipped.
+tape lengths are solved by 'ort' (the CPU reference), 'ort-cuda' (with CUDA graphs, and again
+without them as 'ort-cuda-nographs') and 'trt'. Answers, step counts and converged flags must be
+identical to 'ort', and answers are compared with the task's exact oracle. GPU engines solve
+each case twice: the second pass is where ort-cuda replays CUDA graphs (shapes repeat). Then each
+engine is timed on 20,000 16-digit additions and on one 100,000-digit addition (problems/s;
+cell-updates/s = sum of tape length x steps over problems, per second; speedup over 'ort'), and
+those results too must equal 'ort'. An engine that is missing or fails is reported, never fatal.
+Writes gpu_check.json to --out (default: $OUT if set, else ./gpu_check_out). Sized for under 6
+minutes on one H200; phases that would start after --budget seconds are skipped and reported.
+
+--cpu-stand-in runs the ort-cuda rows on ONNX Runtime's CPU provider (the same device-resident
+code path, graph ids ignored): a check of this script itself on a machine without a GPU.
 
 Exit status
   0  every engine that ran agreed with 'ort', and 'ort' agreed with the oracle
@@ -48,6 +53,7 @@ FULL = {
 }
 QUICK = {task: [(16, 32, None), (200, 4, None)] for task in FULL}
 RULE110_GENERATIONS = 100
+CPU_STAND_IN = False  # --cpu-stand-in
 
 
 def say(msg: str) -> None:
@@ -127,10 +133,12 @@ def load_engines(model: str, report: dict, require_gpu: bool, deadline: float) -
         start = time.perf_counter()
         entry = report.setdefault(name, {})
         try:
-            if name == "ort-cuda-nographs":
+            if name.startswith("ort-cuda"):  # with and without graphs; on the CPU provider if standing in
                 from sead.runtime.engines.ort import OrtCudaEngine
                 runtime = Runtime(model, "ort")
-                runtime.engine = OrtCudaEngine(runtime.step, cuda_graphs=False)
+                runtime.engine = OrtCudaEngine(runtime.step, cuda_graphs=name == "ort-cuda",
+                                               device_type="cpu" if CPU_STAND_IN else "cuda")
+                runtime.engine_name = runtime.engine.name
             else:
                 runtime = Runtime(model, name)
             runtimes[name] = runtime
@@ -182,6 +190,8 @@ def check_model(model: str, quick: bool, deadline: float, require_gpu: bool) -> 
             entry = case["engines"][name] = {}
             try:
                 results, seconds = timed_solve(runtime, parsed, cap)
+                # a second pass: shapes now repeat, so ort-cuda replays CUDA graphs on its slots
+                again = None if name == "ort" else timed_solve(runtime, parsed, cap)[0]
             except Exception as exc:
                 entry.update(error=f"{type(exc).__name__}: {exc}", failed=True)
                 say(f"{model}: {label}: {name} FAILED: {type(exc).__name__}: {exc}")
@@ -192,6 +202,8 @@ def check_model(model: str, quick: bool, deadline: float, require_gpu: bool) -> 
                 reference = results
             elif reference is not None:
                 entry.update(compare(results, reference))
+                entry["second_pass"] = compare(again, reference)
+                entry["identical"] = entry["identical"] and entry["second_pass"]["identical"]
                 entry["failed"] = not entry["identical"]
             verdict = "" if name == "ort" else (" same as ort" if entry.get("identical") else " DIFFERS from ort")
             say(f"{model}: {label}: {name} {seconds:.2f}s, oracle {entry['oracle_correct']}/{count}{verdict}")
@@ -217,10 +229,12 @@ def throughput(runtimes: dict, task, quick: bool, deadline: float) -> list:
             continue
         parsed = [task.parse(task.random_line(rng, digits)) for _ in range(count)]
         cap = 1024 if digits >= 100_000 else None  # as in the correctness cases
+        reference = None
         for name, runtime in runtimes.items():
             entry = row["engines"][name] = {}
             try:
-                runtime.solve_parsed(parsed[:4096], cap)  # warm-up: CUDA graphs, cuDNN algorithms, arenas
+                for _ in range(2):  # warm-up: sessions, cuDNN algorithms, arenas; the second pass gives
+                    runtime.solve_parsed(parsed[:4096], cap)  # repeated shapes slots and captured graphs
                 results, seconds = timed_solve(runtime, parsed, cap)
             except Exception as exc:
                 entry.update(error=f"{type(exc).__name__}: {exc}", failed=True)
@@ -228,6 +242,13 @@ def throughput(runtimes: dict, task, quick: bool, deadline: float) -> list:
                 continue
             cells = sum(p.length * r.steps for p, r in zip(parsed, results))
             entry.update(seconds=round(seconds, 4), problems_per_s=count / seconds, cell_updates_per_s=cells / seconds)
+            if name == "ort":
+                reference = results
+            elif reference is not None:  # these batches repeat shapes: where CUDA graphs replay most
+                entry.update(compare(results, reference))
+                entry["failed"] = not entry["identical"]
+                if not entry["identical"]:
+                    say(f"throughput {label}: {name} DIFFERS from ort: {entry['first_difference']}")
             say(f"throughput {label}: {name} {seconds:.3f}s = {count / seconds:,.0f} problems/s, "
                 f"{cells / seconds:.3e} cell-updates/s")
         base = row["engines"].get("ort", {}).get("seconds")
@@ -275,9 +296,13 @@ def main(argv=None) -> int:
                         help="shipped model names or .onnx paths")
     parser.add_argument("--quick", action="store_true", help="a few short problems (a smoke test, CPU-friendly)")
     parser.add_argument("--require-gpu", action="store_true", help="an unavailable GPU engine is a failure")
+    parser.add_argument("--cpu-stand-in", action="store_true",
+                        help="run the ort-cuda rows on the CPU provider (checks this script without a GPU)")
     parser.add_argument("--budget", type=float, default=300.0,
                         help="no new phase starts after this many seconds (default 300: done within 6 minutes)")
     args = parser.parse_args(argv)
+    global CPU_STAND_IN
+    CPU_STAND_IN = args.cpu_stand_in
     import_sead()
     deadline = T0 + args.budget
     env = versions()
@@ -298,6 +323,7 @@ def main(argv=None) -> int:
     checked = any("ort" in c["engines"] for m in models for c in m["cases"])
     status = 2 if not checked else 1 if any(e.get("failed") for e in entries) else 0 if ort_oracle_ok else 3
     report = {"exit_status": status, "seconds": round(time.perf_counter() - T0, 1), "quick": args.quick,
+              "cpu_stand_in": args.cpu_stand_in,
               "environment": env, "models": models}
     print(table(models), flush=True)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -42,8 +42,8 @@ def test_device_path_matches_ort_and_the_oracle(task_name):
 def test_repeating_shapes_get_slots_that_later_batches_reuse():
     rt = _runtime("addition")
     e = rt.engine
-    # a few long carry chains per batch keep it running after most of it has finished
-    lines = [line if i % 8 else "9" * 16 + "+1" for i, line in enumerate(_lines("addition", 64, 16, 3))]
+    # long carry chains in half of each batch keep it running, on its slot, after the rest finished
+    lines = [line if i % 2 else "9" * 16 + "+1" for i, line in enumerate(_lines("addition", 64, 16, 3))]
     rt.batch_size = 16  # 4 batches of one shape per solve
     first = rt.solve(lines)
     shape = (16, bucket_length(get_task("addition").parse(lines[0]).length))
@@ -57,6 +57,18 @@ def test_repeating_shapes_get_slots_that_later_batches_reuse():
     assert all(slot.bindings[key] is bindings[key] for key in bindings)  # same bindings, replayed
     assert {run_options.get_run_config_entry("gpu_graph_id") for _, _, run_options, _ in slot.bindings.values()} \
         == {"1", "2"}  # one graph id per ping-pong direction
+
+
+def test_below_a_quarter_live_a_slot_batch_compacts_for_real():
+    rt = _runtime("addition")
+    lines = [line if i % 8 else "9" * 16 + "+1" for i, line in enumerate(_lines("addition", 64, 16, 6))]
+    rt.batch_size = 16
+    task = get_task("addition")
+    for _ in range(2):
+        assert [r.answer for r in rt.solve(lines)] == [task.answer(task.parse(line)) for line in lines]
+    slot = rt.engine._slots[(16, 18)]
+    # 2 of 16 rows were live after the first call: they left the slot for a (2, 18) batch
+    assert {key[1] for key in slot.bindings} == {0}
 
 
 def test_a_busy_slot_is_not_shared_and_caps_hold():

@@ -418,9 +418,11 @@ class _DeviceBuffers:
 
 
 class OrtCudaBatch:
-    """A batch on the device. On a graph slot, keep() drops rows virtually: they stay in the slot
-    with budget 0 (so the gated graph leaves them untouched), and the shape, hence the captured
-    graphs, stays. Slot shapes are small enough that the idle rows cost less than a new shape."""
+    """A batch on the device. On a graph slot, keep() drops rows virtually while at least a
+    quarter of the slot's rows are live: they stay in the slot with budget 0 (so the gated graph
+    leaves them untouched), and the shape, hence the captured graphs, stays. Below a quarter the
+    batch compacts for real and leaves the slot, so idle rows never cost more than 3x the live
+    ones."""
 
     def __init__(self, engine: OrtCudaEngine, problem: np.ndarray, state: np.ndarray | None = None):
         self.engine = engine
@@ -463,8 +465,8 @@ class OrtCudaBatch:
 
     def keep(self, rows: np.ndarray) -> None:
         rows = np.asarray(rows, np.int64) if self.rows is None else self.rows[rows]
-        if self.buffers.graph_ids is not None:
-            self.rows = rows
+        if self.buffers.graph_ids is not None and 4 * len(rows) >= self.buffers.b:
+            self.rows = rows  # idle rows cost at most 3x the live ones: keep the shape and its graphs
             return
         # Compaction is rare (at most log2(B) times a batch): a round trip through the host is fine.
         state = np.ascontiguousarray(self.buffers.states[self.current].numpy()[rows])
