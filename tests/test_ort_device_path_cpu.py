@@ -146,3 +146,27 @@ def test_a_failed_graph_turns_graphs_off_and_the_call_reruns(monkeypatch, capsys
     assert rt.solve(lines) == want  # the second batch got a slot, its graph run failed, it reran
     assert not e.cuda_graphs and "CUDA graphs unavailable" in capsys.readouterr().err
     assert rt.solve(lines) == want  # and later solves never try graphs again
+
+
+def test_the_gpu_check_script_runs_end_to_end_on_the_cpu_stand_in(tmp_path):
+    """bench/gpu_check.py is what a GPU session will run, once, on scarce device time: its own
+    logic (loading, both passes, comparisons, throughput, report) is exercised here."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    proc = subprocess.run([sys.executable, str(script), "--quick", "--cpu-stand-in", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert report["cpu_stand_in"] and [m["task"] for m in report["models"]] == ["addition", "parity", "rule110"]
+    for model in report["models"]:
+        for case in model["cases"]:
+            for name in ("ort-cuda", "ort-cuda-nographs"):
+                entry = case["engines"][name]
+                assert entry["identical"] and entry["second_pass"]["identical"], (model["task"], case["label"], name)
+    throughput = report["models"][0]["throughput"]
+    assert all(row["engines"]["ort-cuda"]["identical"] for row in throughput)
+    assert report["models"][0]["engines"]["ort-cuda"]["graph_shapes"]  # slots were used
