@@ -88,3 +88,28 @@ def test_the_halo_follows_the_deepest_k():
     assert isinstance(rt.engine.start(np.zeros((1, 20, 302), np.float32)), OrtCpuWindowedBatch)
     assert got == Runtime("addition", "ort").solve([line])
     assert got[0].answer == task.answer(task.parse(line))
+
+
+def test_concurrent_callers_with_long_tapes_share_the_window_pool():
+    import threading
+
+    task = get_task("addition")
+    windowed, plain = _runtimes("addition", 2, 100)
+    rng = np.random.default_rng(11)
+    jobs = [[task.random_line(rng, n) for n in (60 + 40 * i, 5, 150)] + ["9" * (100 + 30 * i) + "+1"] for i in range(6)]
+    want = [plain.solve(lines) for lines in jobs]
+    got, errors = [None] * len(jobs), []
+
+    def work(i):
+        try:
+            got[i] = windowed.solve(jobs[i])
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert got == want
