@@ -80,8 +80,9 @@ def _step_copy(body: list[onnx.NodeProto], const_names: set[str], i: int, state:
     return out
 
 
-def _state_path(step: StepModel):
+def _state_path(step: StepModel, cut_edges: bool = False):
     """The step's state path, split for iteration: -> (prologue, body, initializers, shared names).
+    cut_edges: pad with zeros even on a ring (a window of a ring has cut edges, not a wrap).
 
     The rule's first convolution reads [problem; state]. A convolution is linear in its input
     channels, so it is the problem's part (computed once per call, in the prologue) plus the
@@ -102,7 +103,7 @@ def _state_path(step: StepModel):
               numpy_helper.from_array(w[:, meta.input_channels:].copy(), "adv_w_state"),
               weights[conv.input[2]]]
     prologue, per_step = [], []
-    if meta.boundary == "ring":
+    if meta.boundary == "ring" and not cut_edges:
         inits += [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in
                   (("adv_wrap_last", -1), ("adv_wrap_end", np.iinfo(np.int64).max), ("adv_wrap_first", 0),
                    ("adv_wrap_one", 1), ("adv_wrap_axis", 2))]
@@ -190,11 +191,14 @@ def packed_advance_graph(step: StepModel, k: int, windowed: bool = False) -> onn
 
         inputs   problem (1, C_in, N), state (1, C_s, N), count_mask (1, 1, N) float32
         outputs  state_out (1, C_s, N), moved (1, 1, K): 1 where step k changed an owned cell
+
+    A window of a ring (rule110) has cut edges like any other window: zeros, no wrap. Its moved
+    flags are not used, since a generations task counts the steps it runs.
     """
     meta = step.metadata
-    if meta.boundary == "ring" or meta.convergence != "fixed_point":
+    if not windowed and (meta.boundary == "ring" or meta.convergence != "fixed_point"):
         raise ValueError("packing needs a line task that runs to a fixed point")
-    prologue, body, inits, const_names = _state_path(step)
+    prologue, body, inits, const_names = _state_path(step, cut_edges=windowed)
     consts = {"adv_tolerance": np.float32(meta.tolerance)}
     nodes: list[onnx.NodeProto] = list(prologue)
     state, count, flags = "state", None, []

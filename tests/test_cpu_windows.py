@@ -56,17 +56,28 @@ def test_windows_on_parity_and_under_a_cap():
         assert got[0].steps == cap and not got[0].converged and got[0].answer is None
 
 
-def test_windows_only_for_long_line_tapes_one_per_batch():
+def test_windows_only_for_long_tapes_one_per_batch():
     windowed, _ = _runtimes("addition", 2, 1000)
     e = windowed.engine
     c = e.step.metadata.input_channels
     assert isinstance(e.start(np.zeros((1, c, 1000), np.float32)), OrtCpuWindowedBatch)
     assert not isinstance(e.start(np.zeros((1, c, 999), np.float32)), OrtCpuWindowedBatch)
     assert e.max_rows(1000) == 1 and e.max_rows(999) > 4096  # a long tape gets a batch of its own
-    rule110, _ = _runtimes("rule110", 2, 1)  # a ring has no edge to cut at
-    ring = np.zeros((1, rule110.step.metadata.input_channels, 5000), np.float32)
-    assert not isinstance(rule110.engine.start(ring, exclusive=True), OrtCpuWindowedBatch)
-    assert rule110.engine.max_rows(5000) > 4096
+
+
+@pytest.mark.parametrize("window_cells", [1 << 13, 50])
+def test_windows_on_rings_wrap_and_run_exact_generations(window_cells, monkeypatch):
+    """rule110 rings: halos wrap around the ring's end, and every call runs exactly the steps
+    the budget allows (the answer is the state after exactly N generations)."""
+    monkeypatch.setattr(OrtCpuWindowedBatch, "WINDOW_CELLS", window_cells)
+    task = get_task("rule110")
+    windowed, plain = _runtimes("rule110", 2, 100)
+    rng = np.random.default_rng(4)
+    lines = [task.random_line(rng, n, g) for n, g in ((300, 7), (257, 64), (333, 65), (120, 130), (101, 1))]
+    got = windowed.solve(lines)
+    assert got == plain.solve(lines)
+    assert [r.answer for r in got] == [task.answer(task.parse(line)) for line in lines]
+    assert [r.steps for r in got] == [7, 64, 65, 130, 1]
 
 
 def test_several_long_tapes_share_the_window_pool():

@@ -98,8 +98,8 @@ class OrtCpuEngine:
         return OrtCpuBatch(self, problem, self.cores if exclusive else 1)
 
     def windows(self, length: int) -> bool:
-        """Does a tape this long run in windows? (Only line tasks: a ring has no edge to cut at.)"""
-        return self.can_pack and length >= self.WINDOW_MIN_CELLS
+        """Does a tape this long run in windows? (Lines and rings alike.)"""
+        return length >= self.WINDOW_MIN_CELLS
 
     def max_rows(self, length: int) -> int:
         """Tapes that run in windows come one per batch; their windows share the window pool."""
@@ -189,28 +189,42 @@ class OrtCpuWindowedBatch:
 
     Exact: the rule has radius 1, so after k <= halo steps a window's cut edge has corrupted at
     most k cells inward, all inside the halo, and the cells a window owns are exact. After each
-    call the owned cells are stitched into the tape and the halos are cut afresh from it. A step
-    changed the tape iff it changed some owned cell, so the windowed graph flags each step over
-    owned cells only, and the tape's count is the number of steps flagged in any window."""
+    call the owned cells are stitched into the tape and the halos are cut afresh from it. On a
+    ring, halos wrap around (every window has two cut edges). Counting: a step changed the tape
+    iff it changed some owned cell, so the windowed graph flags each step over owned cells only,
+    and the tape's count is the number of steps flagged in any window; a generations task (rule110)
+    runs exactly min(k, budget) steps and counts them."""
 
     WINDOW_CELLS = 1 << 13
 
     def __init__(self, engine: OrtCpuEngine, problem: np.ndarray):
         self.engine = engine
+        meta = engine.step.metadata
+        self.ring, self.generations = meta.boundary == "ring", meta.convergence == "generations"
         problem = np.ascontiguousarray(problem, np.float32)
         _, _, length = problem.shape
         own = min(-(-length // engine.cores), self.WINDOW_CELLS)
         self.owned = [(a, min(length, a + own)) for a in range(0, length, own)]
         self.halo = halo = max(engine.k_choices)
-        self.windows = [(max(0, a - halo), min(length, b + halo)) for a, b in self.owned]
+        if self.ring:  # a window may run past either end: cut() wraps it
+            self.windows = [(a - halo, b + halo) for a, b in self.owned]
+        else:  # a tape's own ends are real boundaries, as in one unwindowed tape
+            self.windows = [(max(0, a - halo), min(length, b + halo)) for a, b in self.owned]
         self.problem = problem
-        self.problems = [np.ascontiguousarray(problem[:, :, lo:hi]) for lo, hi in self.windows]
+        self.problems = [self._cut(problem, lo, hi) for lo, hi in self.windows]
         self.masks = []
         for (a, b), (lo, hi) in zip(self.owned, self.windows):
             mask = np.zeros((1, 1, hi - lo), np.float32)
             mask[:, :, a - lo:b - lo] = 1
             self.masks.append(mask)
-        self.state = np.zeros((1, engine.step.metadata.state_channels, length), np.float32)
+        self.state = np.zeros((1, meta.state_channels, length), np.float32)
+
+    @staticmethod
+    def _cut(tape: np.ndarray, lo: int, hi: int) -> np.ndarray:
+        """Cells lo..hi-1 of a tape, wrapping around its ends (rings only go past them)."""
+        if 0 <= lo and hi <= tape.shape[2]:
+            return np.ascontiguousarray(tape[:, :, lo:hi])
+        return np.take(tape, np.arange(lo, hi) % tape.shape[2], axis=2)
 
     @property
     def size(self) -> int:
@@ -220,16 +234,20 @@ class OrtCpuWindowedBatch:
         lo, hi = self.windows[w]
         session = self.engine.windowed_session(k)
         return session.run(["state_out", "moved"], {"problem": self.problems[w], "count_mask": self.masks[w],
-                                                    "state": np.ascontiguousarray(self.state[:, :, lo:hi])})
+                                                    "state": self._cut(self.state, lo, hi)})
 
     def advance(self, budget: np.ndarray, k: int) -> np.ndarray:
         if k > self.halo:
             raise ValueError(f"windows have a halo of {self.halo} cells: at most {self.halo} steps per call")
-        # no budget gating, as in packed batches: the loop clips the count to the budget, and a
-        # problem that ran out of budget is finished, unconverged, whatever ran after
+        if self.generations:  # the state after exactly the requested generations is the answer
+            k = max(1, min(k, int(budget.reshape(-1)[0])))
+        # Otherwise no budget gating, as in packed batches: the loop clips the count to the
+        # budget, and a problem that ran out of budget is finished, unconverged, whatever ran after.
         outs = list(self.engine.window_pool.map(lambda w: self._window(w, k), range(len(self.windows))))
         for (a, b), (lo, _), (state, _) in zip(self.owned, self.windows, outs):
             self.state[:, :, a:b] = state[:, :, a - lo:b - lo]
+        if self.generations:
+            return np.array([k], np.int64)
         moved = np.max([flags.reshape(-1) for _, flags in outs], axis=0)
         return np.array([int(moved.sum())], np.int64)
 
