@@ -7,6 +7,7 @@ the loop can start with few steps per call and go deeper while problems keep run
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -299,9 +300,9 @@ class OrtCudaEngine:
         self.options = {"device_id": device_id, "cudnn_conv_algo_search": "HEURISTIC",
                         "do_copy_in_default_stream": True, "use_tf32": 0}
         self._sessions: dict = {}
-        self._lock = threading.RLock()       # sessions, slots, the repeat detector (RLock: a batch's
-        # __del__ may release its slot from inside a locked section of the same thread)
-        self.graph_lock = threading.Lock()   # one run at a time on graph sessions (capture is not thread-safe)
+        self._lock = threading.RLock()  # sessions, slots, the repeat detector (RLock: a batch's __del__
+        # may release its slot from inside a locked section of the same thread)
+        self._device_lock = threading.RLock()  # see device(); always taken before _lock, never after
         self._slots: dict[tuple, _DeviceBuffers] = {}
         self._seen: dict[tuple, int] = {}
         self.readout_session = self._session(readout_graph(step).SerializeToString(), graphs=False)
@@ -332,22 +333,21 @@ class OrtCudaEngine:
         would not run on the CUDA provider."""
         with self._lock:
             graphs = graphs and self.cuda_graphs
-            key = (k, graphs)
-            if key not in self._sessions:
+            if (k, graphs) not in self._sessions:
                 try:
-                    self._sessions[key] = self._session(advance_graph(self.step, k).SerializeToString(), graphs)
+                    self._sessions[(k, graphs)] = self._session(advance_graph(self.step, k).SerializeToString(), graphs)
                 except Exception as exc:
                     if not graphs:
                         raise
                     self._graphs_off(exc)
-                    return self._plain_advance_session(k)
-            return self._sessions[key]
+                    return self.advance_session(k, graphs=False)
+            return self._sessions[(k, graphs)]
 
-    def _plain_advance_session(self, k: int):
-        key = (k, False)
-        if key not in self._sessions:
-            self._sessions[key] = self._session(advance_graph(self.step, k).SerializeToString(), False)
-        return self._sessions[key]
+    def device(self):
+        """While CUDA graphs are on, this engine's device work (uploads, runs, reads, frees) goes
+        one thread at a time: ONNX Runtime captures a graph in global mode, where another thread's
+        allocation or copy during the capture would invalidate it."""
+        return self._device_lock if self.cuda_graphs else contextlib.nullcontext()
 
     def _graphs_off(self, exc: Exception) -> None:
         if self.cuda_graphs:
@@ -426,8 +426,7 @@ class _DeviceBuffers:
             return
         e = self.engine
         try:
-            with e.graph_lock:
-                session.run_with_iobinding(binding, run_options)
+            session.run_with_iobinding(binding, run_options)  # the caller holds e.device()
         except Exception as exc:  # a failed capture or replay: the inputs are intact, so rerun plainly
             e._graphs_off(exc)
             self.bindings.clear()
@@ -446,39 +445,43 @@ class OrtCudaBatch:
         self.engine = engine
         b, _, length = problem.shape
         self.host_problem = problem  # the problem never changes on the device: keep() re-uploads rows
-        self.buffers = engine.buffers(b, length)
-        self.buffers.problem.update_inplace(problem)
-        shape = (b, engine.step.metadata.state_channels, length)
-        self.buffers.states[0].update_inplace(state if state is not None else np.zeros(shape, np.float32))
         self.current = 0  # buffers.states[current] holds the state
         self.rows: np.ndarray | None = None  # the slot rows still in the batch (None: all of them)
         self.budget = np.zeros((b, 1, 1), np.float32)
+        with engine.device():
+            self.buffers = engine.buffers(b, length)
+            self.buffers.problem.update_inplace(problem)
+            shape = (b, engine.step.metadata.state_channels, length)
+            self.buffers.states[0].update_inplace(state if state is not None else np.zeros(shape, np.float32))
 
     @property
     def size(self) -> int:
         return self.host_problem.shape[0] if self.rows is None else len(self.rows)
 
     def advance(self, budget: np.ndarray, k: int) -> np.ndarray:
-        buffers = self.buffers
         if self.rows is None:
             self.budget[:, 0, 0] = budget
         else:
             self.budget[:] = 0
             self.budget[self.rows, 0, 0] = budget
-        buffers.budget.update_inplace(self.budget)
-        buffers.run(k, self.current)
+        with self.engine.device():
+            buffers = self.buffers
+            buffers.budget.update_inplace(self.budget)
+            buffers.run(k, self.current)
+            changed = buffers.changed.numpy()[:, 0, 0]  # B floats back; the state stays on the device
         self.current ^= 1
-        changed = buffers.changed.numpy()[:, 0, 0]  # B floats back; the state stays on the device
         return (changed if self.rows is None else changed[self.rows]).astype(np.int64)
 
     def symbols(self) -> np.ndarray:
         e = self.engine
-        binding = e.readout_session.io_binding()
-        binding.bind_ortvalue_input("problem", self.buffers.problem)
-        binding.bind_ortvalue_input("state", self.buffers.states[self.current])
-        binding.bind_output("logits", "cpu")
-        e.readout_session.run_with_iobinding(binding)
-        symbols = binding.copy_outputs_to_cpu()[0].argmax(1)
+        with e.device():
+            binding = e.readout_session.io_binding()
+            binding.bind_ortvalue_input("problem", self.buffers.problem)
+            binding.bind_ortvalue_input("state", self.buffers.states[self.current])
+            binding.bind_output("logits", "cpu")
+            e.readout_session.run_with_iobinding(binding)
+            logits = binding.copy_outputs_to_cpu()[0]
+        symbols = logits.argmax(1)
         return symbols if self.rows is None else symbols[self.rows]
 
     def keep(self, rows: np.ndarray) -> None:
@@ -487,16 +490,20 @@ class OrtCudaBatch:
             self.rows = rows  # idle rows cost at most 3x the live ones: keep the shape and its graphs
             return
         # Compaction is rare (at most log2(B) times a batch): a round trip through the host is fine.
-        state = np.ascontiguousarray(self.buffers.states[self.current].numpy()[rows])
-        self.close()
-        self.__init__(self.engine, np.ascontiguousarray(self.host_problem[rows]), state)
+        with self.engine.device():
+            state = np.ascontiguousarray(self.buffers.states[self.current].numpy()[rows])
+            self.close()
+            self.__init__(self.engine, np.ascontiguousarray(self.host_problem[rows]), state)
 
     def close(self) -> None:
-        """Hand a graph slot back to the engine (private buffers are freed with the batch)."""
+        """Hand a graph slot back to the engine; private buffers are freed here, under the lock."""
         if self.buffers is not None:
-            self.engine.release(self.buffers)
-            self.buffers = None
+            with self.engine.device():
+                self.engine.release(self.buffers)
+                self.buffers = None
 
     def __del__(self):
+        # Never the device lock here: garbage collection can run inside any locked section. The
+        # slot goes back (_lock is re-entrant); freeing private buffers is left to the collector.
         if getattr(self, "buffers", None) is not None:
-            self.close()
+            self.engine.release(self.buffers)
