@@ -56,8 +56,7 @@ def readout_graph(step: StepModel) -> onnx.ModelProto:
 
 def symbols_graph(step: StepModel) -> onnx.ModelProto:
     """The readout with its argmax: (problem, state) -> symbols (B, L) int64, so the host gets
-    one class per cell instead of `classes` floats (for CPU engines, where the argmax on the host
-    and the copy of the logits cost a fifth of a short problem's solve)."""
+    one class per cell instead of `classes` floats and does no argmax (CPU engines)."""
     model = readout_graph(step)
     g = model.graph
     g.node.append(helper.make_node("ArgMax", ["logits"], ["symbols"], axis=1, keepdims=0))
@@ -217,11 +216,12 @@ def packed_advance_graph(step: StepModel, k: int, windowed: bool = False) -> onn
             helper.make_node("Cast", [f"s{i}_moved"], [f"s{i}_counted"], to=TensorProto.FLOAT),
         ]
         flags.append(f"s{i}_counted")
-        if count is None:
-            count = f"s{i}_counted"
-        elif not windowed:
-            nodes.append(helper.make_node("Add", [count, f"s{i}_counted"], [f"s{i}_count"]))
-            count = f"s{i}_count"
+        if not windowed:  # packed rows sum the flags into a count; windows output them as they are
+            if count is None:
+                count = f"s{i}_counted"
+            else:
+                nodes.append(helper.make_node("Add", [count, f"s{i}_counted"], [f"s{i}_count"]))
+                count = f"s{i}_count"
         state = nxt
     nodes.append(helper.make_node("Identity", [state], ["state_out"]))
     inputs = [_io("problem", [1, meta.input_channels, "cells"]), _io("state", [1, meta.state_channels, "cells"])]
