@@ -125,14 +125,14 @@ class OrtCpuBatch:
         self.problem = pack(problem) if self.packed else problem
         self.state = pack(state) if self.packed else np.ascontiguousarray(state)
         self.spare = np.empty_like(self.state)
-        flags = (1, b, 1) if self.packed else (b, 1, 1)
-        self.budget = np.zeros(flags, np.float32)
-        self.changed = np.zeros(flags, np.float32)
+        self.changed = np.zeros((1, b, 1) if self.packed else (b, 1, 1), np.float32)
         ov = e.ort.OrtValue.ortvalue_from_numpy
         self.fixed = {"problem": ov(self.problem)}
         if self.packed:  # the packed graph needs no budget: the loop clips its counts
+            self.budget = None
             self.fixed["rows_shape"] = ov(np.array([c_s, b, length], np.int64))
         else:
+            self.budget = np.zeros((b, 1, 1), np.float32)
             self.fixed["budget"] = ov(self.budget)
         self.changed_value = ov(self.changed)
         self.values = [ov(self.state), ov(self.spare)]  # ping-pong pair, wrapped once
@@ -152,7 +152,8 @@ class OrtCpuBatch:
             binding.bind_ortvalue_output("changed", self.changed_value)
             self.bindings[k] = (session, binding)
         session, binding = self.bindings[k]
-        self.budget.reshape(-1)[:] = budget
+        if self.budget is not None:
+            self.budget[:, 0, 0] = budget
         src, dst = self.values
         binding.bind_ortvalue_input("state", src)
         binding.bind_ortvalue_output("state_out", dst)
