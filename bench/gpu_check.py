@@ -122,7 +122,7 @@ def timed_solve(runtime, parsed, max_steps=None):
 
 def load_engines(model: str, report: dict, require_gpu: bool, deadline: float) -> dict:
     from sead.runtime.errors import EngineUnavailable
-    from sead.runtime.solve import Runtime
+    from sead.runtime import Runtime
 
     runtimes = {}
     for name in ENGINES:
@@ -135,16 +135,15 @@ def load_engines(model: str, report: dict, require_gpu: bool, deadline: float) -
         try:
             if name.startswith("ort-cuda"):  # with and without graphs; on the CPU provider if standing in
                 from sead.runtime.engines.ort import OrtCudaEngine
-                runtime = Runtime(model, "ort")
-                runtime.engine = OrtCudaEngine(runtime.step, cuda_graphs=name == "ort-cuda",
-                                               device_type="cpu" if CPU_STAND_IN else "cuda")
-                runtime.engine_name = runtime.engine.name
+                runtime = Runtime(model, lambda step: OrtCudaEngine(step, cuda_graphs=name == "ort-cuda",
+                                                                    device_type="cpu" if CPU_STAND_IN else "cuda"))
             else:
                 runtime = Runtime(model, name)
             runtimes[name] = runtime
             entry.update(available=True, setup_seconds=round(time.perf_counter() - start, 2), error=None)
             if name == "trt":
-                entry.update(device=runtimes[name].engine.device, shape_classes=runtimes[name].engine.profiles)
+                engine = runtimes[name].engine
+                entry.update(device=engine.device, max_row_cells=engine.max_row_cells, max_rows=engine.rows_limit)
         except EngineUnavailable as exc:  # a package or GPU missing; a model TensorRT cannot build is a failure
             entry.update(available=False, error=f"unavailable: {exc}",
                          failed=require_gpu or "cannot run this model" in str(exc))
@@ -209,10 +208,15 @@ def check_model(model: str, quick: bool, deadline: float, require_gpu: bool) -> 
             say(f"{model}: {label}: {name} {seconds:.2f}s, oracle {entry['oracle_correct']}/{count}{verdict}")
     if task.name == "addition":
         out["throughput"] = throughput(runtimes, task, quick, deadline)
-    if "ort-cuda" in runtimes:  # did CUDA graphs survive, and for which (batch, length) shapes?
-        engine = runtimes["ort-cuda"].engine
-        out["engines"]["ort-cuda"].update(cuda_graphs=engine.cuda_graphs, graph_shapes=engine.graph_shapes)
-        say(f"{model}: ort-cuda CUDA graphs {'on' if engine.cuda_graphs else 'OFF'}, slots {engine.graph_shapes}")
+    for name in ("ort-cuda", "ort-cuda-nographs"):  # which providers ran, did CUDA graphs survive, on which shapes?
+        if name in runtimes:
+            engine = runtimes[name].engine
+            out["engines"][name].update(cuda_graphs=engine.cuda_graphs, graph_shapes=engine.graph_shapes,
+                                        providers=engine.providers())
+            say(f"{model}: {name} CUDA graphs {'on' if engine.cuda_graphs else 'OFF'}, slots {engine.graph_shapes}, "
+                f"providers {sorted({p[0] for p in engine.providers().values()})}")
+    for runtime in runtimes.values():
+        runtime.close()
     return out
 
 

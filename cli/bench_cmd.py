@@ -39,7 +39,7 @@ def bench(
     Example: sead bench --model addition --engine ort --shapes 16x4096,100000x1
     """
     from sead.runtime import bench as b
-    from sead.runtime.solve import Runtime
+    from sead.runtime import Runtime
 
     runtime = Runtime(model, engine.value)
     task = runtime.metadata.task
@@ -87,7 +87,7 @@ def _baseline_model(step):
 
 def _time_naive(model, runtime, lines, engine_results, seconds: float) -> dict:
     from sead.runtime.bench import cell_updates
-    from sead.runtime.solve import default_step_cap
+    from sead.runtime.loop import default_step_cap
     from sead.train.baseline import naive_solve
 
     cap = default_step_cap(max(runtime.task.parse(line).length for line in lines))
@@ -101,7 +101,7 @@ def _time_naive(model, runtime, lines, engine_results, seconds: float) -> dict:
     elapsed = (time.perf_counter() - start) / runs
     same = all(a == r.answer for a, r in zip(answers, engine_results)) and \
         all(int(s) == r.steps for s, r in zip(steps, engine_results))
-    from sead.runtime.solve import Result
+    from sead.runtime.loop import Result
 
     results = [Result(a, int(s), a is not None) for a, s in zip(answers, steps)]
     return {"seconds": elapsed, "problems_per_s": len(lines) / elapsed,

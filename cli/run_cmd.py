@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import deque
 import sys
 import tempfile
 from enum import Enum
@@ -10,7 +11,7 @@ from typing import TextIO
 
 import typer
 
-from sead.runtime.errors import InputError, SeadError
+from sead.runtime.errors import InputError, QueueFull, SeadError
 from sead.runtime.lines import iter_lines, open_binary
 from .main import app
 
@@ -27,25 +28,6 @@ class Engine(str, Enum):
 class Format(str, Enum):
     text = "text"
     jsonl = "jsonl"
-
-
-class _Progress:
-    """A progress bar of problems answered, on stderr, only when stderr is a terminal."""
-
-    def __init__(self, total: int):
-        self.total, self.done = total, 0
-        self.on = sys.stderr.isatty() and total >= 1000
-
-    def __call__(self, n: int) -> None:
-        self.done += n
-        if self.on:
-            fill = 30 * self.done // self.total
-            sys.stderr.write(f"\r[{'#' * fill}{'.' * (30 - fill)}] {self.done}/{self.total} problems")
-            sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.on:
-            sys.stderr.write("\n")
 
 
 @app.command()
@@ -65,10 +47,10 @@ def run(
 
     Example: printf '123+877\\n99999999+1\\n' | sead run
     """
-    from sead.runtime.solve import Runtime
+    from sead.runtime import Runtime
 
     source = "<stdin>" if input == "-" else input
-    runtime = Runtime(model, engine.value, batch_size=batch_size)
+    runtime = Runtime(model, engine.value, max_batch_rows=batch_size)
     with open_binary(input) as raw, tempfile.TemporaryFile() as spool:
         stream = raw
         if input == "-":  # stdin is read twice (validate, then solve): keep a copy on disk, not in memory
@@ -79,7 +61,7 @@ def run(
         for number, text in iter_lines(stream):
             total += 1
             try:
-                runtime.parse(text, number, source)
+                runtime.limits([runtime.parse(text, number, source)], max_steps, number, source)
             except InputError as exc:
                 invalid += 1
                 if not skip_invalid:
@@ -104,20 +86,34 @@ def run(
 
 
 def _solve_stream(runtime, stream, source: str, out: TextIO, fmt: Format, max_steps, total: int) -> int:
-    progress = _Progress(total)
-    not_converged = 0
-    pending: list[tuple[int, str]] = []
+    """Answer the (validated) lines of `stream` in order, two chunks in flight. -> unconverged count."""
+    from .progress import RunProgress
 
-    def flush() -> None:
-        nonlocal not_converged
+    not_converged = 0
+    in_flight: deque = deque()
+
+    def submit(chunk: list[tuple[int, str]]) -> None:
         parsed, errors = [], {}
-        for number, text in pending:
+        for number, text in chunk:
             try:
-                parsed.append(runtime.parse(text, number, source))
+                p = runtime.parse(text, number, source)
+                runtime.limits([p], max_steps, number, source)
+                parsed.append(p)
             except InputError as exc:
                 errors[number] = exc
-        results = iter(runtime.solve_parsed(parsed, max_steps, on_done=progress))
-        for number, _ in pending:
+        while True:
+            try:
+                in_flight.append((chunk, errors, runtime.submit_parsed(parsed, max_steps)))
+                return
+            except QueueFull:  # wait for our own earlier chunk, then retry
+                if not in_flight:
+                    raise
+                write(*in_flight.popleft())
+
+    def write(chunk, errors, future) -> None:
+        nonlocal not_converged
+        results = iter(future.result())
+        for number, _ in chunk:
             if number in errors:
                 exc = errors[number]
                 typer.echo(exc.located(), err=True)
@@ -126,19 +122,25 @@ def _solve_stream(runtime, stream, source: str, out: TextIO, fmt: Format, max_st
             r = next(results)
             if not r.converged:
                 not_converged += 1
-                typer.echo(f"{source}:{number}: did not converge within {r.steps} steps", err=True)
+                typer.echo(f"{source}:{number}: did not converge within {r.steps:,} step{'s' * (r.steps != 1)}",
+                           err=True)
             if fmt is Format.jsonl:
                 out.write(json.dumps({"line": number, "output": r.answer, "steps": r.steps, "converged": r.converged}) + "\n")
             else:
                 out.write((r.answer or "") + "\n")
-        pending.clear()
 
-    for item in iter_lines(stream):
-        pending.append(item)
-        if len(pending) >= CHUNK_LINES:
-            flush()
-    if pending:
-        flush()
-    progress.close()
+    with RunProgress(runtime, total):
+        chunk: list[tuple[int, str]] = []
+        for item in iter_lines(stream):
+            chunk.append(item)
+            if len(chunk) >= CHUNK_LINES:
+                submit(chunk)
+                chunk = []
+                if len(in_flight) >= 2:
+                    write(*in_flight.popleft())
+        if chunk:
+            submit(chunk)
+        while in_flight:
+            write(*in_flight.popleft())
     out.flush()
     return not_converged

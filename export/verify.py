@@ -67,7 +67,7 @@ def _onnx_solve(session, x: np.ndarray, max_steps: int, generations):
     state = np.zeros((b, session.get_inputs()[1].shape[1], x.shape[2]), np.float32)
     steps = np.zeros(b, np.int64)
     active = np.ones(b, bool)
-    for t in range(max_steps):
+    for t in range(max_steps if generations is not None else max_steps + 1):  # + 1: the step proving the fixed point
         if generations is not None:
             active = generations.numpy() > t
         if not active.any():
@@ -79,7 +79,7 @@ def _onnx_solve(session, x: np.ndarray, max_steps: int, generations):
         state = np.where(changed[:, None, None], nxt, state)
         steps += changed
     logits = session.run(["logits"], {"problem": x, "state": state})[0]
-    return logits.argmax(1), steps
+    return logits.argmax(1), np.minimum(steps, max_steps)
 
 
 def verify_export(model: SEAD, onnx_bytes: bytes, seed: int = 0) -> list[dict]:

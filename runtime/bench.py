@@ -7,7 +7,8 @@ import time
 import numpy as np
 
 from .model_file import StepModel
-from .solve import Result, Runtime
+from .api import Runtime
+from .loop import Result
 from .tasks import get_task
 
 

@@ -25,7 +25,20 @@ class ModelFileError(SeadError):
 
 
 class EngineUnavailable(SeadError):
-    """An engine whose package or device is missing on this machine."""
+    """An engine whose package or device is missing on this machine. `quiet`: only its package is
+    missing, so `--engine auto` moves on without a word; otherwise auto says why it moved on."""
+
+    def __init__(self, message: str, quiet: bool = False):
+        super().__init__(message)
+        self.quiet = quiet
+
+
+class QueueFull(SeadError):
+    """The runtime's queue cannot take a request now (max_queue_cells); retry later."""
+
+
+class RuntimeClosed(SeadError):
+    """A call on a Runtime after close()."""
 
 
 class ExportMismatch(SeadError):

@@ -1,19 +1,11 @@
 """Graphs the runtime derives from the exported single step (onnx graph surgery, no torch).
 
-- advance graph: K copies of the step's state path, chained, with a per-problem step budget and
-  a per-problem count of the steps that changed the state:
+- advance graph: K copies of the step's state path, chained, with a per-row step budget, the
+  last step at which each cell changed, and the last step at which each row's owned cells
+  changed (see advance_graph). Every engine runs it; the CPU engine also in a packed layout.
 
-      inputs   problem (B, C_in, L), state (B, C_s, L), budget (B, 1, 1) float32
-      outputs  state_out (B, C_s, L), changed (B, 1, 1) float32
-
-  Step k runs for a problem only while budget > k; otherwise its state is held. `changed` counts
-  the steps that changed the state (fixed-point tasks) or the steps run (generation tasks). A
-  discrete map that reaches a fixed point stays there, so a count below the steps run means the
-  problem converged, and the count is its exact step number. The host reads B floats per call.
-
-- packed and windowed advance graphs: cheaper variants for the CPU engine (see their docstrings).
-
-- readout graph: the step's logits path alone: (problem, state) -> logits (B, K, L).
+- readout graph: the step's logits path alone: (problem, state) -> logits (B, classes, L); and
+  the symbols graph, the same with its argmax.
 """
 from __future__ import annotations
 
@@ -79,9 +71,9 @@ def _step_copy(body: list[onnx.NodeProto], const_names: set[str], i: int, state:
     return out
 
 
-def _state_path(step: StepModel, cut_edges: bool = False):
+def _state_path(step: StepModel, wrap: bool):
     """The step's state path, split for iteration: -> (prologue, body, initializers, shared names).
-    cut_edges: pad with zeros even on a ring (a window of a ring has cut edges, not a wrap).
+    wrap: the row is a whole ring (its ends are neighbours); otherwise zeros lie beyond each end.
 
     The rule's first convolution reads [problem; state]. A convolution is linear in its input
     channels, so it is the problem's part (computed once per call, in the prologue) plus the
@@ -89,6 +81,8 @@ def _state_path(step: StepModel, cut_edges: bool = False):
     most of the convolution's work. The rest of the path is copied as exported.
     """
     meta = step.metadata
+    if wrap and meta.boundary != "ring":
+        raise ValueError("only a ring task's rows wrap")
     g = step.proto.graph
     body = _needed_nodes(g, ["next_state"])
     conv = next(n for n in body if n.op_type == "Conv")
@@ -102,17 +96,17 @@ def _state_path(step: StepModel, cut_edges: bool = False):
               numpy_helper.from_array(w[:, meta.input_channels:].copy(), "adv_w_state"),
               weights[conv.input[2]]]
     prologue, per_step = [], []
-    if meta.boundary == "ring" and not cut_edges:
+    if wrap:
         inits += [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in
                   (("adv_wrap_last", -1), ("adv_wrap_end", np.iinfo(np.int64).max), ("adv_wrap_first", 0),
                    ("adv_wrap_one", 1), ("adv_wrap_axis", 2))]
-        wrap = lambda src, dst: [
+        wrapped = lambda src, dst: [
             helper.make_node("Slice", [src, "adv_wrap_last", "adv_wrap_end", "adv_wrap_axis"], [dst + "_left"]),
             helper.make_node("Slice", [src, "adv_wrap_first", "adv_wrap_one", "adv_wrap_axis"], [dst + "_right"]),
             helper.make_node("Concat", [dst + "_left", src, dst + "_right"], [dst], axis=2)]
-        prologue += wrap("problem", "adv_problem_wrapped")
+        prologue += wrapped("problem", "adv_problem_wrapped")
         prologue.append(helper.make_node("Conv", ["adv_problem_wrapped", "adv_w_problem", conv.input[2]], ["adv_features"]))
-        per_step += wrap("state", "state_wrapped")
+        per_step += wrapped("state", "state_wrapped")
         per_step.append(helper.make_node("Conv", ["state_wrapped", "adv_w_state"], ["state_conv"]))
     else:
         prologue.append(helper.make_node("Conv", ["problem", "adv_w_problem", conv.input[2]], ["adv_features"], pads=[1, 1]))
@@ -122,122 +116,68 @@ def _state_path(step: StepModel, cut_edges: bool = False):
     return prologue, per_step + body, inits, shared
 
 
-def advance_graph(step: StepModel, k: int) -> onnx.ModelProto:
+def advance_graph(step: StepModel, k: int, wrap: bool = False, packed: bool = False) -> onnx.ModelProto:
+    """K steps of the rule over batch rows, each row gated by its own step budget.
+
+        inputs   problem (B, C_in, L), state (B, C_s, L), budget (B, 1, 1), owned (B, 1, L) float32
+        outputs  state_out (B, C_s, L)
+                 changed_at (B, 1, L): the last step (1..K) at which each cell changed; 0 if none
+                 last (B, 1, 1): the last step at which a cell the row owns changed; 0 if none
+
+    Row b runs min(K, budget[b]) steps; after them its state is held. A row is a whole tape (a
+    short problem; `owned` is its mask) or a tile window: owned cells with a halo of at least K
+    cells on each cut side, so that the cut edges corrupt only the halo (radius 1: one cell per
+    step). A tape's changes happen at steps 1..c and none after (a discrete map that reaches a
+    fixed point stays there), so the largest `last` over a tape's rows is its count of changing
+    steps; and a cell with changed_at == budget changed at the final step, so its neighbours may
+    change in the next call.
+
+    wrap: rows are whole rings (a ring's ends are neighbours); tile windows are never wrapped.
+    packed: the B rows of length L lie end to end in one row, (1, C, B*L), with the budget per
+    cell, plus rows_shape int64 [1, B, L]; `last` is then (1, B, 1) and changed_at (1, 1, B*L).
+    A CPU convolution over one long row is one large matrix product instead of B small ones.
+    Exact when every row ends in an empty cell: beyond each row lies what lies beyond a tape.
+    """
     if k < 1:
         raise ValueError("k must be >= 1")
+    if wrap and packed:
+        raise ValueError("whole rings cannot be packed end to end")
     meta = step.metadata
-    prologue, body, inits, const_names = _state_path(step)
-    consts = {"adv_tolerance": np.float32(meta.tolerance)}
+    prologue, body, inits, const_names = _state_path(step, wrap)
+    consts = {"adv_zero": np.float32(0)}
     nodes: list[onnx.NodeProto] = list(prologue)
-    state = "state"
-    count = None
-    generations = meta.convergence == "generations"
+    state, changed_at = "state", "adv_zero"
     for i in range(k):
         nodes += _step_copy(body, const_names, i, state)
-        nxt = f"s{i}_next_state"
-        consts[f"adv_k{i}"] = np.float32(i)
-        nodes.append(helper.make_node("Greater", ["budget", f"adv_k{i}"], [f"s{i}_active"]))
-        nodes.append(helper.make_node("Cast", [f"s{i}_active"], [f"s{i}_active_f"], to=TensorProto.FLOAT))
-        if generations:
-            counted = f"s{i}_active_f"
-        else:
-            nodes.append(helper.make_node("Sub", [nxt, state], [f"s{i}_diff"]))
-            nodes.append(helper.make_node("Abs", [f"s{i}_diff"], [f"s{i}_absdiff"]))
-            nodes.extend(_reduce(f"s{i}_absdiff", f"s{i}_maxdiff", [1, 2], step.opset, consts))
-            nodes.append(helper.make_node("Greater", [f"s{i}_maxdiff", "adv_tolerance"], [f"s{i}_moved"]))
-            nodes.append(helper.make_node("Cast", [f"s{i}_moved"], [f"s{i}_moved_f"], to=TensorProto.FLOAT))
-            nodes.append(helper.make_node("Mul", [f"s{i}_moved_f", f"s{i}_active_f"], [f"s{i}_counted"]))
-            counted = f"s{i}_counted"
-        out_state = "state_out" if i == k - 1 else f"s{i}_held"
-        nodes.append(helper.make_node("Where", [f"s{i}_active", nxt, state], [out_state]))
-        if count is None:
-            count = counted
-        else:
-            nodes.append(helper.make_node("Add", [count, counted], [f"s{i}_count"]))
-            count = f"s{i}_count"
-        state = out_state
-    nodes.append(helper.make_node("Identity", [count], ["changed"]))
-    inits += [numpy_helper.from_array(np.asarray(v), name=n) for n, v in consts.items()]
-    graph = helper.make_graph(
-        nodes, f"sead_advance_{k}",
-        [_io("problem", ["batch", meta.input_channels, "length"]), _io("state", ["batch", meta.state_channels, "length"]),
-         _io("budget", ["batch", 1, 1])],
-        [_io("state_out", ["batch", meta.state_channels, "length"]), _io("changed", ["batch", 1, 1])],
-        inits,
-    )
-    return _finish(graph, step, f"advance{k}")
-
-
-def packed_advance_graph(step: StepModel, k: int, windowed: bool = False) -> onnx.ModelProto:
-    """The advance graph for B problems packed end to end into one tape (for CPU engines).
-
-    A CPU convolution over a batch of many short rows is many tiny matrix products; over one long
-    row it is one large one. Packing is exact when every row ends with an empty cell (mask 0,
-    state 0): that cell is what the rule sees beyond a tape, so neighbours never mix. Only for
-    fixed-point line tasks (a ring wraps around).
-
-    No budget gating: a problem that reaches a fixed point stays there, and one that has not
-    reached it when its budget runs out is finished (not converged) whatever ran after, so the
-    host only clips the count to the budget. That saves most of the per-step bookkeeping.
-
-        inputs   problem (1, C_in, B*L), state (1, C_s, B*L) float32,
-                 rows_shape int64 [C_s, B, L]
-        outputs  state_out (1, C_s, B*L), changed (1, B, 1): steps that changed each problem
-
-    windowed=True: one window of a long tape (OrtCpuWindowedBatch) instead of packed rows. A
-    count_mask (1, 1, N) is 1 on the cells the window owns and 0 on its halo, whose changes are
-    not the window's to count, and the output is per-step flags, not a count:
-
-        inputs   problem (1, C_in, N), state (1, C_s, N), count_mask (1, 1, N) float32
-        outputs  state_out (1, C_s, N), moved (1, 1, K): 1 where step k changed an owned cell
-
-    A window of a ring (rule110) has cut edges like any other window: zeros, no wrap. Its moved
-    flags are not used, since a generations task counts the steps it runs.
-    """
-    meta = step.metadata
-    if not windowed and (meta.boundary == "ring" or meta.convergence != "fixed_point"):
-        raise ValueError("packing needs a line task that runs to a fixed point")
-    prologue, body, inits, const_names = _state_path(step, cut_edges=windowed)
-    consts = {"adv_tolerance": np.float32(meta.tolerance)}
-    nodes: list[onnx.NodeProto] = list(prologue)
-    state, count, flags = "state", None, []
-    for i in range(k):
-        nodes += _step_copy(body, const_names, i, state)
-        nxt = f"s{i}_next_state"
-        nodes.append(helper.make_node("Sub", [nxt, state], [f"s{i}_diff"]))
-        if windowed:
-            nodes.append(helper.make_node("Mul", [f"s{i}_diff", "count_mask"], [f"s{i}_owned_diff"]))
-            nodes.extend(_reduce(f"s{i}_owned_diff", f"s{i}_moved_by", [1, 2], step.opset, consts, "ReduceL1"))
-        else:
-            nodes.append(helper.make_node("Reshape", [f"s{i}_diff", "rows_shape"], [f"s{i}_diff_rows"]))  # (C_s, B, L)
-            nodes.extend(_reduce(f"s{i}_diff_rows", f"s{i}_moved_by", [0, 2], step.opset, consts, "ReduceL1"))  # (1, B, 1)
-        nodes += [
-            helper.make_node("Greater", [f"s{i}_moved_by", "adv_tolerance"], [f"s{i}_moved"]),
-            helper.make_node("Cast", [f"s{i}_moved"], [f"s{i}_counted"], to=TensorProto.FLOAT),
-        ]
-        flags.append(f"s{i}_counted")
-        if not windowed:  # packed rows sum the flags into a count; windows output them as they are
-            if count is None:
-                count = f"s{i}_counted"
-            else:
-                nodes.append(helper.make_node("Add", [count, f"s{i}_counted"], [f"s{i}_count"]))
-                count = f"s{i}_count"
-        state = nxt
-    nodes.append(helper.make_node("Identity", [state], ["state_out"]))
-    inputs = [_io("problem", [1, meta.input_channels, "cells"]), _io("state", [1, meta.state_channels, "cells"])]
-    outputs = [_io("state_out", [1, meta.state_channels, "cells"])]
-    if windowed:
-        nodes.append(helper.make_node("Concat", flags, ["moved"], axis=2) if k > 1
-                     else helper.make_node("Identity", flags, ["moved"]))
-        inputs.append(_io("count_mask", [1, 1, "cells"]))
-        outputs.append(_io("moved", [1, 1, k]))
+        consts[f"adv_k{i}"], consts[f"adv_k{i + 1}"] = np.float32(i), np.float32(i + 1)
+        held = "state_out" if i == k - 1 else f"s{i}_held"
+        nodes += [helper.make_node("Greater", ["budget", f"adv_k{i}"], [f"s{i}_active"]),
+                  helper.make_node("Where", [f"s{i}_active", f"s{i}_next_state", state], [held]),
+                  helper.make_node("Sub", [held, state], [f"s{i}_diff"])]
+        nodes += _reduce(f"s{i}_diff", f"s{i}_moved_by", [1], step.opset, consts, "ReduceL1")  # (B, 1, L)
+        marked = "changed_at" if i == k - 1 else f"s{i}_changed_at"
+        nodes += [helper.make_node("Greater", [f"s{i}_moved_by", "adv_zero"], [f"s{i}_moved"]),
+                  helper.make_node("Where", [f"s{i}_moved", f"adv_k{i + 1}", changed_at], [marked])]
+        state, changed_at = held, marked
+    nodes.append(helper.make_node("Mul", ["changed_at", "owned"], ["owned_changed_at"]))
+    if packed:
+        nodes.append(helper.make_node("Reshape", ["owned_changed_at", "rows_shape"], ["rows_changed_at"]))  # (1, B, L)
+        nodes += _reduce("rows_changed_at", "last", [2], step.opset, consts)
     else:
-        nodes.append(helper.make_node("Identity", [count], ["changed"]))
-        inputs.append(helper.make_tensor_value_info("rows_shape", TensorProto.INT64, [3]))
-        outputs.append(_io("changed", [1, "batch", 1]))
+        nodes += _reduce("owned_changed_at", "last", [2], step.opset, consts)
     inits += [numpy_helper.from_array(np.asarray(v), name=n) for n, v in consts.items()]
-    graph = helper.make_graph(nodes, f"sead_{'windowed' if windowed else 'packed'}_advance_{k}", inputs, outputs, inits)
-    return _finish(graph, step, f"packed_advance{k}")
+    c_in, c_s = meta.input_channels, meta.state_channels
+    if packed:
+        inputs = [_io("problem", [1, c_in, "cells"]), _io("state", [1, c_s, "cells"]), _io("budget", [1, 1, "cells"]),
+                  _io("owned", [1, 1, "cells"]), helper.make_tensor_value_info("rows_shape", TensorProto.INT64, [3])]
+        outputs = [_io("state_out", [1, c_s, "cells"]), _io("changed_at", [1, 1, "cells"]), _io("last", [1, "batch", 1])]
+    else:
+        inputs = [_io("problem", ["batch", c_in, "length"]), _io("state", ["batch", c_s, "length"]),
+                  _io("budget", ["batch", 1, 1]), _io("owned", ["batch", 1, "length"])]
+        outputs = [_io("state_out", ["batch", c_s, "length"]), _io("changed_at", ["batch", 1, "length"]),
+                   _io("last", ["batch", 1, 1])]
+    name = f"sead_{'packed' if packed else 'ring' if wrap else 'rows'}_advance_{k}"
+    return _finish(helper.make_graph(nodes, name, inputs, outputs, inits), step, name)
 
 
 def _reduce(src: str, dst: str, axes: list[int], opset: int, consts: dict, op: str = "ReduceMax") -> list[onnx.NodeProto]:

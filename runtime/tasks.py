@@ -50,7 +50,29 @@ class Parsed(NamedTuple):
     b: str = ""
 
 
-class Addition:
+class CellTask:
+    """What every task shares: cells are small ints (the compact form a long tape rests in), and
+    the one-hot float32 tape an engine reads is made from them in one place."""
+
+    name: str
+    input_channels: int
+
+    def encode_cells(self, problems: list[Parsed], length: int) -> np.ndarray:
+        """(B, length) int8: each problem's cell symbols from cell 0, -1 on empty cells after it."""
+        raise NotImplementedError
+
+    def encode_many(self, problems: list[Parsed], length: int) -> np.ndarray:
+        """(B, C_in, length) float32: the mask channel, then the one-hot cell symbols."""
+        return one_hot_cells(self.encode_cells(problems, length), self.input_channels)
+
+    def encode(self, p: Parsed) -> np.ndarray:
+        return self.encode_many([p], p.length)[0]
+
+    def decode(self, symbols: np.ndarray, p: Parsed) -> str:
+        return self.decode_many(symbols[None], [p])[0]
+
+
+class Addition(CellTask):
     """`A+B`: decimal, most significant digit first. Cell 0 is a leading zero for the final carry.
 
     A cell holds its column sum a_i + b_i (0..18, one-hot): the answer depends on nothing else,
@@ -75,14 +97,11 @@ class Addition:
         _check_digits(b, "the second operand")
         return Parsed(text=line, length=max(len(a), len(b)) + 1, a=a, b=b)
 
-    def encode(self, p: Parsed) -> np.ndarray:
-        return self.encode_many([p], p.length)[0]
-
-    def encode_many(self, problems: list[Parsed], length: int) -> np.ndarray:
-        """(B, C_in, length) float32: each problem from cell 0, empty cells after its end."""
+    def encode_cells(self, problems: list[Parsed], length: int) -> np.ndarray:
+        """(B, length) int8: the column sum a_i + b_i per cell, -1 on the empty cells after a problem."""
         a = _digit_rows([q.a.rjust(q.length, "0") for q in problems], length)
         b = _digit_rows([q.b.rjust(q.length, "0") for q in problems], length)
-        return _one_hot_cells(np.where(a < 0, -1, a + b), self.input_channels)
+        return np.where(a < 0, a, a + b)
 
     def answer(self, p: Parsed) -> str:
         """The exact sum. Python ints are quadratic to convert past a few thousand digits
@@ -96,12 +115,13 @@ class Addition:
         """(L,) int64: the wanted symbol per cell, -1 where nothing is read."""
         return _digits(self.answer(p).rjust(p.length, "0"))
 
-    def decode(self, symbols: np.ndarray, p: Parsed) -> str:
-        return self.decode_many(symbols[None], [p])[0]
-
     def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
         """(B, L) symbols -> answers."""
         return [t.lstrip("0") or "0" for t in _symbol_texts(symbols, problems)]
+
+    def canonical_lines(self) -> list[str]:
+        """A few problems any working model answers: a model's self-test at load."""
+        return ["0+0", "1+1", "5+5", "99+1", "123+877", "99999999+1", "9+999", "4+5"]
 
     def random_line(self, rng: np.random.Generator, digits: int) -> str:
         la = digits
@@ -111,7 +131,7 @@ class Addition:
         return f"{_random_digits(rng, la)}+{_random_digits(rng, lb)}"
 
 
-class Parity:
+class Parity(CellTask):
     """A string of 0/1; the answer (1 if the count of ones is odd) is read at the last cell."""
 
     name = "parity"
@@ -126,11 +146,8 @@ class Parity:
         _check_digits(line, "the bit string", BITS)
         return Parsed(text=line, length=len(line))
 
-    def encode(self, p: Parsed) -> np.ndarray:
-        return self.encode_many([p], p.length)[0]
-
-    def encode_many(self, problems: list[Parsed], length: int) -> np.ndarray:
-        return _one_hot_cells(_digit_rows([q.text for q in problems], length), self.input_channels)
+    def encode_cells(self, problems: list[Parsed], length: int) -> np.ndarray:
+        return _digit_rows([q.text for q in problems], length)
 
     def answer(self, p: Parsed) -> str:
         return str(p.text.count("1") % 2)
@@ -140,17 +157,17 @@ class Parity:
         bits 0..i (a signal at every cell, not one per tape); the answer is the last cell's."""
         return np.cumsum(_digits(p.text)) % 2
 
-    def decode(self, symbols: np.ndarray, p: Parsed) -> str:
-        return self.decode_many(symbols[None], [p])[0]
-
     def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
         return [t[-1] for t in _symbol_texts(symbols, problems)]
+
+    def canonical_lines(self) -> list[str]:
+        return ["0", "1", "01", "0110", "1111111", "10000000000000000", "00000000000000001"]
 
     def random_line(self, rng: np.random.Generator, digits: int) -> str:
         return "".join("01"[v] for v in rng.integers(0, 2, digits))
 
 
-class Rule110:
+class Rule110(CellTask):
     """`BITS` or `BITS N`: a ring of cells after N >= 0 generations (default 1) of Rule 110."""
 
     name = "rule110"
@@ -172,11 +189,8 @@ class Rule110:
             generations = int(fields[1])
         return Parsed(text=line, length=len(fields[0]), generations=generations, a=fields[0])
 
-    def encode(self, p: Parsed) -> np.ndarray:
-        return self.encode_many([p], p.length)[0]
-
-    def encode_many(self, problems: list[Parsed], length: int) -> np.ndarray:
-        return _one_hot_cells(_digit_rows([q.a for q in problems], length), self.input_channels)
+    def encode_cells(self, problems: list[Parsed], length: int) -> np.ndarray:
+        return _digit_rows([q.a for q in problems], length)
 
     def answer(self, p: Parsed) -> str:
         tape = np.frombuffer(p.a.encode(), np.uint8) - 48
@@ -187,11 +201,11 @@ class Rule110:
     def targets(self, p: Parsed) -> np.ndarray:
         return _digits(self.answer(p))
 
-    def decode(self, symbols: np.ndarray, p: Parsed) -> str:
-        return self.decode_many(symbols[None], [p])[0]
-
     def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
         return _symbol_texts(symbols, problems)
+
+    def canonical_lines(self) -> list[str]:
+        return ["0110", "0110 0", "0001000100 5", "1 3", "111000111000 40", "01101110 12"]
 
     def random_line(self, rng: np.random.Generator, digits: int, generations: int = 1) -> str:
         bits = "".join("01"[v] for v in rng.integers(0, 2, digits))
@@ -217,17 +231,21 @@ def _symbol_texts(symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
 
 
 def _digit_rows(texts: list[str], length: int) -> np.ndarray:
-    """(B, length) int64 digits of each text from cell 0, -1 on the empty cells after it."""
+    """(B, length) int8 digits of each text from cell 0, -1 on the empty cells after it."""
     joined = "".join(t.ljust(length, "/") for t in texts).encode()  # '/' is '0' - 1
-    return np.frombuffer(joined, np.uint8).reshape(len(texts), length).astype(np.int64) - 48
+    return (np.frombuffer(joined, np.int8).reshape(len(texts), length) - 48).astype(np.int8, copy=False)
 
 
-def _one_hot_cells(symbols: np.ndarray, channels: int) -> np.ndarray:
-    """(B, L) symbols, -1 for empty -> (B, channels, L): the mask, then one-hot symbols."""
-    cells = np.zeros((symbols.shape[0], channels, symbols.shape[1]), np.float32)
-    rows, positions = np.nonzero(symbols >= 0)
-    cells[rows, 0, positions] = 1.0
-    cells[rows, 1 + symbols[rows, positions], positions] = 1.0
+def one_hot_cells(symbols: np.ndarray, channels: int) -> np.ndarray:
+    """(B, L) int cell symbols, -1 for an empty cell -> (B, channels, L) float32: channel 0 is the
+    mask (1 on a real cell), then the one-hot symbol. The one expansion of every task's cells."""
+    b, length = symbols.shape
+    cells = np.zeros((b, channels, length), np.float32)
+    real = symbols >= 0
+    cells[:, 0] = real
+    code = np.where(real, symbols.astype(np.int64) + 1, 0)  # empty cells index the mask channel, then clear it
+    np.put_along_axis(cells, code[:, None, :], 1.0, axis=1)
+    cells[:, 0] = real
     return cells
 
 

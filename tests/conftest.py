@@ -16,3 +16,39 @@ def tiny_checkpoints(tmp_path_factory):
         paths[task] = folder / f"{task}.pt"
         save_checkpoint(paths[task], model, {"max_train_cells": 16, "note": "untrained test model"})
     return paths
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoints, tmp_path_factory):
+    """The untrained checkpoints, exported (and verified) as one-step ONNX files."""
+    from sead.export.exporter import export_checkpoint
+
+    folder = tmp_path_factory.mktemp("onnx")
+    return {t: export_checkpoint(p, folder / f"{t}.onnx")[0] for t, p in tiny_checkpoints.items()}
+
+
+def torch_reference(checkpoint, lines, max_steps=None):
+    """The PyTorch reference loop, one problem at a time (no padding at all):
+    -> [(answer or None, steps, converged)]."""
+    from sead.runtime.loop import default_step_cap
+    from sead.runtime.tasks import get_task
+    from sead.train.checkpoint import load_checkpoint
+    from sead.train.data import encode_batch
+    from sead.train.model import solve
+
+    model, _ = load_checkpoint(checkpoint)
+    task = get_task(model.config.task)
+    out = []
+    for line in lines:
+        p = task.parse(line)
+        x, _, gens = encode_batch(task.name, [p])
+        cap = max_steps if max_steps is not None else default_step_cap(p.length)
+        symbols, steps, conv = solve(model, x, cap, gens)
+        out.append((task.decode(symbols[0].numpy(), p) if conv[0] else None, int(steps[0]), bool(conv[0])))
+    return out
+
+
+@pytest.fixture(scope="session")
+def reference():
+    pytest.importorskip("torch")
+    return torch_reference

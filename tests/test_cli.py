@@ -106,7 +106,7 @@ def test_usage_errors_exit_2():
 
 
 def test_run_path_never_imports_torch():
-    probe = ("import sys; import sead.cli.main, sead.runtime.solve, sead.runtime.engines.ort; "
+    probe = ("import sys; import sead.cli.main, sead.runtime.api, sead.runtime.engines.ort; "
              "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

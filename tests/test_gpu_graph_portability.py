@@ -1,5 +1,5 @@
-"""What the GPU engines load, checked without a GPU: the derived graphs (advance with budget and
-step counts, readout) that ort-cuda and trt build from an exported step, at every supported
+"""What the GPU engines load, checked without a GPU: the derived graphs (advance with budgets,
+changed_at and last, readout) that ort-cuda and trt build from an exported step, at every supported
 opset. TensorRT's ONNX parser and ONNX Runtime's CUDA kernels both take the operators below; no
 shape arithmetic (Shape/Gather/ConstantOfShape/Reshape) that would put nodes on the CPU, which
 would also forbid CUDA graphs in ONNX Runtime; every Slice/Reduce parameter is a constant; only
@@ -17,9 +17,8 @@ from sead.runtime.graph import advance_graph, readout_graph  # noqa: E402
 from sead.runtime.model_file import load_step_model  # noqa: E402
 
 # TensorRT 10 ONNX parser and ONNX Runtime CUDA EP both implement these (for float/bool inputs)
-GPU_OPS = {"Abs", "Add", "Cast", "Concat", "Conv", "Greater", "Identity", "Mul", "ReduceMax", "Relu", "Slice",
-           "Sub", "Where"}
-CONSTANT_INPUTS = {"Slice": (1, 2, 3, 4), "ReduceMax": (1,)}  # inputs that must be initializers
+GPU_OPS = {"Add", "Concat", "Conv", "Greater", "Mul", "ReduceL1", "ReduceMax", "Relu", "Slice", "Sub", "Where"}
+CONSTANT_INPUTS = {"Slice": (1, 2, 3, 4), "ReduceMax": (1,), "ReduceL1": (1,)}  # inputs that must be initializers
 FLOWING_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL}
 
 
@@ -34,6 +33,13 @@ def _graphs(step):
     yield "readout", readout_graph(step)
     for k in K_CHOICES:
         yield f"advance K={k}", advance_graph(step, k)
+
+
+def test_whole_ring_rows_use_the_same_operators(tiny_checkpoints, tmp_path):
+    out, _ = export_checkpoint(tiny_checkpoints["rule110"], tmp_path / "r.onnx")
+    ring = load_step_model(out)
+    for k in (1, 8):
+        assert {n.op_type for n in advance_graph(ring, k, wrap=True).graph.node} <= GPU_OPS
 
 
 def test_derived_graphs_use_only_gpu_operators_and_constant_parameters(step):

@@ -9,14 +9,15 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from sead.runtime.engines.ort import OrtCudaEngine  # noqa: E402
-from sead.runtime.solve import Runtime, bucket_length  # noqa: E402
+from sead.runtime import Runtime  # noqa: E402
+from sead.runtime.loop import bucket_length  # noqa: E402
 from sead.runtime.tasks import get_task  # noqa: E402
 
 
-def _runtime(model: str, **engine_options) -> Runtime:
-    rt = Runtime(model, "ort")
-    rt.engine = OrtCudaEngine(rt.step, device_type="cpu", **engine_options)
-    return rt
+def _runtime(model: str, max_batch_rows: int = 4096, **engine_options) -> Runtime:
+    # one worker, as the CPU engine's batches would otherwise run side by side and reorder slots
+    return Runtime(model, lambda step: OrtCudaEngine(step, device_type="cpu", **engine_options),
+                   max_batch_rows=max_batch_rows, workers=1)
 
 
 def _lines(task_name: str, count: int, length: int, seed: int) -> list[str]:
@@ -40,13 +41,12 @@ def test_device_path_matches_ort_and_the_oracle(task_name):
 
 
 def test_repeating_shapes_get_slots_that_later_batches_reuse():
-    rt = _runtime("addition")
+    rt = _runtime("addition", max_batch_rows=16)  # 4 batches of one shape per solve
     e = rt.engine
     # long carry chains in half of each batch keep it running, on its slot, after the rest finished
     lines = [line if i % 2 else "9" * 16 + "+1" for i, line in enumerate(_lines("addition", 64, 16, 3))]
-    rt.batch_size = 16  # 4 batches of one shape per solve
     first = rt.solve(lines)
-    shape = (16, bucket_length(get_task("addition").parse(lines[0]).length))
+    shape = (16, bucket_length(get_task("addition").parse(lines[0]).length), False)
     assert shape in e.graph_shapes  # the first batch saw the shape, the second got a slot
     slot = e._slots[shape]
     assert not slot.busy  # handed back when its batch ended
@@ -60,13 +60,12 @@ def test_repeating_shapes_get_slots_that_later_batches_reuse():
 
 
 def test_below_a_quarter_live_a_slot_batch_compacts_for_real():
-    rt = _runtime("addition")
+    rt = _runtime("addition", max_batch_rows=16)
     lines = [line if i % 8 else "9" * 16 + "+1" for i, line in enumerate(_lines("addition", 64, 16, 6))]
-    rt.batch_size = 16
     task = get_task("addition")
     for _ in range(2):
         assert [r.answer for r in rt.solve(lines)] == [task.answer(task.parse(line)) for line in lines]
-    slot = rt.engine._slots[(16, 18)]
+    slot = rt.engine._slots[(16, 18, False)]
     # 2 of 16 rows were live after the first call: they left the slot for a (2, 18) batch
     assert {key[1] for key in slot.bindings} == {0}
 
@@ -77,13 +76,13 @@ def test_a_busy_slot_is_not_shared_and_caps_hold():
     a = e.start(x)  # first sight: private buffers
     a.close()
     b, c = e.start(x), e.start(x)  # second sight: b takes the slot, c runs on private buffers
-    assert b.buffers is e._slots[(4, 9)] and c.buffers is not b.buffers and c.buffers.graph_ids is None
+    assert b.buffers is e._slots[(4, 9, False)] and c.buffers is not b.buffers and c.buffers.graph_ids is None
     b.close()
-    assert e.start(x).buffers is e._slots[(4, 9)]
+    assert e.start(x).buffers is e._slots[(4, 9, False)]
     big = np.zeros((1, e.step.metadata.input_channels, e.GRAPH_MAX_CELLS + 1), np.float32)
     for _ in range(3):
         e.start(big).close()
-    assert (1, e.GRAPH_MAX_CELLS + 1) not in e.graph_shapes
+    assert (1, e.GRAPH_MAX_CELLS + 1, False) not in e.graph_shapes
     for n in range(2 * e.GRAPH_SLOTS):
         for _ in range(2):
             e.start(np.zeros((n + 1, e.step.metadata.input_channels, 5), np.float32)).close()
@@ -91,17 +90,15 @@ def test_a_busy_slot_is_not_shared_and_caps_hold():
 
 
 def test_without_graphs_no_slots():
-    rt = _runtime("addition", cuda_graphs=False)
+    rt = _runtime("addition", max_batch_rows=8, cuda_graphs=False)
     lines = _lines("addition", 32, 10, 4)
-    rt.batch_size = 8
     assert rt.solve(lines) == Runtime("addition", "ort").solve(lines)
     assert rt.engine.graph_shapes == []
 
 
 def test_concurrent_callers_on_the_device_path():
-    rt = _runtime("addition")
+    rt = _runtime("addition", max_batch_rows=8)
     task = get_task("addition")
-    rt.batch_size = 8
     jobs = [_lines("addition", 24, 6 + i % 3, 10 + i) for i in range(8)]
     errors = []
 
@@ -124,7 +121,7 @@ def test_concurrent_callers_on_the_device_path():
 def test_a_failed_graph_turns_graphs_off_and_the_call_reruns(monkeypatch, capsys):
     """ONNX Runtime refusing a capture or replay (simulated: the graph session raises) must cost
     nothing but the graphs: the call reruns on the plain session, answers stay exact."""
-    rt = _runtime("addition")
+    rt = _runtime("addition", max_batch_rows=16)
     e = rt.engine
     real = e.advance_session
 
@@ -138,10 +135,9 @@ def test_a_failed_graph_turns_graphs_off_and_the_call_reruns(monkeypatch, capsys
         def run_with_iobinding(self, binding, run_options=None):
             raise RuntimeError("CUDA graph capture failed (simulated)")
 
-    monkeypatch.setattr(e, "advance_session",
-                        lambda k, graphs: RefusingGraphSession(real(k, graphs)) if graphs else real(k, graphs))
+    monkeypatch.setattr(e, "advance_session", lambda k, wrap, graphs: RefusingGraphSession(real(k, wrap, graphs))
+                        if graphs else real(k, wrap, graphs))
     lines = [line if i % 8 else "9" * 16 + "+1" for i, line in enumerate(_lines("addition", 48, 16, 5))]
-    rt.batch_size = 16
     want = Runtime("addition", "ort").solve(lines)
     assert rt.solve(lines) == want  # the second batch got a slot, its graph run failed, it reran
     assert not e.cuda_graphs and "CUDA graphs unavailable" in capsys.readouterr().err

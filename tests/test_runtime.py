@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from sead.runtime.errors import InputError, ModelFileError, SeadError
-from sead.runtime.solve import Runtime, bucket_length, default_step_cap
+from sead.runtime import Runtime
+from sead.runtime.loop import bucket_length, default_step_cap
 from sead.runtime.tasks import get_task
 
 torch = pytest.importorskip("torch")
@@ -17,28 +18,8 @@ from sead.train.data import encode_batch  # noqa: E402
 from sead.train.model import solve as torch_solve  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tiny_checkpoints, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("onnx")
-    return {t: export_checkpoint(p, folder / f"{t}.onnx")[0] for t, p in tiny_checkpoints.items()}
-
-
-def _reference(checkpoint, lines, max_steps=None):
-    """The PyTorch reference loop, one problem at a time (no padding at all)."""
-    model, _ = load_checkpoint(checkpoint)
-    task = get_task(model.config.task)
-    out = []
-    for line in lines:
-        p = task.parse(line)
-        x, _, gens = encode_batch(task.name, [p])
-        cap = max_steps if max_steps is not None else default_step_cap(p.length)
-        symbols, steps, conv = torch_solve(model, x, cap, gens)
-        out.append((task.decode(symbols[0].numpy(), p) if conv[0] else None, int(steps[0]), bool(conv[0])))
-    return out
-
-
 @pytest.mark.parametrize("task", ["addition", "parity", "rule110"])
-def test_runtime_matches_torch_reference_loop(tiny_checkpoints, tiny_onnx, task):
+def test_runtime_matches_torch_reference_loop(tiny_checkpoints, tiny_onnx, task, reference):
     """Answers, step counts and converged flags equal the reference, whatever the (untrained)
     rule does: padding, batching, K-step chunks and compaction must not change any of them."""
     rng = np.random.default_rng(0)
@@ -51,26 +32,26 @@ def test_runtime_matches_torch_reference_loop(tiny_checkpoints, tiny_onnx, task)
     for cap in (None, 3):
         if task == "rule110" and cap is not None:
             continue
-        got = Runtime(str(tiny_onnx[task]), engine="ort", k=4, batch_size=5).solve(lines, max_steps=cap)
-        want = _reference(tiny_checkpoints[task], lines, cap)
+        got = Runtime(str(tiny_onnx[task]), engine="ort", k=4, max_batch_rows=5, self_test=False).solve(lines, max_steps=cap)
+        want = reference(tiny_checkpoints[task], lines, cap)
         assert [(r.answer, r.steps, r.converged) for r in got] == want
 
 
 def test_cap_reports_not_converged_without_an_answer(tiny_onnx):
-    rt = Runtime(str(tiny_onnx["parity"]), engine="ort")
+    rt = Runtime(str(tiny_onnx["parity"]), engine="ort", self_test=False)
     results = rt.solve(["0110", "1"], max_steps=0)
     assert all(not r.converged and r.answer is None and r.steps == 0 for r in results)
 
 
 def test_rule110_runs_exactly_its_generations(tiny_onnx):
-    rt = Runtime(str(tiny_onnx["rule110"]), engine="ort", k=8)
+    rt = Runtime(str(tiny_onnx["rule110"]), engine="ort", k=8, self_test=False)
     results = rt.solve(["0110 0", "0110 1", "0110 7", "0110 8", "0110 9", "01101 17"])
     assert [r.steps for r in results] == [0, 1, 7, 8, 9, 17]
     assert all(r.converged for r in results)
 
 
 def test_results_keep_input_order_across_buckets(tiny_onnx):
-    rt = Runtime(str(tiny_onnx["addition"]), engine="ort", batch_size=2)
+    rt = Runtime(str(tiny_onnx["addition"]), engine="ort", max_batch_rows=2, self_test=False)
     lines = ["1" * n + "+1" for n in (300, 1, 40, 2, 300, 17)]
     batched = rt.solve(lines)
     single = [rt.solve([line])[0] for line in lines]
@@ -78,7 +59,7 @@ def test_results_keep_input_order_across_buckets(tiny_onnx):
 
 
 def test_concurrent_callers_share_one_runtime(tiny_onnx):
-    rt = Runtime(str(tiny_onnx["addition"]), engine="ort")
+    rt = Runtime(str(tiny_onnx["addition"]), engine="ort", self_test=False)
     rng = np.random.default_rng(1)
     task = get_task("addition")
     work = [[task.random_line(rng, int(rng.integers(1, 60))) for _ in range(40)] for _ in range(8)]
@@ -102,7 +83,7 @@ def test_concurrent_callers_share_one_runtime(tiny_onnx):
 
 
 def test_bad_input_names_the_line(tiny_onnx):
-    rt = Runtime(str(tiny_onnx["addition"]), engine="ort")
+    rt = Runtime(str(tiny_onnx["addition"]), engine="ort", self_test=False)
     with pytest.raises(InputError) as err:
         rt.solve(["1+1", "2+2", "3+x"])
     assert err.value.line == 3 and "'x'" in str(err.value)
@@ -111,7 +92,7 @@ def test_bad_input_names_the_line(tiny_onnx):
 
 
 def test_stream_solves_in_chunks_in_order(tiny_onnx):
-    rt = Runtime(str(tiny_onnx["addition"]), engine="ort")
+    rt = Runtime(str(tiny_onnx["addition"]), engine="ort", self_test=False)
     lines = [f"{i}+{i}" for i in range(1000)]
     assert list(rt.stream(iter(lines), chunk=64)) == rt.solve(lines)
 
@@ -123,7 +104,7 @@ def test_missing_model_and_unknown_engine(tiny_onnx, tmp_path):
     with pytest.raises(ModelFileError):
         Runtime(str(tmp_path / "junk.onnx"))
     with pytest.raises(SeadError, match="unknown engine"):
-        Runtime(str(tiny_onnx["addition"]), engine="cuda-magic")
+        Runtime(str(tiny_onnx["addition"]), engine="cuda-magic", self_test=False)
 
 
 def test_bucket_lengths_leave_an_empty_cell_and_little_waste():

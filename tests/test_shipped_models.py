@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sead.runtime.model_file import default_model_path, load_step_model
-from sead.runtime.solve import Runtime
+from sead.runtime import Runtime
 from sead.runtime.tasks import get_task
 
 pytestmark = pytest.mark.skipif(not all(default_model_path(t).is_file() for t in ("addition", "parity", "rule110")),

@@ -49,7 +49,7 @@ def test_without_cuda_python_the_engine_is_unavailable(step, monkeypatch):
 def test_auto_falls_back_when_tensorrt_is_missing(step, monkeypatch):
     pytest.importorskip("onnxruntime")
     monkeypatch.setitem(sys.modules, "tensorrt", None)
-    from sead.runtime.solve import make_engine
+    from sead.runtime.api import make_engine
 
     assert make_engine(step, "auto", k=2).name in ("ort-cuda", "ort")
 
@@ -138,6 +138,8 @@ def fake_tensorrt(cudart):
     trt.__version__ = "10.fake"
     trt.Logger = type("Logger", (), {"ERROR": 0, "__init__": lambda self, level: None})
     trt.BuilderFlag = types.SimpleNamespace(TF32=0)
+    trt.TensorIOMode = types.SimpleNamespace(INPUT=1, OUTPUT=2)
+    trt.DataType = types.SimpleNamespace(FLOAT=0, BOOL=9)
     trt.ExecutionContextAllocationStrategy = types.SimpleNamespace(USER_MANAGED=2)
     trt.builds = []
 
@@ -190,8 +192,14 @@ def fake_tensorrt(cudart):
     class Engine:
         def __init__(self, blob):
             self.session = ort.InferenceSession(bytes(blob), providers=["CPUExecutionProvider"])
+            self.io = [(i.name, trt.TensorIOMode.INPUT) for i in self.session.get_inputs()]
+            self.io += [(o.name, trt.TensorIOMode.OUTPUT) for o in self.session.get_outputs()]
 
         create_execution_context = lambda self, strategy: Context(self.session)
+        num_io_tensors = property(lambda self: len(self.io))
+        get_tensor_name = lambda self, i: self.io[i][0]
+        get_tensor_mode = lambda self, name: dict(self.io)[name]
+        get_tensor_dtype = lambda self, name: trt.DataType.FLOAT
 
     trt.Builder, trt.OnnxParser = Builder, OnnxParser
     trt.Runtime = type("Runtime", (), {"__init__": lambda self, logger: None,
@@ -247,11 +255,12 @@ def _model(task, folder):
 @pytest.mark.parametrize("fail_capture", [False, True])
 def test_simulated_trt_matches_ort(task, fail_capture, monkeypatch, tmp_path):
     """Ping-pong, CUDA-graph replay (or, when capture fails, plain calls with compaction through
-    the host), compaction on the device, the readout, the disk cache and freeing: answers, steps
-    and converged flags equal engine 'ort'."""
+    the host), compaction on the device, the readout, tiles (uploaded state and owned cells, state
+    and changed_at read back), the disk cache and freeing: answers, steps and converged flags
+    equal engine 'ort'."""
     pytest.importorskip("onnxruntime")
+    from sead.runtime import Runtime
     from sead.runtime.engines import trt as trt_module
-    from sead.runtime.solve import Runtime
     from sead.runtime.tasks import get_task
 
     monkeypatch.setattr(trt_module, "DEVICE_RUNS", 0 if fail_capture else 64)
@@ -260,43 +269,49 @@ def test_simulated_trt_matches_ort(task, fail_capture, monkeypatch, tmp_path):
     t = get_task(task)
     lines = [t.random_line(rng, n, int(rng.integers(0, 40))) if task == "rule110" else t.random_line(rng, n)
              for n in [1, 3, 16, 16, 16, 40] * 40]  # 240 problems: many rows finish at different times
-    want = Runtime(path, "ort", k=4).solve(lines)
+    lines += [t.random_line(rng, n, 30) if task == "rule110" else t.random_line(rng, n) for n in (90, 200)]
+    options = dict(k=4, tile_from=64, tile=(8, 3), self_test=False)  # the last two lines run in tiles
+    want = Runtime(path, "ort", **options).solve(lines)
     trt, cudart = install_fakes(monkeypatch, tmp_path, fail_capture)
-    first = Runtime(path, "trt", k=4)
+    first = Runtime(path, "trt", **options)
     got = first.solve(lines)
     assert [(r.answer, r.steps, r.converged) for r in got] == [(r.answer, r.steps, r.converged) for r in want]
     assert first.engine.cuda_graphs is not fail_capture  # a failed capture is remembered
+    first.close()
     assert not cudart.memory and not cudart.pinned  # every batch freed what it allocated
-    assert len(trt.builds) == 2  # advance and readout, for the one shape class these tapes need
-    assert Runtime(path, "trt", k=4).solve(lines[:7]) == got[:7] and len(trt.builds) == 2  # from the disk cache
+    builds = 3 if task == "rule110" else 2  # advance and readout; whole rings wrap in an advance of their own
+    assert len(trt.builds) == builds
+    again = Runtime(path, "trt", **options)
+    assert again.solve(lines[:7]) == got[:7] and len(trt.builds) == builds  # from the disk cache
+    again.close()
 
 
-def test_shape_classes_bound_every_tensor(monkeypatch, tmp_path):
-    """Batches that would pass 2**31-1 elements are refused; long tapes get their own class,
-    built when first needed, and run like engine 'ort' call by call."""
+def test_rows_are_bounded_below_the_element_limit(monkeypatch, tmp_path):
+    """No batch may reach 2**31-1 elements in any tensor: rows are at most max_row_cells long and
+    at most max_rows(length) many; the loop tiles longer tapes and splits larger batches."""
     pytest.importorskip("onnxruntime")
+    from sead.runtime import Runtime
     from sead.runtime.engines import trt as trt_module
-    from sead.runtime.engines.ort import OrtCpuEngine
     from sead.runtime.errors import SeadError
     from sead.runtime.tasks import get_task
 
-    step = load_step_model(_model("rule110", tmp_path))
-    trt, _ = install_fakes(monkeypatch, tmp_path)
+    path = _model("rule110", tmp_path)
+    step = load_step_model(path)
+    install_fakes(monkeypatch, tmp_path)
     monkeypatch.setattr(trt_module, "MAX_ELEMENTS", 16 * 1000)  # 1000 cells at 16 channels
-    engine = trt_module.TrtEngine(step, k=4, max_batch=16, max_length=400)
-    assert engine.profiles == [(16, 1000 // 16 - 2), (2, 400)]  # a ring's tensors are 2 cells longer
-    assert (engine.max_rows(60), engine.max_rows(61), engine.max_rows(401)) == (16, 2, 0)
-    with pytest.raises(SeadError, match="at most 2"):
-        engine.start(np.zeros((3, 3, 100), np.float32))
+    engine = trt_module.TrtEngine(step, k=4, max_row_cells=98)
+    assert engine.rows_limit == 10 and (engine.max_rows(98), engine.max_rows(99)) == (10, 0)  # a ring's are 2 longer
+    with pytest.raises(SeadError, match="at most 10 rows"):
+        engine.start(np.zeros((11, 3, 50), np.float32))
+    with pytest.raises(SeadError, match="at most 98 cells"):
+        engine.start(np.zeros((1, 3, 99), np.float32))
+    engine.close()
     rng = np.random.default_rng(0)
     t = get_task("rule110")
-    x = np.stack([t.encode(t.parse(t.random_line(rng, 100, 9))) for _ in range(2)])
-    ours, ref = engine.start(x), OrtCpuEngine(step, (4,)).start(x)
-    assert len(trt.builds) == 4  # the long class was built on demand
-    for budget in ([4, 4], [4, 1], [1, 0]):
-        budget = np.array(budget, np.float32)
-        assert (ours.advance(budget, 4) == ref.advance(budget, 4)).all()
-        assert (ours.symbols() == ref.symbols()).all()
-    ours.keep(np.array([1]))
-    ref.keep(np.array([1]))
-    assert ours.size == 1 and (ours.symbols() == ref.symbols()).all()
+    lines = [t.random_line(rng, n, 9) for n in (12, 40, 40, 300)] * 4
+    options = dict(k=4, self_test=False)
+    want = Runtime(path, "ort", **options).solve(lines)
+    rt = Runtime(path, lambda s: trt_module.TrtEngine(s, k=4, max_row_cells=98), **options)
+    assert rt.scheduler.tile_from == 49  # longer tapes run in tiles, whose rows stay under 98 cells
+    assert rt.solve(lines) == want
+    rt.close()

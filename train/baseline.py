@@ -29,7 +29,7 @@ def naive_solve(model: SEAD, problems: list[Parsed], max_steps: int) -> tuple[li
     state = model.initial_state(x)
     steps = torch.zeros(len(problems), dtype=torch.long)
     settled = torch.zeros(len(problems), dtype=torch.bool)
-    limit = gens if gens is not None else torch.full((len(problems),), max_steps)
+    limit = gens if gens is not None else torch.full((len(problems),), max_steps + 1)  # + 1: the step proving the fixed point
     for t in range(int(limit.max())):
         nxt = model.step(x, state)
         if gens is not None:
@@ -41,6 +41,8 @@ def naive_solve(model: SEAD, problems: list[Parsed], max_steps: int) -> tuple[li
         steps += run.long()
         if not bool(run.any()):  # the host-side check, every step
             break
+    if gens is None:
+        steps = torch.minimum(steps, torch.tensor(max_steps))
     symbols = model.readout(x, state).argmax(1).numpy()
     done = settled if gens is None else torch.ones_like(settled)
     answers = [task.decode(symbols[i], p) if done[i] else None for i, p in enumerate(problems)]

@@ -94,15 +94,17 @@ def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch
     """Reference loop: iterate until each problem's state stops changing (or its generations run out).
 
     Returns (symbols (B, L) int64, steps (B,) int64, converged (B,) bool). `steps` counts the
-    updates that changed the state; generation tasks (rule110) run exactly their generations
-    whatever max_steps says.
+    updates that changed the state. max_steps is the step cap: a problem may take that many
+    changing steps, plus the one that changes nothing and so proves its fixed point; one that
+    is still changing after them did not converge (steps = max_steps). Generation tasks (rule110)
+    run exactly their generations whatever max_steps says.
     """
     b = problem.shape[0]
     state = model.initial_state(problem)
     steps = torch.zeros(b, dtype=torch.long)
     active = torch.ones(b, dtype=torch.bool)
     converged = torch.zeros(b, dtype=torch.bool)
-    horizon = int(generations.max()) if generations is not None and b else max_steps
+    horizon = int(generations.max()) if generations is not None and b else max_steps + 1
     for t in range(horizon):
         if generations is not None:
             active = generations > t
@@ -119,5 +121,7 @@ def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch
         steps += changed.long()
     if generations is not None:
         converged = generations <= steps
+    else:
+        steps = torch.minimum(steps, torch.tensor(max_steps))
     symbols = model.readout(problem, state).argmax(1)
     return symbols, steps, converged

@@ -5,11 +5,9 @@ version and GPU, and cached on disk. A batch keeps the problem and the state on 
 advance() is one CUDA graph launch (budget upload, the K steps, step-count download) once the batch
 shape has run once, and the state ping-pongs between two buffers by swapping tensor addresses.
 
-Shape classes: TensorRT's convolutions index tensors with int32, so no tensor may reach 2**31-1
-elements, and a profile's max corner must respect that too. One profile over (1..max_batch) x
-(1..max_length) cannot, so there are up to two: `wide` (many short tapes) and `long` (few long
-ones), each a separate single-profile engine built on first use. `max_rows(length)` says how many
-problems of a length one batch may hold; start() raises SeadError beyond it.
+One optimization profile: rows of at most `max_row_cells` cells (the loop cuts longer tapes into
+tiles), and at most `max_rows(length)` rows, so that no tensor, not even at the profile's max
+corner, reaches TensorRT's 2**31-1 element limit for convolutions. start() raises SeadError beyond.
 """
 from __future__ import annotations
 
@@ -25,11 +23,17 @@ import numpy as np
 
 from ..errors import EngineUnavailable, SeadError
 from ..graph import advance_graph, readout_graph
+from .protocol import hot_cells
 from ..model_file import StepModel
 
 HINT = "engine 'trt' needs TensorRT and a CUDA GPU: pip install 'sead[tensorrt]'"
 MAX_ELEMENTS = 2**31 - 1  # TensorRT's per-tensor element limit for convolutions
 OPT_CELLS = 1 << 20  # tactics are timed at about this many cells (the loop's default batch)
+MAX_ROW_CELLS = 1 << 12  # the longest row; the loop tiles longer tapes
+# what a deserialized engine must expose: {graph: {tensor: is_input}}, all float32
+IO = {"advance": {"problem": True, "state": True, "budget": True, "owned": True,
+                  "state_out": False, "changed_at": False, "last": False},
+      "readout": {"problem": True, "state": True, "logits": False}}
 DEVICE_RUNS = 64  # keep(): at most this many row runs are copied on the device, else via the host
 
 
@@ -37,14 +41,15 @@ def _modules():
     try:
         import tensorrt as trt
     except Exception as exc:  # ImportError, or OSError when its CUDA libraries are missing
-        raise EngineUnavailable(f"{HINT} ({type(exc).__name__}: {exc})") from None
+        raise EngineUnavailable(f"{HINT} ({type(exc).__name__}: {exc})", quiet=isinstance(exc, ImportError)) from None
     try:
         try:
             from cuda.bindings import runtime as cudart
         except ImportError:
             from cuda import cudart  # cuda-python < 12.6
     except Exception as exc:
-        raise EngineUnavailable(f"{HINT} (cuda-python: {type(exc).__name__}: {exc})") from None
+        raise EngineUnavailable(f"{HINT} (cuda-python: {type(exc).__name__}: {exc})",
+                                quiet=isinstance(exc, ImportError)) from None
     return trt, cudart
 
 
@@ -72,8 +77,7 @@ def _max_channels(step: StepModel) -> int:
 class TrtEngine:
     name = "trt"
 
-    def __init__(self, step: StepModel, k: int = 8, cache_dir: str | None = None,
-                 max_batch: int = 4096, max_length: int = 1 << 21):
+    def __init__(self, step: StepModel, k: int = 8, cache_dir: str | None = None, max_row_cells: int = MAX_ROW_CELLS):
         self.trt, self.cudart = _modules()
         self.cu = _Cuda(self.cudart)
         try:
@@ -87,90 +91,101 @@ class TrtEngine:
         self.device = f"{gpu.rstrip(chr(0))} (sm_{props.major}{props.minor})"
         self.step, self.k = step, k
         self.k_choices = (k,)  # each depth is an engine build (minutes): one depth only
+        self.workers = 2  # each batch has its own stream: one computes while another copies
+        self.batch_cells = OPT_CELLS
+        self.max_row_cells = max_row_cells
         meta = step.metadata
         self.max_channels = _max_channels(step)
-        self.pad = 2 if meta.boundary == "ring" else 0  # a ring is wrapped to L + 2 cells before its conv
-        self.max_batch_cells = MAX_ELEMENTS // self.max_channels  # rows * (length + pad) stays below this
-        wide = min(max_length, self.max_batch_cells // max_batch - self.pad)
-        if wide < 1:
-            raise SeadError(f"max_batch={max_batch} leaves no room below TensorRT's {MAX_ELEMENTS}-element limit")
-        self.profiles = [(max_batch, wide)]  # (max rows, max length) per shape class
-        if wide < max_length:
-            self.profiles.append((max(1, min(max_batch, self.max_batch_cells // (max_length + self.pad))), max_length))
+        self.pad = 2 if meta.boundary == "ring" else 0  # a whole ring is wrapped to L + 2 cells before its conv
+        self.rows_limit = MAX_ELEMENTS // (self.max_channels * (max_row_cells + self.pad))
+        if self.rows_limit < 1:
+            raise SeadError(f"rows of {max_row_cells} cells pass TensorRT's {MAX_ELEMENTS}-element limit")
         self.cache_dir = Path(cache_dir or os.environ.get("SEAD_TRT_CACHE") or Path.home() / ".cache" / "sead" / "trt")
         self.opt_level = os.environ.get("SEAD_TRT_OPT_LEVEL")  # builder_optimization_level 0..5 (default 3)
         self.cuda_graphs = os.environ.get("SEAD_TRT_CUDA_GRAPHS", "1") != "0"  # cleared once a capture fails
         self.logger = self.trt.Logger(self.trt.Logger.ERROR)
         self.runtime = self.trt.Runtime(self.logger)
-        self.graphs = {"advance": advance_graph(step, k).SerializeToString(),
-                       "readout": readout_graph(step).SerializeToString()}
+        self.graphs = {("advance", False): advance_graph(step, k).SerializeToString(),
+                       ("readout", False): readout_graph(step).SerializeToString()}
+        if meta.boundary == "ring":  # whole short rings wrap; tiles of long rings do not
+            self.graphs[("advance", True)] = advance_graph(step, k, wrap=True).SerializeToString()
         self._engines: dict = {}
         self._lock = threading.Lock()
-        try:  # build (or load) the wide class now, so a graph TensorRT cannot take fails here, not mid-solve
-            for graph in self.graphs:
-                self.engine(graph, 0)
+        try:  # build (or load) every engine now, so a graph TensorRT cannot take fails here, not mid-solve
+            for key in self.graphs:
+                self.engine(*key)
         except SeadError as exc:
             raise EngineUnavailable(f"engine 'trt' cannot run this model here: {exc}") from None
 
     def max_rows(self, length: int) -> int:
-        """The most problems of `length` cells one batch may hold (0: the length is too long)."""
-        return max([rows for rows, most in self.profiles if length <= most], default=0)
+        """The most rows of `length` cells one batch may hold (0: the rows are too long)."""
+        return self.rows_limit if length <= self.max_row_cells else 0
 
-    def profile_for(self, rows: int, length: int) -> int:
-        for i, (most_rows, most_length) in enumerate(self.profiles):
-            if rows <= most_rows and length <= most_length:
-                return i
-        limit = self.max_rows(length)
-        raise SeadError(f"engine 'trt' cannot take {rows} problems of {length} cells in one batch "
-                        + (f"(at most {limit} at this length)" if limit else f"(tapes of at most {self.profiles[-1][1]} cells)"))
-
-    def start(self, problem: np.ndarray, exclusive: bool = False) -> "TrtBatch":
+    def start(self, problem: np.ndarray, state: np.ndarray | None = None, owned: np.ndarray | None = None,
+              wrap: bool = False) -> "TrtBatch":
         problem = np.ascontiguousarray(problem, np.float32)
         if problem.ndim != 3 or problem.shape[1] != self.step.metadata.input_channels:
             raise SeadError(f"expected a (B, {self.step.metadata.input_channels}, L) problem, got {problem.shape}")
-        return TrtBatch(self, problem, self.profile_for(problem.shape[0], problem.shape[2]))
+        rows, _, length = problem.shape
+        if rows > self.max_rows(length):
+            raise SeadError(f"engine 'trt' cannot take {rows} rows of {length} cells in one batch (rows of at most "
+                            f"{self.max_row_cells} cells, at most {self.rows_limit} rows)")
+        return TrtBatch(self, problem, state, owned, wrap)
+
+    def close(self) -> None:
+        with self._lock:
+            self._engines.clear()
 
     # -- engines --------------------------------------------------------------------------------
-    def _shapes(self, graph: str, index: int) -> dict:
-        """{input: (min, opt, max)} for a shape class; opt is where tactics are timed."""
-        rows, length = self.profiles[index]
-        opt_rows = rows if index == 0 else 1
-        opt = (opt_rows, max(1, min(length, OPT_CELLS // opt_rows)))
+    def _shapes(self, graph: str) -> dict:
+        """{input: (min, opt, max)} for the one profile; opt is where tactics are timed."""
+        rows, length = self.rows_limit, self.max_row_cells
+        opt = (max(1, min(rows, OPT_CELLS // 64)), min(length, 64))  # many short rows: the common batch
         meta = self.step.metadata
-        channels = {"problem": meta.input_channels, "state": meta.state_channels, "budget": 1}
+        channels = {"problem": meta.input_channels, "state": meta.state_channels, "budget": 1, "owned": 1}
         dims = lambda n, b, cells: (b, channels[n], 1 if n == "budget" else cells)
-        names = ("problem", "state", "budget") if graph == "advance" else ("problem", "state")
+        names = [n for n, is_input in IO[graph].items() if is_input]
         return {n: (dims(n, 1, 1), dims(n, *opt), dims(n, rows, length)) for n in names}
 
-    def engine(self, graph: str, index: int):
-        """The ICudaEngine for a graph and shape class: from memory, the disk cache, or a build."""
+    def engine(self, graph: str, wrap: bool):
+        """The ICudaEngine for a graph: from memory, the disk cache, or a build."""
         with self._lock:
-            key = (graph, index)
+            key = (graph, wrap)
             if key not in self._engines:
                 try:
-                    self._engines[key] = self._load_or_build(graph, index)
+                    self._engines[key] = self._load_or_build(graph, wrap)
                 except SeadError:
                     raise
                 except Exception as exc:  # TensorRT's bindings raise RuntimeError/TypeError
                     raise SeadError(f"TensorRT failed on the {graph} engine: {type(exc).__name__}: {exc}") from exc
             return self._engines[key]
 
-    def _load_or_build(self, graph: str, index: int):
-        trt, onnx_bytes, shapes = self.trt, self.graphs[graph], self._shapes(graph, index)
+    def _io_problem(self, engine, graph: str) -> str | None:
+        """Why a deserialized engine does not fit `graph`'s IO (names, directions, float32), or None."""
+        trt = self.trt
+        found = {}
+        for i in range(engine.num_io_tensors):
+            name = engine.get_tensor_name(i)
+            found[name] = (engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT, engine.get_tensor_dtype(name))
+        want = {n: (is_input, trt.DataType.FLOAT) for n, is_input in IO[graph].items()}
+        return None if found == want else f"its tensors are {sorted(found)}, expected {sorted(want)} (float32)"
+
+    def _load_or_build(self, graph: str, wrap: bool):
+        trt, onnx_bytes, shapes = self.trt, self.graphs[(graph, wrap)], self._shapes(graph)
         digest = hashlib.sha256()
         for part in (onnx_bytes, trt.__version__, self.device, repr(sorted(shapes.items())), f"no-tf32 {self.opt_level}"):
             digest.update(hashlib.sha256(part if isinstance(part, bytes) else part.encode()).digest())
-        path = self.cache_dir / f"{self.step.metadata.task}-{graph}-{digest.hexdigest()[:32]}.engine"
+        kind = f"{graph}{'-ring' if wrap else ''}"
+        path = self.cache_dir / f"{self.step.metadata.task}-{kind}-{digest.hexdigest()[:32]}.engine"
         try:
             engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
-            if engine is not None:
+            if engine is not None and self._io_problem(engine, graph) is None:
                 return engine  # else a stale or damaged file: rebuild and overwrite it
         except OSError:
             pass  # not cached yet (or unreadable): build
-        rows, length = self.profiles[index]
-        print(f"sead: building the TensorRT {graph} engine for {self.step.metadata.task} (up to {rows} problems x "
-              f"{length} cells) on {self.device}; this takes a while once, then it is cached in {self.cache_dir}",
-              file=sys.stderr, flush=True)
+        print(f"sead: building the TensorRT {kind} engine for {self.step.metadata.task} (rows of up to "
+              f"{self.max_row_cells} cells) on {self.device}; this takes a while once, then it is cached in "
+              f"{self.cache_dir}", file=sys.stderr, flush=True)
         blob = self._build(graph, onnx_bytes, shapes)
         try:  # atomic: a concurrent reader sees the old file or the whole new one
             self.cache_dir.mkdir(parents=True, exist_ok=True)
@@ -182,7 +197,10 @@ class TrtEngine:
             print(f"sead: could not cache the TensorRT engine in {self.cache_dir}: {exc}", file=sys.stderr)
         engine = self.runtime.deserialize_cuda_engine(blob)
         if engine is None:
-            raise SeadError(f"TensorRT could not load the {graph} engine it just built")
+            raise SeadError(f"TensorRT could not load the {kind} engine it just built")
+        problem = self._io_problem(engine, graph)
+        if problem:
+            raise SeadError(f"TensorRT's {kind} engine does not match its graph: {problem}")
         return engine
 
     def _build(self, graph: str, onnx_bytes: bytes, shapes: dict) -> bytes:
@@ -222,7 +240,9 @@ class _Context:
         for name, shape in shapes.items():
             if not self.ctx.set_input_shape(name, shape):
                 raise SeadError(f"TensorRT rejected shape {shape} for {name!r}")
-        need = max(256, self.ctx.update_device_memory_size_for_shapes())
+        need = self.ctx.update_device_memory_size_for_shapes()
+        if need <= 0:  # TensorRT reports a failure to size the activations as 0
+            raise SeadError(f"TensorRT could not size its activation memory for shapes {shapes}")
         if need > self.capacity:
             if self.memory:
                 self.cu("cudaFree", self.memory)
@@ -242,33 +262,53 @@ class _Context:
 
 
 class TrtBatch:
-    def __init__(self, engine: TrtEngine, problem: np.ndarray, profile: int):
+    def __init__(self, engine: TrtEngine, problem: np.ndarray, state: np.ndarray | None, owned: np.ndarray | None,
+                 wrap: bool):
         self.engine, self.cu, rt = engine, engine.cu, engine.cudart
         self.closed, self.stream, self.graphs, self.device, self.pinned, self.contexts = False, None, [], [], [], []
         meta = engine.step.metadata
         b, _, self.length = problem.shape
-        self.host_problem = problem  # the problem never changes on the device: keep() re-uploads rows
+        if owned is None:
+            owned = np.ones((b, 1, self.length), np.float32)
+        # the problem and owned cells never change on the device: keep() re-uploads rows from here
+        self.host_problem, self.host_owned = problem, np.ascontiguousarray(owned, np.float32)
         self.c_in, self.c_s, self.classes = meta.input_channels, meta.state_channels, meta.classes
-        self.row_state = self.c_s * self.length * 4  # bytes per problem; rows are contiguous blocks
+        self.row_state = self.c_s * self.length * 4  # bytes per row; rows are contiguous blocks
         self.h2d, self.d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
         try:
             self.stream = self.cu("cudaStreamCreateWithFlags", rt.cudaStreamNonBlocking)
-            self.problem = self._malloc(problem.nbytes)
-            self.state = [self._malloc(b * self.row_state), self._malloc(b * self.row_state)]
-            self.budget, self.changed = self._malloc(b * 4), self._malloc(b * 4)
-            self.host_budget, self.host_changed = self._pinned(b), self._pinned(b)
+            self.problem, self.owned = self._malloc(problem.nbytes), self._malloc(self.host_owned.nbytes)
+            self.state_buffers = [self._malloc(b * self.row_state), self._malloc(b * self.row_state)]
+            self.budget, self.last = self._malloc(b * 4), self._malloc(b * 4)
+            self.changed_at = self._malloc(b * self.length * 4)
+            self.last_budget = np.zeros(b, np.float32)
+            self.host_budget, self.host_last = self._pinned(b), self._pinned(b)
             self.logits, self.logits_bytes = 0, 0
-            self.current = 0  # state[current] holds the state
-            self.cu("cudaMemcpyAsync", self.problem, problem.ctypes.data, problem.nbytes, self.h2d, self.stream)
-            self.cu("cudaMemsetAsync", self.state[0], 0, b * self.row_state, self.stream)  # zeros at step 0
-            self.advance_ctx = _Context(engine, engine.engine("advance", profile))
-            self.readout_ctx = _Context(engine, engine.engine("readout", profile))
+            self.current = 0  # state_buffers[current] holds the state
+            self._upload(self.problem, problem)
+            self._upload(self.owned, self.host_owned)
+            if state is None:
+                self.cu("cudaMemsetAsync", self.state_buffers[0], 0, b * self.row_state, self.stream)  # zeros at step 0
+            else:
+                state = np.ascontiguousarray(state, np.float32)
+                self._upload(self.state_buffers[0], state)
+            self.advance_ctx = _Context(engine, engine.engine("advance", wrap))
+            self.readout_ctx = _Context(engine, engine.engine("readout", False))  # the readout is per cell: no wrap
             self.contexts = [self.advance_ctx, self.readout_ctx]
             self._resize(b)
-            self.cu("cudaStreamSynchronize", self.stream)
+            self.cu("cudaStreamSynchronize", self.stream)  # pageable host sources must outlive their copies
         except BaseException:
             self.close()
             raise
+
+    def _upload(self, dst: int, host: np.ndarray) -> None:
+        self.cu("cudaMemcpyAsync", dst, host.ctypes.data, host.nbytes, self.h2d, self.stream)
+
+    def _download(self, shape: tuple, src: int) -> np.ndarray:
+        host = np.empty(shape, np.float32)
+        self.cu("cudaMemcpyAsync", host.ctypes.data, src, host.nbytes, self.d2h, self.stream)
+        self.cu("cudaStreamSynchronize", self.stream)
+        return host
 
     def _malloc(self, nbytes: int) -> int:
         ptr = self.cu("cudaMalloc", max(nbytes, 4))
@@ -284,38 +324,45 @@ class TrtBatch:
     def _resize(self, b: int) -> None:
         self.b = b
         problem, state = (b, self.c_in, self.length), (b, self.c_s, self.length)
-        self.advance_ctx.set_shapes({"problem": problem, "state": state, "budget": (b, 1, 1)})
+        self.advance_ctx.set_shapes({"problem": problem, "state": state, "budget": (b, 1, 1), "owned": (b, 1, self.length)})
         self.readout_ctx.set_shapes({"problem": problem, "state": state})
         self._drop_graphs()
 
     @property
-    def size(self) -> int:
+    def rows(self) -> int:
         return self.b
 
     # -- advance ------------------------------------------------------------------------------
     def _enqueue(self, d: int) -> None:
-        """Budget up, K steps from state[d] into state[1 - d], step counts down (all async)."""
+        """Budget up, K steps from state d into state 1 - d, the last steps down (all async)."""
         n = self.b * 4
         self.cu("cudaMemcpyAsync", self.budget, self.host_budget.ctypes.data, n, self.h2d, self.stream)
-        self.advance_ctx.run(self.stream, problem=self.problem, state=self.state[d], state_out=self.state[1 - d],
-                             budget=self.budget, changed=self.changed)
-        self.cu("cudaMemcpyAsync", self.host_changed.ctypes.data, self.changed, n, self.d2h, self.stream)
+        self.advance_ctx.run(self.stream, problem=self.problem, state=self.state_buffers[d], owned=self.owned,
+                             budget=self.budget, state_out=self.state_buffers[1 - d], last=self.last,
+                             changed_at=self.changed_at)
+        self.cu("cudaMemcpyAsync", self.host_last.ctypes.data, self.last, n, self.d2h, self.stream)
 
     def advance(self, budget: np.ndarray, k: int | None = None) -> np.ndarray:
-        """Run up to K steps per problem (budget (B,) steps allowed). -> changed counts (B,) int."""
         if k not in (None, self.engine.k):
             raise SeadError(f"engine 'trt' was built for {self.engine.k} steps per call, not {k}")
         self.host_budget[: self.b] = budget
+        self.last_budget = np.asarray(budget, np.float32)
         if self.graphs:
             self.cu("cudaGraphLaunch", self.graphs[self.current], self.stream)
         else:
             self._enqueue(self.current)
         self.cu("cudaStreamSynchronize", self.stream)
-        changed = self.host_changed[: self.b].astype(np.int64)
+        last = self.host_last[: self.b].astype(np.int64)
         self.current ^= 1
         if not self.graphs and self.engine.cuda_graphs:
             self._capture()  # the plain call above was the warm-up TensorRT wants after a shape change
-        return changed
+        return last
+
+    def state(self) -> np.ndarray:
+        return self._download((self.b, self.c_s, self.length), self.state_buffers[self.current])
+
+    def hot(self) -> np.ndarray:
+        return hot_cells(self._download((self.b, self.length), self.changed_at), self.last_budget)
 
     def _capture(self) -> None:
         """One graph per ping-pong direction; on any failure, stop trying for this engine."""
@@ -359,7 +406,7 @@ class TrtBatch:
                 self.cu("cudaFree", self.logits)
                 self.logits = 0
             self.logits, self.logits_bytes = self._malloc(host.nbytes), host.nbytes
-        self.readout_ctx.run(self.stream, problem=self.problem, state=self.state[self.current], logits=self.logits)
+        self.readout_ctx.run(self.stream, problem=self.problem, state=self.state_buffers[self.current], logits=self.logits)
         self.cu("cudaMemcpyAsync", host.ctypes.data, self.logits, host.nbytes, self.d2h, self.stream)
         self.cu("cudaStreamSynchronize", self.stream)
         return host.argmax(1)
@@ -375,10 +422,11 @@ class TrtBatch:
             self.b = 0
             return
         self.host_problem = np.ascontiguousarray(self.host_problem[rows])
-        self.cu("cudaMemcpyAsync", self.problem, self.host_problem.ctypes.data, self.host_problem.nbytes,
-                self.h2d, self.stream)
+        self.host_owned = np.ascontiguousarray(self.host_owned[rows])
+        self._upload(self.problem, self.host_problem)
+        self._upload(self.owned, self.host_owned)
         starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)  # runs of consecutive rows
-        src, dst, r = self.state[self.current], self.state[1 - self.current], self.row_state
+        src, dst, r = self.state_buffers[self.current], self.state_buffers[1 - self.current], self.row_state
         if len(starts) <= DEVICE_RUNS:  # few runs: copy them into the spare ping-pong buffer
             kind = self.engine.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
             for first, end in zip(starts, list(starts[1:]) + [n]):
@@ -415,7 +463,7 @@ class TrtBatch:
             c.ctx = None  # contexts go before the memory they use
         for ptr in memory:
             call("cudaFree", ptr)
-        self.host_budget = self.host_changed = None  # views into the pinned memory go first
+        self.host_budget = self.host_last = None  # views into the pinned memory go first
         for ptr in self.pinned:
             call("cudaFreeHost", ptr)
         if self.stream is not None:

@@ -1,0 +1,56 @@
+"""Progress of a `sead run` on the terminal (tqdm on stderr, only when stderr is a terminal).
+
+The bar counts problems answered. While a long tape is in flight it also shows that tape's steps
+so far and how many of its tiles are active: one 100,000-digit carry chain is one problem for
+minutes, and the bar alone would sit still.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+
+POLL_SECONDS = 0.25
+
+
+class RunProgress:
+    """with RunProgress(runtime, total): ... polls runtime.stats() and runtime.progress() in a thread."""
+
+    def __init__(self, runtime, total: int, enabled: bool | None = None):
+        self.runtime, self.total = runtime, total
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> "RunProgress":
+        if self.enabled:
+            from tqdm import tqdm
+
+            self.start = self.runtime.stats()["problems_solved"]
+            self.bar = tqdm(total=self.total, unit="problem", file=sys.stderr, dynamic_ncols=True, leave=False,
+                            delay=0.5)  # nothing for a solve that ends within half a second
+            self.thread = threading.Thread(target=self._poll, name="sead-progress", daemon=True)
+            self.thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self.stop.wait(POLL_SECONDS):
+            self._draw()
+
+    def _draw(self) -> None:
+        done = self.runtime.stats()["problems_solved"] - self.start
+        self.bar.update(max(0, min(done, self.total) - self.bar.n))
+        tapes = self.runtime.progress()
+        if tapes:
+            t = max(tapes, key=lambda t: t["cells"])
+            more = f" (+{len(tapes) - 1} more)" if len(tapes) > 1 else ""
+            self.bar.set_postfix_str(f"{t['cells']:,}-cell tape: step {t['steps']:,}, "
+                                     f"{t['active_tiles']:,}/{t['tiles']:,} tiles active{more}", refresh=False)
+        else:
+            self.bar.set_postfix_str("", refresh=False)
+        self.bar.refresh()
+
+    def __exit__(self, *exc) -> None:
+        if self.thread is not None:
+            self.stop.set()
+            self.thread.join()
+            self.bar.close()

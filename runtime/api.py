@@ -1,0 +1,207 @@
+"""The public runtime: a loaded model on one engine, behind the batching front.
+
+    with Runtime("addition") as rt:
+        rt.solve(["99999+1"])                     # -> [Result(answer='100000', steps=5, converged=True)]
+        future = rt.submit(lines)                 # concurrent.futures.Future[list[Result]]
+        results = await rt.solve_async(lines)
+
+Every call validates all of its lines first (InputError names the first bad one; nothing is
+solved), then queues them on the shared front (runtime/batching.py). Thread-safe.
+"""
+from __future__ import annotations
+
+import asyncio
+import itertools
+import sys
+from collections import deque
+from concurrent.futures import Future
+from typing import Iterable, Iterator
+
+from .batching import Scheduler
+from .errors import EngineUnavailable, InputError, ModelFileError, QueueFull, RuntimeClosed, SeadError
+from .loop import DEFAULT_MAX_GENERATIONS, MAX_STEPS, Limits, Result, default_step_cap
+from .model_file import StepModel, load_step_model
+from .tasks import Parsed, get_task
+from .tiles import RUN_TILES, TILE
+
+ENGINES = ("auto", "ort", "ort-cuda", "trt")
+TILE_FROM = 1 << 12  # tapes longer than this run in tiles (see README "Engines": how this was chosen)
+DEFAULT_MAX_BATCH_ROWS = 4096
+DEFAULT_MAX_QUEUE_CELLS = 1 << 26
+STREAM_CHUNK_LINES = 1 << 14
+
+
+def make_engine(step: StepModel, engine: str = "auto", k: int | None = None):
+    """-> an engine instance. `auto` tries trt, then ort-cuda, then ort, and says on stderr why it
+    passed over an engine whose package is installed. `k` fixes the steps per engine call; by
+    default ONNX Runtime engines start at 4 and go deeper while problems run."""
+    if engine not in ENGINES:
+        raise SeadError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
+    if engine == "auto":
+        for name in ("trt", "ort-cuda", "ort"):
+            try:
+                return make_engine(step, name, k)
+            except EngineUnavailable as exc:
+                if not exc.quiet:
+                    print(f"sead: engine '{name}' unavailable ({exc}); trying the next", file=sys.stderr, flush=True)
+        raise EngineUnavailable("no engine is available: pip install 'sead[cpu]' for ONNX Runtime on the CPU")
+    if engine in ("ort", "ort-cuda"):
+        from .engines.ort import K_CHOICES, OrtCpuEngine, OrtCudaEngine
+        return (OrtCpuEngine if engine == "ort" else OrtCudaEngine)(step, (k,) if k else K_CHOICES)
+    from .engines.trt import TrtEngine
+    return TrtEngine(step, k or 8)
+
+
+class Runtime:
+    """A loaded model on one engine, shared by any number of threads and coroutines.
+
+    model: a shipped model's name or an exported .onnx path.
+    engine: "auto", "ort", "ort-cuda", "trt", or a callable step -> Engine (for engine options).
+    max_batch_cells: cells per engine batch at most (default: the engine's preferred size).
+    max_batch_rows: problems per engine batch at most.
+    max_wait_ms: how long a short problem may wait for others to share its batch.
+    max_queue_cells: cells of accepted, unfinished problems; past it submit() raises QueueFull.
+    tile_from: tapes longer than this many cells run in tiles (runtime/tiles.py).
+    tile: (cells per tile, tiles per row at most); small tiles are for tests.
+    """
+
+    def __init__(self, model: str = "addition", engine="auto", *, k: int | None = None,
+                 max_batch_cells: int | None = None, max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+                 max_wait_ms: float = 0.0, max_queue_cells: int = DEFAULT_MAX_QUEUE_CELLS,
+                 tile_from: int = TILE_FROM, tile: tuple[int, int] = (TILE, RUN_TILES), workers: int | None = None,
+                 self_test: bool = True):
+        self.step = load_step_model(model)
+        self.metadata = self.step.metadata
+        self.task = get_task(self.metadata.task)
+        # an engine name, or a callable that makes an engine for the step (engine options, tests)
+        self.engine = engine(self.step) if callable(engine) else make_engine(self.step, engine, k)
+        self.engine_name = self.engine.name
+        self.closed = False
+        self.scheduler = Scheduler(self.engine, self.task, self.metadata.state_channels,
+                                   max_batch_cells=max_batch_cells or self.engine.batch_cells,
+                                   max_batch_rows=max_batch_rows, max_wait_ms=max_wait_ms,
+                                   max_queue_cells=max_queue_cells, tile_from=tile_from, tile=tile, workers=workers)
+        if self_test:
+            try:
+                self._self_test()
+            except BaseException:
+                self.close()
+                raise
+
+    # -- lifecycle -------------------------------------------------------------------------------
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Finish what was submitted, then release the workers and the engine. Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
+        self.scheduler.close()
+        self.engine.close()
+
+    def _self_test(self) -> None:
+        """Solve the task's canonical problems and check them against its oracle: a model file that
+        does not do its task is refused here, before it can answer anything."""
+        lines = self.task.canonical_lines()
+        for line, result in zip(lines, self.solve(lines)):
+            want = self.task.answer(self.task.parse(line))
+            if result.answer != want:
+                got = "no answer (did not converge)" if result.answer is None else repr(result.answer)
+                self.close()
+                raise ModelFileError(f"{self.step.path}: fails its self-test: {line!r} gave {got}, expected {want!r}")
+
+    # -- validation ------------------------------------------------------------------------------
+    def parse(self, line: str, number: int | None = None, source: str | None = None) -> Parsed:
+        """One problem line -> Parsed; raises InputError (reason, line, source)."""
+        try:
+            return self.task.parse(line)
+        except InputError as exc:
+            raise InputError(exc.reason, number, source) from None
+
+    def limits(self, problems: list[Parsed], max_steps: int | None = None, first_line: int = 1,
+               source: str | None = None) -> list[Limits]:
+        """Each problem's step limits; refuses a cap or generation count that cannot be honoured."""
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
+                                      or not 0 <= max_steps <= MAX_STEPS):
+            raise SeadError(f"max_steps must be an integer from 0 to {MAX_STEPS:,}, got {max_steps!r}")
+        fixed_point = self.task.convergence == "fixed_point"
+        radius = self.metadata.radius
+        out = []
+        for i, p in enumerate(problems):
+            if fixed_point:
+                cap = max_steps if max_steps is not None else default_step_cap(p.length, radius)
+            else:
+                cap = max_steps if max_steps is not None else DEFAULT_MAX_GENERATIONS
+                if p.generations > cap:
+                    raise InputError(f"asks for {p.generations:,} generations; at most {cap:,} are run "
+                                     f"({'max_steps' if max_steps is not None else 'the default step cap'})",
+                                     first_line + i, source)
+            out.append(Limits.of(p, fixed_point, cap))
+        return out
+
+    # -- solving ---------------------------------------------------------------------------------
+    def submit(self, lines: Iterable[str], max_steps: int | None = None) -> Future:
+        """Queue problem texts -> Future of their Results in input order. Raises InputError for a
+        bad line and QueueFull when the queue is full, at once, with nothing queued."""
+        problems = [self.parse(line, i) for i, line in enumerate(lines, 1)]
+        return self.submit_parsed(problems, max_steps)
+
+    def submit_parsed(self, problems: list[Parsed], max_steps: int | None = None, first_line: int = 1,
+                      source: str | None = None) -> Future:
+        if self.closed:
+            raise RuntimeClosed("the runtime is closed")
+        return self.scheduler.submit(problems, self.limits(problems, max_steps, first_line, source))
+
+    def solve(self, lines: Iterable[str], max_steps: int | None = None) -> list[Result]:
+        return self.submit(lines, max_steps).result()
+
+    def solve_parsed(self, problems: list[Parsed], max_steps: int | None = None) -> list[Result]:
+        return self.submit_parsed(problems, max_steps).result()
+
+    async def solve_async(self, lines: Iterable[str], max_steps: int | None = None) -> list[Result]:
+        return await asyncio.wrap_future(self.submit(lines, max_steps))
+
+    def stream(self, lines: Iterable[str], max_steps: int | None = None, chunk: int = STREAM_CHUNK_LINES,
+               source: str | None = None) -> Iterator[Result]:
+        """Solve an iterable of any size in bounded memory; results come in input order. Two
+        chunks are in flight at a time, so the engine never waits for the caller."""
+        it = iter(lines)
+        in_flight: deque[Future] = deque()
+        number = 0
+        while True:
+            block = list(itertools.islice(it, chunk))
+            if block:
+                parsed = [self.parse(line, number + i, source) for i, line in enumerate(block, 1)]
+                in_flight.append(self._submit_waiting(parsed, max_steps, number + 1, source, in_flight))
+                number += len(block)
+            if not in_flight:
+                return
+            if len(in_flight) >= 2 or not block:
+                yield from in_flight.popleft().result()
+
+    def _submit_waiting(self, problems, max_steps, first_line, source, in_flight: deque) -> Future:
+        """submit_parsed, waiting for this caller's earlier chunks while the queue is full."""
+        while True:
+            try:
+                return self.submit_parsed(problems, max_steps, first_line, source)
+            except QueueFull:
+                if not in_flight:
+                    raise
+                in_flight[0].exception()  # wait for the oldest chunk to finish, then retry
+
+    # -- observing -------------------------------------------------------------------------------
+    def stats(self) -> dict:
+        """Gauges (queued_cells, queued_problems) and counters (batches, problems_solved, cell_updates)."""
+        return self.scheduler.stats()
+
+    def progress(self) -> list[dict]:
+        """Each long tape in flight: cells, steps so far, active tiles, tiles."""
+        return self.scheduler.progress()
+
+    def add_batch_listener(self, listener) -> None:
+        """listener(rows, cells) is called as each batch of short problems is formed. Keep it quick."""
+        self.scheduler.listeners.append(listener)

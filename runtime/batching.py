@@ -1,0 +1,253 @@
+"""The batching front: one queue and a bounded pool of workers shared by every caller of a runtime.
+
+Callers submit validated problems and get a Future. Short problems wait in per-length buckets
+until a bucket holds a full batch (`max_batch_cells`) or its oldest problem has waited
+`max_wait_ms`; then a worker takes them as one RowJob. Problems from many requests share a batch,
+which is where an engine's throughput comes from. A long problem becomes a TapeJob whose chunks
+workers run side by side. Every result goes to its request as soon as its own job delivers it, so a
+short request never waits for a long one.
+
+Scheduling, in order: a due bucket of fresh short problems; then resumed work (a RowJob that used
+its time slice, a tape's chunks), first come first served. To keep long work moving under a flood
+of short requests, when long work waits and no worker is on it, the next free worker takes it.
+
+Backpressure: `max_queue_cells` bounds the cells of accepted, unfinished problems. A request that
+would pass it is refused at once with QueueFull, unless the queue is empty (so any one request can
+run). Workers: `engine.workers` threads (CPU: one per core), never more.
+"""
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from typing import Callable, NamedTuple
+
+from .engines.protocol import Engine
+from .errors import QueueFull, RuntimeClosed
+from .loop import Chunk, Limits, Result, RowJob, TapeJob, bucket_length
+from .tasks import Parsed
+
+SLICE_SECONDS = 0.02  # a RowJob yields its worker after this long, so others get a turn
+MIN_BATCH_CELLS = 1 << 12  # when splitting a bucket across idle workers, no batch smaller than this
+
+
+class _Request:
+    """One submit(): its results in input order and the Future that gets them."""
+
+    def __init__(self, size: int, cells: int):
+        self.results: list[Result | None] = [None] * size
+        self.remaining, self.cells = size, cells
+        self.future: Future = Future()
+        self.future.set_running_or_notify_cancel()
+
+
+class _Waiting(NamedTuple):
+    request: _Request
+    index: int
+    problem: Parsed
+    limits: Limits
+    since: float
+
+
+class _Rows(NamedTuple):
+    """A RowJob's next time slice."""
+
+    job: RowJob
+    requests: frozenset
+    resumed: bool
+
+    def run(self) -> list:
+        return [] if self.job.run(time.perf_counter() + SLICE_SECONDS) else [self._replace(resumed=True)]
+
+
+class _TapeWork(NamedTuple):
+    """A long tape's start (chunk None) or one of its chunks."""
+
+    job: TapeJob
+    requests: frozenset
+    chunk: Chunk | None
+    resumed: bool = True
+
+    def run(self) -> list:
+        if self.job.failed:
+            return []
+        chunks = self.job.start() if self.chunk is None else self.job.run_chunk(self.chunk)
+        return [self._replace(chunk=c) for c in chunks]
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, task, state_channels: int, *, max_batch_cells: int, max_batch_rows: int,
+                 max_wait_ms: float, max_queue_cells: int, tile_from: int, tile: tuple[int, int],
+                 workers: int | None = None):
+        self.engine, self.task, self.state_channels = engine, task, state_channels
+        self.max_batch_cells, self.max_batch_rows = max_batch_cells, max_batch_rows
+        self.max_wait, self.max_queue_cells = max_wait_ms / 1000, max_queue_cells
+        self.ring = task.boundary == "ring"
+        # tapes longer than this run in tiles; shorter ones as whole rows (which must fit the engine)
+        self.tile_from = min(tile_from, engine.max_row_cells // 2)
+        self.tile = tile  # (cells per tile, tiles per row at most)
+        self.cond = threading.Condition()
+        self.buckets: dict[int, deque[_Waiting]] = {}
+        self.bucket_cells: dict[int, int] = {}
+        self.ready: list = []  # heap of (seq, work): resumed RowJobs, tape starts and chunks
+        self.seq = itertools.count()
+        self.tapes: set[TapeJob] = set()
+        self.queued_cells = self.queued_problems = 0
+        self.running = self.running_resumed = 0  # workers busy; of those, on resumed work
+        self.closed = False
+        self.listeners: list[Callable[[int, int], None]] = []
+        self.counters = {"batches": 0, "problems_solved": 0, "cell_updates": 0}
+        self.threads = [threading.Thread(target=self._work, name=f"sead-worker-{i}", daemon=True)
+                        for i in range(workers or engine.workers)]
+        for t in self.threads:
+            t.start()
+
+    # -- callers -------------------------------------------------------------------------------
+    def submit(self, problems: list[Parsed], limits: list[Limits]) -> Future:
+        cells = sum(p.length for p in problems)
+        request = _Request(len(problems), cells)
+        if not problems:
+            request.future.set_result([])
+            return request.future
+        now = time.perf_counter()
+        with self.cond:
+            if self.closed:
+                raise RuntimeClosed("the runtime is closed")
+            if self.queued_cells and self.queued_cells + cells > self.max_queue_cells:
+                raise QueueFull(f"the queue holds {self.queued_cells:,} cells; {cells:,} more would pass "
+                                f"max_queue_cells={self.max_queue_cells:,}")
+            self.queued_cells += cells
+            self.queued_problems += len(problems)
+            for i, (p, lim) in enumerate(zip(problems, limits)):
+                if p.length > self.tile_from:
+                    tape = TapeJob(self.engine, self.task, p, lim, None, self.ring, self.state_channels, *self.tile)
+                    tape.deliver = self._deliverer(request, i, p.length, tape)
+                    self.tapes.add(tape)
+                    self._push(_TapeWork(tape, frozenset([request]), None))
+                    continue
+                length = p.length if self.ring else bucket_length(p.length)
+                self.buckets.setdefault(length, deque()).append(_Waiting(request, i, p, lim, now))
+                self.bucket_cells[length] = self.bucket_cells.get(length, 0) + length
+            self.cond.notify_all()
+        return request.future
+
+    def close(self) -> None:
+        """Finish everything submitted, then stop the workers."""
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+        for t in self.threads:
+            t.join()
+
+    def stats(self) -> dict:
+        with self.cond:
+            return {"queued_cells": self.queued_cells, "queued_problems": self.queued_problems, **self.counters}
+
+    def progress(self) -> list[dict]:
+        """Steps and active tiles of each long tape in flight."""
+        with self.cond:
+            tapes = list(self.tapes)
+        return [t.progress() for t in tapes]
+
+    # -- delivery --------------------------------------------------------------------------------
+    def _deliverer(self, request: _Request, index: int, cells: int, tape: TapeJob | None = None):
+        def deliver(result: Result) -> None:
+            with self.cond:
+                self.queued_cells -= cells
+                self.queued_problems -= 1
+                self.counters["problems_solved"] += 1
+                self.counters["cell_updates"] += cells * result.steps
+                self.tapes.discard(tape)
+                request.results[index] = result
+                request.remaining -= 1
+                done = request.remaining == 0
+            if done:
+                request.future.set_result(request.results)
+        return deliver
+
+    def _fail(self, requests, exc: BaseException) -> None:
+        with self.cond:
+            failed = [r for r in requests if r.remaining > 0]
+            for r in failed:  # nothing more comes for it: free its share of the queue
+                self.queued_cells -= r.cells
+                r.remaining = 0
+        for r in failed:
+            r.future.set_exception(exc)
+
+    # -- workers ---------------------------------------------------------------------------------
+    def _push(self, work) -> None:
+        heapq.heappush(self.ready, (next(self.seq), work))
+
+    def _next(self):
+        """Under the lock: the next work, waiting for it. None once closed and drained."""
+        while True:
+            now = time.perf_counter()
+            starved = bool(self.ready) and self.running_resumed == 0  # long work waits and nobody is on it
+            length, wait = self._due_bucket(now)
+            if length is not None and not starved:
+                return self._take(length)
+            if self.ready:
+                return heapq.heappop(self.ready)[1]
+            if length is not None:
+                return self._take(length)
+            if self.closed and not self.buckets and self.running == 0:
+                return None
+            self.cond.wait(wait)
+
+    def _due_bucket(self, now: float):
+        """-> (length of the due bucket with the oldest problem or None, seconds until one is due or None)."""
+        best, oldest, next_due = None, math.inf, None
+        for length, queue in self.buckets.items():
+            since = queue[0].since
+            if self.closed or self.bucket_cells[length] >= self.max_batch_cells or now - since >= self.max_wait:
+                if since < oldest:
+                    best, oldest = length, since
+            else:
+                due = since + self.max_wait - now
+                next_due = due if next_due is None else min(next_due, due)
+        return best, next_due
+
+    def _take(self, length: int) -> _Rows:
+        queue = self.buckets[length]
+        rows = min(len(queue), self.max_batch_rows, self.engine.max_rows(length), max(1, self.max_batch_cells // length))
+        if len(self.threads) > 1:  # leave the other workers a share of a big bucket
+            rows = min(rows, max(-(-len(queue) // len(self.threads)), MIN_BATCH_CELLS // length, 1))
+        waiting = [queue.popleft() for _ in range(rows)]
+        if queue:
+            self.bucket_cells[length] -= rows * length
+        else:
+            del self.buckets[length], self.bucket_cells[length]
+        items = [(w.problem, w.limits, self._deliverer(w.request, w.index, w.problem.length)) for w in waiting]
+        self.counters["batches"] += 1
+        for listener in self.listeners:
+            listener(rows, rows * length)
+        return _Rows(RowJob(self.engine, self.task, items, length, wrap=self.ring),
+                     frozenset(w.request for w in waiting), False)
+
+    def _work(self) -> None:
+        while True:
+            with self.cond:
+                work = self._next()
+                if work is None:
+                    return
+                self.running += 1
+                self.running_resumed += work.resumed
+            follow = []
+            try:
+                follow = work.run()
+            except BaseException as exc:  # the engine or a codec failed: the requests involved fail
+                if isinstance(work.job, TapeJob):
+                    work.job.failed = True
+                    with self.cond:
+                        self.tapes.discard(work.job)
+                self._fail(work.requests, exc)
+            with self.cond:
+                self.running -= 1
+                self.running_resumed -= work.resumed
+                for item in follow:
+                    self._push(item)
+                self.cond.notify_all()

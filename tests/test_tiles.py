@@ -1,0 +1,165 @@
+"""Long tapes in tiles (runtime/tiles.py): tiled solves equal dense solves and the PyTorch reference
+loop in answers, steps and converged flags; skipping a tile changes nothing; rows stay bounded."""
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime")
+
+from sead.runtime import Runtime  # noqa: E402
+from sead.runtime.loop import default_step_cap  # noqa: E402
+from sead.runtime.tasks import get_task  # noqa: E402
+from sead.runtime.tiles import TiledTape  # noqa: E402
+
+DENSE = 10**9  # tile_from: never tile
+
+
+def _key(results):
+    return [(r.answer, r.steps, r.converged) for r in results]
+
+
+def _lines(task_name, rng):
+    t = get_task(task_name)
+    lines = []
+    for n in (25, 40, 63, 64, 65, 130, 300):
+        lines.append(t.random_line(rng, n, int(rng.integers(0, 50))) if task_name == "rule110" else t.random_line(rng, n))
+    if task_name == "addition":  # carries across many tile edges, and chains that start or end on a border
+        lines += ["9" * 199 + "+1", "1+" + "9" * 64, "9" * 31 + "5+" + "4" * 31 + "5", "8" * 47 + "+" + "1" * 40 + "2"]
+    if task_name == "parity":  # a single one exactly at a tile border, all zeros
+        lines += ["0" * 32 + "1" + "0" * 100, "0" * 200, "1" + "0" * 150]
+    if task_name == "rule110":  # a glider crossing the ring's seam
+        lines += ["0" * 60 + "1101" + "0" * 2 + " 80", "1" + "0" * 100 + "11 64"]
+    return lines
+
+
+@pytest.mark.parametrize("task", ["addition", "parity", "rule110"])
+def test_tiled_equals_dense_and_the_oracle_on_shipped_models(task):
+    rng = np.random.default_rng(5)
+    lines = _lines(task, rng)
+    t = get_task(task)
+    with Runtime(task, "ort", tile_from=DENSE) as dense:
+        want = dense.solve(lines)
+    assert [r.answer for r in want] == [t.answer(t.parse(line)) for line in lines]
+    for tile in ((8, 1), (8, 3), (16, 2), (64, 64)):
+        with Runtime(task, "ort", tile_from=20, tile=tile) as tiled:
+            assert _key(tiled.solve(lines)) == _key(want), tile
+
+
+@pytest.mark.parametrize("k", [1, 2, 4, 8])
+@pytest.mark.parametrize("task", ["addition", "parity", "rule110"])
+def test_tiled_equals_the_pytorch_reference_on_untrained_rules(task, k, tiny_onnx, tiny_checkpoints, reference):
+    """Random weights make arbitrary dynamics (cycles, late changes, no fixed point): every K,
+    tiles of 8 cells, and a cap that some problems hit."""
+    rng = np.random.default_rng(k)
+    lines = _lines(task, rng)[:6]
+    cap = None if task == "rule110" else 40
+    with Runtime(str(tiny_onnx[task]), "ort", k=k, tile_from=20, tile=(8, 2), self_test=False) as tiled:
+        got = tiled.solve(lines, max_steps=cap)
+    assert _key(got) == reference(tiny_checkpoints[task], lines, cap)
+
+
+def test_every_k_the_loop_uses_on_long_chains():
+    """A carry chain long enough that the loop deepens K from 4 to 64 while it runs in tiles."""
+    lines = ["9" * 3000 + "+1", "1+" + "9" * 2500, "9" * 1000 + "5+5"]
+    with Runtime("addition", "ort", tile_from=500) as tiled:
+        got = tiled.solve(lines)
+    assert [r.answer for r in got] == [str(int(a) + int(b)) for a, b in (line.split("+") for line in lines)]
+    assert [r.steps for r in got] == [3000, 2500, 1001]
+
+
+class _Recording:
+    """An engine wrapper that records every batch's shape and lets tests see each call."""
+
+    def __init__(self, engine, calls):
+        self.engine, self.calls = engine, calls
+        for name in ("name", "k_choices", "workers", "batch_cells", "max_row_cells", "max_rows", "close"):
+            setattr(self, name, getattr(engine, name))
+
+    def start(self, problem, state=None, owned=None, wrap=False):
+        self.calls.append((problem.shape, None if state is None else state.shape))
+        return self.engine.start(problem, state, owned, wrap)
+
+
+def test_rows_stay_bounded_and_tapes_rest_compact():
+    from sead.runtime.api import make_engine
+
+    calls = []
+    line = "9" * 60_000 + "+1"
+    with Runtime("addition", lambda step: _Recording(make_engine(step, "ort"), calls)) as rt:
+        result = rt.solve([line])[0]
+        engine = rt.engine
+    assert result.answer == "1" + "0" * 60_000 and result.steps == 60_000
+    for problem_shape, _ in calls:
+        rows, channels, length = problem_shape
+        assert length <= 64 * 64 + 2 * 64 + 1 and rows * length <= max(engine.batch_cells, length)
+        assert rows * 64 * length < 2**31  # no tensor, even the widest activation, near int32 indexing
+    # the chain moves one cell a step, so almost every call runs 3 tiles: not the tape's 938
+    assert np.median([shape[0] for shape, _ in calls]) <= 3
+    tape = TiledTape(np.zeros(1000, np.int8), 20, 8, ring=False)
+    assert tape.cells.nbytes + tape.state.nbytes == 2 * 1000  # two bytes per cell at rest
+
+
+def test_a_skipped_tile_would_not_have_changed():
+    """Replay a tiled solve step by step on the plain exported step: in every call, no cell of a
+    tile the loop skipped changes, and every cell that changes lies in a tile that ran."""
+    import onnxruntime as ort
+
+    from sead.runtime import loop as loop_module
+    from sead.runtime.model_file import load_step_model
+
+    rounds = []
+    original = loop_module.TapeJob._round
+
+    def recording_round(job):
+        chunks = original(job)
+        rounds.append((job.tape.active.copy(), job.k_run))
+        return chunks
+
+    line = "0" * 40 + "1" + "0" * 23 + "1" + "0" * 100  # ones near tile borders
+    loop_module.TapeJob._round = recording_round
+    try:
+        with Runtime("parity", "ort", tile_from=20, tile=(8, 2)) as rt:
+            result = rt.solve([line])[0]
+    finally:
+        loop_module.TapeJob._round = original
+    assert result.answer == str(line.count("1") % 2)
+    step = load_step_model("parity")
+    session = ort.InferenceSession(step.proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    task = get_task("parity")
+    x = task.encode_many([task.parse(line)], len(line))
+    state = np.zeros((1, step.metadata.state_channels, len(line)), np.float32)
+    for active, k_run in rounds:
+        ran = np.repeat(active, 8)[: len(line)]
+        for _ in range(k_run):
+            nxt = session.run(["next_state"], {"problem": x, "state": state})[0]
+            changed = (nxt != state).any(axis=1)[0]
+            assert not (changed & ~ran).any()
+            state = nxt
+    assert sum(k for _, k in rounds) >= result.steps
+
+
+def test_activity_dilates_by_one_tile_and_wraps_on_rings():
+    tape = TiledTape(np.zeros(40, np.int8), 3, 4, ring=False, tile=8)
+    span_state = np.ones((1, 4, 8 + 2 * 2 + 1), np.float32)
+    hot = np.zeros((1, 8 + 2 * 2 + 1), bool)
+    hot[0, 2] = True  # the first owned cell of tile 0
+    assert tape.apply(tape.owned_results([(0, 8)], 2, span_state, hot)) is True
+    assert tape.active.tolist() == [True, True, False, False, False]
+    ring = TiledTape(np.zeros(40, np.int8), 3, 4, ring=True, tile=8)
+    ring.apply(ring.owned_results([(0, 8)], 2, span_state, hot))
+    assert ring.active.tolist() == [True, True, False, False, True]
+    assert ring.spans() == [(0, 16), (32, 40)]
+    problem, state, owned = ring.gather([(32, 40)], 2, 13)
+    assert owned[0, 0].tolist() == [0, 0] + [1] * 8 + [0] * 3  # halo, owned cells, halo, the empty end cell
+    assert problem[0, 0].tolist() == [1] * 12 + [0]  # a ring's halo wraps to real cells; then the empty cell
+    # cells 30..39 were never written (-1 once started); the right halo wraps to cells 0 and 1 (+1)
+    assert ring.started and (state[0, :, :10] == -1).all() and (state[0, :, 10:12] == 1).all()
+    assert (state[0, :, 12] == 0).all()
+
+
+def test_default_cap_bounds_a_tiled_problem_like_a_dense_one():
+    line = "9" * 5000 + "+1"
+    with Runtime("addition", "ort", tile_from=1000) as rt:
+        capped = rt.solve([line], max_steps=4999)[0]
+        exact = rt.solve([line], max_steps=5000)[0]
+    assert (capped.answer, capped.steps, capped.converged) == (None, 4999, False)
+    assert (exact.steps, exact.converged) == (5000, True) and default_step_cap(5001) > 5000
