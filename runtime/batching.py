@@ -100,7 +100,9 @@ class Scheduler:
         self.running = self.running_resumed = 0  # workers busy; of those, on resumed work
         self.closed = False
         self.listeners: list[Callable[[int, int], None]] = []
-        self.counters = {"batches": 0, "problems_solved": 0, "cell_updates": 0}
+        # cell_updates: cells x steps of the problems solved; tile_cell_steps: cells x steps the engine
+        # ran for tiled tapes (halos included), which is what skipping inactive tiles saves on
+        self.counters = {"batches": 0, "problems_solved": 0, "cell_updates": 0, "tile_cell_steps": 0}
         self.threads = [threading.Thread(target=self._work, name=f"sead-worker-{i}", daemon=True)
                         for i in range(workers or engine.workers)]
         for t in self.threads:
@@ -161,7 +163,9 @@ class Scheduler:
                 self.queued_problems -= 1
                 self.counters["problems_solved"] += 1
                 self.counters["cell_updates"] += cells * result.steps
-                self.tapes.discard(tape)
+                if tape is not None:
+                    self.counters["tile_cell_steps"] += tape.cell_steps
+                    self.tapes.discard(tape)
                 request.results[index] = result
                 request.remaining -= 1
                 done = request.remaining == 0

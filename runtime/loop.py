@@ -185,13 +185,14 @@ class TapeJob:
         self.symbols: np.ndarray | None = None
         self.ran_out = False
         self.failed = False  # set by the scheduler when a chunk raised: its other chunks are dropped
+        self.cell_steps = 0  # cells x steps the engine ran for this tape, halos and padding included
 
     # -- progress, for display ---------------------------------------------------------------------
     def progress(self) -> dict:
         tape = self.tape
         return {"cells": self.problem.length, "steps": self.steps,
                 "active_tiles": int(tape.active.sum()) if tape is not None else 0,
-                "tiles": tape.tiles if tape is not None else 0}
+                "tiles": tape.tiles if tape is not None else 0, "cell_steps": self.cell_steps}
 
     # -- rounds --------------------------------------------------------------------------------
     def start(self) -> list[Chunk]:
@@ -261,6 +262,7 @@ class TapeJob:
         with self.lock:
             self.results += results
             self.last = max(self.last, int(last.max()))
+            self.cell_steps += len(chunk.spans) * chunk.row_length * halo
             self.pending -= 1
             if self.pending:
                 return []

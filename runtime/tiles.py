@@ -51,7 +51,7 @@ class TiledTape:
         run = self.run_tiles if max_cells is None else max(1, min(self.run_tiles, max_cells // self.tile))
         edges = np.flatnonzero(np.diff(np.concatenate(([False], self.active, [False])).astype(np.int8)))
         spans = []
-        for first, end in zip(edges[::2], edges[1::2]):
+        for first, end in zip(edges[::2].tolist(), edges[1::2].tolist()):
             for lo in range(first, end, run):
                 hi = min(end, lo + run)
                 spans.append((lo * self.tile, min(hi * self.tile, self.length)))
