@@ -1,4 +1,5 @@
-"""`sead bench`: an engine across tape lengths and batch sizes, beside a naive PyTorch loop and
+"""`sead bench`: an engine across tape lengths and batch sizes, beside three baselines run in the
+same process (a naive PyTorch loop, a plain ONNX Runtime loop, the rule under torch.compile) and
 this machine's roofline. Prints a table; writes JSON and a PNG plot."""
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from .main import app
 from .run_cmd import Engine
 
 DEFAULT_SHAPES = "16x4096,100x512,1000x64,10000x8,100000x1"
+BASELINES = ("torch", "ort-loop", "torch-compile")
 
 
 def _shapes(text: str) -> list[tuple[int, int]]:
@@ -30,7 +32,9 @@ def bench(
     model: str = typer.Option("addition", help="A shipped model name or an .onnx path."),
     engine: Engine = typer.Option(Engine.auto),
     shapes: str = typer.Option(DEFAULT_SHAPES, help="Comma-separated LENGTHxBATCH (tape cells x problems)."),
-    baseline: bool = typer.Option(True, help="Also time the naive PyTorch loop (needs torch)."),
+    baselines: str = typer.Option(",".join(BASELINES), help="Baselines to time beside the engine: torch (a naive "
+                                  "PyTorch loop), ort-loop (one session.run per step), torch-compile (the rule "
+                                  "under torch.compile, K steps per call); '' for none."),
     seconds: float = typer.Option(0.5, help="Minimum timing per measurement."),
     out: Path = typer.Option(Path("bench/out"), help="Folder for bench.json and bench.png."),
 ) -> None:
@@ -48,7 +52,7 @@ def bench(
     say("measuring this machine's peak FLOP/s and memory bandwidth ...")
     machine = b.measure_machine()
     roof = b.roofline(costs, machine)
-    torch_model = _baseline_model(runtime.step) if baseline else None
+    solvers = _baselines(runtime.step, [v for v in baselines.split(",") if v.strip()], say)
     rows = []
     for length, count in _shapes(shapes):
         lines = b.problem_lines(task, length, count)
@@ -58,10 +62,13 @@ def bench(
         results = timed.pop("results")
         row[runtime.engine_name] = timed
         row["fraction_of_roofline"] = timed["cell_updates_per_s"] / roof["cell_updates_per_s"]
-        if torch_model is not None:
-            say(f"L={length} B={count}: naive PyTorch loop ...")
-            row["torch_naive"] = _time_naive(torch_model, runtime, lines, results, seconds)
-            row["speedup_vs_torch"] = timed["problems_per_s"] / row["torch_naive"]["problems_per_s"]
+        for name, solve in solvers.items():
+            say(f"L={length} B={count}: baseline {name} ...")
+            row[name] = _time_baseline(solve, runtime, lines, results, seconds)
+        if solvers:
+            best = max(solvers, key=lambda n: row[n]["problems_per_s"])
+            row["best_baseline"] = best
+            row["speedup_vs_best"] = timed["problems_per_s"] / row[best]["problems_per_s"]
         rows.append(row)
     lat = b.latency(runtime, b.problem_lines(task, 16, 1)[0])
     report = {"model": runtime.step.path, "task": task, "engine": runtime.engine_name, "costs": costs,
@@ -73,58 +80,78 @@ def bench(
     typer.echo(f"wrote {out / 'bench.json'}" + (f" and {plot}" if plot else " (no plot: pip install matplotlib)"))
 
 
-def _baseline_model(step):
-    try:
-        from sead.train.baseline import model_from_onnx
-    except ImportError:
-        print("naive PyTorch baseline skipped: torch is not installed (pip install 'sead[train]')", file=sys.stderr)
-        return None
-    import torch  # torch-ok: lazy, the bench baseline only
+def _baselines(step, names: list[str], say) -> dict:
+    """name -> solve(parsed, cap) -> (answers, steps), for each baseline this machine can run."""
+    unknown = set(names) - set(BASELINES)
+    if unknown:
+        raise typer.BadParameter(f"unknown baselines {sorted(unknown)}; choose from {', '.join(BASELINES)}")
+    solvers = {}
+    if "ort-loop" in names:
+        from sead.runtime.bench import ort_loop
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-    return model_from_onnx(step)
+        solvers["ort_loop"] = ort_loop(step)
+    if {"torch", "torch-compile"} & set(names):
+        try:
+            import torch  # torch-ok: lazy, the bench baselines only
+
+            from sead.train.baseline import CompiledLoop, model_from_onnx, naive_solve
+        except ImportError:
+            say("PyTorch baselines skipped: torch is not installed (pip install 'sead[train]')")
+            return solvers
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        model = model_from_onnx(step)
+        if "torch" in names:
+            solvers["torch_naive"] = lambda parsed, cap: naive_solve(model, parsed, cap)
+        if "torch-compile" in names:
+            solvers["torch_compile"] = CompiledLoop(model).solve
+    return solvers
 
 
-def _time_naive(model, runtime, lines, engine_results, seconds: float) -> dict:
+def _time_baseline(solve, runtime, lines, engine_results, seconds: float) -> dict:
+    """Timed like the engine, from problem texts to answers; compile time is in the warm-up."""
     from sead.runtime.bench import cell_updates
-    from sead.runtime.loop import default_step_cap
-    from sead.train.baseline import naive_solve
+    from sead.runtime.loop import Result, default_step_cap
 
     cap = default_step_cap(max(runtime.task.parse(line).length for line in lines))
-    naive_solve(model, [runtime.task.parse(line) for line in lines[:2]], cap)
+    solve([runtime.task.parse(line) for line in lines], cap)  # warm-up (and torch.compile's compile)
     runs, start = 0, time.perf_counter()
-    while True:  # timed like the engine: from problem texts to answers
-        answers, steps = naive_solve(model, [runtime.task.parse(line) for line in lines], cap)
+    while True:
+        answers, steps = solve([runtime.task.parse(line) for line in lines], cap)
         runs += 1
         if time.perf_counter() - start >= seconds:
             break
     elapsed = (time.perf_counter() - start) / runs
     same = all(a == r.answer for a, r in zip(answers, engine_results)) and \
         all(int(s) == r.steps for s, r in zip(steps, engine_results))
-    from sead.runtime.loop import Result
-
     results = [Result(a, int(s), a is not None) for a, s in zip(answers, steps)]
     return {"seconds": elapsed, "problems_per_s": len(lines) / elapsed,
             "cell_updates_per_s": cell_updates(runtime.task.name, lines, results) / elapsed,
             "same_answers_and_steps": same}
 
 
+NAMES = {"torch_naive": "torch", "ort_loop": "ort-loop", "torch_compile": "compile"}
+
+
 def _table(report: dict) -> str:
     eng = report["engine"]
     c, m, r = report["costs"], report["machine"], report["roofline"]
+    base = [n for n in NAMES if any(n in row for row in report["rows"])]
     lines = [
         f"model {report['task']}: {c['flops_per_cell_update']} FLOPs and {c['bytes_per_cell_update']} bytes per cell-update",
         f"machine: {m['peak_flops'] / 1e9:.1f} GFLOP/s peak, {m['memory_bandwidth'] / 1e9:.1f} GB/s; "
         f"roofline {r['cell_updates_per_s'] / 1e6:.0f} M cell-updates/s ({r['bound']}-bound)",
         f"{'length':>8} {'batch':>6} {'steps':>7} {eng + ' prob/s':>14} {'Mcell-upd/s':>12} {'% roof':>7} "
-        f"{'torch prob/s':>13} {'speedup':>8} {'same':>5}",
+        + "".join(f"{NAMES[n] + ' prob/s':>16}" for n in base) + (f" {'vs best':>8} {'same':>5}" if base else ""),
     ]
     for row in report["rows"]:
-        e, t = row[eng], row.get("torch_naive")
-        lines.append(f"{row['length']:>8} {row['batch']:>6} {e['steps_mean']:>7.1f} {e['problems_per_s']:>14,.0f} "
-                     f"{e['cell_updates_per_s'] / 1e6:>12.1f} {100 * row['fraction_of_roofline']:>6.1f}% "
-                     + (f"{t['problems_per_s']:>13,.1f} {row['speedup_vs_torch']:>7.1f}x {str(t['same_answers_and_steps']):>5}"
-                        if t else f"{'-':>13} {'-':>8} {'-':>5}"))
+        e = row[eng]
+        line = (f"{row['length']:>8} {row['batch']:>6} {e['steps_mean']:>7.1f} {e['problems_per_s']:>14,.0f} "
+                f"{e['cell_updates_per_s'] / 1e6:>12.1f} {100 * row['fraction_of_roofline']:>6.1f}% "
+                + "".join(f"{row[n]['problems_per_s']:>16,.1f}" for n in base))
+        if base:
+            same = all(row[n]["same_answers_and_steps"] for n in base)
+            line += f" {row['speedup_vs_best']:>7.1f}x {str(same):>5}"
+        lines.append(line)
     lat = report["latency_16_cells"]
     lines.append(f"single-problem latency (16 cells): p50 {lat['p50_ms']:.2f} ms, p90 {lat['p90_ms']:.2f} ms, "
                  f"p99 {lat['p99_ms']:.2f} ms")
@@ -143,8 +170,10 @@ def _plot(report: dict, path: Path) -> Path | None:
     lengths = [r["length"] for r in rows]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.loglog(lengths, [r[eng]["cell_updates_per_s"] for r in rows], "o-", label=eng)
-    if all("torch_naive" in r for r in rows):
-        ax1.loglog(lengths, [r["torch_naive"]["cell_updates_per_s"] for r in rows], "s--", label="naive PyTorch")
+    for name, label in (("torch_naive", "naive PyTorch"), ("ort_loop", "plain ONNX Runtime loop"),
+                        ("torch_compile", "torch.compile")):
+        if all(name in r for r in rows):
+            ax1.loglog(lengths, [r[name]["cell_updates_per_s"] for r in rows], "--", marker="s", label=label)
     ax1.axhline(report["roofline"]["cell_updates_per_s"], color="gray", ls=":", label="roofline")
     ax1.set(xlabel="tape length (cells)", ylabel="cell-updates / s", title="throughput")
     ax1.legend()

@@ -63,6 +63,42 @@ def latency(runtime: Runtime, line: str, repeats: int = 50) -> dict:
     return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99)}
 
 
+def ort_loop(step: StepModel):
+    """The loop an ONNX Runtime user writes first, as a baseline: the exported step, one
+    session.run per step with default session options, the state compared on the host after
+    every step. -> solve(parsed, cap) -> (answers, steps) for problems of one padded length."""
+    import onnxruntime as ort
+
+    task = get_task(step.metadata.task)
+    session = ort.InferenceSession(step.proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+    def solve(problems, cap: int):
+        length = max(p.length for p in problems)
+        x = task.encode_many(problems, length)
+        state = np.zeros((len(problems), step.metadata.state_channels, length), np.float32)
+        steps = np.zeros(len(problems), np.int64)
+        running = np.ones(len(problems), bool)
+        generations = np.array([p.generations or 0 for p in problems]) if task.convergence == "generations" else None
+        horizon = int(generations.max()) if generations is not None else cap + 1
+        for t in range(horizon):
+            nxt = session.run(["next_state"], {"problem": x, "state": state})[0]
+            if generations is not None:
+                moved = generations > t
+            else:
+                moved = (nxt != state).reshape(len(problems), -1).any(axis=1) & running
+                running &= moved
+            state = np.where(moved[:, None, None], nxt, state)
+            steps += moved
+            if not moved.any():
+                break
+        symbols = session.run(["logits"], {"problem": x, "state": state})[0].argmax(1)
+        settled = ~running if generations is None else np.ones(len(problems), bool)
+        answers = [task.decode(symbols[i], p) if settled[i] else None for i, p in enumerate(problems)]
+        return answers, np.minimum(steps, cap) if generations is None else steps
+
+    return solve
+
+
 def model_costs(step: StepModel) -> dict:
     """FLOPs and bytes that one cell-update (one cell, one step) needs at the least.
 
