@@ -72,6 +72,37 @@ def case(name: str, task_name: str, lines: list[str], engine: str, dense: bool, 
     return row
 
 
+def threshold_sweep(engine: str, lengths: list[int], seconds: float = 1.0) -> list[dict]:
+    """Where tiles start to pay: the same problems as whole rows (dense) and in tiles, per length,
+    for a few-step task (random additions) and a many-step one (random parity strings)."""
+    rng = np.random.default_rng(3)
+    add, par = get_task("addition"), get_task("parity")
+    rows = []
+    with Runtime("addition", engine, tile_from=1) as tiled_add, Runtime("addition", engine, tile_from=DENSE) as dense_add, \
+            Runtime("parity", engine, tile_from=1) as tiled_par, Runtime("parity", engine, tile_from=DENSE) as dense_par:
+        for rt in (tiled_add, dense_add, tiled_par, dense_par):
+            rt.solve(WARM_UP[rt.task.name])
+        for n in lengths:
+            cases = (("addition", [add.random_line(rng, n - 1) for _ in range(max(2, 65536 // n))], tiled_add, dense_add),
+                     ("parity", [par.random_line(rng, n) for _ in range(2)], tiled_par, dense_par))
+            for task_name, lines, tiled, dense in cases:
+                timing = {}
+                for label, rt in (("tiled", tiled), ("dense", dense)):
+                    runs, start = 0, time.perf_counter()
+                    while runs == 0 or time.perf_counter() - start < seconds:
+                        results = rt.solve(lines)
+                        runs += 1
+                    timing[label] = (time.perf_counter() - start) / runs
+                    timing[label + "_results"] = [(r.answer, r.steps) for r in results]
+                row = {"task": task_name, "length": n, "problems": len(lines),
+                       "tiled_seconds": round(timing["tiled"], 4), "dense_seconds": round(timing["dense"], 4),
+                       "dense_over_tiled": round(timing["dense"] / timing["tiled"], 2),
+                       "same": timing["tiled_results"] == timing["dense_results"]}
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+    return rows
+
+
 def memory_case(n: int, engine: str) -> dict:
     """`sead run` on one random n-digit addition, under /usr/bin/time -v: time, peak RSS, exactness."""
     import decimal
@@ -101,7 +132,16 @@ def main() -> None:
     ap.add_argument("--engine", default="ort")
     ap.add_argument("--quick", action="store_true", help="small sizes only (a check of the script)")
     ap.add_argument("--out", type=Path, default=Path("bench/out/tiles.json"))
+    ap.add_argument("--sweep", action="store_true", help="only the dense-or-tiled threshold sweep")
     args = ap.parse_args()
+    if args.sweep:
+        lengths = [1024, 2048, 4096, 8192, 16384, 32768]
+        report = {"engine": args.engine, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+                  "sweep": threshold_sweep(args.engine, lengths[:3] if args.quick else lengths)}
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.out}")
+        return
     rng = np.random.default_rng(10)
     add, par, r110 = get_task("addition"), get_task("parity"), get_task("rule110")
     q = args.quick

@@ -6,10 +6,12 @@ minutes, and the bar alone would sit still.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 
 POLL_SECONDS = 0.25
+SHOW_AFTER_SECONDS = 0.5  # nothing for a solve that ends sooner
 
 
 class RunProgress:
@@ -23,18 +25,28 @@ class RunProgress:
 
     def __enter__(self) -> "RunProgress":
         if self.enabled:
-            from tqdm import tqdm
-
             self.start = self.runtime.stats()["problems_solved"]
-            self.bar = tqdm(total=self.total, unit="problem", file=sys.stderr, dynamic_ncols=True, leave=False,
-                            delay=0.5)  # nothing for a solve that ends within half a second
+            self.bar = None
             self.thread = threading.Thread(target=self._poll, name="sead-progress", daemon=True)
             self.thread.start()
         return self
 
     def _poll(self) -> None:
-        while not self.stop.wait(POLL_SECONDS):
+        if self.stop.wait(SHOW_AFTER_SECONDS):
+            return
+        from tqdm import tqdm
+
+        try:
+            width, height = os.get_terminal_size(sys.stderr.fileno())
+        except OSError:
+            width = height = 0
+        # a terminal that reports no size (a bare pty) still gets a bar: tqdm would hide it
+        self.bar = tqdm(total=self.total, unit="problem", file=sys.stderr, ncols=width or 100, nrows=height or 24,
+                        leave=False)
+        while True:
             self._draw()
+            if self.stop.wait(POLL_SECONDS):
+                return
 
     def _draw(self) -> None:
         done = self.runtime.stats()["problems_solved"] - self.start
@@ -53,4 +65,5 @@ class RunProgress:
         if self.thread is not None:
             self.stop.set()
             self.thread.join()
-            self.bar.close()
+            if self.bar is not None:
+                self.bar.close()

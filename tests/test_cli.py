@@ -110,3 +110,31 @@ def test_run_path_never_imports_torch():
              "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+@needs_models
+def test_a_long_solve_shows_steps_and_active_tiles_on_a_terminal(tmp_path):
+    """One long carry chain is one problem for seconds: on a terminal, stderr shows its steps so
+    far and its active tiles while it runs; the answer on stdout is untouched."""
+    import os
+    import pty
+
+    (tmp_path / "in.txt").write_text("9" * 30_000 + "+1\n")
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "sead.cli", "run", "-i", str(tmp_path / "in.txt")],
+                            stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    shown = b""
+    while True:
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # the child closed the terminal
+            break
+        if not data:
+            break
+        shown += data
+    out = proc.stdout.read().decode()
+    assert proc.wait(timeout=300) == 0
+    assert out == "1" + "0" * 30_000 + "\n"
+    text = shown.decode(errors="replace")
+    assert "30,001-cell tape: step" in text and "tiles active" in text
