@@ -34,7 +34,6 @@ MAX_ROW_CELLS = 1 << 12  # the longest row; the loop tiles longer tapes
 IO = {"advance": {"problem": True, "state": True, "budget": True, "owned": True,
                   "state_out": False, "changed_at": False, "last": False},
       "readout": {"problem": True, "state": True, "logits": False}}
-DEVICE_RUNS = 64  # keep(): at most this many row runs are copied on the device, else via the host
 
 
 def _modules():
@@ -399,48 +398,31 @@ class TrtBatch:
     # -- readout and compaction ---------------------------------------------------------------
     def symbols(self) -> np.ndarray:
         """(B, L) int64: the readout's class per cell for the current state."""
-        host = np.empty((self.b, self.classes, self.length), np.float32)
-        if host.nbytes > self.logits_bytes:
+        shape = (self.b, self.classes, self.length)
+        nbytes = 4 * self.b * self.classes * self.length
+        if nbytes > self.logits_bytes:
             if self.logits:
                 self.device.remove(self.logits)
                 self.cu("cudaFree", self.logits)
                 self.logits = 0
-            self.logits, self.logits_bytes = self._malloc(host.nbytes), host.nbytes
+            self.logits, self.logits_bytes = self._malloc(nbytes), nbytes
         self.readout_ctx.run(self.stream, problem=self.problem, state=self.state_buffers[self.current], logits=self.logits)
-        self.cu("cudaMemcpyAsync", host.ctypes.data, self.logits, host.nbytes, self.d2h, self.stream)
-        self.cu("cudaStreamSynchronize", self.stream)
-        return host.argmax(1)
+        return self._download(shape, self.logits).argmax(1)
 
     def keep(self, rows: np.ndarray) -> None:
-        """Drop every problem not in `rows` (ascending, as the loop passes them) from the batch."""
+        """Keep only `rows`. Compaction is rare (at most log2(B) times a batch), so the kept rows
+        make one round trip through the host."""
         rows = np.asarray(rows, np.int64)
-        n = len(rows)
-        if n == self.b and (rows == np.arange(n)).all():
+        if len(rows) == self.b and (rows == np.arange(self.b)).all():
             return
-        if n == 0:
-            self.close()
-            self.b = 0
-            return
+        state = np.ascontiguousarray(self.state()[rows])
         self.host_problem = np.ascontiguousarray(self.host_problem[rows])
         self.host_owned = np.ascontiguousarray(self.host_owned[rows])
-        self._upload(self.problem, self.host_problem)
-        self._upload(self.owned, self.host_owned)
-        starts = np.flatnonzero(np.diff(rows, prepend=-2) != 1)  # runs of consecutive rows
-        src, dst, r = self.state_buffers[self.current], self.state_buffers[1 - self.current], self.row_state
-        if len(starts) <= DEVICE_RUNS:  # few runs: copy them into the spare ping-pong buffer
-            kind = self.engine.cudart.cudaMemcpyKind.cudaMemcpyDeviceToDevice
-            for first, end in zip(starts, list(starts[1:]) + [n]):
-                self.cu("cudaMemcpyAsync", dst + int(first) * r, src + int(rows[first]) * r, int(end - first) * r,
-                        kind, self.stream)
-            self.current ^= 1
-        else:  # many small runs: one round trip through the host is cheaper than thousands of copies
-            host = np.empty((self.b, r // 4), np.float32)
-            self.cu("cudaMemcpyAsync", host.ctypes.data, src, host.nbytes, self.d2h, self.stream)
-            self.cu("cudaStreamSynchronize", self.stream)
-            host = np.ascontiguousarray(host[rows])
-            self.cu("cudaMemcpyAsync", src, host.ctypes.data, host.nbytes, self.h2d, self.stream)
+        for dst, host in ((self.problem, self.host_problem), (self.owned, self.host_owned),
+                          (self.state_buffers[self.current], state)):
+            self._upload(dst, host)
         self.cu("cudaStreamSynchronize", self.stream)  # the pageable host sources must outlive the copies
-        self._resize(n)
+        self._resize(len(rows))
 
     # -- memory -------------------------------------------------------------------------------
     def close(self) -> None:
