@@ -76,11 +76,11 @@ class Runtime:
         # an engine name, or a callable that makes an engine for the step (engine options, tests)
         self.engine = engine(self.step) if callable(engine) else make_engine(self.step, engine, k)
         self.engine_name = self.engine.name
-        self.closed = False
         self.scheduler = Scheduler(self.engine, self.task, self.metadata.state_channels,
                                    max_batch_cells=max_batch_cells or self.engine.batch_cells,
                                    max_batch_rows=max_batch_rows, max_wait_ms=max_wait_ms,
                                    max_queue_cells=max_queue_cells, tile_from=tile_from, tile=tile, workers=workers)
+        self.closed = False
         if self_test:
             try:
                 self._self_test()
@@ -97,11 +97,18 @@ class Runtime:
 
     def close(self) -> None:
         """Finish what was submitted, then release the workers and the engine. Idempotent."""
-        if self.closed:
+        if getattr(self, "closed", True):  # closed, or __init__ failed before the workers started
             return
         self.closed = True
         self.scheduler.close()
         self.engine.close()
+
+    def __del__(self):
+        # a runtime dropped without close() still lets its worker threads go
+        try:
+            self.close()
+        except Exception:
+            pass
 
     def _self_test(self) -> None:
         """Solve the task's canonical problems and check them against its oracle: a model file that
@@ -111,7 +118,6 @@ class Runtime:
             want = self.task.answer(self.task.parse(line))
             if result.answer != want:
                 got = "no answer (did not converge)" if result.answer is None else repr(result.answer)
-                self.close()
                 raise ModelFileError(f"{self.step.path}: fails its self-test: {line!r} gave {got}, expected {want!r}")
 
     # -- validation ------------------------------------------------------------------------------
