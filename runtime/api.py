@@ -201,7 +201,9 @@ class Runtime:
 
     # -- observing -------------------------------------------------------------------------------
     def stats(self) -> dict:
-        """Gauges (queued_cells, queued_problems) and counters (batches, problems_solved, cell_updates)."""
+        """Gauges (queued_cells and queued_problems: accepted, not yet answered; in_flight_problems: of
+        those, the ones in an engine job) and counters (batches, problems_solved, cell_updates,
+        tile_cell_steps)."""
         return self.scheduler.stats()
 
     def progress(self) -> list[dict]:

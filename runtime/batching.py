@@ -147,7 +147,9 @@ class Scheduler:
 
     def stats(self) -> dict:
         with self.cond:
-            return {"queued_cells": self.queued_cells, "queued_problems": self.queued_problems, **self.counters}
+            waiting = sum(len(q) for q in self.buckets.values())
+            return {"queued_cells": self.queued_cells, "queued_problems": self.queued_problems,
+                    "in_flight_problems": self.queued_problems - waiting, **self.counters}
 
     def progress(self) -> list[dict]:
         """Steps and active tiles of each long tape in flight."""
