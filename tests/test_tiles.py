@@ -44,13 +44,13 @@ def test_tiled_equals_dense_and_the_oracle_on_shipped_models(task):
             assert _key(tiled.solve(lines)) == _key(want), tile
 
 
-@pytest.mark.parametrize("k", [1, 2, 4, 8])
+@pytest.mark.parametrize("k", [1, 4, 8])
 @pytest.mark.parametrize("task", ["addition", "parity", "rule110"])
 def test_tiled_equals_the_pytorch_reference_on_untrained_rules(task, k, tiny_onnx, tiny_checkpoints, reference):
-    """Random weights make arbitrary dynamics (cycles, late changes, no fixed point): every K,
-    tiles of 8 cells, and a cap that some problems hit."""
+    """Random weights make arbitrary dynamics (cycles, late changes, no fixed point): K from 1 to
+    a whole tile, tiles of 8 cells, and a cap that some problems hit."""
     rng = np.random.default_rng(k)
-    lines = _lines(task, rng)[:6]
+    lines = _lines(task, rng)[:5]
     cap = None if task == "rule110" else 40
     with Runtime(str(tiny_onnx[task]), "ort", k=k, tile_from=20, tile=(8, 2), self_test=False) as tiled:
         got = tiled.solve(lines, max_steps=cap)
@@ -83,16 +83,16 @@ def test_rows_stay_bounded_and_tapes_rest_compact():
     from sead.runtime.api import make_engine
 
     calls = []
-    line = "9" * 60_000 + "+1"
+    line = "9" * 20_000 + "+1"
     with Runtime("addition", lambda step: _Recording(make_engine(step, "ort"), calls)) as rt:
         result = rt.solve([line])[0]
         engine = rt.engine
-    assert result.answer == "1" + "0" * 60_000 and result.steps == 60_000
+    assert result.answer == "1" + "0" * 20_000 and result.steps == 20_000
     for problem_shape, _ in calls:
         rows, channels, length = problem_shape
         assert length <= 64 * 64 + 2 * 64 + 1 and rows * length <= max(engine.batch_cells, length)
         assert rows * 64 * length < 2**31  # no tensor, even the widest activation, near int32 indexing
-    # the chain moves one cell a step, so almost every call runs 3 tiles: not the tape's 938
+    # the chain moves one cell a step, so almost every call runs 3 tiles: not the tape's 313
     assert np.median([shape[0] for shape, _ in calls]) <= 3
     tape = TiledTape(np.zeros(1000, np.int8), 20, 8, ring=False)
     assert tape.cells.nbytes + tape.state.nbytes == 2 * 1000  # two bytes per cell at rest
