@@ -2,16 +2,15 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from enum import Enum
-from typing import TextIO
 
 import typer
 
-from sead.runtime.errors import InputError, SeadError
-from sead.runtime.lines import iter_lines, open_binary
+from sead.runtime.errors import InputError
+from sead.runtime.files import Output, open_input, refuse_same_file
+from sead.runtime.lines import iter_lines
+from sead.runtime.tasks import MAX_STEPS
 from .main import app
 
 CHUNK_LINES = 1 << 14
@@ -52,81 +51,80 @@ class _Progress:
 def run(
     model: str = typer.Option("addition", help="A shipped model (addition, parity, rule110) or an .onnx path."),
     engine: Engine = typer.Option(Engine.auto, help="auto picks trt, then ort-cuda, then ort."),
-    input: str = typer.Option("-", "--input", "-i", help="Problem file, one per line ('-': stdin)."),
-    output: str = typer.Option("-", "--output", "-o", help="Answer file ('-': stdout)."),
+    input: str = typer.Option("-", "--input", "-i", help="Problem file, one per line ('-': stdin); a pipe or FIFO too."),
+    output: str = typer.Option("-", "--output", "-o", help="Answer file ('-': stdout), replaced only on success."),
     format: Format = typer.Option(Format.text, "--format", "-f", help="text: one answer per line; jsonl: records."),
     batch_size: int = typer.Option(4096, min=1, help="Problems per engine batch (at most)."),
-    max_steps: int = typer.Option(None, min=0, help="Step cap per problem (default 2 x length + 16)."),
+    max_steps: int = typer.Option(None, min=0, max=MAX_STEPS, help="Step cap per problem (default 2 x length + 16)."),
     skip_invalid: bool = typer.Option(False, help="Answer the valid lines; report each invalid one."),
 ) -> None:
     """Solve problems by iterating the model's step until each state settles.
 
-    Exit status: 0 all answered; 1 some did not converge; 2 invalid input or usage.
+    Exit status: 0 all answered; 1 some did not converge; 2 invalid input, usage or a file that
+    cannot be read or written; 130 interrupted; 141 the output pipe was closed.
 
     Example: printf '123+877\\n99999999+1\\n' | sead run
     """
+    from sead.runtime.model_file import resolve_model
     from sead.runtime.solve import Runtime
 
     source = "<stdin>" if input == "-" else input
-    runtime = Runtime(model, engine.value, batch_size=batch_size)
-    with open_binary(input) as raw, tempfile.TemporaryFile() as spool:
-        stream = raw
-        if input == "-":  # stdin is read twice (validate, then solve): keep a copy on disk, not in memory
-            shutil.copyfileobj(raw, spool)
-            spool.seek(0)
-            stream = spool
-        invalid, total = 0, 0
-        for number, text in iter_lines(stream):
-            total += 1
-            try:
-                runtime.parse(text, number, source)
-            except InputError as exc:
-                invalid += 1
-                if not skip_invalid:
-                    typer.echo(exc.located(), err=True)
-        if invalid and not skip_invalid:
-            typer.echo(f"{source}: {invalid} invalid line(s); nothing was solved", err=True)
-            raise typer.Exit(2)
-        stream.seek(0)
-        try:
-            out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")
-        except OSError as exc:
-            raise SeadError(f"{output}: cannot write the output file ({exc.strerror})") from None
-        try:
-            not_converged = _solve_stream(runtime, stream, source, out, format, max_steps, total)
-        finally:
-            if out is not sys.stdout:
-                out.close()
+    model_path = str(resolve_model(model))
+    with open_input(input) as stream:
+        refuse_same_file(output, {"input": input if input != "-" else 0, "model": model_path})
+        with Output(output) as out:  # made now, so an unwritable output is refused before any work
+            runtime = Runtime(model_path, engine.value, batch_size=batch_size)
+            invalid, total = 0, 0
+            for number, text in iter_lines(stream):
+                total += 1
+                try:
+                    runtime.parse(text, number, source)
+                except InputError as exc:
+                    invalid += 1
+                    if not skip_invalid:
+                        typer.echo(exc.located(), err=True)
+            if invalid and not skip_invalid:
+                typer.echo(f"{source}: {invalid} invalid line(s); nothing was solved", err=True)
+                raise typer.Exit(2)  # the output file is left as it was
+            stream.seek(0)
+            not_converged = _write_answers(runtime, stream, source, out, format, max_steps, total)
     if invalid:
         raise typer.Exit(2)
     if not_converged:
         raise typer.Exit(1)
 
 
-def _solve_stream(runtime, stream, source: str, out: TextIO, fmt: Format, max_steps, total: int) -> int:
+def _solve(runtime, pending: list[tuple[int, str]], source: str, max_steps, progress) -> dict:
+    """The one call into the runtime: {line number: Result or InputError} for a chunk of lines."""
+    parsed, outcome = [], {}
+    for number, text in pending:
+        try:
+            parsed.append((number, runtime.parse(text, number, source)))
+        except InputError as exc:
+            outcome[number] = exc
+    results = runtime.solve_parsed([p for _, p in parsed], max_steps, on_done=progress)
+    outcome.update((number, r) for (number, _), r in zip(parsed, results))
+    return outcome
+
+
+def _write_answers(runtime, stream, source: str, out: Output, fmt: Format, max_steps, total: int) -> int:
+    """Solve the stream chunk by chunk and write each answer in input order. -> not converged."""
     progress = _Progress(total)
     not_converged = 0
     pending: list[tuple[int, str]] = []
 
     def flush() -> None:
         nonlocal not_converged
-        parsed, errors = [], {}
-        for number, text in pending:
-            try:
-                parsed.append(runtime.parse(text, number, source))
-            except InputError as exc:
-                errors[number] = exc
-        results = iter(runtime.solve_parsed(parsed, max_steps, on_done=progress))
+        outcome = _solve(runtime, pending, source, max_steps, progress)
         for number, _ in pending:
-            if number in errors:
-                exc = errors[number]
-                typer.echo(exc.located(), err=True)
-                out.write(json.dumps({"line": number, "error": exc.reason}) + "\n" if fmt is Format.jsonl else "\n")
+            r = outcome[number]
+            if isinstance(r, InputError):
+                typer.echo(r.located(), err=True)
+                out.write(json.dumps({"line": number, "error": r.reason}) + "\n" if fmt is Format.jsonl else "\n")
                 continue
-            r = next(results)
             if not r.converged:
                 not_converged += 1
-                typer.echo(f"{source}:{number}: did not converge within {r.steps} steps", err=True)
+                typer.echo(f"{source}:{number}: did not converge within {plural(r.steps, 'step')}", err=True)
             if fmt is Format.jsonl:
                 out.write(json.dumps({"line": number, "output": r.answer, "steps": r.steps, "converged": r.converged}) + "\n")
             else:
@@ -140,5 +138,8 @@ def _solve_stream(runtime, stream, source: str, out: TextIO, fmt: Format, max_st
     if pending:
         flush()
     progress.close()
-    out.flush()
     return not_converged
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
