@@ -78,6 +78,9 @@ def export(
 
     Example: sead export addition.pt -o addition.onnx
     """
+    from sead.runtime.files import refuse_same_file
+
+    refuse_same_file(str(output or checkpoint.with_suffix(".onnx")), {"checkpoint": str(checkpoint)})  # before torch loads
     _need_torch("export")
     from sead.export.exporter import export_checkpoint
 

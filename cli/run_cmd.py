@@ -66,13 +66,14 @@ def run(
     Example: printf '123+877\\n99999999+1\\n' | sead run
     """
     from sead.runtime.model_file import resolve_model
-    from sead.runtime.solve import Runtime
 
     source = "<stdin>" if input == "-" else input
     model_path = str(resolve_model(model))
+    refuse_same_file(output, {"input": input if input != "-" else 0, "model": model_path})  # before any read
     with open_input(input) as stream:
-        refuse_same_file(output, {"input": input if input != "-" else 0, "model": model_path})
         with Output(output) as out:  # made now, so an unwritable output is refused before any work
+            from sead.runtime.solve import Runtime
+
             runtime = Runtime(model_path, engine.value, batch_size=batch_size)
             invalid, total = 0, 0
             for number, text in iter_lines(stream):

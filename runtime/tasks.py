@@ -204,8 +204,8 @@ class Rule110:
         return f"{bits} {generations}"
 
 
-def _abbrev(text: str, keep: int = 20) -> str:
-    return text if len(text) <= keep else f"{text[:keep]}... ({len(text):,} digits)"
+def _abbrev(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else f"{text[:20]}... ({len(text):,} digits)"
 
 
 def rule110_generation(tape: np.ndarray) -> np.ndarray:
