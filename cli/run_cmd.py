@@ -61,7 +61,7 @@ def run(
     """Solve problems by iterating the model's step until each state settles.
 
     Exit status: 0 all answered; 1 some did not converge; 2 invalid input, usage or a file that
-    cannot be read or written; 130 interrupted; 141 the output pipe was closed.
+    cannot be read or written; 130 interrupted; 141 the output pipe was closed; 143 terminated.
 
     Example: printf '123+877\\n99999999+1\\n' | sead run
     """

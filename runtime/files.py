@@ -86,7 +86,8 @@ class Output:
         self.path, self.binary = str(path), binary
         self.name = "standard output" if self.path == "-" else self.path
         self._stream = None
-        self._tmp: str | None = None
+        self._tmp: str | None = None  # the temporary file, while there is one
+        self._target = ""  # the real path it replaces (a symlink resolved)
 
     def __enter__(self) -> "Output":
         if self.path == "-":
@@ -94,7 +95,7 @@ class Output:
             if self._stream is None:
                 raise OutputError("standard output is closed; give --output FILE")
             return self
-        target = os.path.realpath(self.path)
+        target = self._target = os.path.realpath(self.path)
         st = _stat(target)
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise OutputError(f"{self.path}: is a directory; give a file name")
@@ -131,7 +132,7 @@ class Output:
             if self._tmp is not None:
                 os.fsync(self._stream.fileno())
                 self._stream.close()
-                os.replace(self._tmp, os.path.realpath(self.path))
+                os.replace(self._tmp, self._target)
                 self._tmp = None
             elif self._stream not in (sys.stdout, getattr(sys.stdout, "buffer", None)):
                 self._stream.close()
