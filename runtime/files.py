@@ -139,9 +139,9 @@ class Output:
         except BrokenPipeError:
             self._discard()
             raise
-        except OSError as exc:
+        except OSError as err:  # `exc` is the block's exception, above
             self._discard()
-            raise OutputError(f"{self.name}: cannot write the output ({exc.strerror})") from None
+            raise OutputError(f"{self.name}: cannot write the output ({err.strerror})") from None
 
     def _discard(self) -> None:
         """Close without keeping anything: the temporary file goes, the target stays as it was."""
