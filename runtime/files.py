@@ -99,6 +99,8 @@ class Output:
         st = _stat(target)
         if st is not None and stat.S_ISDIR(st.st_mode):
             raise OutputError(f"{self.path}: is a directory; give a file name")
+        if st is not None and not os.access(target, os.W_OK):  # a rename could replace it; a write could not
+            raise OutputError(f"{self.path}: cannot write the output (Permission denied)")
         try:
             if st is not None and not stat.S_ISREG(st.st_mode):  # /dev/null, a FIFO: write in place
                 self._stream = open(target, "wb" if self.binary else "w", **self._text())
