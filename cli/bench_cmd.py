@@ -3,6 +3,7 @@ same process (a naive PyTorch loop, a plain ONNX Runtime loop, the rule under to
 this machine's roofline. Prints a table; writes JSON and a PNG plot."""
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -44,7 +45,9 @@ def bench(
     """
     from sead.runtime import bench as b
     from sead.runtime import Runtime
+    from sead.runtime.files import Output, check_writable_folder
 
+    check_writable_folder(out)  # refused now, not after minutes of measuring
     runtime = Runtime(model, engine.value)
     task = runtime.metadata.task
     say = lambda msg: print(msg, file=sys.stderr, flush=True)
@@ -73,8 +76,8 @@ def bench(
     lat = b.latency(runtime, b.problem_lines(task, 16, 1)[0])
     report = {"model": runtime.step.path, "task": task, "engine": runtime.engine_name, "costs": costs,
               "machine": machine, "roofline": roof, "latency_16_cells": lat, "rows": rows}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(report, indent=2))
+    with Output(out / "bench.json") as sink:
+        sink.write(json.dumps(report, indent=2))
     typer.echo(_table(report))
     plot = _plot(report, out / "bench.png")
     typer.echo(f"wrote {out / 'bench.json'}" + (f" and {plot}" if plot else " (no plot: pip install matplotlib)"))
@@ -182,6 +185,11 @@ def _plot(report: dict, path: Path) -> Path | None:
     ax2.set(xlabel="tape length (cells)", ylabel="steps", title="steps to the fixed point")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=100)
     plt.close(fig)
+    from sead.runtime.files import Output
+
+    with Output(path, binary=True) as sink:
+        sink.write(png.getvalue())
     return path

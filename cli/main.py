@@ -5,6 +5,8 @@ Heavy packages (torch, onnxruntime, tensorrt) are imported inside the commands t
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
 
 import typer
@@ -44,9 +46,17 @@ def _root(
 from . import bench_cmd, model_cmds, run_cmd  # noqa: E402  (commands register themselves on `app`)
 
 
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports a process it killed
+EXIT_CLOSED_PIPE = 141  # the reader of stdout went away (`sead run | head -1`), as for SIGPIPE
+EXIT_TERMINATED = 143  # SIGTERM, as for a process it killed; outputs are cleaned up first
+
+
 def main() -> None:
-    """Entry point: typer handles usage errors (exit 2); a SeadError becomes one line on stderr
-    and exit 2, unless --debug asks for the traceback."""
+    """Entry point. Exit statuses: 0 done; 1 some problem did not converge (`run`); 2 usage
+    errors (typer) and every SeadError, as one line on stderr unless --debug asks for the
+    traceback; 130 interrupted (SIGINT); 141 the output pipe was closed; 143 terminated (SIGTERM)."""
+    _hold_closed_std_fds()
+    signal.signal(signal.SIGTERM, _terminated)  # unwind, so no temporary output file is left behind
     try:
         app()
     except SeadError as exc:
@@ -54,5 +64,40 @@ def main() -> None:
             raise
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    except KeyboardInterrupt:  # typer turns Ctrl-C into exit 130 itself; this is for the gaps
+        sys.exit(EXIT_INTERRUPTED)
+    except BrokenPipeError:
+        _quiet_closed_pipe()
+    except SystemExit as exc:
+        if isinstance(exc.__context__, BrokenPipeError):  # typer exits 1 on a closed pipe: 1 means "not converged"
+            _quiet_closed_pipe()
+        raise
+
+
+def _terminated(signum, frame) -> None:
+    sys.exit(EXIT_TERMINATED)
+
+
+def _quiet_closed_pipe() -> None:
+    """Nothing more can reach the reader; point stdout at /dev/null so the exit flush is silent."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            os.dup2(devnull, stream.fileno())
+        except (AttributeError, OSError, ValueError):
+            pass
+    sys.exit(EXIT_CLOSED_PIPE)
+
+
+def _hold_closed_std_fds() -> None:
+    """A shell's `<&-` or `>&-` closes fd 0 or 1 (Python then sets sys.stdin or sys.stdout to
+    None, which the commands report). Hold the slot with /dev/null, so that a file opened later
+    (an output's temporary file) is never handed fd 1, where a stray print would land in it."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            held = os.open(os.devnull, os.O_RDWR)
+            if held != fd:
+                os.dup2(held, fd)
+                os.close(held)

@@ -8,7 +8,9 @@ from pathlib import Path
 import typer
 
 from sead.runtime.errors import SeadError
+from sead.runtime.tasks import MAX_STEPS
 from .main import app
+from .run_cmd import plural
 
 
 class TaskName(str, Enum):
@@ -39,7 +41,7 @@ def train(
     task: TaskName = typer.Argument(..., help="addition, parity or rule110"),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write."),
     seed: int = typer.Option(0, help="Random seed; training is deterministic for a seed."),
-    steps: int = typer.Option(None, help="Optimizer steps (default: the task's recipe)."),
+    steps: int = typer.Option(None, min=1, help="Optimizer steps (default: the task's recipe)."),
     minutes: float = typer.Option(15.0, help="Stop early after this many minutes."),
     lengths: str = typer.Option("16,100,1000", help="Lengths of the generalization table printed at the end."),
 ) -> None:
@@ -48,19 +50,22 @@ def train(
     Example: sead train parity --out parity.pt --seed 1
     """
     _need_torch("train")
-    from sead.train.checkpoint import save_checkpoint
+    from sead.runtime.files import Output
+    from sead.train.checkpoint import checkpoint_bytes
     from sead.train.evaluate import evaluate, format_table
+    from sead.train.loop import train as run_training
     from sead.train.recipes import recipe
 
     cfg = recipe(task.value, seed=seed, steps=steps, max_minutes=minutes)
-    from sead.train.loop import train as run_training
-
-    model, record = run_training(cfg)
-    rows = evaluate(model, _lengths(lengths), max_problems=64)
-    record["generalization"] = [dict(vars(r)) for r in rows]
-    save_checkpoint(out, model, record)
+    table_lengths = _lengths(lengths)
+    with Output(out, binary=True) as sink:  # an unwritable --out is refused before training, not after
+        model, record = run_training(cfg)
+        rows = evaluate(model, table_lengths, max_problems=64)
+        record["generalization"] = [dict(vars(r)) for r in rows]
+        sink.write(checkpoint_bytes(model, record))
     typer.echo(format_table(rows))
-    typer.echo(f"wrote {out} ({model.num_parameters()} parameters, {record['steps_done']} steps, {record['seconds']} s)")
+    typer.echo(f"wrote {out} ({model.num_parameters()} parameters, {plural(record['steps_done'], 'step')}, "
+               f"{record['seconds']} s)")
 
 
 @app.command()
@@ -73,6 +78,9 @@ def export(
 
     Example: sead export addition.pt -o addition.onnx
     """
+    from sead.runtime.files import refuse_same_file
+
+    refuse_same_file(str(output or checkpoint.with_suffix(".onnx")), {"checkpoint": str(checkpoint)})  # before torch loads
     _need_torch("export")
     from sead.export.exporter import export_checkpoint
 
@@ -108,9 +116,9 @@ def inspect(
 def eval_(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `sead train`."),
     lengths: str = typer.Option("16,100,1000", help="Comma-separated tape lengths, e.g. 16,1000,1000000."),
-    problems: int = typer.Option(256, help="At most this many problems per length and family."),
+    problems: int = typer.Option(256, min=1, help="At most this many problems per length and family."),
     seed: int = typer.Option(0),
-    max_steps: int = typer.Option(None, help="Step cap (default 2 x length + 16)."),
+    max_steps: int = typer.Option(None, min=1, max=MAX_STEPS, help="Step cap (default 2 x length + 16)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
 ) -> None:
     """Exact-match accuracy against exact oracles, with steps used, per length and family.

@@ -1,18 +1,17 @@
 """`sead run`: answer a file of problems with an exported model. numpy + engines only, no torch."""
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 from collections import deque
-import sys
-import tempfile
 from enum import Enum
-from typing import TextIO
 
 import typer
 
-from sead.runtime.errors import InputError, QueueFull, SeadError
-from sead.runtime.lines import iter_lines, open_binary
+from sead.runtime.errors import InputError, QueueFull
+from sead.runtime.files import Output, open_input, refuse_same_file
+from sead.runtime.lines import iter_lines
+from sead.runtime.tasks import MAX_STEPS
 from .main import app
 
 CHUNK_LINES = 1 << 14
@@ -34,59 +33,53 @@ class Format(str, Enum):
 def run(
     model: str = typer.Option("addition", help="A shipped model (addition, parity, rule110) or an .onnx path."),
     engine: Engine = typer.Option(Engine.auto, help="auto picks trt, then ort-cuda, then ort."),
-    input: str = typer.Option("-", "--input", "-i", help="Problem file, one per line ('-': stdin)."),
-    output: str = typer.Option("-", "--output", "-o", help="Answer file ('-': stdout)."),
+    input: str = typer.Option("-", "--input", "-i", help="Problem file, one per line ('-': stdin); a pipe or FIFO too."),
+    output: str = typer.Option("-", "--output", "-o", help="Answer file ('-': stdout), replaced only on success."),
     format: Format = typer.Option(Format.text, "--format", "-f", help="text: one answer per line; jsonl: records."),
     batch_size: int = typer.Option(4096, min=1, help="Problems per engine batch (at most)."),
-    max_steps: int = typer.Option(None, min=0, help="Step cap per problem (default 2 x length + 16)."),
+    max_steps: int = typer.Option(None, min=0, max=MAX_STEPS, help="Step cap per problem (default 2 x length + 16)."),
     skip_invalid: bool = typer.Option(False, help="Answer the valid lines; report each invalid one."),
 ) -> None:
     """Solve problems by iterating the model's step until each state settles.
 
-    Exit status: 0 all answered; 1 some did not converge; 2 invalid input or usage.
+    Exit status: 0 all answered; 1 some did not converge; 2 invalid input, usage or a file that
+    cannot be read or written; 130 interrupted; 141 the output pipe was closed; 143 terminated.
 
     Example: printf '123+877\\n99999999+1\\n' | sead run
     """
-    from sead.runtime import Runtime
+    from sead.runtime.model_file import resolve_model
 
     source = "<stdin>" if input == "-" else input
-    runtime = Runtime(model, engine.value, max_batch_rows=batch_size)
-    with open_binary(input) as raw, tempfile.TemporaryFile() as spool:
-        stream = raw
-        if input == "-":  # stdin is read twice (validate, then solve): keep a copy on disk, not in memory
-            shutil.copyfileobj(raw, spool)
-            spool.seek(0)
-            stream = spool
-        invalid, total = 0, 0
-        for number, text in iter_lines(stream):
-            total += 1
-            try:
-                runtime.limits([runtime.parse(text, number, source)], max_steps, number, source)
-            except InputError as exc:
-                invalid += 1
-                if not skip_invalid:
-                    typer.echo(exc.located(), err=True)
-        if invalid and not skip_invalid:
-            typer.echo(f"{source}: {invalid} invalid line(s); nothing was solved", err=True)
-            raise typer.Exit(2)
-        stream.seek(0)
-        try:
-            out = sys.stdout if output == "-" else open(output, "w", encoding="utf-8")
-        except OSError as exc:
-            raise SeadError(f"{output}: cannot write the output file ({exc.strerror})") from None
-        try:
-            not_converged = _solve_stream(runtime, stream, source, out, format, max_steps, total)
-        finally:
-            if out is not sys.stdout:
-                out.close()
+    model_path = str(resolve_model(model))
+    refuse_same_file(output, {"input": input if input != "-" else 0, "model": model_path})  # before any read
+    with open_input(input) as stream, contextlib.ExitStack() as stack:
+        with Output(output) as out:  # made now, so an unwritable output is refused before any work
+            from sead.runtime import Runtime
+
+            runtime = stack.enter_context(Runtime(model_path, engine.value, max_batch_rows=batch_size))
+            invalid, total = 0, 0
+            for number, text in iter_lines(stream):
+                total += 1
+                try:
+                    runtime.limits([runtime.parse(text, number, source)], max_steps, number, source)
+                except InputError as exc:
+                    invalid += 1
+                    if not skip_invalid:
+                        typer.echo(exc.located(), err=True)
+            if invalid and not skip_invalid:
+                typer.echo(f"{source}: {invalid} invalid line(s); nothing was solved", err=True)
+                raise typer.Exit(2)  # the output file is left as it was
+            stream.seek(0)
+            not_converged = _write_answers(runtime, stream, source, out, format, max_steps, total)
     if invalid:
         raise typer.Exit(2)
     if not_converged:
         raise typer.Exit(1)
 
 
-def _solve_stream(runtime, stream, source: str, out: TextIO, fmt: Format, max_steps, total: int) -> int:
-    """Answer the (validated) lines of `stream` in order, two chunks in flight. -> unconverged count."""
+def _write_answers(runtime, stream, source: str, out: Output, fmt: Format, max_steps, total: int) -> int:
+    """Answer the (validated) lines of `stream` in input order, two chunks in flight, so the
+    engine never waits for the writer. -> how many did not converge."""
     from .progress import RunProgress
 
     not_converged = 0
@@ -99,13 +92,13 @@ def _solve_stream(runtime, stream, source: str, out: TextIO, fmt: Format, max_st
                 p = runtime.parse(text, number, source)
                 runtime.limits([p], max_steps, number, source)
                 parsed.append(p)
-            except InputError as exc:
+            except InputError as exc:  # only with --skip-invalid: the others stopped at validation
                 errors[number] = exc
         while True:
             try:
                 in_flight.append((chunk, errors, runtime.submit_parsed(parsed, max_steps)))
                 return
-            except QueueFull:  # wait for our own earlier chunk, then retry
+            except QueueFull:  # our own earlier chunk fills the queue: write it, then retry
                 if not in_flight:
                     raise
                 write(*in_flight.popleft())
@@ -115,15 +108,14 @@ def _solve_stream(runtime, stream, source: str, out: TextIO, fmt: Format, max_st
         results = iter(future.result())
         for number, _ in chunk:
             if number in errors:
-                exc = errors[number]
-                typer.echo(exc.located(), err=True)
-                out.write(json.dumps({"line": number, "error": exc.reason}) + "\n" if fmt is Format.jsonl else "\n")
+                r = errors[number]
+                typer.echo(r.located(), err=True)
+                out.write(json.dumps({"line": number, "error": r.reason}) + "\n" if fmt is Format.jsonl else "\n")
                 continue
             r = next(results)
             if not r.converged:
                 not_converged += 1
-                typer.echo(f"{source}:{number}: did not converge within {r.steps:,} step{'s' * (r.steps != 1)}",
-                           err=True)
+                typer.echo(f"{source}:{number}: did not converge within {plural(r.steps, 'step')}", err=True)
             if fmt is Format.jsonl:
                 out.write(json.dumps({"line": number, "output": r.answer, "steps": r.steps, "converged": r.converged}) + "\n")
             else:
@@ -142,5 +134,8 @@ def _solve_stream(runtime, stream, source: str, out: TextIO, fmt: Format, max_st
             submit(chunk)
         while in_flight:
             write(*in_flight.popleft())
-    out.flush()
     return not_converged
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"

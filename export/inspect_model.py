@@ -4,9 +4,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 
-import numpy as np
-
-from sead.runtime.model_file import load_step_model
+from sead.runtime.model_file import load_step_model, parameter_count
 
 
 def _dims(value_info) -> list:
@@ -14,6 +12,7 @@ def _dims(value_info) -> list:
 
 
 def inspect_model(name_or_path: str) -> dict:
+    """Loading runs every check of load_step_model, the ONNX checker's full check included."""
     step = load_step_model(name_or_path)
     g = step.proto.graph
     return {
@@ -23,5 +22,5 @@ def inspect_model(name_or_path: str) -> dict:
         "inputs": {i.name: _dims(i) for i in g.input},
         "outputs": {o.name: _dims(o) for o in g.output},
         "operators": dict(sorted(collections.Counter(n.op_type for n in g.node).items())),
-        "parameters": int(sum(np.prod(t.dims) for t in g.initializer if "." in t.name)),
+        "parameters": parameter_count(step.proto),
     }

@@ -50,13 +50,16 @@ def compare_step(model: SEAD, session, x: torch.Tensor, state: torch.Tensor, wha
         want_state = model.step(x, state)
         want_logits = model.readout(x, state)
     got_state, got_logits = session.run(["next_state", "logits"], {"problem": x.numpy(), "state": state.numpy()})
+    for name, values in (("pre-activation", pre.numpy()), ("logits", want_logits.numpy()), ("ONNX logits", got_logits)):
+        if not np.isfinite(values).all():  # NaN compares unequal to everything, so it never passes
+            raise ExportMismatch(f"{what}: the {name} hold {int((~np.isfinite(values)).sum())} NaN or infinite values")
     differ = got_state != want_state.numpy()
-    real = differ & (np.abs(pre.numpy()) > ROUNDING)
+    real = differ & ~(np.abs(pre.numpy()) <= ROUNDING)  # written so that a NaN pre-activation counts as real
     if real.any():
         raise ExportMismatch(f"{what}: next_state differs in {int(real.sum())} of {differ.size} values "
                              f"(max |pre-activation| there {float(np.abs(pre.numpy())[real].max()):.3g})")
     logit_err = float(np.abs(got_logits - want_logits.numpy()).max())
-    if logit_err > LOGIT_TOL:
+    if not logit_err <= LOGIT_TOL:  # NaN fails this test, unlike `logit_err > LOGIT_TOL`
         raise ExportMismatch(f"{what}: logits differ by up to {logit_err:.3g} (tolerance {LOGIT_TOL})")
     return {"what": what, "rounding_flips": int(differ.sum()), "max_logit_error": logit_err}
 

@@ -19,9 +19,9 @@ from typing import Iterable, Iterator
 
 from .batching import Scheduler
 from .errors import EngineUnavailable, InputError, ModelFileError, QueueFull, RuntimeClosed, SeadError
-from .loop import DEFAULT_MAX_GENERATIONS, MAX_STEPS, Limits, Result, default_step_cap
+from .loop import DEFAULT_MAX_GENERATIONS, Limits, Result, default_step_cap
 from .model_file import StepModel, load_step_model
-from .tasks import Parsed, get_task
+from .tasks import MAX_STEPS, Parsed, get_task
 from .tiles import RUN_TILES, TILE
 
 ENGINES = ("auto", "ort", "ort-cuda", "trt")
@@ -92,15 +92,16 @@ class Runtime:
     def __enter__(self) -> "Runtime":
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc) -> None:
+        self.close(cancel=exc_type is not None)  # leaving on an error or Ctrl-C: no need to finish
 
-    def close(self) -> None:
-        """Finish what was submitted, then release the workers and the engine. Idempotent."""
+    def close(self, cancel: bool = False) -> None:
+        """Finish what was submitted (or, with cancel, drop what has not started: those requests
+        fail with RuntimeClosed), then release the workers and the engine. Idempotent."""
         if getattr(self, "closed", True):  # closed, or __init__ failed before the workers started
             return
         self.closed = True
-        self.scheduler.close()
+        self.scheduler.close(cancel)
         self.engine.close()
 
     def __del__(self):

@@ -98,7 +98,7 @@ class Scheduler:
         self.tapes: set[TapeJob] = set()
         self.queued_cells = self.queued_problems = 0
         self.running = self.running_resumed = 0  # workers busy; of those, on resumed work
-        self.closed = False
+        self.closed = self.cancelled = False
         self.listeners: list[Callable[[int, int], None]] = []
         # cell_updates: cells x steps of the problems solved; tile_cell_steps: cells x steps the engine
         # ran for tiled tapes (halos included), which is what skipping inactive tiles saves on
@@ -137,11 +137,21 @@ class Scheduler:
             self.cond.notify_all()
         return request.future
 
-    def close(self) -> None:
-        """Finish everything submitted, then stop the workers."""
+    def close(self, cancel: bool = False) -> None:
+        """Finish everything submitted, then stop the workers. cancel: drop what has not started
+        (its requests fail with RuntimeClosed) and stop at the end of each running time slice."""
         with self.cond:
             self.closed = True
+            self.cancelled = cancel
+            dropped = set()
+            if cancel:
+                dropped = {w.request for q in self.buckets.values() for w in q}
+                dropped |= {r for _, work in self.ready for r in work.requests}
+                self.buckets.clear()
+                self.bucket_cells.clear()
+                self.ready.clear()
             self.cond.notify_all()
+        self._fail(dropped, RuntimeClosed("the runtime was closed before this request finished"))
         for t in self.threads:
             t.join()
 
@@ -254,6 +264,9 @@ class Scheduler:
             with self.cond:
                 self.running -= 1
                 self.running_resumed -= work.resumed
-                for item in follow:
-                    self._push(item)
+                if not self.cancelled:
+                    for item in follow:
+                        self._push(item)
                 self.cond.notify_all()
+            if follow and self.cancelled:
+                self._fail(work.requests, RuntimeClosed("the runtime was closed before this request finished"))

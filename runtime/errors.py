@@ -24,6 +24,11 @@ class ModelFileError(SeadError):
     """A checkpoint or .onnx file that is missing, unreadable, unsafe or of an unknown format."""
 
 
+class OutputError(SeadError):
+    """An output that cannot be written (a missing folder, a full disk, a closed stream), or one
+    that would overwrite an input."""
+
+
 class EngineUnavailable(SeadError):
     """An engine whose package or device is missing on this machine. `quiet`: only its package is
     missing, so `--engine auto` moves on without a word; otherwise auto says why it moved on."""

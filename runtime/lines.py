@@ -1,14 +1,13 @@
 """Problem files: one problem per line, read in bounded memory.
 
 A final newline is not a line; a blank line anywhere else is an invalid problem; Windows line
-endings are accepted. Lines are numbered from 1.
+endings are accepted, and so is a UTF-8 byte-order mark at the start. Lines are numbered from 1.
 """
 from __future__ import annotations
 
-import io
 from typing import BinaryIO, Iterator
 
-from .errors import InputError
+BOM = b"\xef\xbb\xbf"
 
 
 def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
@@ -16,21 +15,11 @@ def iter_lines(stream: BinaryIO) -> Iterator[tuple[int, str]]:
     number = 0
     for raw in stream:
         number += 1
+        if number == 1 and raw.startswith(BOM):
+            raw = raw[len(BOM):]
         if raw.endswith(b"\n"):
             raw = raw[:-1]
         if raw.endswith(b"\r"):
             raw = raw[:-1]
         # bytes that are not UTF-8 become U+FFFD, which every task rejects by position
         yield number, raw.decode("utf-8", errors="replace")
-
-
-def open_binary(path: str) -> BinaryIO:
-    """'-' is standard input."""
-    import sys
-
-    if path == "-":
-        return sys.stdin.buffer
-    try:
-        return io.open(path, "rb")
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the input file ({exc.strerror})") from None

@@ -29,7 +29,6 @@ from .tiles import RUN_TILES, TILE, TiledTape
 
 DEEPEN_BELOW_CELLS = 1 << 15  # below this many cells a call's launch cost dwarfs a step: deepen freely
 DEFAULT_MAX_GENERATIONS = 1_000_000  # a generations task's step cap unless max_steps says otherwise
-MAX_STEPS = 10**12  # no step cap or generation count beyond this is accepted
 
 
 class Result(NamedTuple):

