@@ -7,3 +7,10 @@ until the state settles).
     sead.cli      the `sead` command line
 """
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):  # TEMPORARY API SHIM (serve branch): `from sead import Runtime, Result`
+    if name in ("Runtime", "Result"):
+        from . import runtime
+        return getattr(runtime, name)
+    raise AttributeError(name)

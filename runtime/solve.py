@@ -10,14 +10,17 @@ with no answer. Finished problems leave the batch when they are half of it.
 """
 from __future__ import annotations
 
+import asyncio
 import itertools
-from concurrent.futures import ThreadPoolExecutor, as_completed
+import os
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 import math
 from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
-from .errors import EngineUnavailable, InputError, SeadError
+from .errors import EngineUnavailable, InputError, QueueFull, RuntimeClosed, SeadError
 from .model_file import StepModel, load_step_model
 from .tasks import Parsed, get_task
 
@@ -76,7 +79,8 @@ class Runtime:
     each use their own buffers."""
 
     def __init__(self, model: str = "addition", engine: str = "auto", k: int | None = None,
-                 batch_size: int = DEFAULT_BATCH_SIZE, max_batch_cells: int = DEFAULT_MAX_BATCH_CELLS):
+                 batch_size: int = DEFAULT_BATCH_SIZE, max_batch_cells: int = DEFAULT_MAX_BATCH_CELLS,
+                 max_wait_ms: float = 2.0, max_queue_cells: int = 1 << 24, workers: int | None = None):
         self.step = load_step_model(model)
         self.metadata = self.step.metadata
         self.task = get_task(self.metadata.task)
@@ -84,9 +88,75 @@ class Runtime:
         self.engine_name = self.engine.name
         self.batch_size = batch_size
         self.max_batch_cells = max_batch_cells
+        # TEMPORARY API SHIM (serve branch): a plain pool instead of the real batching front
+        self.max_queue_cells = max_queue_cells
+        self._pool = ThreadPoolExecutor(workers or os.cpu_count() or 1, thread_name_prefix="sead-shim")
+        self._lock = threading.Lock()
+        self._closed = False
+        self._listeners: list = []
+        self._stats = dict(queued_cells=0, queued_problems=0, in_flight_problems=0, batches=0,
+                           problems_solved=0, cell_updates=0)
+
+    # -- TEMPORARY API SHIM (serve branch): submit / solve_async / close / stats -------------------
+    def submit(self, lines: Iterable[str], max_steps: int | None = None) -> Future:
+        self._check_open()
+        parsed = [self.parse(line, i) for i, line in enumerate(lines, 1)]
+        cells = sum(p.length for p in parsed)
+        with self._lock:
+            if self._stats["queued_cells"] + cells > self.max_queue_cells:
+                raise QueueFull(f"the queue holds {self._stats['queued_cells']} cells; {cells} more would "
+                                f"exceed max_queue_cells={self.max_queue_cells}")
+            self._stats["queued_cells"] += cells
+            self._stats["queued_problems"] += len(parsed)
+            return self._pool.submit(self._run_submitted, parsed, cells, max_steps)
+
+    def _run_submitted(self, parsed: list[Parsed], cells: int, max_steps: int | None) -> list[Result]:
+        with self._lock:
+            self._stats["queued_problems"] -= len(parsed)
+            self._stats["in_flight_problems"] += len(parsed)
+        try:
+            results = self.solve_parsed(parsed, max_steps)
+        finally:
+            with self._lock:
+                self._stats["queued_cells"] -= cells
+                self._stats["in_flight_problems"] -= len(parsed)
+        with self._lock:
+            self._stats["batches"] += 1
+            self._stats["problems_solved"] += len(parsed)
+            self._stats["cell_updates"] += sum(p.length * r.steps for p, r in zip(parsed, results))
+        for fn in list(self._listeners):
+            fn(len(parsed), cells)
+        return results
+
+    async def solve_async(self, lines: Iterable[str], max_steps: int | None = None) -> list[Result]:
+        return await asyncio.wrap_future(self.submit(lines, max_steps))
+
+    def stats(self) -> dict:
+        self._check_open()
+        with self._lock:
+            return dict(self._stats)
+
+    def add_batch_listener(self, fn) -> None:
+        self._check_open()
+        self._listeners.append(fn)
+
+    def close(self) -> None:
+        self._closed = True
+        self._pool.shutdown(wait=True)
+
+    def __enter__(self) -> "Runtime":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeClosed("the runtime is closed")
 
     # -- parsing -------------------------------------------------------------------------------
     def parse(self, line: str, number: int | None = None, source: str | None = None) -> Parsed:
+        self._check_open()
         try:
             return self.task.parse(line)
         except InputError as exc:
@@ -95,6 +165,7 @@ class Runtime:
     # -- solving -------------------------------------------------------------------------------
     def solve(self, lines: Iterable[str], max_steps: int | None = None) -> list[Result]:
         """Solve problem texts; raises InputError (with its 1-based line number) on a bad one."""
+        self._check_open()
         parsed = [self.parse(line, i) for i, line in enumerate(lines, 1)]
         return self.solve_parsed(parsed, max_steps)
 
