@@ -41,7 +41,7 @@ def _root(
     state["debug"] = debug
 
 
-from . import bench_cmd, model_cmds, run_cmd  # noqa: E402  (commands register themselves on `app`)
+from . import bench_cmd, model_cmds, run_cmd, serve_cmd  # noqa: E402  (commands register themselves on `app`)
 
 
 def main() -> None:
