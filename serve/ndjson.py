@@ -70,43 +70,55 @@ def response(service: Service, request, max_steps: int | None, start: float) -> 
 async def _read_groups(request, service: Service, groups: asyncio.Queue) -> None:
     """Body -> groups of [index, text, error] entries on `groups`, then _END or a _Fatal."""
     cfg = service.config
-    line_limit = cfg.max_line_length + 2
-    buf, size, index = bytearray(), 0, 0
+    buf, size, group, chars = bytearray(), 0, [], 0
+
+    def add(raw: bytes) -> None:
+        nonlocal group, chars
+        index = _index(group, groups_sent)
+        if len(raw) > cfg.max_line_length + 2:  # + the JSON quotes
+            raise _Fatal(index, f"problem {index} is over the limit of {cfg.max_line_length} characters")
+        if index >= cfg.max_problems:
+            raise _Fatal(index, f"more than {cfg.max_problems} problems; the limit is per stream")
+        group.append(_entry(index, raw))
+        chars += len(raw)
+        if len(group) >= GROUP_LINES or chars >= cfg.max_queue_cells // 4:
+            flush()
+
+    def flush() -> None:
+        nonlocal group, chars
+        if group:
+            groups.put_nowait(group)
+            groups_sent[0] += len(group)
+            group, chars = [], 0
+
+    groups_sent = [0]  # problems already in sent groups
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > cfg.max_body_bytes:
-                raise _Fatal(index, f"the body is over the limit of {cfg.max_body_bytes} bytes")
+                raise _Fatal(_index(group, groups_sent), f"the body is over the limit of {cfg.max_body_bytes} bytes")
             buf += chunk
             *lines, rest = buf.split(b"\n")
             buf = bytearray(rest)
-            group, chars = [], 0
             for raw in lines:
-                raw = raw.strip()
-                if not raw:
-                    continue
-                if len(raw) > line_limit:
-                    raise _Fatal(index, f"problem {index} is over the limit of {cfg.max_line_length} characters")
-                if index >= cfg.max_problems:
-                    raise _Fatal(index, f"more than {cfg.max_problems} problems; the limit is per stream")
-                group.append(_entry(index, raw))
-                index, chars = index + 1, chars + len(raw)
-                if len(group) >= GROUP_LINES or chars >= cfg.max_queue_cells // 4:
-                    groups.put_nowait(group)
-                    group, chars = [], 0
-            if group:
-                groups.put_nowait(group)
-            if len(buf) > line_limit:
-                raise _Fatal(index, f"problem {index} is over the limit of {cfg.max_line_length} characters")
+                if raw.strip():
+                    add(raw.strip())
+            flush()  # answer what has arrived before waiting for more
+            if len(buf) > cfg.max_line_length + 2:
+                add(bytes(buf))  # fails: the line is already too long
         if buf.strip():  # a last line without a newline
-            if index >= cfg.max_problems:
-                raise _Fatal(index, f"more than {cfg.max_problems} problems; the limit is per stream")
-            groups.put_nowait([_entry(index, bytes(buf.strip()))])
+            add(bytes(buf.strip()))
+        flush()
         groups.put_nowait(_END)
     except _Fatal as fatal:
+        flush()
         groups.put_nowait(fatal)
     except ClientDisconnect:
         groups.put_nowait(_END)
+
+
+def _index(group: list, groups_sent: list) -> int:
+    return groups_sent[0] + len(group)
 
 
 def _entry(index: int, raw: bytes) -> list:

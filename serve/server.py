@@ -4,7 +4,10 @@ uvicorn stops accepting connections, lets in-flight requests finish (up to drain
 app closes the runtime, and the process exits 0."""
 from __future__ import annotations
 
+import contextlib
 import logging
+import signal
+import threading
 
 from sead.runtime.errors import SeadError
 
@@ -20,6 +23,27 @@ def require_serve_extra() -> None:
         raise SeadError(f"sead serve needs the 'serve' extra ({exc.name} is missing): pip install 'sead[serve]'") from None
 
 
+def _server_class():
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self):
+            """uvicorn's, less the end: after a graceful shutdown it re-raises the signal, so the
+            process would die by SIGTERM; a drained `sead serve` exits 0 instead."""
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
+
+    return Server
+
+
 def serve(config: ServeConfig) -> None:
     """Serve until SIGTERM / Ctrl-C; raises SeadError if the model cannot be loaded."""
     require_serve_extra()
@@ -29,7 +53,7 @@ def serve(config: ServeConfig) -> None:
 
     app = create_app(config)
     service = app.state.service
-    server = uvicorn.Server(uvicorn.Config(
+    server = _server_class()(uvicorn.Config(
         app, host=config.host, port=config.port, access_log=False, log_level="info",
         timeout_graceful_shutdown=max(1, round(config.drain_seconds))))
     log = logging.getLogger("uvicorn.error")
