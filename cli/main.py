@@ -44,9 +44,20 @@ def _root(
 from . import bench_cmd, model_cmds, run_cmd, serve_cmd  # noqa: E402  (commands register themselves on `app`)
 
 
+def _ray_address(args: list[str]) -> list[str]:
+    """`--ray` takes an optional ADDRESS, which click options cannot: alone, it becomes `--ray default`."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("default")
+    return out
+
+
 def main() -> None:
     """Entry point: typer handles usage errors (exit 2); a SeadError becomes one line on stderr
     and exit 2, unless --debug asks for the traceback."""
+    sys.argv[1:] = _ray_address(sys.argv[1:])
     try:
         app()
     except SeadError as exc:

@@ -58,6 +58,9 @@ def run(
     batch_size: int = typer.Option(4096, min=1, help="Problems per engine batch (at most)."),
     max_steps: int = typer.Option(None, min=0, help="Step cap per problem (default 2 x length + 16)."),
     skip_invalid: bool = typer.Option(False, help="Answer the valid lines; report each invalid one."),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Solve on Ray: alone, RAY_ADDRESS or a new "
+                            "local instance; 'auto', HOST:PORT or ray://HOST:10001 for a cluster. Needs sead[ray]."),
+    ray_actors: int = typer.Option(None, min=1, help="With --ray: actors, one CPU each (default: the cluster's CPUs)."),
 ) -> None:
     """Solve problems by iterating the model's step until each state settles.
 
@@ -65,6 +68,10 @@ def run(
 
     Example: printf '123+877\\n99999999+1\\n' | sead run
     """
+    if ray is not None:  # the same command, solved on a Ray cluster
+        from .ray_run import run_on_ray
+        return run_on_ray(ray, model, engine.value, input, output, format is Format.jsonl, max_steps, skip_invalid,
+                          ray_actors)
     from sead.runtime.solve import Runtime
 
     source = "<stdin>" if input == "-" else input
