@@ -275,3 +275,23 @@ def test_a_model_that_cannot_load_is_one_line_and_exit_2(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "no such model file" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_serve_imports_no_torch_and_only_the_public_runtime_api():
+    import ast
+    from pathlib import Path
+
+    import sead.serve
+
+    probe = ("import sys; import sead.cli.main, sead.serve.app, sead.serve.server, sead.serve.ray_data; "
+             "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    public = {"sead": {"Runtime", "Result"}, "sead.runtime": {"Runtime", "Result"},
+              "sead.runtime.errors": {"SeadError", "InputError", "QueueFull", "RuntimeClosed"}}
+    for path in Path(sead.serve.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sead":
+                assert node.module in public, f"{path.name} imports {node.module}"
+                assert {a.name for a in node.names} <= public[node.module], f"{path.name}: {ast.unparse(node)}"
+            assert not (isinstance(node, ast.Import) and any(a.name.startswith("sead") for a in node.names))
