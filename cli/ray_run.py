@@ -20,20 +20,14 @@ def run_on_ray(address: str, model: str, engine: str, input: str, output: str, j
 
     ray_data.require_ray()
     source = "<stdin>" if input == "-" else input
-    with Runtime(model, "ort") as checker, open_binary(input) as raw, tempfile.TemporaryFile() as spool:
+    with open_binary(input) as raw, tempfile.TemporaryFile() as spool:
         stream = raw
         if input == "-":  # read twice: validate here, then solve on the cluster
             shutil.copyfileobj(raw, spool)
             spool.seek(0)
             stream = spool
-        invalid = 0
-        for number, text in iter_lines(stream):
-            try:
-                checker.parse(text, number, source)
-            except InputError as exc:
-                invalid += 1
-                if not skip_invalid:
-                    typer.echo(exc.located(), err=True)
+        with Runtime(model, "ort") as checker:  # only to validate: the actors load their own
+            invalid = _validate(checker, stream, source, skip_invalid)
         if invalid and not skip_invalid:
             typer.echo(f"{source}: {invalid} invalid line(s); nothing was solved", err=True)
             raise typer.Exit(2)
@@ -54,6 +48,19 @@ def run_on_ray(address: str, model: str, engine: str, input: str, output: str, j
         raise typer.Exit(2)
     if not_converged:
         raise typer.Exit(1)
+
+
+def _validate(checker, stream, source: str, skip_invalid: bool) -> int:
+    """-> the number of invalid lines, each reported unless skip_invalid (then they are reported in place)."""
+    invalid = 0
+    for number, text in iter_lines(stream):
+        try:
+            checker.parse(text, number, source)
+        except InputError as exc:
+            invalid += 1
+            if not skip_invalid:
+                typer.echo(exc.located(), err=True)
+    return invalid
 
 
 def _write(out, rec: dict, source: str, jsonl: bool) -> int:

@@ -129,7 +129,7 @@ def create_app(config: ServeConfig, runtime=None) -> FastAPI:
         responses={200: {"content": {NDJSON: {"schema": {"type": "string", "description": ndjson.RESPONSE_DOC}}}},
                    **{s: {"model": ErrorBody} for s in (400, 413, 415, 422, 429, 503)}})
     async def solve(request: Request, max_steps: int | None = Query(
-            None, ge=0, le=2**31 - 1, description="NDJSON only: the step cap (JSON bodies carry max_steps)")):
+            None, ge=0, le=2**31 - 1, description="The step cap per problem (a JSON body's max_steps wins)")):
         """JSON: every problem is validated first; one invalid problem -> 400 listing each, nothing solved.
         NDJSON: one JSON string per line in, one record per problem out, in order."""
         mode = "ndjson" if media_type(request) == NDJSON else "json"
@@ -138,7 +138,7 @@ def create_app(config: ServeConfig, runtime=None) -> FastAPI:
             if mode == "ndjson":
                 outcome = None  # a stream counts itself when it ends
                 return ndjson.response(service, request, max_steps, start)
-            return await solve_json(service, request)
+            return await solve_json(service, request, max_steps)
         except ApiError as exc:
             outcome = exc.code
             return exc.response()
@@ -150,7 +150,8 @@ def create_app(config: ServeConfig, runtime=None) -> FastAPI:
     return app
 
 
-async def solve_json(service: Service, request: Request) -> Response:
+async def solve_json(service: Service, request: Request, max_steps: int | None) -> Response:
+    """max_steps: the query parameter's; the body's wins."""
     cfg, metrics = service.config, service.metrics
     rt = service.ready_runtime()
     if media_type(request) not in ("", JSON):
@@ -159,7 +160,7 @@ async def solve_json(service: Service, request: Request) -> Response:
     big = len(body) > OFFLOAD_CHARS
     req = await asyncio.to_thread(parse_request, body, cfg) if big else parse_request(body, cfg)
     try:
-        results = await submit(rt, req.problems, req.max_steps, big)
+        results = await submit(rt, req.problems, req.max_steps if req.max_steps is not None else max_steps, big)
     except ApiError as exc:
         invalid = len(exc.extra.get("invalid", ()))
         if invalid:

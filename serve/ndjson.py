@@ -46,7 +46,7 @@ class _Fatal(Exception):
         self.index, self.message = index, message
 
     def record(self) -> str:
-        return json.dumps({"index": self.index, "error": self.message, "fatal": True}) + "\n"
+        return _dumps({"index": self.index, "error": self.message, "fatal": True}) + "\n"
 
 
 class DuplexStream(StreamingResponse):
@@ -121,6 +121,10 @@ def _index(group: list, groups_sent: list) -> int:
     return groups_sent[0] + len(group)
 
 
+def _dumps(record: dict) -> str:
+    return json.dumps(record, separators=(",", ":"))
+
+
 def _entry(index: int, raw: bytes) -> list:
     try:
         text = json.loads(raw)
@@ -180,11 +184,11 @@ async def _records(service: Service, runtime, request, max_steps: int | None, st
             for index, _, error in group:
                 if error is not None:
                     metrics.problems.labels("invalid").inc()
-                    out.append(json.dumps({"index": index, "error": error}, separators=(",", ":")))
+                    out.append(_dumps({"index": index, "error": error}))
                 else:
                     r = next(results)
                     metrics.problems.labels("converged" if r.converged else "not_converged").inc()
-                    out.append(json.dumps({"index": index, **result_dict(r)}, separators=(",", ":")))
+                    out.append(_dumps({"index": index, **result_dict(r)}))
             yield "\n".join(out) + "\n"
         if fatal is not None:
             outcome = "too_large"
@@ -192,7 +196,7 @@ async def _records(service: Service, runtime, request, max_steps: int | None, st
     except SeadError as exc:  # the status line is gone: the error can only be the last record
         closed = isinstance(exc, RuntimeClosed)
         outcome = "unavailable" if closed else "internal"
-        yield json.dumps({"error": "the server is shutting down" if closed else str(exc), "fatal": True}) + "\n"
+        yield _dumps({"error": "the server is shutting down" if closed else str(exc), "fatal": True}) + "\n"
     finally:
         reader.cancel()
         metrics.requests.labels("ndjson", outcome).inc()

@@ -44,8 +44,8 @@ class Service:
         cfg = self.config
         try:
             runtime = await asyncio.to_thread(Runtime, cfg.model, cfg.engine, **cfg.runtime_kwargs())
-        except SeadError as exc:
-            self.load_error = str(exc)
+        except Exception as exc:  # the server must stop, not wait for a model that never comes
+            self.load_error = str(exc) if isinstance(exc, SeadError) else f"{type(exc).__name__}: {exc}"
             if self.on_load_error:
                 self.on_load_error()
             return

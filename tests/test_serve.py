@@ -96,6 +96,8 @@ def test_not_converged_is_200_with_null_output(server):
     assert r.status_code == 200
     assert r.json()["results"] == [{"output": None, "steps": 2, "converged": False},
                                    {"output": "2", "steps": 1, "converged": True}]
+    by_query = server.post("/v1/solve?max_steps=2", json={"problems": ["99999999+1", "1+1"]})
+    assert by_query.json()["results"] == r.json()["results"]
 
 
 def test_bad_json_and_wrong_types(server):
