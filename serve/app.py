@@ -5,7 +5,8 @@
     GET  /v1/models  the model's metadata          GET /metrics   Prometheus text
     GET  /healthz    the process answers           GET /readyz    the model is loaded (503 until then)
 
-Every error is one JSON object {"error": code, "message": one line, ...}; see ERROR_STATUS. Runtime
+Every error is one JSON object {"error": code, "message": one line, ...} (codes and statuses: the
+README's Serving section). Runtime
 work never runs on the event loop: small requests await `solve_async`, large ones are validated and
 submitted on a thread.
 """

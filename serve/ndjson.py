@@ -67,58 +67,60 @@ def response(service: Service, request, max_steps: int | None, start: float) -> 
     return DuplexStream(_records(service, runtime, request, max_steps, start), media_type=NDJSON)
 
 
-async def _read_groups(request, service: Service, groups: asyncio.Queue) -> None:
-    """Body -> groups of [index, text, error] entries on `groups`, then _END or a _Fatal."""
-    cfg = service.config
-    buf, size, group, chars = bytearray(), 0, [], 0
+class _GroupReader:
+    """The request body -> groups of [index, text, error] entries on `queue`, then _END or a _Fatal."""
 
-    def add(raw: bytes) -> None:
-        nonlocal group, chars
-        index = _index(group, groups_sent)
+    def __init__(self, cfg, queue: asyncio.Queue):
+        self.cfg, self.queue = cfg, queue
+        self.group: list = []
+        self.chars = self.sent = 0  # characters in the group; problems in groups already queued
+
+    @property
+    def index(self) -> int:
+        return self.sent + len(self.group)
+
+    async def run(self, request) -> None:
+        cfg, buf, size = self.cfg, bytearray(), 0
+        try:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > cfg.max_body_bytes:
+                    raise _Fatal(self.index, f"the body is over the limit of {cfg.max_body_bytes} bytes")
+                buf += chunk
+                *lines, rest = buf.split(b"\n")
+                buf = bytearray(rest)
+                for raw in lines:
+                    if raw.strip():
+                        self.add(raw.strip())
+                self.flush()  # answer what has arrived before waiting for more
+                if len(buf) > cfg.max_line_length + 2:
+                    self.add(bytes(buf))  # fails: the line is already too long
+            if buf.strip():  # a last line without a newline
+                self.add(bytes(buf.strip()))
+            self.flush()
+            self.queue.put_nowait(_END)
+        except _Fatal as fatal:
+            self.flush()
+            self.queue.put_nowait(fatal)
+        except ClientDisconnect:
+            self.queue.put_nowait(_END)
+
+    def add(self, raw: bytes) -> None:
+        cfg, index = self.cfg, self.index
         if len(raw) > cfg.max_line_length + 2:  # + the JSON quotes
             raise _Fatal(index, f"problem {index} is over the limit of {cfg.max_line_length} characters")
         if index >= cfg.max_problems:
             raise _Fatal(index, f"more than {cfg.max_problems} problems; the limit is per stream")
-        group.append(_entry(index, raw))
-        chars += len(raw)
-        if len(group) >= GROUP_LINES or chars >= cfg.max_queue_cells // 4:
-            flush()
+        self.group.append(_entry(index, raw))
+        self.chars += len(raw)
+        if len(self.group) >= GROUP_LINES or self.chars >= cfg.max_queue_cells // 4:
+            self.flush()
 
-    def flush() -> None:
-        nonlocal group, chars
-        if group:
-            groups.put_nowait(group)
-            groups_sent[0] += len(group)
-            group, chars = [], 0
-
-    groups_sent = [0]  # problems already in sent groups
-    try:
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > cfg.max_body_bytes:
-                raise _Fatal(_index(group, groups_sent), f"the body is over the limit of {cfg.max_body_bytes} bytes")
-            buf += chunk
-            *lines, rest = buf.split(b"\n")
-            buf = bytearray(rest)
-            for raw in lines:
-                if raw.strip():
-                    add(raw.strip())
-            flush()  # answer what has arrived before waiting for more
-            if len(buf) > cfg.max_line_length + 2:
-                add(bytes(buf))  # fails: the line is already too long
-        if buf.strip():  # a last line without a newline
-            add(bytes(buf.strip()))
-        flush()
-        groups.put_nowait(_END)
-    except _Fatal as fatal:
-        flush()
-        groups.put_nowait(fatal)
-    except ClientDisconnect:
-        groups.put_nowait(_END)
-
-
-def _index(group: list, groups_sent: list) -> int:
-    return groups_sent[0] + len(group)
+    def flush(self) -> None:
+        if self.group:
+            self.queue.put_nowait(self.group)
+            self.sent += len(self.group)
+            self.group, self.chars = [], 0
 
 
 def _dumps(record: dict) -> str:
@@ -165,7 +167,7 @@ async def _submit(runtime, group: list, max_steps: int | None):
 async def _records(service: Service, runtime, request, max_steps: int | None, start: float):
     metrics = service.metrics
     groups: asyncio.Queue = asyncio.Queue()
-    reader = asyncio.create_task(_read_groups(request, service, groups))
+    reader = asyncio.create_task(_GroupReader(service.config, groups).run(request))
     inflight: collections.deque = collections.deque()
     reading, fatal, outcome = True, None, "ok"
     try:

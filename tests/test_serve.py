@@ -157,6 +157,22 @@ def test_ndjson_streams_in_order_and_reports_bad_lines_in_place(server):
     assert [json.loads(x)["converged"] for x in r.text.splitlines()] == [False, True]
 
 
+def test_ndjson_chunked_body_cut_anywhere_gives_every_answer_in_order():
+    cases = additions(random.Random(3), 10_000, 12)
+    body = "".join(json.dumps(p) + "\n" for p, _ in cases).encode()
+
+    def chunks():  # 1,000-byte pieces: lines are cut in the middle, groups span several pieces
+        for i in range(0, len(body), 1000):
+            yield body[i:i + 1000]
+
+    with serving() as (url, _):
+        r = httpx.post(url + "/v1/solve", content=chunks(), headers={"content-type": "application/x-ndjson"},
+                       timeout=120)
+    records = [json.loads(line) for line in r.text.splitlines()]
+    assert [rec["index"] for rec in records] == list(range(10_000))
+    assert [int(rec["output"]) for rec in records] == [total for _, total in cases]
+
+
 def test_ndjson_limits_end_the_stream_with_a_fatal_record(server):
     body = "\n".join(['"1+1"'] * 60).encode()
     r = server.post("/v1/solve", content=body, headers={"content-type": "application/x-ndjson"})
