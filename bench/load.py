@@ -2,6 +2,7 @@
 
     python bench/load.py                       # the full run: 30 s per load, ~2 minutes in all
     python bench/load.py --seconds 5           # a quick check of the script
+    python bench/load.py --table               # print the README's load table from the results JSON
 
 It starts `sead serve` as a subprocess on a free loopback port, then:
 
@@ -181,6 +182,39 @@ def start_server(args, port: int) -> subprocess.Popen:
     raise SystemExit("sead serve was not ready within 120 s")
 
 
+def table(load_path: Path, ray_path: Path) -> str:
+    """The README's load table and notes, from the results JSON."""
+    d, r = json.loads(load_path.read_text()), json.loads(ray_path.read_text())
+    c, long = d["config"], d["load2"]["long"]
+
+    def row(name: str, x: dict) -> str:
+        return (f"| {name} | {x['problems_per_s']:,.0f} | {x['requests_per_s']:,.0f} | {x['p50_ms']:,.0f} | "
+                f"{x['p99_ms']:,.0f} | {x['errors']} |")
+
+    batches = {line.split()[0]: float(line.split()[1]) for line in d["server_batches"]}
+    per_batch = batches["sead_batch_problems_sum"] / max(1.0, batches["sead_batch_problems_count"])
+    return "\n".join([
+        f"| load ({c['clients']} clients × {c['per_request']} problems per request) | problems/s | requests/s "
+        "| p50 ms | p99 ms | errors |",
+        "|---|---|---|---|---|---|",
+        row("Load 1: 16-digit additions over HTTP", d["load1"]),
+        row(f"Load 2: the same, with {c['long_clients']} clients' {c['long_digits']:,}-digit additions in flight",
+            d["load2"]),
+        row(f"library: `Runtime.submit` from {d['library']['threads']} threads", d["library"]),
+        "",
+        f"- **Every answer exact**: {d['load1']['problems'] + d['load2']['problems']:,} short answers over HTTP, "
+        f"{long['requests']} answers of {c['long_digits']:,} digits (p50 {long['p50_ms']:,.0f} ms, max "
+        f"{long['max_ms']:,.0f} ms), {d['library']['problems']:,} through the library; "
+        f"{d['load1']['errors'] + d['load2']['errors'] + long['errors'] + d['library']['errors']} errors.",
+        f"- **Short p99 under Load 2**: {d['p99_ratio_load2_vs_load1']}x Load 1's (target: within 3x).",
+        f"- **HTTP vs library throughput**: {d['http_vs_library_throughput']} (target: at least 0.5).",
+        f"- **Engine batches** during the HTTP loads: {per_batch:.0f} problems per batch on average.",
+        f"- **Ray**: {r['lines']:,} lines through `sead run --ray local`: {r['ray']['exact']:,} of "
+        f"{r['ray']['answers']:,} answers exact, exit {r['ray']['exit_code']}, {r['ray']['seconds']} s including "
+        f"Ray's start (a local `sead run` on the same file: {r['local']['seconds']} s).",
+    ])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seconds", type=float, default=30.0, help="length of each load (default 30)")
@@ -191,8 +225,12 @@ def main() -> None:
     ap.add_argument("--model", default="addition")
     ap.add_argument("--engine", default="ort")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--table", action="store_true", help="only print the README table from --out and ray.json")
     ap.add_argument("serve_args", nargs="*", help="more `sead serve` options, after --")
     args = ap.parse_args()
+    if args.table:
+        print(table(args.out, args.out.with_name("ray.json")))
+        return
 
     rng = random.Random(0)
     sys.set_int_max_str_digits(0)
