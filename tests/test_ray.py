@@ -1,6 +1,7 @@
 """Ray, for real: `sead run --ray` against a local Ray instance on loopback (started here, once),
 compared with a local `sead run`; the Ray Serve deployment (marked heavy: run with -m heavy)."""
 import json
+import os
 import random
 import socket
 import subprocess
@@ -16,9 +17,9 @@ from sead.runtime.model_file import default_model_path  # noqa: E402
 pytestmark = pytest.mark.skipif(not default_model_path("addition").is_file(), reason="shipped models not built")
 
 
-def sead(*args, stdin: str = ""):
+def sead(*args, stdin: str = "", env: dict | None = None):
     proc = subprocess.run([sys.executable, "-m", "sead.cli", *args], input=stdin, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env={**os.environ, **(env or {})})
     return proc.returncode, proc.stdout, proc.stderr
 
 
@@ -60,7 +61,7 @@ def test_ray_run_skip_invalid_and_not_converged_match_local_run(cluster):
     args = ("--skip-invalid", "--max-steps", "2", "--format", "jsonl")
     lines = "99999999+1\n1+1\nx\n5+5\n"
     local = sead("run", "--engine", "ort", *args, stdin=lines)
-    remote = sead("run", "--ray", cluster, *args, stdin=lines)
+    remote = sead("run", "--ray", *args, stdin=lines, env={"RAY_ADDRESS": cluster})  # --ray alone: RAY_ADDRESS
     assert remote[0] == local[0] == 2
     assert remote[1] == local[1] and [json.loads(x)["line"] for x in remote[1].splitlines()] == [1, 2, 3, 4]
     assert sead_lines(remote[2]) == sead_lines(local[2]) == [
