@@ -43,7 +43,17 @@ def _root(
     state["debug"] = debug
 
 
-from . import bench_cmd, model_cmds, run_cmd  # noqa: E402  (commands register themselves on `app`)
+from . import bench_cmd, model_cmds, run_cmd, serve_cmd  # noqa: E402  (commands register themselves on `app`)
+
+
+def _ray_address(args: list[str]) -> list[str]:
+    """`--ray` takes an optional ADDRESS, which click options cannot: alone, it becomes `--ray default`."""
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--ray" and (i + 1 == len(args) or args[i + 1].startswith("-")):
+            out.append("default")
+    return out
 
 
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as a shell reports a process it killed
@@ -57,6 +67,7 @@ def main() -> None:
     traceback; 130 interrupted (SIGINT); 141 the output pipe was closed; 143 terminated (SIGTERM)."""
     _hold_closed_std_fds()
     signal.signal(signal.SIGTERM, _terminated)  # unwind, so no temporary output file is left behind
+    sys.argv[1:] = _ray_address(sys.argv[1:])
     try:
         app()
     except SeadError as exc:

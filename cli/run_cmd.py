@@ -39,6 +39,9 @@ def run(
     batch_size: int = typer.Option(4096, min=1, help="Problems per engine batch (at most)."),
     max_steps: int = typer.Option(None, min=0, max=MAX_STEPS, help="Step cap per problem (default 2 x length + 16)."),
     skip_invalid: bool = typer.Option(False, help="Answer the valid lines; report each invalid one."),
+    ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Solve on Ray: alone, RAY_ADDRESS or a new "
+                            "local instance; 'auto', HOST:PORT or ray://HOST:10001 for a cluster. Needs sead[ray]."),
+    ray_actors: int = typer.Option(None, min=1, help="With --ray: actors, one CPU each (default: the cluster's CPUs)."),
 ) -> None:
     """Solve problems by iterating the model's step until each state settles.
 
@@ -56,7 +59,9 @@ def run(
         with Output(output) as out:  # made now, so an unwritable output is refused before any work
             from sead.runtime import Runtime
 
-            runtime = stack.enter_context(Runtime(model_path, engine.value, max_batch_rows=batch_size))
+            # with --ray this runtime only validates: the actors load their own
+            runtime = stack.enter_context(Runtime(model_path, "ort" if ray is not None else engine.value,
+                                                  max_batch_rows=batch_size))
             invalid, total = 0, 0
             for number, text in iter_lines(stream):
                 total += 1
@@ -70,22 +75,27 @@ def run(
                 typer.echo(f"{source}: {invalid} invalid line(s); nothing was solved", err=True)
                 raise typer.Exit(2)  # the output file is left as it was
             stream.seek(0)
-            not_converged = _write_answers(runtime, stream, source, out, format, max_steps, total)
+            if ray is not None:  # the same command, solved on a Ray cluster
+                from .ray_run import ray_answers
+
+                answers = ray_answers(ray, model_path, engine.value, iter_lines(stream), source, max_steps, ray_actors)
+            else:
+                answers = _local_answers(runtime, stream, source, max_steps, total)
+            not_converged = _write(answers, out, format, source)
     if invalid:
         raise typer.Exit(2)
     if not_converged:
         raise typer.Exit(1)
 
 
-def _write_answers(runtime, stream, source: str, out: Output, fmt: Format, max_steps, total: int) -> int:
-    """Answer the (validated) lines of `stream` in input order, two chunks in flight, so the
-    engine never waits for the writer. -> how many did not converge."""
+def _local_answers(runtime, stream, source: str, max_steps, total: int):
+    """(line number, Result or InputError) for each line of the (validated) stream, in input
+    order, with two chunks in flight so the engine never waits for the writer."""
     from .progress import RunProgress
 
-    not_converged = 0
     in_flight: deque = deque()
 
-    def submit(chunk: list[tuple[int, str]]) -> None:
+    def submit(chunk: list[tuple[int, str]]):
         parsed, errors = [], {}
         for number, text in chunk:
             try:
@@ -98,42 +108,47 @@ def _write_answers(runtime, stream, source: str, out: Output, fmt: Format, max_s
             try:
                 in_flight.append((chunk, errors, runtime.submit_parsed(parsed, max_steps)))
                 return
-            except QueueFull:  # our own earlier chunk fills the queue: write it, then retry
+            except QueueFull:  # our own earlier chunk fills the queue: hand it out, then retry
                 if not in_flight:
                     raise
-                write(*in_flight.popleft())
+                yield from answers(*in_flight.popleft())
 
-    def write(chunk, errors, future) -> None:
-        nonlocal not_converged
+    def answers(chunk, errors, future):
         results = iter(future.result())
         for number, _ in chunk:
-            if number in errors:
-                r = errors[number]
-                typer.echo(r.located(), err=True)
-                out.write(json.dumps({"line": number, "error": r.reason}) + "\n" if fmt is Format.jsonl else "\n")
-                continue
-            r = next(results)
-            if not r.converged:
-                not_converged += 1
-                typer.echo(f"{source}:{number}: did not converge within {plural(r.steps, 'step')}", err=True)
-            if fmt is Format.jsonl:
-                out.write(json.dumps({"line": number, "output": r.answer, "steps": r.steps, "converged": r.converged}) + "\n")
-            else:
-                out.write((r.answer or "") + "\n")
+            yield number, errors[number] if number in errors else next(results)
 
     with RunProgress(runtime, total):
         chunk: list[tuple[int, str]] = []
         for item in iter_lines(stream):
             chunk.append(item)
             if len(chunk) >= CHUNK_LINES:
-                submit(chunk)
+                yield from submit(chunk)
                 chunk = []
                 if len(in_flight) >= 2:
-                    write(*in_flight.popleft())
+                    yield from answers(*in_flight.popleft())
         if chunk:
-            submit(chunk)
+            yield from submit(chunk)
         while in_flight:
-            write(*in_flight.popleft())
+            yield from answers(*in_flight.popleft())
+
+
+def _write(answers, out: Output, fmt: Format, source: str) -> int:
+    """Write each answer as text or JSONL, report invalid and unconverged lines on stderr.
+    -> how many did not converge."""
+    not_converged = 0
+    for number, r in answers:
+        if isinstance(r, InputError):
+            typer.echo(r.located(), err=True)
+            out.write(json.dumps({"line": number, "error": r.reason}) + "\n" if fmt is Format.jsonl else "\n")
+            continue
+        if not r.converged:
+            not_converged += 1
+            typer.echo(f"{source}:{number}: did not converge within {plural(r.steps, 'step')}", err=True)
+        if fmt is Format.jsonl:
+            out.write(json.dumps({"line": number, "output": r.answer, "steps": r.steps, "converged": r.converged}) + "\n")
+        else:
+            out.write((r.answer or "") + "\n")
     return not_converged
 
 

@@ -157,10 +157,13 @@ class Runtime:
         problems = [self.parse(line, i) for i, line in enumerate(lines, 1)]
         return self.submit_parsed(problems, max_steps)
 
-    def submit_parsed(self, problems: list[Parsed], max_steps: int | None = None, first_line: int = 1,
-                      source: str | None = None) -> Future:
+    def _open(self) -> None:
         if self.closed:
             raise RuntimeClosed("the runtime is closed")
+
+    def submit_parsed(self, problems: list[Parsed], max_steps: int | None = None, first_line: int = 1,
+                      source: str | None = None) -> Future:
+        self._open()
         return self.scheduler.submit(problems, self.limits(problems, max_steps, first_line, source))
 
     def solve(self, lines: Iterable[str], max_steps: int | None = None) -> list[Result]:
@@ -205,10 +208,12 @@ class Runtime:
         """Gauges (queued_cells and queued_problems: accepted, not yet answered; in_flight_problems: of
         those, the ones in an engine job) and counters (batches, problems_solved, cell_updates,
         tile_cell_steps)."""
+        self._open()
         return self.scheduler.stats()
 
     def progress(self) -> list[dict]:
         """Each long tape in flight: cells, steps so far, active tiles, tiles."""
+        self._open()
         return self.scheduler.progress()
 
     def add_batch_listener(self, listener) -> None:

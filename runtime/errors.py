@@ -48,3 +48,11 @@ class RuntimeClosed(SeadError):
 
 class ExportMismatch(SeadError):
     """The exported ONNX step disagrees with the PyTorch step."""
+
+
+class QueueFull(SeadError):
+    """The runtime's queue would exceed max_queue_cells: the call is refused at once."""
+
+
+class RuntimeClosed(SeadError):
+    """The runtime was closed; it takes no more work."""

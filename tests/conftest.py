@@ -1,6 +1,16 @@
 import pytest
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked heavy run only when -m names them (pytest -m heavy), so the default suite stays fast."""
+    if "heavy" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="heavy: run with pytest -m heavy")
+    for item in items:
+        if "heavy" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory):
     """Untrained checkpoints of each task (random weights: enough for format and parity tests)."""
