@@ -129,6 +129,17 @@ class Runtime:
         except InputError as exc:
             raise InputError(exc.reason, number, source) from None
 
+    def invalid(self, lines: Iterable[str], max_steps: int | None = None) -> list[InputError]:
+        """Every invalid line (not just the first), each an InputError with its 1-based line:
+        what submit() would refuse, for a caller that reports them all."""
+        errors = []
+        for i, line in enumerate(lines, 1):
+            try:
+                self.limits([self.parse(line, i)], max_steps, i)
+            except InputError as exc:
+                errors.append(exc)
+        return errors
+
     def limits(self, problems: list[Parsed], max_steps: int | None = None, first_line: int = 1,
                source: str | None = None) -> list[Limits]:
         """Each problem's step limits; refuses a cap or generation count that cannot be honoured."""

@@ -150,14 +150,11 @@ async def _submit(runtime, group: list, max_steps: int | None):
                 return await asyncio.to_thread(runtime.submit, texts, max_steps)
             return runtime.submit(texts, max_steps)
         except InputError:  # rare: give each invalid problem its reason, then submit the rest
-            marked = 0
-            for entry in group:
-                if entry[2] is None:
-                    try:
-                        runtime.parse(entry[1])
-                    except InputError as exc:
-                        entry[2], marked = exc.reason, marked + 1
-            if not marked:
+            pending = [entry for entry in group if entry[2] is None]
+            invalid = runtime.invalid([entry[1] for entry in pending], max_steps)
+            for exc in invalid:
+                pending[exc.line - 1][2] = exc.reason
+            if not invalid:
                 raise
         except QueueFull:
             await asyncio.sleep(delay)

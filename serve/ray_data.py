@@ -71,11 +71,8 @@ class LineSolver:
         try:
             results = iter(self.runtime.solve(texts, self.max_steps))
         except InputError:  # only with --skip-invalid: answer the valid ones
-            for i, text in enumerate(texts):
-                try:
-                    self.runtime.parse(text)
-                except InputError as exc:
-                    errors[i] = exc.reason
+            for exc in self.runtime.invalid(texts, self.max_steps):
+                errors[exc.line - 1] = exc.reason
             results = iter(self.runtime.solve([t for t, e in zip(texts, errors) if e is None], self.max_steps))
         rows = [None if e is not None else next(results) for e in errors]
         return pa.table({

@@ -71,7 +71,8 @@ async def submit(runtime, problems: list[str], max_steps: int | None, big: bool)
             return await asyncio.wrap_future(await asyncio.to_thread(runtime.submit, problems, max_steps))
         return await runtime.solve_async(problems, max_steps)
     except InputError:
-        invalid = await asyncio.to_thread(invalid_lines, runtime, problems) if big else invalid_lines(runtime, problems)
+        invalid = await asyncio.to_thread(invalid_lines, runtime, problems, max_steps) if big \
+            else invalid_lines(runtime, problems, max_steps)
         raise ApiError(400, "invalid_problems", f"{len(invalid)} invalid problem(s); nothing was solved",
                        invalid=invalid) from None
     except QueueFull as exc:
@@ -80,15 +81,9 @@ async def submit(runtime, problems: list[str], max_steps: int | None, big: bool)
         raise ApiError(503, "unavailable", "the server is shutting down") from None
 
 
-def invalid_lines(runtime, problems: list[str]) -> list[dict]:
+def invalid_lines(runtime, problems: list[str], max_steps: int | None) -> list[dict]:
     """Every invalid problem with its 0-based index and the reason `sead run` gives."""
-    invalid = []
-    for index, line in enumerate(problems):
-        try:
-            runtime.parse(line)
-        except InputError as exc:
-            invalid.append({"index": index, "reason": exc.reason})
-    return invalid
+    return [{"index": exc.line - 1, "reason": exc.reason} for exc in runtime.invalid(problems, max_steps)]
 
 
 def result_dict(r) -> dict:

@@ -135,3 +135,10 @@ def test_cancel_drops_work_not_started():
     for future in (running, waiting):
         with pytest.raises(RuntimeClosed):
             future.result()
+
+
+def test_invalid_lists_every_refused_line():
+    with Runtime("rule110", "ort") as rt:
+        errors = rt.invalid(["0110 5", "01x0", "0110 50", "", "1 3"], max_steps=10)
+    assert [(e.line, e.reason.split(";")[0]) for e in errors] == [
+        (2, "the tape has 'x' at position 3"), (3, "asks for 50 generations"), (4, "blank line")]
