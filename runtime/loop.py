@@ -216,6 +216,8 @@ class TapeJob:
 
     def _chunks(self, spans: list[tuple[int, int]], halo: int) -> list[Chunk]:
         """Group rows into batches of about the engine's preferred size; similar widths together."""
+        if not spans:  # a round always has a hot tile's neighbourhood to run, or it would not start
+            raise SeadError("internal error: a tiled tape has no active tiles left to run")
         spans = sorted(spans, key=lambda s: s[0] - s[1])
         chunks, group = [], []
         for span in spans:
@@ -277,6 +279,10 @@ class TapeJob:
         self.steps += counted
         settled = counted < ran
         self.ran_out = not settled and self.steps >= self.limits.evaluations
+        if not hot and not self.limits.fixed_point:
+            # nothing changed at the final step: a fixed point, so the remaining generations change
+            # nothing either (and no tile would run them)
+            self.steps = self.limits.evaluations
         self.schedule.after_call(True, int(self.tape.active.sum()) * self.tape.tile)
         if settled or self.steps >= self.limits.evaluations:
             return self._readout()

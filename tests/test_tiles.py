@@ -163,3 +163,15 @@ def test_default_cap_bounds_a_tiled_problem_like_a_dense_one():
         exact = rt.solve([line], max_steps=5000)[0]
     assert (capped.answer, capped.steps, capped.converged) == (None, 4999, False)
     assert (exact.steps, exact.converged) == (5000, True) and default_step_cap(5001) > 5000
+
+
+def test_a_ring_at_a_fixed_point_still_counts_its_generations():
+    """An all-zero ring is a fixed point of Rule 110: after the first steps no tile is hot, and
+    the remaining generations are counted without running (they would change nothing)."""
+    lines = ["0" * 300 + " 90", "0" * 150 + "1" + "0" * 149 + " 90"]
+    with Runtime("rule110", "ort", tile_from=100, tile=(8, 4)) as tiled, \
+            Runtime("rule110", "ort", tile_from=DENSE) as dense:
+        got = tiled.solve(lines)
+        assert got == dense.solve(lines)
+    assert [r.steps for r in got] == [90, 90] and got[0].answer == "0" * 300
+    assert got[1].answer == get_task("rule110").answer(get_task("rule110").parse(lines[1]))
