@@ -25,7 +25,7 @@ from .tasks import MAX_STEPS, Parsed, get_task
 from .tiles import RUN_TILES, TILE
 
 ENGINES = ("auto", "ort", "ort-cuda", "trt")
-TILE_FROM = 1 << 12  # tapes longer than this run in tiles (see README "Engines": how this was chosen)
+TILE_FROM = 1 << 11  # tapes longer than this run in tiles (README "Tiles": bench/tiles.py --sweep chose it)
 DEFAULT_MAX_BATCH_ROWS = 4096
 DEFAULT_MAX_QUEUE_CELLS = 1 << 26
 STREAM_CHUNK_LINES = 1 << 14

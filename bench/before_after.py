@@ -1,0 +1,101 @@
+#!/usr/bin/env python3
+"""This checkout's runtime against an earlier commit's, on the same problems, interleaved in one run.
+
+    python bench/before_after.py [--base 882732b] [--rounds 3] [--out bench/results/before_after_ort_cpu.json]
+
+The earlier commit is checked out into a temporary git worktree and imported as `sead` from
+there (its runtime needs only numpy, onnx and onnxruntime, as this one does). Each round times
+both, one after the other, in fresh processes: the best and the median of repeated solves per
+case. Answers are checked against Python ints. The default base is the last commit before tiles.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASES = {"4,096 random 16-digit additions": (16, 4096, 15), "one random 1,000,000-digit addition": (1_000_000, 1, 5),
+         "one random 100,000-digit addition": (100_000, 1, 9), "64 random 1,000-digit additions": (1000, 64, 9)}
+
+PROBE = r"""
+import json, sys, time
+import numpy as np
+try:
+    from sead.runtime import Runtime          # this checkout
+    import sead.runtime.api
+except ImportError:
+    from sead.runtime.solve import Runtime    # before the public API
+from sead.runtime.tasks import get_task
+cases = json.loads(sys.argv[1])
+task = get_task("addition")
+rt = Runtime("addition", "ort")
+out = {}
+for name, (digits, count, repeats) in cases.items():
+    rng = np.random.default_rng(digits)
+    lines = [task.random_line(rng, digits) for _ in range(count)]
+    rt.solve(lines)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        results = rt.solve(lines)
+        times.append(time.perf_counter() - start)
+    exact = sum(r.answer == task.answer(task.parse(x)) for r, x in zip(results, lines))
+    out[name] = {"best": min(times), "median": float(np.median(times)), "exact": exact, "problems": count}
+print(json.dumps(out))
+"""
+
+
+def measure(package_parent: str | None) -> dict:
+    env = dict(os.environ)
+    if package_parent:
+        env["PYTHONPATH"] = package_parent
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(CASES)], capture_output=True, text=True,
+                          env=env, cwd=tempfile.gettempdir(), check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--base", default="882732b")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=Path("bench/out/before_after.json"))
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        old = Path(tmp) / "old"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.base], check=True,
+                       capture_output=True)
+        try:
+            parent = Path(tmp) / "parent"
+            parent.mkdir()
+            (parent / "sead").symlink_to(old)
+            rounds = []
+            for i in range(args.rounds):
+                print(f"round {i + 1}: {args.base} ...", file=sys.stderr, flush=True)
+                before = measure(str(parent))
+                print(f"round {i + 1}: this checkout ...", file=sys.stderr, flush=True)
+                after = measure(None)
+                rounds.append({"before": before, "after": after})
+                print(json.dumps(rounds[-1]), flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    summary = {}
+    for name in CASES:
+        summary[name] = {side: {"best": [round(r[side][name]["best"], 4) for r in rounds],
+                                "median": [round(r[side][name]["median"], 4) for r in rounds],
+                                "exact": all(r[side][name]["exact"] == r[side][name]["problems"] for r in rounds)}
+                         for side in ("before", "after")}
+    report = {"base": args.base, "head": head, "cpus": os.cpu_count(), "rounds": rounds, "summary": summary}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
