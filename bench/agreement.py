@@ -33,11 +33,7 @@ PLAN = {  # task: [(tape cells, problems)]
 
 def lines_for(task_name: str, cells: int, count: int, rng) -> list[str]:
     task = get_task(task_name)
-    if task_name == "addition":
-        return [task.random_line(rng, cells - 1) for _ in range(count)]
-    if task_name == "rule110":
-        return [task.random_line(rng, cells, int(rng.integers(0, 200))) for _ in range(count)]
-    return [task.random_line(rng, cells) for _ in range(count)]
+    return [task.random_line(rng, task.size_for(cells), generations=int(rng.integers(0, 200))) for _ in range(count)]
 
 
 def main() -> None:

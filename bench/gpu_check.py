@@ -154,7 +154,7 @@ def load_engines(model: str, report: dict, require_gpu: bool, deadline: float) -
     return runtimes
 
 
-def check_model(model: str, quick: bool, deadline: float, require_gpu: bool) -> dict | None:
+def check_model(model: str, quick: bool, deadline: float, require_gpu: bool, timed: bool) -> dict | None:
     from sead.runtime.errors import ModelFileError
     from sead.runtime.model_file import load_step_model
     from sead.runtime.tasks import get_task
@@ -171,17 +171,16 @@ def check_model(model: str, quick: bool, deadline: float, require_gpu: bool) -> 
         return out
     rng = np.random.default_rng(20240601)
     gens = 10 if quick else RULE110_GENERATIONS
-    for length, count, cap in (QUICK if quick else FULL)[task.name]:
-        unit = {"addition": "digits", "parity": "bits"}.get(task.name, f"cells, {gens} generations")
-        label = f"{count} x {length} {unit}"
+    plans = QUICK if quick else FULL
+    for length, count, cap in plans.get(task.name, plans["parity"]):  # a task without a plan gets parity's
+        label = f"{count} x size {length}" + (f", {gens} generations" if task.convergence == "generations" else "")
         case = {"label": label, "length": length, "problems": count, "max_steps": cap, "engines": {}}
         out["cases"].append(case)
         if time.perf_counter() > deadline:
             case["skipped"] = "time budget"
             say(f"{model}: {label}: skipped (time budget)")
             continue
-        lines = [task.random_line(rng, length, gens) if task.name == "rule110" else task.random_line(rng, length)
-                 for _ in range(count)]
+        lines = [task.random_line(rng, length, generations=gens) for _ in range(count)]
         parsed = [task.parse(line) for line in lines]
         oracle = [task.answer(p) for p in parsed]
         reference = None
@@ -206,7 +205,7 @@ def check_model(model: str, quick: bool, deadline: float, require_gpu: bool) -> 
                 entry["failed"] = not entry["identical"]
             verdict = "" if name == "ort" else (" same as ort" if entry.get("identical") else " DIFFERS from ort")
             say(f"{model}: {label}: {name} {seconds:.2f}s, oracle {entry['oracle_correct']}/{count}{verdict}")
-    if task.name == "addition":
+    if timed:  # throughput for the first model only (the shipped addition by default)
         out["throughput"] = throughput(runtimes, task, quick, deadline)
     for name in ("ort-cuda", "ort-cuda-nographs"):  # which providers ran, did CUDA graphs survive, on which shapes?
         if name in runtimes:
@@ -223,16 +222,16 @@ def check_model(model: str, quick: bool, deadline: float, require_gpu: bool) -> 
 def throughput(runtimes: dict, task, quick: bool, deadline: float) -> list:
     rng = np.random.default_rng(7)
     rows = []
-    for count, digits in ((500, 16), (1, 2000)) if quick else ((20_000, 16), (1, 100_000)):
-        label = f"{count} x {digits}-digit additions"
-        row = {"label": label, "problems": count, "digits": digits, "engines": {}}
+    for count, cells in ((500, 17), (1, 2001)) if quick else ((20_000, 17), (1, 100_001)):
+        label = f"{count} x {cells}-cell {task.name} problems"
+        row = {"label": label, "problems": count, "cells": cells, "engines": {}}
         rows.append(row)
         if time.perf_counter() > deadline:
             row["skipped"] = "time budget"
             say(f"throughput {label}: skipped (time budget)")
             continue
-        parsed = [task.parse(task.random_line(rng, digits)) for _ in range(count)]
-        cap = 1024 if digits >= 100_000 else None  # as in the correctness cases
+        parsed = [task.parse(task.random_line(rng, task.size_for(cells), generations=100)) for _ in range(count)]
+        cap = 1024 if cells >= 100_000 else None  # as in the correctness cases
         reference = None
         for name, runtime in runtimes.items():
             entry = row["engines"][name] = {}
@@ -316,7 +315,7 @@ def main(argv=None) -> int:
         if time.perf_counter() > deadline:
             say(f"{model}: skipped (time budget)")
             continue
-        result = check_model(model, args.quick, deadline, args.require_gpu)
+        result = check_model(model, args.quick, deadline, args.require_gpu, timed=not models)
         if result is not None:
             models.append(result)
     entries = [e for m in models for e in m["engines"].values()]

@@ -8,15 +8,11 @@ from pathlib import Path
 import typer
 
 from sead.runtime.errors import SeadError
-from sead.runtime.tasks import MAX_STEPS
+from sead.runtime.tasks import MAX_STEPS, TASKS
 from .main import app
 from .run_cmd import plural
 
-
-class TaskName(str, Enum):
-    addition = "addition"
-    parity = "parity"
-    rule110 = "rule110"
+TaskName = Enum("TaskName", {name: name for name in TASKS}, type=str)  # the registry's tasks, as choices
 
 
 def _need_torch(command: str) -> None:
@@ -38,7 +34,7 @@ def _lengths(text: str) -> list[int]:
 
 @app.command()
 def train(
-    task: TaskName = typer.Argument(..., help="addition, parity or rule110"),
+    task: TaskName = typer.Argument(..., help=f"The task: {', '.join(TASKS)}."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write."),
     seed: int = typer.Option(0, help="Random seed; training is deterministic for a seed."),
     steps: int = typer.Option(None, min=1, help="Optimizer steps (default: the task's recipe)."),

@@ -33,12 +33,7 @@ def _session(onnx_bytes: bytes):
 
 def _problems(task_name: str, length: int, count: int, rng: np.random.Generator):
     task = get_task(task_name)
-    if task_name == "addition":
-        lines = [task.random_line(rng, max(1, length - 1)) for _ in range(count)]
-    elif task_name == "rule110":
-        lines = [task.random_line(rng, length, int(rng.integers(0, 8))) for _ in range(count)]
-    else:
-        lines = [task.random_line(rng, length) for _ in range(count)]
+    lines = [task.random_line(rng, task.size_for(length), generations=int(rng.integers(0, 8))) for _ in range(count)]
     parsed = [task.parse(line) for line in lines]
     x, _, gens = encode_batch(task_name, parsed)
     return x, gens

@@ -13,14 +13,11 @@ from .tasks import get_task
 
 
 def problem_lines(task_name: str, length: int, count: int, seed: int = 0) -> list[str]:
-    """Random problems whose tape has about `length` cells (addition: length-1 digit operands)."""
+    """Random problems whose tape has about `length` cells (100 generations where a task runs a
+    given number)."""
     task = get_task(task_name)
     rng = np.random.default_rng(seed)
-    if task_name == "addition":
-        return [task.random_line(rng, max(1, length - 1)) for _ in range(count)]
-    if task_name == "rule110":
-        return [task.random_line(rng, length, 100) for _ in range(count)]
-    return [task.random_line(rng, length) for _ in range(count)]
+    return [task.random_line(rng, task.size_for(length), generations=100) for _ in range(count)]
 
 
 def cell_updates(task_name: str, lines: list[str], results: list[Result]) -> int:

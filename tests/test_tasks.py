@@ -83,14 +83,13 @@ def test_bad_lines_name_the_problem(task, line, words):
     assert words in str(err.value)
 
 
-def test_padding_flags():
-    assert addition.can_pad and parity.can_pad and not rule110.can_pad
-    assert rule110.boundary == "ring" and addition.boundary == "zeros"
+def test_boundaries():
+    assert rule110.boundary == "ring" and addition.boundary == "zeros" and parity.boundary == "zeros"
 
 
 def test_unknown_task():
     with pytest.raises(InputError, match="unknown task"):
-        get_task("multiplication")
+        get_task("division")
 
 
 def test_long_addition_oracle_agrees_with_python_ints():

@@ -19,5 +19,6 @@ SHIPPED_SEEDS = {"addition": 0, "parity": 0, "rule110": 0}
 
 
 def recipe(task: str, seed: int = 0, steps: int | None = None, max_minutes: float = 15.0) -> TrainConfig:
-    base = RECIPES[task]
+    """The task's recipe; a task without one trains with TrainConfig's defaults."""
+    base = RECIPES.get(task) or TrainConfig(task=task)
     return dataclasses.replace(base, seed=seed, steps=steps or base.steps, max_minutes=max_minutes)

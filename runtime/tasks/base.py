@@ -1,0 +1,160 @@
+"""What every task shares: the parsed problem, the compact cell code, the one-hot expansion, the
+text helpers of the codecs, and the Task base class that names every hook the rest of sead uses.
+
+A problem becomes a tape of cells. Its compact form is one small int per cell (`encode_cells`,
+-1 for an empty cell), which is how a long tape rests between calls; the engines read the
+one-hot float32 form made from it here (`one_hot_cells`): channel 0 is the *mask*, 1 on a real
+cell and 0 on padding, then the one-hot symbol. The model multiplies its state by the mask, so a
+padded cell is exactly the world beyond the tape: padding on the right changes neither the answer
+nor the number of steps. A ring (boundary "ring") is never padded.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from ..errors import InputError
+
+ASCII_DIGITS = frozenset("0123456789")
+BITS = frozenset("01")
+MAX_STEPS = 10**12  # the most steps (or rule110 generations) one problem may ask for
+_DELETE = {ASCII_DIGITS: str.maketrans("", "", "0123456789"), BITS: str.maketrans("", "", "01")}
+
+
+class Parsed(NamedTuple):
+    """A validated problem (a tuple: cheap to make by the million). `a`/`b` are a task's operands
+    (addition's numbers, rule110's tape); `generations` is for tasks that run a given number of
+    steps."""
+
+    text: str
+    length: int  # cells on the tape
+    generations: int | None = None
+    a: str = ""
+    b: str = ""
+
+
+class Task:
+    """A task: everything sead asks about one, in one object. Subclasses set the class attributes
+    and implement the hooks that raise NotImplementedError; the rest is shared.
+
+    size: a problem's natural size (operand digits, bits, ring cells); `size_for(cells)` is the
+    size whose tape has `cells` cells. Register a new task with `sead.runtime.tasks.register(MyTask())`.
+    """
+
+    name: str
+    input_channels: int  # mask + the one-hot cell code
+    classes: int  # readout classes per cell
+    convergence: str  # "fixed_point": stop when a step changes nothing; "generations": run N steps
+    boundary: str  # "zeros": a line, padded with empty cells; "ring": wraps around, never padded
+    families: tuple[str, ...] = ("random",)  # what `sead eval` measures, per length
+
+    # -- the codec -------------------------------------------------------------------------------
+    def parse(self, line: str) -> Parsed:
+        """One line of text -> Parsed, or InputError saying what is wrong."""
+        raise NotImplementedError
+
+    def encode_cells(self, problems: list[Parsed], length: int) -> np.ndarray:
+        """(B, length) int8: each problem's cell symbols from cell 0, -1 on empty cells after it."""
+        raise NotImplementedError
+
+    def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
+        """(B, L) readout classes -> each problem's answer text."""
+        raise NotImplementedError
+
+    def encode_many(self, problems: list[Parsed], length: int) -> np.ndarray:
+        """(B, C_in, length) float32: the mask channel, then the one-hot cell symbols."""
+        return one_hot_cells(self.encode_cells(problems, length), self.input_channels)
+
+    def encode(self, p: Parsed) -> np.ndarray:
+        return self.encode_many([p], p.length)[0]
+
+    def decode(self, symbols: np.ndarray, p: Parsed) -> str:
+        return self.decode_many(symbols[None], [p])[0]
+
+    # -- the oracle and training ------------------------------------------------------------------
+    def answer(self, p: Parsed) -> str:
+        """The exact answer, computed without any model."""
+        raise NotImplementedError
+
+    def targets(self, p: Parsed) -> np.ndarray:
+        """(L,) int64: the wanted readout class per cell, -1 where nothing is read."""
+        raise NotImplementedError
+
+    def size_for(self, cells: int) -> int:
+        """The size of a problem whose tape has `cells` cells (at least 1)."""
+        return max(1, cells)
+
+    def random_line(self, rng: np.random.Generator, size: int, generations: int | None = None) -> str:
+        """A random problem of `size`; `generations`: how many steps a generations task runs."""
+        raise NotImplementedError
+
+    def training_line(self, rng: np.random.Generator, size: int, roll: float) -> str:
+        """A training problem of `size`; `roll` (uniform in [0, 1)) picks among hard families."""
+        return self.random_line(rng, size)
+
+    def family_lines(self, family: str, size: int, count: int, rng: np.random.Generator) -> list[str]:
+        """Up to `count` problems of `size` from one of `families`, for `sead eval`."""
+        if family != "random":
+            raise ValueError(f"unknown family {family!r} for {self.name}")
+        return [self.random_line(rng, size) for _ in range(count)]
+
+    def canonical_lines(self) -> list[str]:
+        """A few problems any working model answers: a model's self-test at load."""
+        raise NotImplementedError
+
+
+def check_symbols(text: str, what: str, allowed: frozenset = ASCII_DIGITS) -> None:
+    if not text:
+        raise InputError(f"{what} is empty")
+    if not text.translate(_DELETE[allowed]):  # fast path, at C speed: nothing but allowed symbols
+        return
+    for pos, ch in enumerate(text):
+        if ch not in allowed:
+            kind = "ASCII digits" if allowed is ASCII_DIGITS else "'0' and '1'"
+            raise InputError(f"{what} has {ch!r} at position {pos + 1}; only {kind} are allowed")
+
+
+def not_blank(line: str, expected: str) -> None:
+    if not line.strip():
+        raise InputError(f"blank line; expected {expected}")
+    if "\r" in line:  # lines.iter_lines splits on LF and drops one CR before it: any CR left is bare
+        raise InputError("line endings are bare CR (old Mac); convert to LF")
+
+
+def digits(text: str) -> np.ndarray:
+    return (np.frombuffer(text.encode(), np.uint8) - 48).astype(np.int64)
+
+
+def symbol_texts(symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
+    """Each problem's cells as a string of digit symbols (one bytes conversion for the batch)."""
+    length = symbols.shape[1]
+    flat = (np.asarray(symbols, np.uint8) + 48).tobytes().decode()
+    return [flat[i * length: i * length + p.length] for i, p in enumerate(problems)]
+
+
+def digit_rows(texts: list[str], length: int) -> np.ndarray:
+    """(B, length) int8 digits of each text from cell 0, -1 on the empty cells after it."""
+    joined = "".join(t.ljust(length, "/") for t in texts).encode()  # '/' is '0' - 1
+    return (np.frombuffer(joined, np.int8).reshape(len(texts), length) - 48).astype(np.int8, copy=False)
+
+
+def one_hot_cells(symbols: np.ndarray, channels: int) -> np.ndarray:
+    """(B, L) int cell symbols, -1 for an empty cell -> (B, channels, L) float32: channel 0 is the
+    mask (1 on a real cell), then the one-hot symbol. The one expansion of every task's cells."""
+    b, length = symbols.shape
+    cells = np.zeros((b, channels, length), np.float32)
+    real = symbols >= 0
+    cells[:, 0] = real
+    code = np.where(real, symbols.astype(np.int64) + 1, 0)  # empty cells index the mask channel, then clear it
+    np.put_along_axis(cells, code[:, None, :], 1.0, axis=1)
+    cells[:, 0] = real
+    return cells
+
+
+def random_digits(rng: np.random.Generator, n: int) -> str:
+    return (rng.integers(0, 10, n).astype(np.uint8) + 48).tobytes().decode()
+
+
+def random_bits(rng: np.random.Generator, n: int) -> str:
+    return "".join("01"[v] for v in rng.integers(0, 2, n))

@@ -1,0 +1,75 @@
+"""Wolfram's Rule 110 on a ring, for a given number of generations."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from .base import BITS, MAX_STEPS, Parsed, Task, check_symbols, digit_rows, digits, not_blank, random_bits, symbol_texts
+
+TRAIN_MAX_GENERATIONS = 6  # training problems run 0 to this many generations
+
+
+class Rule110(Task):
+    """`BITS` or `BITS N`: a ring of cells after N >= 0 generations (default 1) of Rule 110. Size: cells."""
+
+    name = "rule110"
+    input_channels = 3  # mask, one-hot bit (2)
+    classes = 2
+    convergence = "generations"  # runs exactly N steps; a ring need not settle
+    boundary = "ring"
+
+    def parse(self, line: str) -> Parsed:
+        not_blank(line, "'BITS' or 'BITS N'")
+        fields = line.split(" ")
+        if len(fields) > 2 or "" in fields:
+            raise InputError("expected 'BITS' or 'BITS N' separated by one space")
+        check_symbols(fields[0], "the tape", BITS)
+        generations = 1
+        if len(fields) == 2:
+            check_symbols(fields[1], "the number of generations")
+            count = fields[1].lstrip("0")
+            if len(count) > len(str(MAX_STEPS)) or int(count or "0") > MAX_STEPS:  # no int() of 10^6 digits
+                raise InputError(f"the number of generations {_abbrev(fields[1])} is above the limit of {MAX_STEPS:,}")
+            generations = int(fields[1])
+        return Parsed(text=line, length=len(fields[0]), generations=generations, a=fields[0])
+
+    def encode_cells(self, problems: list[Parsed], length: int) -> np.ndarray:
+        return digit_rows([q.a for q in problems], length)
+
+    def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
+        return symbol_texts(symbols, problems)
+
+    def answer(self, p: Parsed) -> str:
+        tape = np.frombuffer(p.a.encode(), np.uint8) - 48
+        for _ in range(p.generations):
+            tape = rule110_generation(tape)
+        return (tape + 48).astype(np.uint8).tobytes().decode()
+
+    def targets(self, p: Parsed) -> np.ndarray:
+        return digits(self.answer(p))
+
+    def random_line(self, rng: np.random.Generator, size: int, generations: int | None = None) -> str:
+        return f"{random_bits(rng, size)} {1 if generations is None else generations}"
+
+    def training_line(self, rng: np.random.Generator, size: int, roll: float) -> str:
+        generations = int(rng.integers(0, TRAIN_MAX_GENERATIONS + 1))
+        return self.random_line(rng, size, generations)
+
+    def family_lines(self, family: str, size: int, count: int, rng: np.random.Generator) -> list[str]:
+        if family == "random":  # short and long runs: 1, 100 and 1,000 generations
+            return [f"{random_bits(rng, size)} {g}" for g in (1, 100, 1000) for _ in range(max(1, count // 3))]
+        return super().family_lines(family, size, count, rng)
+
+    def canonical_lines(self) -> list[str]:
+        return ["0110", "0110 0", "0001000100 5", "1 3", "111000111000 40", "01101110 12"]
+
+
+def rule110_generation(tape: np.ndarray) -> np.ndarray:
+    """One generation of Wolfram's Rule 110 on a ring of 0/1 cells (the exact oracle)."""
+    left, right = np.roll(tape, 1), np.roll(tape, -1)
+    pattern = (left << 2) | (tape << 1) | right
+    return ((110 >> pattern) & 1).astype(tape.dtype)
+
+
+def _abbrev(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else f"{text[:20]}... ({len(text):,} digits)"
