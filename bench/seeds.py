@@ -4,6 +4,9 @@ exactly at long lengths against the oracles (Python integers / decimal, counts, 
 
     python bench/seeds.py [--tasks addition parity rule110] [--seeds 0 1 2] [--out bench/out/seeds.json]
 
+Each row also gives the rule's activity: changed cells per step, the most changes of any one cell
+and dense cell-updates (cells x steps) per changed-cell event.
+
 Seed 0 is the shipped model (runtime/models/TASK.pt, made by the same recipe) unless --retrain.
 Lengths are those issue 3 asks for; problems run through the PyTorch reference loop with the
 default step cap (2 x length + 16), so a rule that stops settling shows up as not converged.
@@ -29,9 +32,10 @@ PLAN = {
     "addition": [("random", 16, 512), ("random", 100, 256), ("random", 1000, 64), ("random", 10_000, 16),
                  ("random", 100_000, 4), ("random", 1_000_000, 1), ("mixed_lengths", 1000, 64),
                  ("mixed_lengths", 100_000, 2), ("carry_chain", 200, 4), ("carry_chain", 10_000, 1)],
-    "parity": [("random", 16, 512), ("random", 100, 256), ("random", 1000, 64), ("random", 10_000, 8),
+    "parity": [("random", 16, 512), ("random", 100, 256), ("random", 1000, 64), ("random", 3000, 8), ("random", 10_000, 8),
                ("all_zero", 10_000, 1), ("single_one", 10_000, 3)],
-    "rule110": [("random", 16, 96), ("random", 10_000, 3)],  # random rings run 1, 100 and 1000 generations
+    # random rings run 1, 100 and 1000 generations; all_rings: every ring of 1 to 14 cells, 60 generations
+    "rule110": [("random", 16, 96), ("random", 10_000, 3), ("all_rings", 14, 0)],
 }
 
 
@@ -41,11 +45,11 @@ def check(model, task: str, seed: int) -> list[EvalRow]:
     for family, length, count in PLAN[task]:
         lines = family_lines(task, family, length, count, rng)
         start = time.time()
-        exact, conv, steps = evaluate_lines(model, lines)
-        rows.append(EvalRow(task, family, length, len(lines), int(exact.sum()), int(conv.sum()),
-                            float(steps.mean()), int(steps.max())))
-        print(f"  seed {seed} {task} {family} L={length}: {exact.sum()}/{len(lines)} exact, "
-              f"{conv.sum()} converged, steps mean {steps.mean():.1f} max {steps.max()} ({time.time() - start:.0f} s)",
+        r = evaluate_lines(model, lines).row(task, family, length)
+        rows.append(r)
+        print(f"  seed {seed} {task} {family} L={length}: {r.exact}/{r.problems} exact, {r.converged} converged, "
+              f"steps mean {r.steps_mean:.1f} max {r.steps_max}, changed/step {r.changed_per_step:.1f}, "
+              f"max changes {r.max_changes}, dense/changed {r.dense_per_change:.1f} ({time.time() - start:.0f} s)",
               flush=True)
     return rows
 
@@ -56,8 +60,9 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--retrain", action="store_true", help="train seed 0 too instead of loading the shipped model")
     ap.add_argument("--out", type=Path, default=Path("bench/out/seeds.json"))
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     report = []
     for task in args.tasks:
         for seed in args.seeds:

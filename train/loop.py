@@ -5,6 +5,8 @@ Losses, all on short tapes:
   length + 1: enough for information to cross the tape) to the end of the unroll;
 - settle: once the answer is due, the next step must reproduce the state with a margin
   (a hinge on pre-activation * state), so the solve ends at an exact fixed point;
+- activity (optional): a hinge on each cell's cumulative sign flips past the first, counted after
+  step 1, so cells change rarely: a solve's cost then follows the cells that change, not L x steps;
 - mining: wrong short problems found by the exact oracle are kept in a pool and mixed into every
   batch (errors are local: covering rare neighbourhoods is what makes long tapes exact).
 """
@@ -38,6 +40,10 @@ class TrainConfig:
     settle_weight: float = 1.0
     settle_from: float = 0.0  # fraction of steps before the settle hinge is switched on
     margin: float = 1.0
+    # the activity hinge ramps linearly from 0 at activity_from to its weight at activity_full
+    activity_weight: float = 0.0
+    activity_from: float = 0.3
+    activity_full: float = 0.5
     mine_every: int = 250
     mine_count: int = 4096
     pool_share: float = 0.25
@@ -60,13 +66,27 @@ def build_model(cfg: TrainConfig) -> SEAD:
                             readout_hidden=cfg.readout_hidden))
 
 
+def ramp(cfg: TrainConfig, step: int) -> float:
+    """The activity weight at an optimizer step: 0 before activity_from, full from activity_full."""
+    frac = step / cfg.steps
+    if cfg.activity_weight == 0 or frac <= cfg.activity_from:
+        return 0.0
+    span = max(cfg.activity_full - cfg.activity_from, 1e-9)
+    return cfg.activity_weight * min(1.0, (frac - cfg.activity_from) / span)
+
+
 def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
-    """Unroll; answer loss and settle loss from each problem's due step on."""
+    """Unroll; answer loss and settle loss from each problem's due step on, and the activity hinge.
+
+    -> (answer, settle, activity, correct (B,) bool). activity is the mean over real cells and
+    state channels of relu(flips - 1), flips counted between consecutive states after step 1
+    (step 1 sets every cell from 0; one flip later is free, a front passing by)."""
     mask = x[:, :1]
     due = lengths + 1  # (B,)
     horizon = int(due.max()) + extra
     state = model.initial_state(x)
     answer, settle, count = 0.0, 0.0, 0
+    flips = torch.zeros_like(state)
     correct = torch.ones(x.shape[0], dtype=torch.bool)
     for t in range(1, horizon + 1):
         pre = model.preactivation(x, state)
@@ -75,7 +95,10 @@ def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
             late = (t - 1 >= due).float()[:, None, None] * mask
             hinge = F.relu(cfg.margin - pre * state) * late
             settle = settle + hinge.sum() / (late.sum() * state.shape[1] + 1)
-        state = hardsign(pre) * mask
+        new = hardsign(pre) * mask
+        if t > 1:
+            flips = flips + (1 - new * state) * mask / 2  # 1 where a sign flipped (straight-through)
+        state = new
         if bool((t >= due).any()):
             logits = model.readout(x, state)
             tgt = torch.where((t >= due)[:, None], y, torch.full_like(y, -1))
@@ -85,7 +108,8 @@ def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
                 pred = logits.argmax(1)
                 ok = (pred == y) | (y < 0)
                 correct = ok.all(1)
-    return answer / max(count, 1), settle / horizon, correct
+    activity = F.relu(flips - 1).sum() / (mask.sum() * state.shape[1])
+    return answer / max(count, 1), settle / horizon, activity, correct
 
 
 def generations_loss(model: SEAD, x, cfg: TrainConfig, rng: np.random.Generator, horizon: int):
@@ -187,8 +211,9 @@ def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
             loss, correct = generations_loss(model, x, cfg, rng, horizon=extra)
         else:
             lengths = torch.tensor([p.length for p in parsed])
-            answer, settle, correct = fixed_point_loss(model, x, y, lengths, cfg, extra)
+            answer, settle, activity, correct = fixed_point_loss(model, x, y, lengths, cfg, extra)
             loss = answer + (cfg.settle_weight * settle if step > cfg.settle_from * cfg.steps else 0.0)
+            loss = loss + ramp(cfg, step) * activity
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
