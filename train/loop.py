@@ -44,6 +44,7 @@ class TrainConfig:
     activity_weight: float = 0.0
     activity_from: float = 0.3
     activity_full: float = 0.5
+    activity_kind: str = "flips"  # EXPERIMENT: "flips" (straight-through count) or "hold" (margin hinge)
     mine_every: int = 250
     mine_count: int = 4096
     pool_share: float = 0.25
@@ -78,15 +79,19 @@ def ramp(cfg: TrainConfig, step: int) -> float:
 def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
     """Unroll; answer loss and settle loss from each problem's due step on, and the activity hinge.
 
-    -> (answer, settle, activity, correct (B,) bool). activity is the mean over real cells and
-    state channels of relu(flips - 1), flips counted between consecutive states after step 1
-    (step 1 sets every cell from 0; one flip later is free, a front passing by)."""
+    -> (answer, settle, activity, correct (B,) bool). activity is the mean over real cells of
+    relu(changes - 1), a cell's changes counted between consecutive states after step 1 (step 1
+    sets every cell from 0; one change later is free: a front passing by). A cell changes when any
+    channel flips; the hinge sees the largest flip, so it bounds changes per cell, not per channel."""
     mask = x[:, :1]
     due = lengths + 1  # (B,)
     horizon = int(due.max()) + extra
     state = model.initial_state(x)
     answer, settle, count = 0.0, 0.0, 0
     flips = torch.zeros_like(state)
+    moved = torch.zeros_like(mask)
+    activity = 0.0
+    holds, moves = [], []
     correct = torch.ones(x.shape[0], dtype=torch.bool)
     for t in range(1, horizon + 1):
         pre = model.preactivation(x, state)
@@ -95,9 +100,16 @@ def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
             late = (t - 1 >= due).float()[:, None, None] * mask
             hinge = F.relu(cfg.margin - pre * state) * late
             settle = settle + hinge.sum() / (late.sum() * state.shape[1] + 1)
+        if t > 1 and cfg.activity_kind == "hold":
+            held = moved * mask
+            activity = activity + (F.relu(cfg.margin - pre * state) * held).sum() / (mask.sum() * state.shape[1])
         new = hardsign(pre) * mask
         if t > 1:
             flips = flips + (1 - new * state) * mask / 2  # 1 where a sign flipped (straight-through)
+            moved = torch.maximum(moved, (new != state).any(1, keepdim=True).float())
+            if cfg.activity_kind == "waste":
+                holds.append(F.relu(cfg.margin - pre * state) * mask)
+                moves.append((new != state).any(1, keepdim=True))
         state = new
         if bool((t >= due).any()):
             logits = model.readout(x, state)
@@ -108,7 +120,16 @@ def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
                 pred = logits.argmax(1)
                 ok = (pred == y) | (y < 0)
                 correct = ok.all(1)
-    activity = F.relu(flips - 1).sum() / (mask.sum() * state.shape[1])
+    if cfg.activity_kind == "flips":
+        activity = F.relu(flips - 1).sum() / (mask.sum() * state.shape[1])
+    elif cfg.activity_kind == "waste":
+        later = torch.zeros_like(mask, dtype=torch.bool)
+        for hold, move in zip(reversed(holds), reversed(moves)):
+            activity = activity + (hold * later).sum()
+            later = later | move
+        activity = activity / (mask.sum() * state.shape[1] * horizon)
+    else:
+        activity = activity / horizon
     return answer / max(count, 1), settle / horizon, activity, correct
 
 
