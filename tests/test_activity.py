@@ -57,20 +57,36 @@ def test_eval_rows_report_activity():
     assert row.dense_per_change == pytest.approx((5 * 5 + 10 * 10) / (9 + 19))
 
 
-def test_activity_hinge_is_zero_for_a_front_and_counts_extra_flips():
+def test_activity_hinge_is_zero_for_a_front_and_charges_changes_that_are_undone():
     x, y, lengths = _batch(["1000", "0100"])
-    cfg = TrainConfig(task="parity")
-    # unrolled for 4 + 1 + 2 = 7 steps: the front flips each cell at most once after step 1
+    cfg = TrainConfig(task="parity", activity_weight=1.0)
+    # unrolled for 4 + 1 + 2 = 7 steps: the front changes each cell at most once after step 1,
+    # and keeps it with margin 1
     assert float(fixed_point_loss(_rule("front"), x, y, lengths, cfg, extra=2)[2].detach()) == 0.0
-    # the blinker flips every cell at steps 2..7: 6 flips, 5 past the first
+    # the blinker changes every cell at steps 2..7; steps 2..6 are followed by another change, so
+    # each is charged relu(1 - pre * state): 2.5 from state +1 (pre -1.5), 5.5 from -1 (pre 4.5).
+    # Averaged over cells, channels and the 7 steps:
     blink = _rule("blink").train()
     activity = fixed_point_loss(blink, x, y, lengths, cfg, extra=2)[2]
-    assert float(activity) == pytest.approx(5.0)
+    assert float(activity) == pytest.approx((2.5 + 5.5 + 2.5 + 5.5 + 2.5) / 7)
     activity.backward()
-    assert blink.rule_in.weight.grad.abs().sum() > 0  # a gradient that can remove the flips
+    assert blink.rule_in.weight.grad.abs().sum() > 0  # a gradient that can remove the changes
+    assert fixed_point_loss(blink, x, y, lengths, TrainConfig(task="parity"), extra=2)[2] == 0.0  # off: not computed
 
 
 def test_activity_weight_ramps_in():
     cfg = TrainConfig(task="parity", steps=1000, activity_weight=2.0, activity_from=0.3, activity_full=0.5)
     assert [ramp(cfg, s) for s in (100, 300, 400, 500, 900)] == pytest.approx([0, 0, 1.0, 2.0, 2.0])
     assert ramp(TrainConfig(task="parity"), 900) == 0.0  # off by default
+
+
+def test_activity_weight_changes_training():
+    import dataclasses
+
+    from sead.train.loop import train
+
+    cfg = TrainConfig(task="parity", steps=6, hidden=8, readout_hidden=8, mine_every=100, mine_count=512, seed=3,
+                      activity_from=0.0, activity_full=0.01)
+    plain, _ = train(cfg, log=False)
+    sparse, _ = train(dataclasses.replace(cfg, activity_weight=1.0), log=False)
+    assert any(not torch.equal(plain.state_dict()[k], sparse.state_dict()[k]) for k in plain.state_dict())

@@ -5,8 +5,9 @@ Losses, all on short tapes:
   length + 1: enough for information to cross the tape) to the end of the unroll;
 - settle: once the answer is due, the next step must reproduce the state with a margin
   (a hinge on pre-activation * state), so the solve ends at an exact fixed point;
-- activity (optional): a hinge on each cell's cumulative sign flips past the first, counted after
-  step 1, so cells change rarely: a solve's cost then follows the cells that change, not L x steps;
+- activity (optional): after step 1 a cell should change at most once (a front passing by), so a
+  solve's cost can follow the cells that change, not cells x steps. Every step before a cell's
+  last change in the unroll is asked, with the settle margin, to keep that cell's state;
 - mining: wrong short problems found by the exact oracle are kept in a pool and mixed into every
   batch (errors are local: covering rare neighbourhoods is what makes long tapes exact).
 """
@@ -44,7 +45,6 @@ class TrainConfig:
     activity_weight: float = 0.0
     activity_from: float = 0.3
     activity_full: float = 0.5
-    activity_kind: str = "flips"  # EXPERIMENT: "flips" (straight-through count) or "hold" (margin hinge)
     mine_every: int = 250
     mine_count: int = 4096
     pool_share: float = 0.25
@@ -79,37 +79,30 @@ def ramp(cfg: TrainConfig, step: int) -> float:
 def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
     """Unroll; answer loss and settle loss from each problem's due step on, and the activity hinge.
 
-    -> (answer, settle, activity, correct (B,) bool). activity is the mean over real cells of
-    relu(changes - 1), a cell's changes counted between consecutive states after step 1 (step 1
-    sets every cell from 0; one change later is free: a front passing by). A cell changes when any
-    channel flips; the hinge sees the largest flip, so it bounds changes per cell, not per channel."""
+    -> (answer, settle, activity, correct (B,) bool). Activity: step 1 sets every cell from 0;
+    after it, each step before a cell's last change in the unroll gets the hinge
+    relu(margin - pre * state) on that cell, so the change that stays is free and changes that are
+    undone or overwritten later cost. Averaged over real cells, state channels and steps; 0.0 when
+    cfg.activity_weight is 0. (A straight-through count of flips past the first, the first probe,
+    left most seeds with many changes per cell; see train/recipes.py.)"""
     mask = x[:, :1]
     due = lengths + 1  # (B,)
     horizon = int(due.max()) + extra
     state = model.initial_state(x)
     answer, settle, count = 0.0, 0.0, 0
-    flips = torch.zeros_like(state)
-    moved = torch.zeros_like(mask)
-    activity = 0.0
-    holds, moves = [], []
+    keeps, moves = [], []  # per step from t = 2: the keep-hinge (B, C_s, L) and cells that changed (B, 1, L)
     correct = torch.ones(x.shape[0], dtype=torch.bool)
     for t in range(1, horizon + 1):
         pre = model.preactivation(x, state)
         if t > 1:
+            keep = F.relu(cfg.margin - pre * state) * mask  # > 0 unless this step keeps state_{t-1} with margin
             # the step that produces state_t must leave state_{t-1} unchanged once it is due
-            late = (t - 1 >= due).float()[:, None, None] * mask
-            hinge = F.relu(cfg.margin - pre * state) * late
-            settle = settle + hinge.sum() / (late.sum() * state.shape[1] + 1)
-        if t > 1 and cfg.activity_kind == "hold":
-            held = moved * mask
-            activity = activity + (F.relu(cfg.margin - pre * state) * held).sum() / (mask.sum() * state.shape[1])
+            late = (t - 1 >= due).float()[:, None, None]
+            settle = settle + (keep * late).sum() / ((late * mask).sum() * state.shape[1] + 1)
         new = hardsign(pre) * mask
-        if t > 1:
-            flips = flips + (1 - new * state) * mask / 2  # 1 where a sign flipped (straight-through)
-            moved = torch.maximum(moved, (new != state).any(1, keepdim=True).float())
-            if cfg.activity_kind == "waste":
-                holds.append(F.relu(cfg.margin - pre * state) * mask)
-                moves.append((new != state).any(1, keepdim=True))
+        if t > 1 and cfg.activity_weight:
+            keeps.append(keep)
+            moves.append((new != state).any(1, keepdim=True))
         state = new
         if bool((t >= due).any()):
             logits = model.readout(x, state)
@@ -120,16 +113,11 @@ def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
                 pred = logits.argmax(1)
                 ok = (pred == y) | (y < 0)
                 correct = ok.all(1)
-    if cfg.activity_kind == "flips":
-        activity = F.relu(flips - 1).sum() / (mask.sum() * state.shape[1])
-    elif cfg.activity_kind == "waste":
-        later = torch.zeros_like(mask, dtype=torch.bool)
-        for hold, move in zip(reversed(holds), reversed(moves)):
-            activity = activity + (hold * later).sum()
-            later = later | move
-        activity = activity / (mask.sum() * state.shape[1] * horizon)
-    else:
-        activity = activity / horizon
+    activity, later = 0.0, torch.zeros_like(mask, dtype=torch.bool)
+    for keep, move in zip(reversed(keeps), reversed(moves)):  # later: the cell changes after this step
+        activity = activity + (keep * later).sum()
+        later = later | move
+    activity = activity / (mask.sum() * state.shape[1] * horizon)
     return answer / max(count, 1), settle / horizon, activity, correct
 
 
