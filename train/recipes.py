@@ -6,7 +6,9 @@ import dataclasses
 from .loop import TrainConfig
 
 RECIPES = {
-    "addition": TrainConfig(task="addition", steps=2000, lr=3e-3, hidden=64, readout_hidden=64,
+    # hidden 16 (was 64): 2,944 FLOPs per cell update instead of 11,776, exact from 3 of 3 seeds at every
+    # length of bench/seeds.py; 4 state channels or a hidden width of 12 or 8 were not (bench/results/sweep_addition.json)
+    "addition": TrainConfig(task="addition", steps=2000, lr=3e-3, hidden=16, readout_hidden=64,
                             settle_weight=0.3, hunt_from=0.5),
     # the settle hinge, on from the start, froze parity before it learned; without it, 2 of 3
     # seeds cycled instead of settling on some tapes: it comes on at half way
