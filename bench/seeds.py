@@ -3,6 +3,7 @@
 exactly at long lengths against the oracles (Python integers / decimal, counts, direct simulation).
 
     python bench/seeds.py [--tasks addition parity rule110] [--seeds 0 1 2] [--out bench/out/seeds.json]
+    python bench/seeds.py --markdown bench/results/seeds_parity.json     # the README's tables
 
 Each row also gives the rule's activity: changed cells per step, the most changes of any one cell
 and dense cell-updates (cells x steps) per changed-cell event.
@@ -54,14 +55,47 @@ def check(model, task: str, seed: int) -> list[EvalRow]:
     return rows
 
 
+def markdown(report: list[dict]) -> str:
+    """A task's results as two markdown tables: exactness and steps, then activity."""
+    seeds = sorted({r["seed"] for r in report})
+    first = report[0]
+    times = ", ".join(f"seed {r['seed']}: {r['train_seconds']:.0f} s" for r in report)
+    flops = f"; {first['flops_per_cell_update']:,} FLOPs per cell update" if "flops_per_cell_update" in first else ""
+    out = [f"**{first['task']}** ({first['parameters']:,} parameters{flops}; train time {times})", ""]
+    for title, cell in (("exact / fixed point / steps mean (max)", _exact_cell),
+                        ("changed cells per step / max changes of a cell / dense ÷ changed", _activity_cell)):
+        out += ["| family | length | problems | " + " | ".join(f"seed {s}: {title}" for s in seeds) + " |",
+                "|---|---|---|" + "---|" * len(seeds)]
+        for i, row in enumerate(first["rows"]):
+            cells = [cell(r["rows"][i]) for r in sorted(report, key=lambda r: r["seed"])]
+            out.append(f"| {row['family']} | {row['length']:,} | {row['problems']:,} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _exact_cell(row: dict) -> str:
+    fixed = "n/a" if row["task"] == "rule110" else f"{row['converged']}/{row['problems']}"
+    return f"{row['exact']}/{row['problems']} / {fixed} / {row['steps_mean']:.1f} ({row['steps_max']})"
+
+
+def _activity_cell(row: dict) -> str:
+    if "max_changes" not in row:  # results from before activity was measured
+        return "n/a"
+    return f"{row['changed_per_step']:,.1f} / {row['max_changes']} / {row['dense_per_change']:,.1f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=list(PLAN))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--retrain", action="store_true", help="train seed 0 too instead of loading the shipped model")
     ap.add_argument("--out", type=Path, default=Path("bench/out/seeds.json"))
+    ap.add_argument("--markdown", type=Path, help="print a results file as the README's tables and exit")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1, as train/ship.py: the same rule from a seed)")
     args = ap.parse_args()
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
     torch.set_num_threads(args.threads)
     report = []
     for task in args.tasks:
@@ -77,7 +111,8 @@ def main() -> None:
             rows = check(model, task, seed)
             print(format_table(rows), flush=True)
             report.append({"task": task, "seed": seed, "train_seconds": record["seconds"],
-                           "parameters": model.num_parameters(), "rows": [dict(vars(r)) for r in rows]})
+                           "parameters": model.num_parameters(), "flops_per_cell_update": model.flops_per_cell_update(),
+                           "rows": [dict(vars(r)) for r in rows]})
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=1))
     bad = [(r["task"], r["seed"]) for r in report if any(row["exact"] < row["problems"] for row in r["rows"])]
