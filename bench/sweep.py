@@ -106,26 +106,33 @@ def confirm(task: str, name: str, seed: int) -> dict:
 
 
 def table(task: str) -> str:
-    """A markdown table: one line per candidate and stage, over the seeds run."""
-    ref = max(n for f, n, _ in SCREEN[task] if f == "random")  # activity at the longest random screen row
-    out = ["| candidate | hidden | state ch. | parameters | FLOPs / cell update | stage | seeds exact | "
-           f"failed rows (seed: family length exact/problems) | train s (per seed) | max changes | dense/changed at {ref:,} |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    """Markdown: per stage, one line per candidate; exact answers per row summed over its seeds."""
     results = load_results(task)
-    for name in CANDIDATES[task]:
-        for stage in ("screen", "confirm"):
-            got = [r for r in results if r["name"] == name and r["stage"] == stage]
-            if not got:
-                continue
-            fails = [f"{r['seed']}: {w['family']} {w['length']:,} {w['exact']}/{w['problems']}"
-                     for r in got for w in r["rows"] if w["exact"] < w["problems"]]
-            dense = [w["dense_per_change"] for r in got for w in r["rows"] if (w["family"], w["length"]) == ("random", ref)]
-            g = got[0]
+    out = []
+    for stage in ("screen", "confirm"):
+        got = {name: sorted((r for r in results if r["name"] == name and r["stage"] == stage), key=lambda r: r["seed"])
+               for name in CANDIDATES[task]}
+        got = {name: rs for name, rs in got.items() if rs}
+        if not got:
+            continue
+        keys = [(w["family"], w["length"]) for w in next(iter(got.values()))[0]["rows"]]
+        out += [f"{stage}:", "",
+                "| candidate | hidden | state ch. | parameters | FLOPs / cell update | seeds exact | "
+                + " | ".join(f"{f} {n:,}" for f, n in keys) + " | train s (per seed) | max changes | changed cells per step (longest random row) |",
+                "|---" * (9 + len(keys)) + "|"]
+        for name, rs in got.items():
+            rows = [{(w["family"], w["length"]): w for w in r["rows"]} for r in rs]
+            exact = [f"{sum(x[k]['exact'] for x in rows)}/{sum(x[k]['problems'] for x in rows)}" for k in keys]
+            longest = max(k for k in keys if k[0] == "random")
+            changed = ", ".join(f"{x[longest]['changed_per_step']:,.1f}" for x in rows)
+            g = rs[0]
             out.append(f"| {name} | {g['hidden']} | {g['state_channels']} | {g['parameters']:,} | "
-                       f"{g['flops_per_cell_update']:,} | {stage} | {sum(r['exact'] for r in got)}/{len(got)} | "
-                       f"{'; '.join(fails) or '-'} | {', '.join(str(round(r['train_seconds'])) for r in got)} | "
-                       f"{max(w['max_changes'] for r in got for w in r['rows'])} | "
-                       f"{min(dense):.1f} to {max(dense):.1f} |")
+                       f"{g['flops_per_cell_update']:,} | {sum(r['exact'] for r in rs)}/{len(rs)} (seeds "
+                       f"{', '.join(str(r['seed']) for r in rs)}) | " + " | ".join(exact) + " | "
+                       f"{', '.join(str(round(r['train_seconds'])) for r in rs)} | "
+                       f"{max(w['max_changes'] for x in rows for w in x.values())} | "
+                       f"{changed} |")
+        out.append("")
     return "\n".join(out)
 
 
