@@ -3,6 +3,10 @@
 exactly at long lengths against the oracles (Python integers / decimal, counts, direct simulation).
 
     python bench/seeds.py [--tasks addition parity rule110] [--seeds 0 1 2] [--out bench/out/seeds.json]
+    python bench/seeds.py --markdown bench/results/seeds_parity.json     # the README's tables
+
+Each row also gives the rule's activity: changed cells per step, the most changes of any one cell
+and dense cell-updates (cells x steps) per changed-cell event.
 
 Seed 0 is the shipped model (runtime/models/TASK.pt, made by the same recipe) unless --retrain.
 Lengths are those issue 3 asks for; problems run through the PyTorch reference loop with the
@@ -19,6 +23,7 @@ import numpy as np
 import torch
 
 from sead.runtime.model_file import default_model_path
+from sead.runtime.tasks import get_task
 from sead.train.checkpoint import load_checkpoint
 from sead.train.evaluate import EvalRow, evaluate_lines, family_lines, format_table
 from sead.train.loop import train
@@ -29,9 +34,10 @@ PLAN = {
     "addition": [("random", 16, 512), ("random", 100, 256), ("random", 1000, 64), ("random", 10_000, 16),
                  ("random", 100_000, 4), ("random", 1_000_000, 1), ("mixed_lengths", 1000, 64),
                  ("mixed_lengths", 100_000, 2), ("carry_chain", 200, 4), ("carry_chain", 10_000, 1)],
-    "parity": [("random", 16, 512), ("random", 100, 256), ("random", 1000, 64), ("random", 10_000, 8),
+    "parity": [("random", 16, 512), ("random", 100, 256), ("random", 1000, 64), ("random", 3000, 8), ("random", 10_000, 8),
                ("all_zero", 10_000, 1), ("single_one", 10_000, 3)],
-    "rule110": [("random", 16, 96), ("random", 10_000, 3)],  # random rings run 1, 100 and 1000 generations
+    # random rings run 1, 100 and 1000 generations; all_rings: every ring of 1 to 14 cells, 60 generations
+    "rule110": [("random", 16, 96), ("random", 10_000, 3), ("all_rings", 14, 0)],
 }
 
 
@@ -41,13 +47,42 @@ def check(model, task: str, seed: int) -> list[EvalRow]:
     for family, length, count in PLAN[task]:
         lines = family_lines(task, family, length, count, rng)
         start = time.time()
-        exact, conv, steps = evaluate_lines(model, lines)
-        rows.append(EvalRow(task, family, length, len(lines), int(exact.sum()), int(conv.sum()),
-                            float(steps.mean()), int(steps.max())))
-        print(f"  seed {seed} {task} {family} L={length}: {exact.sum()}/{len(lines)} exact, "
-              f"{conv.sum()} converged, steps mean {steps.mean():.1f} max {steps.max()} ({time.time() - start:.0f} s)",
+        r = evaluate_lines(model, lines).row(task, family, length)
+        rows.append(r)
+        print(f"  seed {seed} {task} {family} L={length}: {r.exact}/{r.problems} exact, {r.converged} converged, "
+              f"steps mean {r.steps_mean:.1f} max {r.steps_max}, changed/step {r.changed_per_step:.1f}, "
+              f"max changes {r.max_changes}, dense/changed {r.dense_per_change:.1f} ({time.time() - start:.0f} s)",
               flush=True)
     return rows
+
+
+def markdown(report: list[dict]) -> str:
+    """A task's results as two markdown tables: exactness and steps, then activity."""
+    seeds = sorted({r["seed"] for r in report})
+    first = report[0]
+    times = ", ".join(f"seed {r['seed']}: {r['train_seconds']:.0f} s" for r in report)
+    flops = f"; {first['flops_per_cell_update']:,} FLOPs per cell update" if "flops_per_cell_update" in first else ""
+    out = [f"**{first['task']}** ({first['parameters']:,} parameters{flops}; train time {times})", ""]
+    for title, cell in (("exact / fixed point / steps mean (max)", _exact_cell),
+                        ("changed cells per step / max changes of a cell / dense ÷ changed", _activity_cell)):
+        out += ["| family | length | problems | " + " | ".join(f"seed {s}: {title}" for s in seeds) + " |",
+                "|---|---|---|" + "---|" * len(seeds)]
+        for i, row in enumerate(first["rows"]):
+            cells = [cell(r["rows"][i]) for r in sorted(report, key=lambda r: r["seed"])]
+            out.append(f"| {row['family']} | {row['length']:,} | {row['problems']:,} | " + " | ".join(cells) + " |")
+        out.append("")
+    return "\n".join(out)
+
+
+def _exact_cell(row: dict) -> str:
+    fixed = "n/a" if get_task(row["task"]).convergence == "generations" else f"{row['converged']}/{row['problems']}"
+    return f"{row['exact']}/{row['problems']} / {fixed} / {row['steps_mean']:.1f} ({row['steps_max']})"
+
+
+def _activity_cell(row: dict) -> str:
+    if "max_changes" not in row:  # results from before activity was measured
+        return "n/a"
+    return f"{row['changed_per_step']:,.1f} / {row['max_changes']} / {row['dense_per_change']:,.1f}"
 
 
 def main() -> None:
@@ -56,8 +91,13 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--retrain", action="store_true", help="train seed 0 too instead of loading the shipped model")
     ap.add_argument("--out", type=Path, default=Path("bench/out/seeds.json"))
+    ap.add_argument("--markdown", type=Path, help="print a results file as the README's tables and exit")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1, as train/ship.py: the same rule from a seed)")
     args = ap.parse_args()
-    torch.set_num_threads(2)
+    if args.markdown:
+        print(markdown(json.loads(args.markdown.read_text())))
+        return
+    torch.set_num_threads(args.threads)
     report = []
     for task in args.tasks:
         for seed in args.seeds:
@@ -72,7 +112,8 @@ def main() -> None:
             rows = check(model, task, seed)
             print(format_table(rows), flush=True)
             report.append({"task": task, "seed": seed, "train_seconds": record["seconds"],
-                           "parameters": model.num_parameters(), "rows": [dict(vars(r)) for r in rows]})
+                           "parameters": model.num_parameters(), "flops_per_cell_update": model.flops_per_cell_update(),
+                           "rows": [dict(vars(r)) for r in rows]})
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=1))
     bad = [(r["task"], r["seed"]) for r in report if any(row["exact"] < row["problems"] for row in r["rows"])]

@@ -5,6 +5,9 @@ Losses, all on short tapes:
   length + 1: enough for information to cross the tape) to the end of the unroll;
 - settle: once the answer is due, the next step must reproduce the state with a margin
   (a hinge on pre-activation * state), so the solve ends at an exact fixed point;
+- activity (optional): after step 1 a cell should change at most once (a front passing by), so a
+  solve's cost can follow the cells that change, not cells x steps. Every step before a cell's
+  last change in the unroll is asked, with the settle margin, to keep that cell's state;
 - mining: wrong short problems found by the exact oracle are kept in a pool and mixed into every
   batch (errors are local: covering rare neighbourhoods is what makes long tapes exact).
 """
@@ -38,6 +41,10 @@ class TrainConfig:
     settle_weight: float = 1.0
     settle_from: float = 0.0  # fraction of steps before the settle hinge is switched on
     margin: float = 1.0
+    # the activity hinge ramps linearly from 0 at activity_from to its weight at activity_full
+    activity_weight: float = 0.0
+    activity_from: float = 0.3
+    activity_full: float = 0.5
     mine_every: int = 250
     mine_count: int = 4096
     pool_share: float = 0.25
@@ -60,22 +67,43 @@ def build_model(cfg: TrainConfig) -> SEAD:
                             readout_hidden=cfg.readout_hidden))
 
 
+def ramp(cfg: TrainConfig, step: int) -> float:
+    """The activity weight at an optimizer step: 0 before activity_from, full from activity_full."""
+    frac = step / cfg.steps
+    if cfg.activity_weight == 0 or frac <= cfg.activity_from:
+        return 0.0
+    span = max(cfg.activity_full - cfg.activity_from, 1e-9)
+    return cfg.activity_weight * min(1.0, (frac - cfg.activity_from) / span)
+
+
 def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
-    """Unroll; answer loss and settle loss from each problem's due step on."""
+    """Unroll; answer loss and settle loss from each problem's due step on, and the activity hinge.
+
+    -> (answer, settle, activity, correct (B,) bool). Activity: step 1 sets every cell from 0;
+    after it, each step before a cell's last change in the unroll gets the hinge
+    relu(margin - pre * state) on that cell, so the change that stays is free and changes that are
+    undone or overwritten later cost. Averaged over real cells, state channels and steps; 0.0 when
+    cfg.activity_weight is 0. (A straight-through count of flips past the first, the first probe,
+    left most seeds with many changes per cell; see train/recipes.py.)"""
     mask = x[:, :1]
     due = lengths + 1  # (B,)
     horizon = int(due.max()) + extra
     state = model.initial_state(x)
     answer, settle, count = 0.0, 0.0, 0
+    keeps, moves = [], []  # per step from t = 2: the keep-hinge (B, C_s, L) and cells that changed (B, 1, L)
     correct = torch.ones(x.shape[0], dtype=torch.bool)
     for t in range(1, horizon + 1):
         pre = model.preactivation(x, state)
         if t > 1:
+            keep = F.relu(cfg.margin - pre * state) * mask  # > 0 unless this step keeps state_{t-1} with margin
             # the step that produces state_t must leave state_{t-1} unchanged once it is due
-            late = (t - 1 >= due).float()[:, None, None] * mask
-            hinge = F.relu(cfg.margin - pre * state) * late
-            settle = settle + hinge.sum() / (late.sum() * state.shape[1] + 1)
-        state = hardsign(pre) * mask
+            late = (t - 1 >= due).float()[:, None, None]
+            settle = settle + (keep * late).sum() / ((late * mask).sum() * state.shape[1] + 1)
+        new = hardsign(pre) * mask
+        if t > 1 and cfg.activity_weight:
+            keeps.append(keep)
+            moves.append((new != state).any(1, keepdim=True))
+        state = new
         if bool((t >= due).any()):
             logits = model.readout(x, state)
             tgt = torch.where((t >= due)[:, None], y, torch.full_like(y, -1))
@@ -85,7 +113,12 @@ def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
                 pred = logits.argmax(1)
                 ok = (pred == y) | (y < 0)
                 correct = ok.all(1)
-    return answer / max(count, 1), settle / horizon, correct
+    activity, later = 0.0, torch.zeros_like(mask, dtype=torch.bool)
+    for keep, move in zip(reversed(keeps), reversed(moves)):  # later: the cell changes after this step
+        activity = activity + (keep * later).sum()
+        later = later | move
+    activity = activity / (mask.sum() * state.shape[1] * horizon)
+    return answer / max(count, 1), settle / horizon, activity, correct
 
 
 def generations_loss(model: SEAD, x, cfg: TrainConfig, rng: np.random.Generator, horizon: int):
@@ -136,28 +169,22 @@ def _wrong(model: SEAD, task, lines: list[str]) -> list[str]:
 
 
 class Progress:
-    """A one-line progress bar on stderr (redrawn in place when stderr is a terminal)."""
+    """Training progress on stderr with tqdm: redrawn in place on a terminal; elsewhere (a log
+    file) one line at most every 10 seconds."""
 
     def __init__(self, total: int, label: str):
-        self.total, self.label, self.start = total, label, time.time()
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
+        from tqdm import tqdm
+
+        tty = sys.stderr.isatty()
+        self.bar = tqdm(total=total, desc=label, file=sys.stderr, dynamic_ncols=tty, ncols=None if tty else 120,
+                        mininterval=0.1 if tty else 10.0, unit="step")
 
     def update(self, done: int, **fields) -> None:
-        now = time.time()
-        if not self.tty and now - self.last < 10 and done < self.total:
-            return
-        self.last = now
-        width = 24
-        fill = int(width * done / self.total)
-        info = " ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items())
-        line = f"{self.label} [{'#' * fill}{'.' * (width - fill)}] {done}/{self.total} {now - self.start:5.0f}s {info}"
-        sys.stderr.write(("\r" + line) if self.tty else line + "\n")
-        sys.stderr.flush()
+        self.bar.set_postfix({k: round(v, 4) if isinstance(v, float) else v for k, v in fields.items()}, refresh=False)
+        self.bar.update(done - self.bar.n)
 
     def close(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
+        self.bar.close()
 
 
 def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
@@ -187,8 +214,9 @@ def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
             loss, correct = generations_loss(model, x, cfg, rng, horizon=extra)
         else:
             lengths = torch.tensor([p.length for p in parsed])
-            answer, settle, correct = fixed_point_loss(model, x, y, lengths, cfg, extra)
+            answer, settle, activity, correct = fixed_point_loss(model, x, y, lengths, cfg, extra)
             loss = answer + (cfg.settle_weight * settle if step > cfg.settle_from * cfg.steps else 0.0)
+            loss = loss + ramp(cfg, step) * activity
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -88,22 +89,43 @@ class SEAD(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def flops_per_cell_update(self) -> int:
+        """The rule's two convolutions for one cell and one step (2 FLOPs per multiply-add); the
+        readout runs once per solve and is not counted. Same count as runtime.bench.model_costs."""
+        c = self.config
+        return 2 * c.hidden * (c.input_channels + c.state_channels) * 3 + 2 * c.state_channels * c.hidden
+
+
+class Activity(NamedTuple):
+    """How much work a solve did, per problem, all (B,) int64.
+
+    A cell *changes* at a step when any of its state channels does; step 1 changes every real cell
+    (the state starts at 0). Dense work is cells x steps; a runtime that updates only the cells
+    around changes does about `changes` cell updates."""
+
+    cells: torch.Tensor  # real cells on the tape (mask)
+    changes: torch.Tensor  # changed-cell events, summed over the steps run
+    max_changes: torch.Tensor  # the most changes of any one cell
+
 
 @torch.no_grad()
-def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch.Tensor | None = None):
+def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch.Tensor | None = None,
+          activity: bool = False):
     """Reference loop: iterate until each problem's state stops changing (or its generations run out).
 
-    Returns (symbols (B, L) int64, steps (B,) int64, converged (B,) bool). `steps` counts the
-    updates that changed the state. max_steps is the step cap: a problem may take that many
-    changing steps, plus the one that changes nothing and so proves its fixed point; one that
-    is still changing after them did not converge (steps = max_steps). Generation tasks (rule110)
-    run exactly their generations whatever max_steps says.
+    Returns (symbols (B, L) int64, steps (B,) int64, converged (B,) bool), and an `Activity` as a
+    fourth item when `activity` is set. `steps` counts the updates that changed the state.
+    max_steps is the step cap: a problem may take that many changing steps, plus the one that
+    changes nothing and so proves its fixed point; one that is still changing after them did not
+    converge (steps = max_steps). Generation tasks (rule110) run exactly their generations
+    whatever max_steps says.
     """
     b = problem.shape[0]
     state = model.initial_state(problem)
     steps = torch.zeros(b, dtype=torch.long)
     active = torch.ones(b, dtype=torch.bool)
     converged = torch.zeros(b, dtype=torch.bool)
+    per_cell = torch.zeros(b, problem.shape[2], dtype=torch.long) if activity else None
     horizon = int(generations.max()) if generations is not None and b else max_steps + 1
     for t in range(horizon):
         if generations is not None:
@@ -111,17 +133,23 @@ def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch
         if not active.any():
             break
         nxt = model.step(problem, state)
+        moved = (nxt != state).any(1)  # (B, L): cells that change at this step
         if generations is None:
-            changed = (nxt != state).flatten(1).any(1) & active
+            changed = moved.any(1) & active
             converged |= active & ~changed
             active = changed
         else:
             changed = active
         state = torch.where(changed[:, None, None], nxt, state)
         steps += changed.long()
+        if activity:
+            per_cell += (moved & changed[:, None]).long()
     if generations is not None:
         converged = generations <= steps
     else:
         steps = torch.minimum(steps, torch.tensor(max_steps))
     symbols = model.readout(problem, state).argmax(1)
-    return symbols, steps, converged
+    if not activity:
+        return symbols, steps, converged
+    cells = problem[:, 0].sum(1).long()
+    return symbols, steps, converged, Activity(cells, per_cell.sum(1), per_cell.max(1).values)

@@ -58,6 +58,8 @@ class Rule110(Task):
     def family_lines(self, family: str, size: int, count: int, rng: np.random.Generator) -> list[str]:
         if family == "random":  # short and long runs: 1, 100 and 1,000 generations
             return [f"{random_bits(rng, size)} {g}" for g in (1, 100, 1000) for _ in range(max(1, count // 3))]
+        if family == "all_rings":  # every ring of 1 to `size` cells, 60 generations (2^(size+1) - 2 rings)
+            return [format(v, f"0{n}b") + " 60" for n in range(1, size + 1) for v in range(2 ** n)]
         return super().family_lines(family, size, count, rng)
 
     def canonical_lines(self) -> list[str]:
