@@ -7,6 +7,8 @@ The earlier commit is checked out into a temporary git worktree and imported as 
 there (its runtime needs only numpy, onnx and onnxruntime, as this one does). Each round times
 both, one after the other, in fresh processes: the best and the median of repeated solves per
 case. Answers are checked against Python ints. The default base is the last commit before tiles.
+Both runtimes load the same model file, this checkout's shipped addition model (`--model` for
+another), so only the runtime differs; bench/model_speed.py compares models on one runtime.
 """
 from __future__ import annotations
 
@@ -33,7 +35,7 @@ except ImportError:
 from sead.runtime.tasks import get_task
 cases = json.loads(sys.argv[1])
 task = get_task("addition")
-rt = Runtime("addition", "ort")
+rt = Runtime(sys.argv[2], "ort")
 out = {}
 for name, (digits, count, repeats) in cases.items():
     rng = np.random.default_rng(digits)
@@ -50,11 +52,11 @@ print(json.dumps(out))
 """
 
 
-def measure(package_parent: str | None) -> dict:
+def measure(package_parent: str | None, model: str) -> dict:
     env = dict(os.environ)
     if package_parent:
         env["PYTHONPATH"] = package_parent
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(CASES)], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(CASES), model], capture_output=True, text=True,
                           env=env, cwd=tempfile.gettempdir(), check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -64,7 +66,9 @@ def main() -> None:
     ap.add_argument("--base", default="882732b")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=Path("bench/out/before_after.json"))
+    ap.add_argument("--model", type=Path, default=ROOT / "runtime" / "models" / "addition.onnx")
     args = ap.parse_args()
+    model = str(args.model.resolve())
     with tempfile.TemporaryDirectory() as tmp:
         old = Path(tmp) / "old"
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.base], check=True,
@@ -76,9 +80,9 @@ def main() -> None:
             rounds = []
             for i in range(args.rounds):
                 print(f"round {i + 1}: {args.base} ...", file=sys.stderr, flush=True)
-                before = measure(str(parent))
+                before = measure(str(parent), model)
                 print(f"round {i + 1}: this checkout ...", file=sys.stderr, flush=True)
-                after = measure(None)
+                after = measure(None, model)
                 rounds.append({"before": before, "after": after})
                 print(json.dumps(rounds[-1]), flush=True)
         finally:
@@ -91,7 +95,7 @@ def main() -> None:
                                 "median": [round(r[side][name]["median"], 4) for r in rounds],
                                 "exact": all(r[side][name]["exact"] == r[side][name]["problems"] for r in rounds)}
                          for side in ("before", "after")}
-    report = {"base": args.base, "head": head, "cpus": os.cpu_count(), "rounds": rounds, "summary": summary}
+    report = {"base": args.base, "head": head, "model": str(args.model.relative_to(ROOT)) if args.model.is_relative_to(ROOT) else str(args.model), "cpus": os.cpu_count(), "rounds": rounds, "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"wrote {args.out}")
