@@ -145,15 +145,16 @@ def mine(model: SEAD, cfg: TrainConfig, rng: np.random.Generator, count: int,
 
     -> (fresh wrong ones, pool problems still wrong, accuracy on the fresh ones)."""
     task = get_task(cfg.task)
-    per_batch = 512
+    per_batch = max(1, min(512, count))
+    batches = max(1, count // per_batch)
     fresh_wrong = []
-    for _ in range(max(1, count // per_batch)):
+    for _ in range(batches):
         length = int(rng.integers(1, cfg.max_len + 1)) if task.convergence == "generations" else None
         fresh_wrong += _wrong(model, task, sample_lines(cfg.task, rng, per_batch, cfg.max_len, length=length))
     still_wrong = []
     for start in range(0, len(recheck), per_batch):
         still_wrong += _wrong(model, task, list(recheck[start:start + per_batch]))
-    return fresh_wrong, still_wrong, 1.0 - len(fresh_wrong) / max(1, count // per_batch * per_batch)
+    return fresh_wrong, still_wrong, 1.0 - len(fresh_wrong) / (batches * per_batch)
 
 
 def _wrong(model: SEAD, task, lines: list[str]) -> list[str]:

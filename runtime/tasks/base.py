@@ -62,8 +62,8 @@ class Task:
         return sum(self.shape(p))
 
     def step_cap(self, p: Parsed, radius: int = 1) -> int:
-        """The default step cap: twice what crossing the problem takes, plus slack."""
-        return 2 * math.ceil(self.diameter(p) / radius) + 16
+        """The default step cap of a problem (see default_step_cap)."""
+        return default_step_cap(self.diameter(p), radius)
 
     def due_step(self, p: Parsed) -> int:
         """Training: the step from which the answer must be right (crossing, plus one)."""
@@ -84,7 +84,10 @@ class Task:
         raise NotImplementedError
 
     def encode_many(self, problems: list[Parsed], shape) -> np.ndarray:
-        """(B, C_in, *shape) float32: the mask channel, then the one-hot cell symbols."""
+        """(B, C_in, *shape) float32: the mask channel, then the one-hot cell symbols. shape: a
+        row's cells, L or (L,) on a tape, (H, W) on a grid."""
+        if self.rank == 1 and not isinstance(shape, int):
+            (shape,) = shape
         return one_hot_cells(self.encode_cells(problems, shape), self.input_channels)
 
     def encode(self, p: Parsed) -> np.ndarray:
@@ -159,6 +162,12 @@ def digit_rows(texts: list[str], length: int) -> np.ndarray:
     """(B, length) int8 digits of each text from cell 0, -1 on the empty cells after it."""
     joined = "".join(t.ljust(length, "/") for t in texts).encode()  # '/' is '0' - 1
     return (np.frombuffer(joined, np.int8).reshape(len(texts), length) - 48).astype(np.int8, copy=False)
+
+
+def default_step_cap(diameter: int, radius: int = 1) -> int:
+    """Information crosses a problem of this diameter (a tape's length; a grid's height + width)
+    in diameter / radius steps; allow twice that, plus slack."""
+    return 2 * math.ceil(diameter / radius) + 16
 
 
 def one_hot_cells(symbols: np.ndarray, channels: int) -> np.ndarray:

@@ -16,6 +16,7 @@ numpy: the targets' source, never the oracle (the oracle is Python's exact arith
 from __future__ import annotations
 
 import decimal
+import math
 
 import numpy as np
 
@@ -49,6 +50,10 @@ class Multiplication(Task):
         check_symbols(b, "the second operand")
         shape = (len(a) + 1, len(b))
         return Parsed(text=line, length=shape[0] * shape[1], a=a, b=b, shape=shape)
+
+    def size_for(self, cells: int) -> int:
+        """Operand digits whose grid ((n + 1) x n) has about `cells` cells."""
+        return max(1, math.isqrt(max(cells, 1)))
 
     def diameter(self, p: Parsed) -> int:
         return len(p.a) + len(p.b)  # the carry-save array settles within n_a + n_b steps
