@@ -113,9 +113,9 @@ def _baselines(step, names: list[str], say) -> dict:
 def _time_baseline(solve, runtime, lines, engine_results, seconds: float) -> dict:
     """Timed like the engine, from problem texts to answers; compile time is in the warm-up."""
     from sead.runtime.bench import cell_updates
-    from sead.runtime.loop import Result, default_step_cap
+    from sead.runtime.loop import Result
 
-    cap = default_step_cap(max(runtime.task.parse(line).length for line in lines))
+    cap = max(runtime.task.step_cap(runtime.task.parse(line)) for line in lines)
     solve([runtime.task.parse(line) for line in lines], cap)  # warm-up (and torch.compile's compile)
     runs, start = 0, time.perf_counter()
     while True:

@@ -4,10 +4,12 @@ The graph is spelled out by hand rather than traced so that it holds only operat
 engine runs (Concat, Slice, Conv, Relu, Greater, Where, Mul) and no shape arithmetic at all:
 constant-size pads, constant slices, dynamic batch and length axes.
 
-    inputs   problem    (B, C_in, L) float32   the encoded problem, bound once per solve
-             state      (B, C_s, L)  float32   the evolving state, -1/+1 (0 before the first step)
-    outputs  next_state (B, C_s, L)  float32   one local update of `state`
-             logits     (B, K, L)    float32   the readout of the *input* state
+    inputs   problem    (B, C_in, *S) float32   the encoded problem, bound once per solve
+             state      (B, C_s, *S)  float32   the evolving state, -1/+1 (0 before the first step)
+    outputs  next_state (B, C_s, *S)  float32   one local update of `state`
+             logits     (B, K, *S)    float32   the readout of the *input* state
+
+S is (L,) for a tape (rank 1) and (H, W) for a grid (rank 2): the same graph with 3x3 kernels.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ def build_step_graph(model, metadata: StepMetadata, opset: int = DEFAULT_OPSET) 
         ]
     else:
         nodes.append(helper.make_node("Conv", ["cells", "rule_in.weight", "rule_in.bias"], ["rule_hidden_pre"],
-                                      pads=[1, 1], name="rule_in"))
+                                      pads=[1] * 2 * cfg.rank, name="rule_in"))
     nodes += [
         helper.make_node("Relu", ["rule_hidden_pre"], ["rule_hidden"], name="rule_relu"),
         helper.make_node("Conv", ["rule_hidden", "rule_out.weight", "rule_out.bias"], ["rule_pre"], name="rule_out"),
@@ -66,7 +68,8 @@ def build_step_graph(model, metadata: StepMetadata, opset: int = DEFAULT_OPSET) 
         helper.make_node("Relu", ["read_hidden_pre"], ["read_hidden"], name="read_relu"),
         helper.make_node("Conv", ["read_hidden", "read_out.weight", "read_out.bias"], ["logits"], name="read_out"),
     ]
-    tensor = lambda name, channels: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", channels, "length"])
+    cells = ["length"] if cfg.rank == 1 else ["height", "width"]
+    tensor = lambda name, channels: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", channels, *cells])
     graph = helper.make_graph(
         nodes, f"sead_{cfg.task}_step",
         inputs=[tensor("problem", cfg.input_channels), tensor("state", cfg.state_channels)],
@@ -100,4 +103,5 @@ def metadata_for(model, payload: dict, checkpoint_sha256: str, sead_version: str
         parameters=model.num_parameters(),
         checkpoint_sha256=checkpoint_sha256,
         model_config=json.dumps(dict(vars(cfg)), sort_keys=True),
+        rank=cfg.rank,
     )

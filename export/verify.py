@@ -12,6 +12,7 @@ import torch
 
 from sead.runtime.errors import ExportMismatch, SeadError
 from sead.runtime.tasks import get_task
+from sead.runtime.tasks.base import default_step_cap
 from sead.train.data import encode_batch
 from sead.train.model import SEAD, solve
 
@@ -62,7 +63,7 @@ def compare_step(model: SEAD, session, x: torch.Tensor, state: torch.Tensor, wha
 def _onnx_solve(session, x: np.ndarray, max_steps: int, generations):
     """The plainest possible loop over the exported step (no runtime code), for cross-checking."""
     b = x.shape[0]
-    state = np.zeros((b, session.get_inputs()[1].shape[1], x.shape[2]), np.float32)
+    state = np.zeros((b, session.get_inputs()[1].shape[1], *x.shape[2:]), np.float32)
     steps = np.zeros(b, np.int64)
     active = np.ones(b, bool)
     for t in range(max_steps if generations is not None else max_steps + 1):  # + 1: the step proving the fixed point
@@ -74,7 +75,7 @@ def _onnx_solve(session, x: np.ndarray, max_steps: int, generations):
         changed = active if generations is not None else ((nxt != state).reshape(b, -1).any(1) & active)
         if generations is None:
             active = changed
-        state = np.where(changed[:, None, None], nxt, state)
+        state = np.where(changed.reshape(-1, *[1] * (x.ndim - 1)), nxt, state)
         steps += changed
     logits = session.run(["logits"], {"problem": x, "state": state})[0]
     return logits.argmax(1), np.minimum(steps, max_steps)
@@ -90,20 +91,22 @@ def verify_export(model: SEAD, onnx_bytes: bytes, seed: int = 0) -> list[dict]:
     for length in LENGTHS:
         count = 4 if length <= 1000 else 1
         x, gens = _problems(task, length, count, rng)
-        random_state = torch.randint(-1, 2, (count, model.config.state_channels, x.shape[2]), generator=gen).float()
-        report.append(compare_step(model, session, x, random_state * x[:, :1], f"random state, L={x.shape[2]}"))
+        cells = "x".join(map(str, x.shape[2:]))  # L, or HxW on a grid
+        random_state = torch.randint(-1, 2, (count, model.config.state_channels, *x.shape[2:]), generator=gen).float()
+        report.append(compare_step(model, session, x, random_state * x[:, :1], f"random state, L={cells}"))
         state = model.initial_state(x)
         for t in range(3):  # real states along a solve
-            report.append(compare_step(model, session, x, state, f"solve state t={t}, L={x.shape[2]}"))
+            report.append(compare_step(model, session, x, state, f"solve state t={t}, L={cells}"))
             with torch.no_grad():
                 state = model.step(x, state)
     for length in (5, 16, 40):
         x, gens = _problems(task, length, 8, rng)
-        cap = 2 * x.shape[2] + 16
+        cells = "x".join(map(str, x.shape[2:]))
+        cap = default_step_cap(sum(x.shape[2:]))
         want_symbols, want_steps, _ = solve(model, x, cap, gens)
         got_symbols, got_steps = _onnx_solve(session, x.numpy(), cap, gens)
         if not (np.array_equal(got_symbols, want_symbols.numpy()) and np.array_equal(got_steps, want_steps.numpy())):
-            raise ExportMismatch(f"full solve at L={x.shape[2]}: ONNX answers/steps differ from PyTorch "
+            raise ExportMismatch(f"full solve at L={cells}: ONNX answers/steps differ from PyTorch "
                                  f"(steps {got_steps.tolist()} vs {want_steps.tolist()})")
-        report.append({"what": f"full solve, 8 problems, L={x.shape[2]}", "steps": want_steps.tolist()})
+        report.append({"what": f"full solve, 8 problems, L={cells}", "steps": want_steps.tolist()})
     return report

@@ -19,7 +19,7 @@ from typing import Iterable, Iterator
 
 from .batching import Scheduler
 from .errors import EngineUnavailable, InputError, ModelFileError, QueueFull, RuntimeClosed, SeadError
-from .loop import DEFAULT_MAX_GENERATIONS, Limits, Result, default_step_cap
+from .loop import DEFAULT_MAX_GENERATIONS, Limits, Result
 from .model_file import StepModel, load_step_model
 from .tasks import MAX_STEPS, Parsed, get_task
 from .tiles import RUN_TILES, TILE
@@ -151,7 +151,7 @@ class Runtime:
         out = []
         for i, p in enumerate(problems):
             if fixed_point:
-                cap = max_steps if max_steps is not None else default_step_cap(p.length, radius)
+                cap = max_steps if max_steps is not None else self.task.step_cap(p, radius)
             else:
                 cap = max_steps if max_steps is not None else DEFAULT_MAX_GENERATIONS
                 if p.generations > cap:

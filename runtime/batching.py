@@ -1,6 +1,6 @@
 """The batching front: one queue and a bounded pool of workers shared by every caller of a runtime.
 
-Callers submit validated problems and get a Future. Short problems wait in per-length buckets
+Callers submit validated problems and get a Future. Short problems wait in per-shape buckets
 until a bucket holds a full batch (`max_batch_cells`) or its oldest problem has waited
 `max_wait_ms`; then a worker takes them as one RowJob. Problems from many requests share a batch,
 which is where an engine's throughput comes from. A long problem becomes a TapeJob whose chunks
@@ -27,8 +27,8 @@ from concurrent.futures import Future
 from typing import Callable, NamedTuple
 
 from .engines.protocol import Engine
-from .errors import QueueFull, RuntimeClosed
-from .loop import Chunk, Limits, Result, RowJob, TapeJob, bucket_length
+from .errors import QueueFull, RuntimeClosed, SeadError
+from .loop import Chunk, Limits, Result, RowJob, TapeJob, bucket_shape
 from .tasks import Parsed
 
 SLICE_SECONDS = 0.02  # a RowJob yields its worker after this long, so others get a turn
@@ -87,12 +87,13 @@ class Scheduler:
         self.max_batch_cells, self.max_batch_rows = max_batch_cells, max_batch_rows
         self.max_wait, self.max_queue_cells = max_wait_ms / 1000, max_queue_cells
         self.ring = task.boundary == "ring"
-        # tapes longer than this run in tiles; shorter ones as whole rows (which must fit the engine)
-        self.tile_from = min(tile_from, engine.max_row_cells // 2)
+        # tapes longer than this run in tiles; shorter ones as whole rows (which must fit the engine).
+        # Grids always run as whole rows (tiles are 1-D).
+        self.tile_from = min(tile_from, engine.max_row_cells // 2) if task.rank == 1 else None
         self.tile = tile  # (cells per tile, tiles per row at most)
         self.cond = threading.Condition()
-        self.buckets: dict[int, deque[_Waiting]] = {}
-        self.bucket_cells: dict[int, int] = {}
+        self.buckets: dict[tuple[int, ...], deque[_Waiting]] = {}  # by a row's padded cell shape
+        self.bucket_cells: dict[tuple[int, ...], int] = {}
         self.ready: list = []  # heap of (seq, work): resumed RowJobs, tape starts and chunks
         self.seq = itertools.count()
         self.tapes: set[TapeJob] = set()
@@ -119,21 +120,26 @@ class Scheduler:
         with self.cond:
             if self.closed:
                 raise RuntimeClosed("the runtime is closed")
+            if self.tile_from is None:
+                largest = max(math.prod(bucket_shape(self.task, p)) for p in problems)
+                if largest > self.engine.max_row_cells:
+                    raise SeadError(f"a grid of {largest:,} cells (padded) is more than engine "
+                                    f"'{self.engine.name}' takes in one row ({self.engine.max_row_cells:,})")
             if self.queued_cells and self.queued_cells + cells > self.max_queue_cells:
                 raise QueueFull(f"the queue holds {self.queued_cells:,} cells; {cells:,} more would pass "
                                 f"max_queue_cells={self.max_queue_cells:,}")
             self.queued_cells += cells
             self.queued_problems += len(problems)
             for i, (p, lim) in enumerate(zip(problems, limits)):
-                if p.length > self.tile_from:
+                if self.tile_from is not None and p.length > self.tile_from:
                     tape = TapeJob(self.engine, self.task, p, lim, None, self.ring, self.state_channels, *self.tile)
                     tape.deliver = self._deliverer(request, i, p.length, tape)
                     self.tapes.add(tape)
                     self._push(_TapeWork(tape, frozenset([request]), None))
                     continue
-                length = p.length if self.ring else bucket_length(p.length)
-                self.buckets.setdefault(length, deque()).append(_Waiting(request, i, p, lim, now))
-                self.bucket_cells[length] = self.bucket_cells.get(length, 0) + length
+                shape = bucket_shape(self.task, p)
+                self.buckets.setdefault(shape, deque()).append(_Waiting(request, i, p, lim, now))
+                self.bucket_cells[shape] = self.bucket_cells.get(shape, 0) + math.prod(shape)
             self.cond.notify_all()
         return request.future
 
@@ -203,45 +209,45 @@ class Scheduler:
         while True:
             now = time.perf_counter()
             starved = bool(self.ready) and self.running_resumed == 0  # long work waits and nobody is on it
-            length, wait = self._due_bucket(now)
-            if length is not None and not starved:
-                return self._take(length)
+            shape, wait = self._due_bucket(now)
+            if shape is not None and not starved:
+                return self._take(shape)
             if self.ready:
                 return heapq.heappop(self.ready)[1]
-            if length is not None:
-                return self._take(length)
+            if shape is not None:
+                return self._take(shape)
             if self.closed and not self.buckets and self.running == 0:
                 return None
             self.cond.wait(wait)
 
     def _due_bucket(self, now: float):
-        """-> (length of the due bucket with the oldest problem or None, seconds until one is due or None)."""
+        """-> (shape of the due bucket with the oldest problem or None, seconds until one is due or None)."""
         best, oldest, next_due = None, math.inf, None
-        for length, queue in self.buckets.items():
+        for shape, queue in self.buckets.items():
             since = queue[0].since
-            if self.closed or self.bucket_cells[length] >= self.max_batch_cells or now - since >= self.max_wait:
+            if self.closed or self.bucket_cells[shape] >= self.max_batch_cells or now - since >= self.max_wait:
                 if since < oldest:
-                    best, oldest = length, since
+                    best, oldest = shape, since
             else:
                 due = since + self.max_wait - now
                 next_due = due if next_due is None else min(next_due, due)
         return best, next_due
 
-    def _take(self, length: int) -> _Rows:
-        queue = self.buckets[length]
+    def _take(self, shape: tuple[int, ...]) -> _Rows:
+        queue, length = self.buckets[shape], math.prod(shape)  # length: cells per row
         rows = min(len(queue), self.max_batch_rows, self.engine.max_rows(length), max(1, self.max_batch_cells // length))
         if len(self.threads) > 1:  # leave the other workers a share of a big bucket
             rows = min(rows, max(-(-len(queue) // len(self.threads)), MIN_BATCH_CELLS // length, 1))
         waiting = [queue.popleft() for _ in range(rows)]
         if queue:
-            self.bucket_cells[length] -= rows * length
+            self.bucket_cells[shape] -= rows * length
         else:
-            del self.buckets[length], self.bucket_cells[length]
+            del self.buckets[shape], self.bucket_cells[shape]
         items = [(w.problem, w.limits, self._deliverer(w.request, w.index, w.problem.length)) for w in waiting]
         self.counters["batches"] += 1
         for listener in self.listeners:
             listener(rows, rows * length)
-        return _Rows(RowJob(self.engine, self.task, items, length, wrap=self.ring),
+        return _Rows(RowJob(self.engine, self.task, items, shape, wrap=self.ring),
                      frozenset(w.request for w in waiting), False)
 
     def _work(self) -> None:

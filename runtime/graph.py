@@ -26,6 +26,11 @@ def _needed_nodes(graph: onnx.GraphProto, outputs: list[str]) -> list[onnx.NodeP
     return list(reversed(keep))
 
 
+def _cells(step: StepModel) -> list[str]:
+    """The names of a row's cell axes: (L,) on a tape, (H, W) on a grid."""
+    return ["length"] if step.metadata.rank == 1 else ["height", "width"]
+
+
 def _io(name: str, dims: list) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
 
@@ -53,7 +58,7 @@ def symbols_graph(step: StepModel) -> onnx.ModelProto:
     g = model.graph
     g.node.append(helper.make_node("ArgMax", ["logits"], ["symbols"], axis=1, keepdims=0))
     del g.output[:]
-    g.output.append(helper.make_tensor_value_info("symbols", TensorProto.INT64, ["batch", "length"]))
+    g.output.append(helper.make_tensor_value_info("symbols", TensorProto.INT64, ["batch", *_cells(step)]))
     return _finish(g, step, "symbols")
 
 
@@ -83,6 +88,7 @@ def _state_path(step: StepModel, wrap: bool):
     meta = step.metadata
     if wrap and meta.boundary != "ring":
         raise ValueError("only a ring task's rows wrap")
+    pads = [1] * 2 * meta.rank
     g = step.proto.graph
     body = _needed_nodes(g, ["next_state"])
     conv = next(n for n in body if n.op_type == "Conv")
@@ -109,8 +115,8 @@ def _state_path(step: StepModel, wrap: bool):
         per_step += wrapped("state", "state_wrapped")
         per_step.append(helper.make_node("Conv", ["state_wrapped", "adv_w_state"], ["state_conv"]))
     else:
-        prologue.append(helper.make_node("Conv", ["problem", "adv_w_problem", conv.input[2]], ["adv_features"], pads=[1, 1]))
-        per_step.append(helper.make_node("Conv", ["state", "adv_w_state"], ["state_conv"], pads=[1, 1]))
+        prologue.append(helper.make_node("Conv", ["problem", "adv_w_problem", conv.input[2]], ["adv_features"], pads=pads))
+        per_step.append(helper.make_node("Conv", ["state", "adv_w_state"], ["state_conv"], pads=pads))
     per_step.append(helper.make_node("Add", ["adv_features", "state_conv"], [conv.output[0]]))
     shared = {t.name for t in inits} | {"adv_features"}
     return prologue, per_step + body, inits, shared
@@ -119,10 +125,12 @@ def _state_path(step: StepModel, wrap: bool):
 def advance_graph(step: StepModel, k: int, wrap: bool = False, packed: bool = False) -> onnx.ModelProto:
     """K steps of the rule over batch rows, each row gated by its own step budget.
 
-        inputs   problem (B, C_in, L), state (B, C_s, L), budget (B, 1, 1), owned (B, 1, L) float32
-        outputs  state_out (B, C_s, L)
-                 changed_at (B, 1, L): the last step (1..K) at which each cell changed; 0 if none
-                 last (B, 1, 1): the last step at which a cell the row owns changed; 0 if none
+        inputs   problem (B, C_in, *S), state (B, C_s, *S), budget (B, 1, 1, ...), owned (B, 1, *S) float32
+        outputs  state_out (B, C_s, *S)
+                 changed_at (B, 1, *S): the last step (1..K) at which each cell changed; 0 if none
+                 last (B, 1, 1, ...): the last step at which a cell the row owns changed; 0 if none
+
+    S is (L,) on a tape and (H, W) on a grid (rank 2; budget and last are then (B, 1, 1, 1)).
 
     Row b runs min(K, budget[b]) steps; after them its state is held. A row is a whole tape (a
     short problem; `owned` is its mask) or a tile window: owned cells with a halo of at least K
@@ -143,6 +151,9 @@ def advance_graph(step: StepModel, k: int, wrap: bool = False, packed: bool = Fa
     if wrap and packed:
         raise ValueError("whole rings cannot be packed end to end")
     meta = step.metadata
+    if packed and meta.rank != 1:
+        raise ValueError("only tapes (rank 1) are packed end to end")
+    cell_axes = list(range(2, 2 + meta.rank))
     prologue, body, inits, const_names = _state_path(step, wrap)
     consts = {"adv_zero": np.float32(0)}
     nodes: list[onnx.NodeProto] = list(prologue)
@@ -164,7 +175,7 @@ def advance_graph(step: StepModel, k: int, wrap: bool = False, packed: bool = Fa
         nodes.append(helper.make_node("Reshape", ["owned_changed_at", "rows_shape"], ["rows_changed_at"]))  # (1, B, L)
         nodes += _reduce("rows_changed_at", "last", [2], step.opset, consts)
     else:
-        nodes += _reduce("owned_changed_at", "last", [2], step.opset, consts)
+        nodes += _reduce("owned_changed_at", "last", cell_axes, step.opset, consts)
     inits += [numpy_helper.from_array(np.asarray(v), name=n) for n, v in consts.items()]
     c_in, c_s = meta.input_channels, meta.state_channels
     if packed:
@@ -172,10 +183,11 @@ def advance_graph(step: StepModel, k: int, wrap: bool = False, packed: bool = Fa
                   _io("owned", [1, 1, "cells"]), helper.make_tensor_value_info("rows_shape", TensorProto.INT64, [3])]
         outputs = [_io("state_out", [1, c_s, "cells"]), _io("changed_at", [1, 1, "cells"]), _io("last", [1, "batch", 1])]
     else:
-        inputs = [_io("problem", ["batch", c_in, "length"]), _io("state", ["batch", c_s, "length"]),
-                  _io("budget", ["batch", 1, 1]), _io("owned", ["batch", 1, "length"])]
-        outputs = [_io("state_out", ["batch", c_s, "length"]), _io("changed_at", ["batch", 1, "length"]),
-                   _io("last", ["batch", 1, 1])]
+        cells, ones = _cells(step), [1] * meta.rank
+        inputs = [_io("problem", ["batch", c_in, *cells]), _io("state", ["batch", c_s, *cells]),
+                  _io("budget", ["batch", 1, *ones]), _io("owned", ["batch", 1, *cells])]
+        outputs = [_io("state_out", ["batch", c_s, *cells]), _io("changed_at", ["batch", 1, *cells]),
+                   _io("last", ["batch", 1, *ones])]
     name = f"sead_{'packed' if packed else 'ring' if wrap else 'rows'}_advance_{k}"
     return _finish(helper.make_graph(nodes, name, inputs, outputs, inits), step, name)
 

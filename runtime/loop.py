@@ -25,6 +25,7 @@ import numpy as np
 from .engines.protocol import Engine
 from .errors import SeadError
 from .tasks import Parsed
+from .tasks.base import default_step_cap  # noqa: F401 (the cap of a tape of L cells: default_step_cap(L))
 from .tiles import RUN_TILES, TILE, TiledTape
 
 DEEPEN_BELOW_CELLS = 1 << 15  # below this many cells a call's launch cost dwarfs a step: deepen freely
@@ -39,9 +40,12 @@ class Result(NamedTuple):
     converged: bool
 
 
-def default_step_cap(length: int, radius: int = 1) -> int:
-    """Information crosses a tape of L cells in L / radius steps; allow twice that, plus slack."""
-    return 2 * math.ceil(length / radius) + 16
+def bucket_shape(task, p: Parsed) -> tuple[int, ...]:
+    """The padded cell shape of a short problem's row: a ring at its exact length, a line or a
+    grid padded along each axis (bucket_length), so problems of similar shapes share batches."""
+    if task.boundary == "ring":
+        return task.shape(p)
+    return tuple(bucket_length(n) for n in task.shape(p))
 
 
 def bucket_length(length: int) -> int:
@@ -97,11 +101,12 @@ def finish(answer: str | None, steps: int, ran_out: bool, limits: Limits) -> Res
 
 
 class RowJob:
-    """Short tapes of one padded length, resident in an engine batch. run() goes call by call
-    until every problem has stopped or the time slice is used; it can be resumed on any thread."""
+    """Short tapes (or grids) of one padded shape, resident in an engine batch. run() goes call by
+    call until every problem has stopped or the time slice is used; it can be resumed on any thread."""
 
-    def __init__(self, engine: Engine, task, items: list[tuple[Parsed, Limits, Deliver]], length: int, wrap: bool):
-        self.engine, self.task, self.items, self.length, self.wrap = engine, task, items, length, wrap
+    def __init__(self, engine: Engine, task, items: list[tuple[Parsed, Limits, Deliver]], shape: tuple[int, ...],
+                 wrap: bool):
+        self.engine, self.task, self.items, self.shape, self.wrap = engine, task, items, shape, wrap
         self.batch = None
         self.schedule = KSchedule(engine.k_choices)
         n = len(items)
@@ -110,13 +115,14 @@ class RowJob:
         self.rows = np.arange(n)  # the item of each row still in the batch
         self.stopped = self.allowed <= 0  # rule110 with 0 generations
         self.ran_out = np.zeros(n, bool)
-        self.cells = n * length
+        self.row_cells = math.prod(shape)
+        self.cells = n * self.row_cells
 
     def run(self, until: float) -> bool:
         """-> True once every problem has been delivered."""
         if self.batch is None:
             parsed = [p for p, _, _ in self.items]
-            self.batch = self.engine.start(self.task.encode_many(parsed, self.length), wrap=self.wrap)
+            self.batch = self.engine.start(self.task.encode_many(parsed, self.shape), wrap=self.wrap)
         try:
             while True:
                 if self._retire():
@@ -157,7 +163,7 @@ class RowJob:
         self.ran_out[rows[out]] = True
         newly = settled | out
         self.stopped[rows[newly]] = True
-        self.schedule.after_call(newly.sum() * 2 < len(rows), len(rows) * self.length)
+        self.schedule.after_call(newly.sum() * 2 < len(rows), len(rows) * self.row_cells)
 
 
 class Chunk(NamedTuple):

@@ -37,8 +37,9 @@ class StepMetadata:
     parameters: int
     checkpoint_sha256: str
     model_config: str  # JSON of the training-side ModelConfig
-    inputs: str = "problem (B,C_in,L) float32; state (B,C_s,L) float32, zeros at step 0"
-    outputs: str = "next_state (B,C_s,L) float32; logits (B,classes,L) float32 of the input state"
+    rank: int = 1  # 1: cells on a tape, (B, C, L); 2: a grid, (B, C, H, W) (absent in 1-D files)
+    inputs: str = "problem (B,C_in,*S) float32; state (B,C_s,*S) float32, zeros at step 0; S = L or H,W"
+    outputs: str = "next_state (B,C_s,*S) float32; logits (B,classes,*S) float32 of the input state"
     channels: str = "problem channel 0 is the cell mask (1 real cell, 0 padding); the rest is the task's one-hot code"
     answer: str = "argmax over logits' class axis per cell, decoded by the task codec (sead.runtime.tasks)"
 
@@ -167,7 +168,7 @@ def _graphs(graph):
 
 
 def _check_io(proto, meta: StepMetadata, path: Path) -> None:
-    """(B, C, L) float32 tensors whose channel dims are the metadata's."""
+    """(B, C, *S) float32 tensors of the metadata's rank whose channel dims are the metadata's."""
     from onnx import TensorProto
 
     g = proto.graph
@@ -175,14 +176,17 @@ def _check_io(proto, meta: StepMetadata, path: Path) -> None:
     names_out = tuple(o.name for o in g.output)
     if names_in != INPUTS or names_out != OUTPUTS:
         raise ModelFileError(f"{path}: expected inputs {INPUTS} and outputs {OUTPUTS}, found {names_in} and {names_out}")
+    if meta.rank not in (1, 2):
+        raise ModelFileError(f"{path}: sead.rank={meta.rank}; sead runs tapes (1) and grids (2)")
     want = {"problem": ("input_channels", meta.input_channels), "state": ("state_channels", meta.state_channels),
             "next_state": ("state_channels", meta.state_channels), "logits": ("classes", meta.classes)}
     for value in list(g.input) + list(g.output):
         tensor = value.type.tensor_type
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
         key, channels = want[value.name]
-        if tensor.elem_type != TensorProto.FLOAT or len(dims) != 3:
-            raise ModelFileError(f"{path}: {value.name} must be a (B, C, L) float32 tensor")
+        if tensor.elem_type != TensorProto.FLOAT or len(dims) != 2 + meta.rank:
+            layout = "(B, C, L)" if meta.rank == 1 else "(B, C, H, W)"
+            raise ModelFileError(f"{path}: {value.name} must be a {layout} float32 tensor (sead.rank={meta.rank})")
         if dims[1] != channels:
             raise ModelFileError(f"{path}: {value.name} has {dims[1] if dims[1] is not None else 'a free number of'} "
                                  f"channels, but sead.{key}={channels}")
@@ -195,7 +199,7 @@ def _check_task(meta: StepMetadata, path: Path) -> None:
     task = TASKS.get(meta.task)
     if task is None:
         raise ModelFileError(f"{path}: sead.task={meta.task!r} is not a known task ({', '.join(TASKS)})")
-    for key in ("input_channels", "classes", "boundary", "convergence"):
+    for key in ("rank", "input_channels", "classes", "boundary", "convergence"):
         got, want = getattr(meta, key), getattr(task, key)
         if got != want:
             raise ModelFileError(f"{path}: sead.{key}={got!r}, but task {task.name!r} has {want!r}")
@@ -212,7 +216,8 @@ def parameter_count(proto) -> int:
 
 def _check_rule(proto, meta: StepMetadata, path: Path) -> None:
     """Every convolution's weights are stored tensors; the rule's first one, over [problem; state],
-    is 2 x radius + 1 cells wide; the metadata's parameter count is the graph's."""
+    is 2 x radius + 1 cells wide along each of the rank's axes; the metadata's parameter count is
+    the graph's."""
     g = proto.graph
     dims = {t.name: list(t.dims) for t in g.initializer}
     convs = [n for n in g.node if n.op_type == "Conv"]
@@ -228,9 +233,11 @@ def _check_rule(proto, meta: StepMetadata, path: Path) -> None:
             on_path += [node] if node.op_type == "Conv" else []
     rule = on_path[-1] if on_path else None
     shape = dims[rule.input[1]] if rule is not None else []
-    if len(shape) != 3 or shape[1] != meta.input_channels + meta.state_channels or shape[2] != 2 * meta.radius + 1:
+    width = 2 * meta.radius + 1
+    if len(shape) != 2 + meta.rank or shape[1] != meta.input_channels + meta.state_channels or \
+            any(d != width for d in shape[2:]):
         raise ModelFileError(f"{path}: sead.radius={meta.radius} with {meta.input_channels}+{meta.state_channels} "
-                             f"channels needs a rule convolution of width {2 * meta.radius + 1} over "
+                             f"channels needs a rule convolution of width {width} over "
                              f"{meta.input_channels + meta.state_channels} channels; the graph's weight is {shape}")
     count = parameter_count(proto)
     if count != meta.parameters:

@@ -26,7 +26,7 @@ def tiny_checkpoints(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("ckpt")
     paths = {}
-    for task in ("addition", "parity", "rule110"):
+    for task in ("addition", "parity", "rule110", "multiplication"):
         torch.manual_seed(0)
         model = build_model(TrainConfig(task=task, hidden=16, state_channels=4, readout_hidden=16))
         paths[task] = folder / f"{task}.pt"
@@ -46,7 +46,6 @@ def tiny_onnx(tiny_checkpoints, tmp_path_factory):
 def torch_reference(checkpoint, lines, max_steps=None):
     """The PyTorch reference loop, one problem at a time (no padding at all):
     -> [(answer or None, steps, converged)]."""
-    from sead.runtime.loop import default_step_cap
     from sead.runtime.tasks import get_task
     from sead.train.checkpoint import load_checkpoint
     from sead.train.data import encode_batch
@@ -58,7 +57,7 @@ def torch_reference(checkpoint, lines, max_steps=None):
     for line in lines:
         p = task.parse(line)
         x, _, gens = encode_batch(task.name, [p])
-        cap = max_steps if max_steps is not None else default_step_cap(p.length)
+        cap = max_steps if max_steps is not None else task.step_cap(p)
         symbols, steps, conv = solve(model, x, cap, gens)
         out.append((task.decode(symbols[0].numpy(), p) if conv[0] else None, int(steps[0]), bool(conv[0])))
     return out

@@ -36,7 +36,7 @@ def _batch(lines):
     task = get_task("parity")
     parsed = [task.parse(line) for line in lines]
     x, y, _ = encode_batch("parity", parsed)
-    return x, y, torch.tensor([p.length for p in parsed])
+    return x, y, torch.tensor([task.due_step(p) for p in parsed])
 
 
 def test_solve_counts_changed_cells_of_a_front():
@@ -58,20 +58,20 @@ def test_eval_rows_report_activity():
 
 
 def test_activity_hinge_is_zero_for_a_front_and_charges_changes_that_are_undone():
-    x, y, lengths = _batch(["1000", "0100"])
+    x, y, due = _batch(["1000", "0100"])
     cfg = TrainConfig(task="parity", activity_weight=1.0)
     # unrolled for 4 + 1 + 2 = 7 steps: the front changes each cell at most once after step 1,
     # and keeps it with margin 1
-    assert float(fixed_point_loss(_rule("front"), x, y, lengths, cfg, extra=2)[2].detach()) == 0.0
+    assert float(fixed_point_loss(_rule("front"), x, y, due, cfg, extra=2)[2].detach()) == 0.0
     # the blinker changes every cell at steps 2..7; steps 2..6 are followed by another change, so
     # each is charged relu(1 - pre * state): 2.5 from state +1 (pre -1.5), 5.5 from -1 (pre 4.5).
     # Averaged over cells, channels and the 7 steps:
     blink = _rule("blink").train()
-    activity = fixed_point_loss(blink, x, y, lengths, cfg, extra=2)[2]
+    activity = fixed_point_loss(blink, x, y, due, cfg, extra=2)[2]
     assert float(activity) == pytest.approx((2.5 + 5.5 + 2.5 + 5.5 + 2.5) / 7)
     activity.backward()
     assert blink.rule_in.weight.grad.abs().sum() > 0  # a gradient that can remove the changes
-    assert fixed_point_loss(blink, x, y, lengths, TrainConfig(task="parity"), extra=2)[2] == 0.0  # off: not computed
+    assert fixed_point_loss(blink, x, y, due, TrainConfig(task="parity"), extra=2)[2] == 0.0  # off: not computed
 
 
 def test_activity_weight_ramps_in():

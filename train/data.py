@@ -21,17 +21,18 @@ def sample_lines(task_name: str, rng: np.random.Generator, count: int, max_len: 
 
 
 def encode_batch(task_name: str, problems: list[Parsed]):
-    """-> problem (B, C_in, L) float32, targets (B, L) int64 (-1 = not read), generations (B,) or None.
+    """-> problem (B, C_in, *S) float32, targets (B, *S) int64 (-1 = not read), generations (B,) or
+    None. S is the largest shape of the problems (L on a tape, H, W on a grid).
 
-    Shorter problems are padded on the right with empty cells (mask 0); rule110 rings must not be
-    mixed with other lengths, so callers batch them by length.
+    Smaller problems are padded on the right (and below) with empty cells (mask 0); rule110 rings
+    must not be mixed with other lengths, so callers batch them by length.
     """
     task = get_task(task_name)
-    length = max(p.length for p in problems)
-    x = task.encode_many(problems, length)
-    y = np.full((len(problems), length), -1, np.int64)
+    shape = tuple(np.max([task.shape(p) for p in problems], axis=0).tolist())  # (L,) or (H, W)
+    x = task.encode_many(problems, shape[0] if task.rank == 1 else shape)
+    y = np.full((len(problems),) + shape, -1, np.int64)
     for i, p in enumerate(problems):
-        y[i, : p.length] = task.targets(p)
+        y[(i,) + tuple(slice(0, d) for d in task.shape(p))] = task.targets(p)
     gens = None
     if task.convergence == "generations":
         gens = torch.tensor([p.generations for p in problems], dtype=torch.long)

@@ -73,14 +73,15 @@ def evaluate_lines(model: SEAD, lines: list[str], max_steps: int | None = None,
     task = get_task(model.config.task)
     parsed = [task.parse(line) for line in lines]
     out = LineResults(*(np.zeros(len(parsed), dtype) for dtype in (bool, bool, np.int64, np.int64, np.int64, np.int64)))
-    order = sorted(range(len(parsed)), key=lambda i: parsed[i].length)
+    shapes = [task.shape(p) for p in parsed]  # problems of one shape share a batch
+    order = sorted(range(len(parsed)), key=lambda i: shapes[i])
     i = 0
     while i < len(order):
-        length = parsed[order[i]].length
-        group = [j for j in order[i:] if parsed[j].length == length][: max(1, batch_cells // length)]
+        shape = shapes[order[i]]
+        group = [j for j in order[i:] if shapes[j] == shape][: max(1, batch_cells // int(np.prod(shape)))]
         i += len(group)
         x, _, gens = encode_batch(task.name, [parsed[j] for j in group])
-        cap = int(gens.max()) if gens is not None else (max_steps or 2 * length + 16)
+        cap = int(gens.max()) if gens is not None else (max_steps or task.step_cap(parsed[group[0]]))
         symbols, s, c, act = solve(model, x, cap, gens, activity=True)
         for row, j in enumerate(group):
             out.converged[j] = bool(c[row])

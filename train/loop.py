@@ -64,7 +64,7 @@ def build_model(cfg: TrainConfig) -> SEAD:
     task = get_task(cfg.task)
     return SEAD(ModelConfig(task=task.name, input_channels=task.input_channels, classes=task.classes,
                             boundary=task.boundary, state_channels=cfg.state_channels, hidden=cfg.hidden,
-                            readout_hidden=cfg.readout_hidden))
+                            readout_hidden=cfg.readout_hidden, rank=task.rank))
 
 
 def ramp(cfg: TrainConfig, step: int) -> float:
@@ -76,7 +76,7 @@ def ramp(cfg: TrainConfig, step: int) -> float:
     return cfg.activity_weight * min(1.0, (frac - cfg.activity_from) / span)
 
 
-def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
+def fixed_point_loss(model: SEAD, x, y, due, cfg: TrainConfig, extra: int):
     """Unroll; answer loss and settle loss from each problem's due step on, and the activity hinge.
 
     -> (answer, settle, activity, correct (B,) bool). Activity: step 1 sets every cell from 0;
@@ -85,8 +85,8 @@ def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
     undone or overwritten later cost. Averaged over real cells, state channels and steps; 0.0 when
     cfg.activity_weight is 0. (A straight-through count of flips past the first, the first probe,
     left most seeds with many changes per cell; see train/recipes.py.)"""
-    mask = x[:, :1]
-    due = lengths + 1  # (B,)
+    mask = x[:, :1]  # due (B,): each problem's due step (the task's due_step)
+    rows = lambda v: v.view(-1, *[1] * (x.dim() - 1))  # (B,) -> broadcast over channels and cells
     horizon = int(due.max()) + extra
     state = model.initial_state(x)
     answer, settle, count = 0.0, 0.0, 0
@@ -97,7 +97,7 @@ def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
         if t > 1:
             keep = F.relu(cfg.margin - pre * state) * mask  # > 0 unless this step keeps state_{t-1} with margin
             # the step that produces state_t must leave state_{t-1} unchanged once it is due
-            late = (t - 1 >= due).float()[:, None, None]
+            late = rows((t - 1 >= due).float())
             settle = settle + (keep * late).sum() / ((late * mask).sum() * state.shape[1] + 1)
         new = hardsign(pre) * mask
         if t > 1 and cfg.activity_weight:
@@ -106,13 +106,13 @@ def fixed_point_loss(model: SEAD, x, y, lengths, cfg: TrainConfig, extra: int):
         state = new
         if bool((t >= due).any()):
             logits = model.readout(x, state)
-            tgt = torch.where((t >= due)[:, None], y, torch.full_like(y, -1))
+            tgt = torch.where(rows(t >= due)[:, 0], y, torch.full_like(y, -1))
             answer = answer + F.cross_entropy(logits, tgt, ignore_index=-1)
             count += 1
             if t == horizon:
                 pred = logits.argmax(1)
                 ok = (pred == y) | (y < 0)
-                correct = ok.all(1)
+                correct = ok.flatten(1).all(1)
     activity, later = 0.0, torch.zeros_like(mask, dtype=torch.bool)
     for keep, move in zip(reversed(keeps), reversed(moves)):  # later: the cell changes after this step
         activity = activity + (keep * later).sum()
@@ -145,15 +145,16 @@ def mine(model: SEAD, cfg: TrainConfig, rng: np.random.Generator, count: int,
 
     -> (fresh wrong ones, pool problems still wrong, accuracy on the fresh ones)."""
     task = get_task(cfg.task)
-    per_batch = 512
+    per_batch = max(1, min(512, count))
+    batches = max(1, count // per_batch)
     fresh_wrong = []
-    for _ in range(max(1, count // per_batch)):
+    for _ in range(batches):
         length = int(rng.integers(1, cfg.max_len + 1)) if task.convergence == "generations" else None
         fresh_wrong += _wrong(model, task, sample_lines(cfg.task, rng, per_batch, cfg.max_len, length=length))
     still_wrong = []
     for start in range(0, len(recheck), per_batch):
         still_wrong += _wrong(model, task, list(recheck[start:start + per_batch]))
-    return fresh_wrong, still_wrong, 1.0 - len(fresh_wrong) / max(1, count // per_batch * per_batch)
+    return fresh_wrong, still_wrong, 1.0 - len(fresh_wrong) / (batches * per_batch)
 
 
 def _wrong(model: SEAD, task, lines: list[str]) -> list[str]:
@@ -161,7 +162,8 @@ def _wrong(model: SEAD, task, lines: list[str]) -> list[str]:
     if lines:
         parsed = [task.parse(line) for line in lines]
         x, _, gens = encode_batch(task.name, parsed)
-        symbols, _, converged = solve(model, x, max_steps=2 * x.shape[2] + 16, generations=gens)
+        cap = max(task.step_cap(p) for p in parsed)
+        symbols, _, converged = solve(model, x, max_steps=cap, generations=gens)
         for i, p in enumerate(parsed):
             if not converged[i] or task.decode(symbols[i].numpy(), p) != task.answer(p):
                 wrong.append(lines[i])
@@ -213,8 +215,8 @@ def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
         if task.convergence == "generations":
             loss, correct = generations_loss(model, x, cfg, rng, horizon=extra)
         else:
-            lengths = torch.tensor([p.length for p in parsed])
-            answer, settle, activity, correct = fixed_point_loss(model, x, y, lengths, cfg, extra)
+            due = torch.tensor([task.due_step(p) for p in parsed])
+            answer, settle, activity, correct = fixed_point_loss(model, x, y, due, cfg, extra)
             loss = answer + (cfg.settle_weight * settle if step > cfg.settle_from * cfg.steps else 0.0)
             loss = loss + ramp(cfg, step) * activity
         opt.zero_grad(set_to_none=True)

@@ -31,6 +31,7 @@ class ModelConfig:
     hidden: int = 32
     readout_hidden: int = 32
     version: int = MODEL_CONFIG_VERSION
+    rank: int = 1  # 1: a tape, width-3 convolutions; 2: a grid, 3x3 ones
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -57,22 +58,22 @@ class SEAD(nn.Module):
         super().__init__()
         self.config = config
         c_in = config.input_channels + config.state_channels
-        self.rule_in = nn.Conv1d(c_in, config.hidden, 3)
-        self.rule_out = nn.Conv1d(config.hidden, config.state_channels, 1)
-        self.read_in = nn.Conv1d(c_in, config.readout_hidden, 1)
-        self.read_out = nn.Conv1d(config.readout_hidden, config.classes, 1)
+        conv = {1: nn.Conv1d, 2: nn.Conv2d}[config.rank]
+        self.rule_in = conv(c_in, config.hidden, 3)
+        self.rule_out = conv(config.hidden, config.state_channels, 1)
+        self.read_in = conv(c_in, config.readout_hidden, 1)
+        self.read_out = conv(config.readout_hidden, config.classes, 1)
 
     def initial_state(self, problem: torch.Tensor) -> torch.Tensor:
-        b, _, length = problem.shape
-        return problem.new_zeros(b, self.config.state_channels, length)
+        return problem.new_zeros(problem.shape[0], self.config.state_channels, *problem.shape[2:])
 
     def pad(self, z: torch.Tensor) -> torch.Tensor:
         if self.config.boundary == "ring":
             return torch.cat([z[:, :, -1:], z, z[:, :, :1]], dim=2)
-        return F.pad(z, (1, 1))
+        return F.pad(z, (1, 1) * self.config.rank)
 
     def preactivation(self, problem: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, L), (B, C_s, L) -> (B, C_s, L): the rule before the sign."""
+        """(B, C_in, *S), (B, C_s, *S) -> (B, C_s, *S): the rule before the sign (S: L or H, W)."""
         z = self.pad(torch.cat([problem, state], dim=1))
         return self.rule_out(F.relu(self.rule_in(z)))
 
@@ -93,7 +94,7 @@ class SEAD(nn.Module):
         """The rule's two convolutions for one cell and one step (2 FLOPs per multiply-add); the
         readout runs once per solve and is not counted. Same count as runtime.bench.model_costs."""
         c = self.config
-        return 2 * c.hidden * (c.input_channels + c.state_channels) * 3 + 2 * c.state_channels * c.hidden
+        return 2 * c.hidden * (c.input_channels + c.state_channels) * 3 ** c.rank + 2 * c.state_channels * c.hidden
 
 
 class Activity(NamedTuple):
@@ -113,7 +114,7 @@ def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch
           activity: bool = False):
     """Reference loop: iterate until each problem's state stops changing (or its generations run out).
 
-    Returns (symbols (B, L) int64, steps (B,) int64, converged (B,) bool), and an `Activity` as a
+    Returns (symbols (B, *S) int64, steps (B,) int64, converged (B,) bool), and an `Activity` as a
     fourth item when `activity` is set. `steps` counts the updates that changed the state.
     max_steps is the step cap: a problem may take that many changing steps, plus the one that
     changes nothing and so proves its fixed point; one that is still changing after them did not
@@ -125,7 +126,8 @@ def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch
     steps = torch.zeros(b, dtype=torch.long)
     active = torch.ones(b, dtype=torch.bool)
     converged = torch.zeros(b, dtype=torch.bool)
-    per_cell = torch.zeros(b, problem.shape[2], dtype=torch.long) if activity else None
+    per_cell = torch.zeros(b, *problem.shape[2:], dtype=torch.long) if activity else None
+    rows = lambda v: v.view(-1, *[1] * (problem.dim() - 1))  # (B,) -> broadcast over channels and cells
     horizon = int(generations.max()) if generations is not None and b else max_steps + 1
     for t in range(horizon):
         if generations is not None:
@@ -133,17 +135,17 @@ def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch
         if not active.any():
             break
         nxt = model.step(problem, state)
-        moved = (nxt != state).any(1)  # (B, L): cells that change at this step
+        moved = (nxt != state).any(1)  # (B, *S): cells that change at this step
         if generations is None:
-            changed = moved.any(1) & active
+            changed = moved.flatten(1).any(1) & active
             converged |= active & ~changed
             active = changed
         else:
             changed = active
-        state = torch.where(changed[:, None, None], nxt, state)
+        state = torch.where(rows(changed), nxt, state)
         steps += changed.long()
         if activity:
-            per_cell += (moved & changed[:, None]).long()
+            per_cell += (moved & rows(changed)[:, 0]).long()
     if generations is not None:
         converged = generations <= steps
     else:
@@ -151,5 +153,6 @@ def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch
     symbols = model.readout(problem, state).argmax(1)
     if not activity:
         return symbols, steps, converged
-    cells = problem[:, 0].sum(1).long()
+    cells = problem[:, 0].flatten(1).sum(1).long()
+    per_cell = per_cell.flatten(1)
     return symbols, steps, converged, Activity(cells, per_cell.sum(1), per_cell.max(1).values)

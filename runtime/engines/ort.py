@@ -100,28 +100,30 @@ class OrtCpuBatch:
                  owned: np.ndarray | None, wrap: bool):
         self.engine, self.wrap = engine, wrap
         problem = np.ascontiguousarray(problem, np.float32)
-        b, _, length = problem.shape
+        b, cells = problem.shape[0], problem.shape[2:]
         if state is None:
-            state = np.zeros((b, engine.step.metadata.state_channels, length), np.float32)
+            state = np.zeros((b, engine.step.metadata.state_channels, *cells), np.float32)
         if owned is None:
-            owned = np.ones((b, 1, length), np.float32)
-        # packing is exact when every row ends in an empty cell (what lies beyond a line tape)
-        self.packed = not wrap and not problem[:, 0, -1].any()
+            owned = np.ones((b, 1, *cells), np.float32)
+        # packing is exact when every row of a tape ends in an empty cell (what lies beyond a line tape)
+        self.packed = len(cells) == 1 and not wrap and not problem[:, 0, -1].any()
         self._set(problem, np.ascontiguousarray(state, np.float32), np.ascontiguousarray(owned, np.float32))
 
     def _set(self, problem: np.ndarray, state: np.ndarray, owned: np.ndarray) -> None:
-        """problem (B, C_in, L), state (B, C_s, L), owned (B, 1, L), in rows; stored packed when packing."""
+        """problem (B, C_in, *S), state (B, C_s, *S), owned (B, 1, *S), in rows; stored packed when packing."""
         ov = self.engine.ort.OrtValue.ortvalue_from_numpy
-        b, c_s, length = state.shape
-        self.b, self.length = b, length
+        b, cells = state.shape[0], state.shape[2:]
+        length = int(np.prod(cells))  # cells per row
+        self.b, self.length, self.cells = b, length, cells
         self.rows_problem, self.rows_owned = problem, owned
         pack = lambda a: np.ascontiguousarray(a.transpose(1, 0, 2).reshape(1, a.shape[1], b * length))
         layout = pack if self.packed else (lambda a: a)
         self.problem, self.state_now, self.owned = layout(problem), layout(state), layout(owned)
         self.spare = np.empty_like(self.state_now)
-        self.budget = np.zeros((1, 1, b * length) if self.packed else (b, 1, 1), np.float32)
-        self.last = np.zeros((1, b, 1) if self.packed else (b, 1, 1), np.float32)
-        self.changed_at = np.zeros((1, 1, b * length) if self.packed else (b, 1, length), np.float32)
+        ones = (1,) * len(cells)
+        self.budget = np.zeros((1, 1, b * length) if self.packed else (b, 1, *ones), np.float32)
+        self.last = np.zeros((1, b, 1) if self.packed else (b, 1, *ones), np.float32)
+        self.changed_at = np.zeros((1, 1, b * length) if self.packed else (b, 1, *cells), np.float32)
         self.fixed = {"problem": ov(self.problem), "owned": ov(self.owned), "budget": ov(self.budget)}
         if self.packed:
             self.fixed["rows_shape"] = ov(np.array([1, b, length], np.int64))
@@ -156,19 +158,19 @@ class OrtCpuBatch:
         return self.last.reshape(-1).astype(np.int64)
 
     def _rows(self, a: np.ndarray) -> np.ndarray:
-        """A stored array back in rows, (B, C, L)."""
+        """A stored array back in rows, (B, C, *S)."""
         return a.reshape(-1, self.b, self.length).transpose(1, 0, 2) if self.packed else a
 
     def state(self) -> np.ndarray:
         return np.array(self._rows(self.state_now))
 
     def hot(self) -> np.ndarray:
-        return hot_cells(self._rows(self.changed_at)[:, 0, :], self.last_budget)
+        return hot_cells(self._rows(self.changed_at)[:, 0], self.last_budget)
 
     def symbols(self) -> np.ndarray:
         session = self.engine.symbols_session()
         symbols = session.run(["symbols"], {"problem": self.problem, "state": self.state_now})[0]
-        return symbols.reshape(self.b, self.length)  # packed cells are rows end to end
+        return symbols.reshape(self.b, *self.cells)  # packed cells are rows end to end
 
     def keep(self, rows: np.ndarray) -> None:
         self._set(np.ascontiguousarray(self.rows_problem[rows]), np.ascontiguousarray(self._rows(self.state_now)[rows]),
@@ -296,21 +298,22 @@ class OrtCudaEngine:
             print(f"sead: CUDA graphs unavailable ({type(exc).__name__}: {exc}); engine 'ort-cuda' continues "
                   "without them", file=sys.stderr, flush=True)
 
-    def buffers(self, b: int, length: int, wrap: bool) -> "_DeviceBuffers":
-        """A free graph slot for this shape if it repeats (and the caps allow), else private buffers."""
-        shape = (b, length, wrap)
+    def buffers(self, b: int, cells: tuple[int, ...], wrap: bool) -> "_DeviceBuffers":
+        """A free graph slot for this shape if it repeats (and the caps allow), else private buffers.
+        cells: a row's cell shape, (L,) or (H, W)."""
+        shape = (b, *cells, wrap)
         with self._lock:
-            if self.cuda_graphs and b * length <= self.GRAPH_MAX_CELLS:
+            if self.cuda_graphs and b * int(np.prod(cells)) <= self.GRAPH_MAX_CELLS:
                 slot = self._slots.get(shape)
                 if slot is None and self._seen.get(shape) and len(self._slots) < self.GRAPH_SLOTS:
-                    slot = self._slots[shape] = _DeviceBuffers(self, b, length, wrap, graph_slot=len(self._slots))
+                    slot = self._slots[shape] = _DeviceBuffers(self, b, cells, wrap, graph_slot=len(self._slots))
                 if len(self._seen) >= self.SEEN_SHAPES:
                     self._seen.clear()
                 self._seen[shape] = self._seen.get(shape, 0) + 1
                 if slot is not None and not slot.busy:
                     slot.busy = True
                     return slot
-        return _DeviceBuffers(self, b, length, wrap)
+        return _DeviceBuffers(self, b, cells, wrap)
 
     def release(self, buffers: "_DeviceBuffers") -> None:
         with self._lock:
@@ -318,7 +321,7 @@ class OrtCudaEngine:
 
     @property
     def graph_shapes(self) -> list[tuple[int, int, bool]]:
-        """(batch, length, wrap) shapes that own a graph slot."""
+        """(batch, *cells, wrap) shapes that own a graph slot."""
         return sorted(self._slots)
 
     def start(self, problem: np.ndarray, state: np.ndarray | None = None, owned: np.ndarray | None = None,
@@ -337,13 +340,14 @@ class _DeviceBuffers:
     (K, ping-pong direction), bound once. A graph slot's bindings carry graph ids 2s+1 and 2s+2
     (0 is ONNX Runtime's default id, -1 means no graph)."""
 
-    def __init__(self, engine: OrtCudaEngine, b: int, length: int, wrap: bool, graph_slot: int | None = None):
+    def __init__(self, engine: OrtCudaEngine, b: int, cells: tuple[int, ...], wrap: bool, graph_slot: int | None = None):
         e, meta = engine, engine.step.metadata
         alloc = lambda shape: e.ort.OrtValue.ortvalue_from_shape_and_type(shape, np.float32, e.device_type, e.device_id)
-        self.engine, self.b, self.length, self.wrap = engine, b, length, wrap
-        self.problem, self.owned = alloc((b, meta.input_channels, length)), alloc((b, 1, length))
-        self.states = [alloc((b, meta.state_channels, length)) for _ in range(2)]
-        self.budget, self.last, self.changed_at = alloc((b, 1, 1)), alloc((b, 1, 1)), alloc((b, 1, length))
+        self.engine, self.b, self.cells, self.wrap = engine, b, cells, wrap
+        ones = (1,) * len(cells)
+        self.problem, self.owned = alloc((b, meta.input_channels, *cells)), alloc((b, 1, *cells))
+        self.states = [alloc((b, meta.state_channels, *cells)) for _ in range(2)]
+        self.budget, self.last, self.changed_at = alloc((b, 1, *ones)), alloc((b, 1, *ones)), alloc((b, 1, *cells))
         self.graph_ids = (2 * graph_slot + 1, 2 * graph_slot + 2) if graph_slot is not None else None
         self.busy = False
         self.bindings: dict = {}
@@ -392,20 +396,20 @@ class OrtCudaBatch:
     def __init__(self, engine: OrtCudaEngine, problem: np.ndarray, state: np.ndarray | None,
                  owned: np.ndarray | None, wrap: bool):
         self.engine, self.wrap = engine, wrap
-        b, _, length = problem.shape
+        b, cells = problem.shape[0], problem.shape[2:]
         if owned is None:
-            owned = np.ones((b, 1, length), np.float32)
+            owned = np.ones((b, 1, *cells), np.float32)
         # the problem and owned cells never change on the device: keep() re-uploads rows from here
         self.host_problem, self.host_owned = problem, np.ascontiguousarray(owned, np.float32)
         self.current = 0  # buffers.states[current] holds the state
         self.rows_in_slot: np.ndarray | None = None  # the slot rows still in the batch (None: all of them)
-        self.budget = np.zeros((b, 1, 1), np.float32)
+        self.budget = np.zeros((b, 1) + (1,) * len(cells), np.float32)
         self.last_budget = np.zeros(b, np.float32)
         with engine.device():
-            self.buffers = engine.buffers(b, length, wrap)
+            self.buffers = engine.buffers(b, cells, wrap)
             self.buffers.problem.update_inplace(problem)
             self.buffers.owned.update_inplace(self.host_owned)
-            shape = (b, engine.step.metadata.state_channels, length)
+            shape = (b, engine.step.metadata.state_channels, *cells)
             self.buffers.states[0].update_inplace(np.ascontiguousarray(state, np.float32) if state is not None
                                                   else np.zeros(shape, np.float32))
 
@@ -418,16 +422,17 @@ class OrtCudaBatch:
 
     def advance(self, budget: np.ndarray, k: int) -> np.ndarray:
         self.last_budget = np.asarray(budget, np.float32)
+        rows = self.budget.reshape(-1)  # a view: one budget per row
         if self.rows_in_slot is None:
-            self.budget[:, 0, 0] = budget
+            rows[:] = budget
         else:
-            self.budget[:] = 0
-            self.budget[self.rows_in_slot, 0, 0] = budget
+            rows[:] = 0
+            rows[self.rows_in_slot] = budget
         with self.engine.device():
             buffers = self.buffers
             buffers.budget.update_inplace(self.budget)
             buffers.run(k, self.current)
-            last = buffers.last.numpy()[:, 0, 0]  # B floats back; the state stays on the device
+            last = buffers.last.numpy().reshape(-1)  # B floats back; the state stays on the device
         self.current ^= 1
         return self._live(last).astype(np.int64)
 
@@ -437,7 +442,7 @@ class OrtCudaBatch:
 
     def hot(self) -> np.ndarray:
         with self.engine.device():
-            changed_at = self._live(self.buffers.changed_at.numpy()[:, 0, :])
+            changed_at = self._live(self.buffers.changed_at.numpy()[:, 0])
         return hot_cells(changed_at, self.last_budget)
 
     def symbols(self) -> np.ndarray:

@@ -4,7 +4,9 @@ An engine runs the graphs derived from one exported step (runtime/graph.py) on s
 loop hands it dense float32 rows of one shape per batch; everything about tapes, tiles, halos,
 activity, rings, packing and step accounting lives above it, in runtime/loop.py and tiles.py.
 
-Shapes: B rows of L cells. C_in = metadata.input_channels, C_s = metadata.state_channels.
+Shapes: B rows of L cells. C_in = metadata.input_channels, C_s = metadata.state_channels. On a
+grid (metadata.rank 2) a row's cells are (H, W) rather than (L,): read L as H, W below. Grids are
+never tiled, packed or wrapped.
 """
 from __future__ import annotations
 
@@ -64,7 +66,7 @@ class Engine(Protocol):
 
 
 def hot_cells(changed_at: np.ndarray, budget: np.ndarray) -> np.ndarray:
-    """Batch.hot() from the advance graph's outputs: (B, L) bool, the cells whose last change
-    (changed_at (B, L), 0 for none) was at their row's final step (budget (B,) of that call)."""
-    budget = np.asarray(budget, np.float32)[:, None]
+    """Batch.hot() from the advance graph's outputs: (B, *S) bool, the cells whose last change
+    (changed_at (B, *S), 0 for none) was at their row's final step (budget (B,) of that call)."""
+    budget = np.asarray(budget, np.float32).reshape(-1, *[1] * (changed_at.ndim - 1))
     return (changed_at == budget) & (budget > 0)

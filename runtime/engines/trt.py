@@ -77,6 +77,9 @@ class TrtEngine:
     name = "trt"
 
     def __init__(self, step: StepModel, k: int = 8, cache_dir: str | None = None, max_row_cells: int = MAX_ROW_CELLS):
+        if step.metadata.rank != 1:  # its optimization profile spans rows x row length
+            raise EngineUnavailable(f"engine 'trt' runs tapes (rank 1) only; {step.path} is a grid "
+                                    f"(rank {step.metadata.rank}): use --engine ort or ort-cuda")
         self.trt, self.cudart = _modules()
         self.cu = _Cuda(self.cudart)
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from ..errors import InputError
 from .addition import Addition
 from .base import MAX_STEPS, Parsed, Task, one_hot_cells
+from .multiplication import Multiplication
 from .parity import Parity
 from .rule110 import Rule110, rule110_generation
 
@@ -20,7 +21,7 @@ def register(task: Task) -> Task:
     return task
 
 
-for _task in (Addition(), Parity(), Rule110()):
+for _task in (Addition(), Parity(), Rule110(), Multiplication()):
     register(_task)
 
 

@@ -10,6 +10,7 @@ nor the number of steps. A ring (boundary "ring") is never padded.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -28,10 +29,11 @@ class Parsed(NamedTuple):
     steps."""
 
     text: str
-    length: int  # cells on the tape
+    length: int  # cells on the tape (on a grid: all its cells)
     generations: int | None = None
     a: str = ""
     b: str = ""
+    shape: tuple[int, ...] | None = None  # a grid's (height, width); None on a tape: (length,)
 
 
 class Task:
@@ -43,31 +45,54 @@ class Task:
     """
 
     name: str
+    rank: int = 1  # 1: a tape of cells; 2: a grid
     input_channels: int  # mask + the one-hot cell code
     classes: int  # readout classes per cell
     convergence: str  # "fixed_point": stop when a step changes nothing; "generations": run N steps
     boundary: str  # "zeros": a line, padded with empty cells; "ring": wraps around, never padded
     families: tuple[str, ...] = ("random",)  # what `sead eval` measures, per length
 
+    # -- the shape of a problem -------------------------------------------------------------------
+    def shape(self, p: Parsed) -> tuple[int, ...]:
+        """The cells a problem occupies: (L,) on a tape, (H, W) on a grid."""
+        return p.shape or (p.length,)
+
+    def diameter(self, p: Parsed) -> int:
+        """How many steps information needs to cross the problem (radius 1)."""
+        return sum(self.shape(p))
+
+    def step_cap(self, p: Parsed, radius: int = 1) -> int:
+        """The default step cap of a problem (see default_step_cap)."""
+        return default_step_cap(self.diameter(p), radius)
+
+    def due_step(self, p: Parsed) -> int:
+        """Training: the step from which the answer must be right (crossing, plus one)."""
+        return self.diameter(p) + 1
+
     # -- the codec -------------------------------------------------------------------------------
     def parse(self, line: str) -> Parsed:
         """One line of text -> Parsed, or InputError saying what is wrong."""
         raise NotImplementedError
 
-    def encode_cells(self, problems: list[Parsed], length: int) -> np.ndarray:
-        """(B, length) int8: each problem's cell symbols from cell 0, -1 on empty cells after it."""
+    def encode_cells(self, problems: list[Parsed], shape) -> np.ndarray:
+        """(B, *shape) int8: each problem's cell symbols from the first cell, -1 on the empty cells
+        that pad it to `shape` (an int L on a tape, (H, W) on a grid)."""
         raise NotImplementedError
 
     def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
         """(B, L) readout classes -> each problem's answer text."""
         raise NotImplementedError
 
-    def encode_many(self, problems: list[Parsed], length: int) -> np.ndarray:
-        """(B, C_in, length) float32: the mask channel, then the one-hot cell symbols."""
-        return one_hot_cells(self.encode_cells(problems, length), self.input_channels)
+    def encode_many(self, problems: list[Parsed], shape) -> np.ndarray:
+        """(B, C_in, *shape) float32: the mask channel, then the one-hot cell symbols. shape: a
+        row's cells, L or (L,) on a tape, (H, W) on a grid."""
+        if self.rank == 1 and not isinstance(shape, int):
+            (shape,) = shape
+        return one_hot_cells(self.encode_cells(problems, shape), self.input_channels)
 
     def encode(self, p: Parsed) -> np.ndarray:
-        return self.encode_many([p], p.length)[0]
+        shape = self.shape(p)
+        return self.encode_many([p], shape[0] if self.rank == 1 else shape)[0]
 
     def decode(self, symbols: np.ndarray, p: Parsed) -> str:
         return self.decode_many(symbols[None], [p])[0]
@@ -78,7 +103,7 @@ class Task:
         raise NotImplementedError
 
     def targets(self, p: Parsed) -> np.ndarray:
-        """(L,) int64: the wanted readout class per cell, -1 where nothing is read."""
+        """shape(p) int64: the wanted readout class per cell, -1 where nothing is read."""
         raise NotImplementedError
 
     def size_for(self, cells: int) -> int:
@@ -139,15 +164,19 @@ def digit_rows(texts: list[str], length: int) -> np.ndarray:
     return (np.frombuffer(joined, np.int8).reshape(len(texts), length) - 48).astype(np.int8, copy=False)
 
 
+def default_step_cap(diameter: int, radius: int = 1) -> int:
+    """Information crosses a problem of this diameter (a tape's length; a grid's height + width)
+    in diameter / radius steps; allow twice that, plus slack."""
+    return 2 * math.ceil(diameter / radius) + 16
+
+
 def one_hot_cells(symbols: np.ndarray, channels: int) -> np.ndarray:
-    """(B, L) int cell symbols, -1 for an empty cell -> (B, channels, L) float32: channel 0 is the
-    mask (1 on a real cell), then the one-hot symbol. The one expansion of every task's cells."""
-    b, length = symbols.shape
-    cells = np.zeros((b, channels, length), np.float32)
+    """(B, *S) int cell symbols, -1 for an empty cell -> (B, channels, *S) float32: channel 0 is
+    the mask (1 on a real cell), then the one-hot symbol. The one expansion of every task's cells."""
+    cells = np.zeros((symbols.shape[0], channels) + symbols.shape[1:], np.float32)
     real = symbols >= 0
-    cells[:, 0] = real
     code = np.where(real, symbols.astype(np.int64) + 1, 0)  # empty cells index the mask channel, then clear it
-    np.put_along_axis(cells, code[:, None, :], 1.0, axis=1)
+    np.put_along_axis(cells, code[:, None], 1.0, axis=1)
     cells[:, 0] = real
     return cells
 

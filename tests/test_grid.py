@@ -1,0 +1,148 @@
+"""Grids (rank 2): the multiplication task's codec, and a 2-D rule through export, the ONNX
+checks and the runtime, against the PyTorch reference loop. No trained 2-D model ships yet, so
+the rules here are untrained: random weights give arbitrary dynamics, which is what an
+exactness check of the pipeline needs (answers, steps and converged flags must all agree)."""
+import numpy as np
+import pytest
+
+from sead.runtime.errors import InputError
+from sead.runtime.tasks import get_task
+from sead.runtime.tasks.multiplication import csa_digits
+
+MUL = get_task("multiplication")
+
+
+def test_the_oracle_is_pythons_product():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        a, b = (int(rng.integers(0, 10 ** int(rng.integers(1, 19)))) for _ in range(2))
+        assert MUL.answer(MUL.parse(f"{a}*{b}")) == str(a * b)
+    assert MUL.answer(MUL.parse("007*0")) == "0" and MUL.answer(MUL.parse(" 12 * 034 ")) == "408"
+
+
+@pytest.mark.parametrize("line, words", [("12", "one '*'"), ("1*2*3", "one '*'"), ("1a*2", "first operand"),
+                                         ("12*", "second operand"), ("", "blank line")])
+def test_bad_lines_are_refused(line, words):
+    with pytest.raises(InputError, match=words):
+        MUL.parse(line)
+
+
+def test_the_layout_is_local_a_carry_save_array_reads_every_product_off_the_edge():
+    """The grid's layout admits a 3x3 rule: the carry-save automaton (the training targets'
+    source) settles within n_a + n_b steps and its edge reads the exact product."""
+    rng = np.random.default_rng(1)
+    for _ in range(150):
+        na, nb = (int(n) for n in rng.integers(1, 31, 2))
+        a, b = "".join(map(str, rng.integers(0, 10, na))), "".join(map(str, rng.integers(0, 10, nb)))
+        p = MUL.parse(f"{a}*{b}")
+        digits = csa_digits(a, b)
+        assert digits.shape == MUL.shape(p) == (na + 1, nb)
+        assert MUL.decode(digits, p) == str(int(a) * int(b))
+
+
+def test_cells_are_encoded_where_their_partial_products_live():
+    p = MUL.parse("12*345")  # a = 2, 1 (low first); b = 5, 4, 3
+    x = MUL.encode(p)
+    assert x.shape == (MUL.input_channels, 3, 3) and x[0].sum() == 9  # 2 rows of products + the margin row
+    symbols = x[1:].argmax(0)
+    from sead.runtime.tasks.multiplication import PRODUCTS
+    assert [PRODUCTS[s] for s in symbols[0]] == [10, 8, 6] and [PRODUCTS[s] for s in symbols[1]] == [5, 4, 3]
+    assert (x[-1, 2] == 1).all()  # the margin row's channel
+    padded = MUL.encode_many([p], (4, 5))
+    assert padded.shape == (1, MUL.input_channels, 4, 5) and padded[0, 0].sum() == 9
+
+
+LINES = ["1*1", "9*9", "12*34", "999*1", "7*123456", "0*0", "123456*654321", "31415*92653", "5*5", "88*11"]
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_a_grid_rule_runs_in_the_runtime_as_in_pytorch(k, tiny_onnx, tiny_checkpoints, reference):
+    from sead.runtime import Runtime
+
+    want = reference(tiny_checkpoints["multiplication"], LINES, 12)
+    with Runtime(str(tiny_onnx["multiplication"]), "ort", k=k, self_test=False) as rt:
+        got = rt.solve(LINES, max_steps=12)
+        assert [(r.answer, r.steps, r.converged) for r in got] == want
+        assert [(r.answer, r.steps, r.converged) for r in rt.solve(LINES[:3], max_steps=12)] == want[:3]
+
+
+def test_the_device_resident_path_runs_grids(tiny_onnx, tiny_checkpoints, reference):
+    from sead.runtime import Runtime
+    from sead.runtime.engines.ort import OrtCudaEngine
+
+    want = reference(tiny_checkpoints["multiplication"], LINES, 12)
+    engine = lambda step: OrtCudaEngine(step, device_type="cpu")
+    with Runtime(str(tiny_onnx["multiplication"]), engine, self_test=False, workers=1) as rt:
+        for _ in range(2):  # the second pass runs on the graph slots the first pass's shapes earned
+            assert [(r.answer, r.steps, r.converged) for r in rt.solve(LINES * 2, max_steps=12)] == want * 2
+
+
+def test_the_exported_grid_step_says_its_rank(tiny_onnx):
+    from sead.runtime.model_file import load_step_model
+
+    step = load_step_model(tiny_onnx["multiplication"])
+    assert step.metadata.rank == 2 and step.metadata.task == "multiplication"
+    dims = [len(v.type.tensor_type.shape.dim) for v in step.proto.graph.input]
+    assert dims == [4, 4]
+
+
+def test_tensorrt_refuses_a_grid_in_one_line(tiny_onnx):
+    from sead.runtime.engines.trt import TrtEngine
+    from sead.runtime.errors import EngineUnavailable
+    from sead.runtime.model_file import load_step_model
+
+    with pytest.raises(EngineUnavailable, match=r"rank 1\) only; .* is a grid \(rank 2\)"):
+        TrtEngine(load_step_model(tiny_onnx["multiplication"]))
+
+
+def test_a_tape_model_relabelled_as_a_grid_is_refused(tmp_path):
+    import onnx
+
+    from sead.runtime.errors import ModelFileError
+    from sead.runtime.model_file import default_model_path, load_step_model
+
+    proto = onnx.load(str(default_model_path("addition")))
+    onnx.helper.set_model_props(proto, {**{p.key: p.value for p in proto.metadata_props}, "sead.rank": "2"})
+    path = tmp_path / "grid.onnx"
+    onnx.save(proto, str(path))
+    with pytest.raises(ModelFileError, match=r"must be a \(B, C, H, W\) float32 tensor \(sead.rank=2\)"):
+        load_step_model(path)
+
+
+def test_a_grid_bigger_than_the_engine_row_is_refused_before_anything_runs(tiny_onnx):
+    from sead.runtime import Runtime
+    from sead.runtime.errors import SeadError
+
+    with Runtime(str(tiny_onnx["multiplication"]), "ort", self_test=False) as rt:
+        rt.engine.max_row_cells = 100
+        with pytest.raises(SeadError, match="more than engine 'ort' takes in one row"):
+            rt.solve(["1*1", "1" * 20 + "*" + "2" * 20])
+
+
+def test_a_grid_rule_trains_and_is_measured_like_a_tape():
+    """The recipe's loop, mining and evaluation run unchanged on grids: the loss falls on a fixed
+    batch, and `sead eval`'s measures come out per operand length."""
+    torch = pytest.importorskip("torch")
+    from sead.train.data import encode_batch, sample_lines
+    from sead.train.evaluate import evaluate
+    from sead.train.loop import TrainConfig, build_model, fixed_point_loss, train
+
+    cfg = TrainConfig(task="multiplication", steps=80, lr=1e-2, max_len=3, hidden=16, readout_hidden=16,
+                      mine_every=20, mine_count=256, batch_size=64, max_minutes=30)
+    parsed = [MUL.parse(line) for line in sample_lines("multiplication", np.random.default_rng(2), 128, max_len=3)]
+    x, y, _ = encode_batch("multiplication", parsed)
+    due = torch.tensor([MUL.due_step(p) for p in parsed])
+    assert x.shape[2:] == y.shape[1:] and x.dim() == 4
+
+    def loss_of(model):
+        with torch.no_grad():
+            return float(fixed_point_loss(model, x, y, due, cfg, cfg.extra_steps)[0])
+
+    torch.manual_seed(cfg.seed)
+    before = loss_of(build_model(cfg))
+    model, record = train(cfg, log=False)
+    assert loss_of(model) < 0.9 * before
+    assert record["parameters"] == model.num_parameters()
+    assert all(0 <= h["short_accuracy"] <= 1 for h in record["history"] if h["short_accuracy"] == h["short_accuracy"])
+    rows = evaluate(model, lengths=(2, 4), max_problems=8)
+    assert {row.length for row in rows} == {2, 4} and all(0 <= row.exact <= row.problems for row in rows)
