@@ -14,7 +14,8 @@ from pathlib import Path
 
 from .errors import ModelFileError
 
-METADATA_VERSION = 1
+METADATA_VERSION = 2  # 2 added `rank` (grids); version-1 files are tapes and load as rank 1
+READ_VERSIONS = {1: {"rank"}, 2: set()}  # each version this sead reads -> the keys it lacks
 PREFIX = "sead."
 DEFAULT_MODELS = ("addition", "parity", "rule110")
 INPUTS = ("problem", "state")
@@ -37,7 +38,7 @@ class StepMetadata:
     parameters: int
     checkpoint_sha256: str
     model_config: str  # JSON of the training-side ModelConfig
-    rank: int = 1  # 1: cells on a tape, (B, C, L); 2: a grid, (B, C, H, W) (absent in 1-D files)
+    rank: int = 1  # 1: cells on a tape, (B, C, L); 2: a grid, (B, C, H, W) (from format version 2)
     inputs: str = "problem (B,C_in,*S) float32; state (B,C_s,*S) float32, zeros at step 0; S = L or H,W"
     outputs: str = "next_state (B,C_s,*S) float32; logits (B,classes,*S) float32 of the input state"
     channels: str = "problem channel 0 is the cell mask (1 real cell, 0 padding); the rest is the task's one-hot code"
@@ -53,13 +54,15 @@ class StepMetadata:
         if not data:
             raise ModelFileError(f"{source}: not a sead model (no '{PREFIX}*' metadata)")
         version = data.get("format_version")
-        if version != str(METADATA_VERSION):
+        lacks = READ_VERSIONS.get(int(version)) if version is not None and version.isdigit() else None
+        if lacks is None:
             raise ModelFileError(f"{source}: sead model format version {version!r} is not supported "
-                                 f"(this sead reads version {METADATA_VERSION})")
-        unknown = set(data) - set(fields)
+                                 f"(this sead reads versions {', '.join(map(str, READ_VERSIONS))})")
+        unknown = set(data) - set(fields) | (set(data) & lacks)
         if unknown:
             raise ModelFileError(f"{source}: unknown sead metadata keys {sorted(unknown)}")
-        missing = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING} - set(data)
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING or f.name == "rank"}
+        missing = required - lacks - set(data)
         if missing:
             raise ModelFileError(f"{source}: sead metadata lacks {sorted(missing)}")
         convert = {"int": int, "float": float, "str": str}

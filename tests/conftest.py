@@ -29,6 +29,10 @@ def tiny_checkpoints(tmp_path_factory):
     for task in ("addition", "parity", "rule110", "multiplication"):
         torch.manual_seed(0)
         model = build_model(TrainConfig(task=task, hidden=16, state_channels=4, readout_hidden=16))
+        if task == "multiplication":  # at init this grid rule settles in one step everywhere; with
+            with torch.no_grad():    # tripled weights it runs for 3 to 7 steps, or cycles past any cap
+                model.rule_in.weight.mul_(3)
+                model.rule_out.weight.mul_(3)
         paths[task] = folder / f"{task}.pt"
         save_checkpoint(paths[task], model, {"max_train_cells": 16, "note": "untrained test model"})
     return paths

@@ -316,3 +316,27 @@ def test_rows_are_bounded_below_the_element_limit(monkeypatch, tmp_path):
     assert rt.scheduler.tile_from == 49  # longer tapes run in tiles, whose rows stay under 98 cells
     assert rt.solve(lines) == want
     rt.close()
+
+
+GRID_LINES = ["1*1", "9*9", "12*34", "999*1", "7*123456", "0*0", "123456*654321", "31415*92653"]
+
+
+@pytest.mark.parametrize("fail_capture", [False, True])
+def test_simulated_tensorrt_runs_grids_like_ort(fail_capture, tiny_onnx, monkeypatch, tmp_path):
+    """The grid path (a profile over rows, height and width; 4-D buffers, readout and
+    compaction) of an untrained multiplication rule (tests/test_grid.py has its PyTorch check)."""
+    pytest.importorskip("onnxruntime")
+    from sead.runtime import Runtime
+    from sead.runtime.engines import trt as trt_module
+    from sead.runtime.errors import SeadError
+
+    path = str(tiny_onnx["multiplication"])
+    want = Runtime(path, "ort", k=4, self_test=False).solve(GRID_LINES * 3, max_steps=12)
+    install_fakes(monkeypatch, tmp_path, fail_capture)
+    with Runtime(path, "trt", k=4, self_test=False) as rt:
+        assert rt.solve(GRID_LINES * 3, max_steps=12) == want
+        engine = rt.engine
+        shapes = engine._shapes("advance")
+        assert shapes["problem"][2][2:] == (trt_module.GRID_SIDE, trt_module.GRID_SIDE) and shapes["budget"][0] == (1, 1, 1, 1)
+        with pytest.raises(SeadError, match="grids of at most 256 x 256 cells, not 2 x 300"):
+            engine.start(np.zeros((1, engine.step.metadata.input_channels, 2, 300), np.float32))

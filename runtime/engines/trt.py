@@ -8,6 +8,7 @@ shape has run once, and the state ping-pongs between two buffers by swapping ten
 One optimization profile: rows of at most `max_row_cells` cells (the loop cuts longer tapes into
 tiles), and at most `max_rows(length)` rows, so that no tensor, not even at the profile's max
 corner, reaches TensorRT's 2**31-1 element limit for convolutions. start() raises SeadError beyond.
+On a grid (rank 2) the profile spans rows, height and width, each side at most GRID_SIDE cells.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ HINT = "engine 'trt' needs TensorRT and a CUDA GPU: pip install 'sead[tensorrt]'
 MAX_ELEMENTS = 2**31 - 1  # TensorRT's per-tensor element limit for convolutions
 OPT_CELLS = 1 << 20  # tactics are timed at about this many cells (the loop's default batch)
 MAX_ROW_CELLS = 1 << 12  # the longest row; the loop tiles longer tapes
+GRID_SIDE = 1 << 8  # a grid row's longest side (grids are not tiled): 65,536 cells at most
 # what a deserialized engine must expose: {graph: {tensor: is_input}}, all float32
 IO = {"advance": {"problem": True, "state": True, "budget": True, "owned": True,
                   "state_out": False, "changed_at": False, "last": False},
@@ -77,9 +79,6 @@ class TrtEngine:
     name = "trt"
 
     def __init__(self, step: StepModel, k: int = 8, cache_dir: str | None = None, max_row_cells: int = MAX_ROW_CELLS):
-        if step.metadata.rank != 1:  # its optimization profile spans rows x row length
-            raise EngineUnavailable(f"engine 'trt' runs tapes (rank 1) only; {step.path} is a grid "
-                                    f"(rank {step.metadata.rank}): use --engine ort or ort-cuda")
         self.trt, self.cudart = _modules()
         self.cu = _Cuda(self.cudart)
         try:
@@ -97,11 +96,14 @@ class TrtEngine:
         self.batch_cells = OPT_CELLS
         self.max_row_cells = max_row_cells
         meta = step.metadata
+        self.rank = meta.rank
+        if self.rank == 2:
+            self.max_row_cells = GRID_SIDE * GRID_SIDE
         self.max_channels = _max_channels(step)
         self.pad = 2 if meta.boundary == "ring" else 0  # a whole ring is wrapped to L + 2 cells before its conv
-        self.rows_limit = MAX_ELEMENTS // (self.max_channels * (max_row_cells + self.pad))
+        self.rows_limit = MAX_ELEMENTS // (self.max_channels * (self.max_row_cells + self.pad))
         if self.rows_limit < 1:
-            raise SeadError(f"rows of {max_row_cells} cells pass TensorRT's {MAX_ELEMENTS}-element limit")
+            raise SeadError(f"rows of {self.max_row_cells} cells pass TensorRT's {MAX_ELEMENTS}-element limit")
         self.cache_dir = Path(cache_dir or os.environ.get("SEAD_TRT_CACHE") or Path.home() / ".cache" / "sead" / "trt")
         self.opt_level = os.environ.get("SEAD_TRT_OPT_LEVEL")  # builder_optimization_level 0..5 (default 3)
         self.cuda_graphs = os.environ.get("SEAD_TRT_CUDA_GRAPHS", "1") != "0"  # cleared once a capture fails
@@ -126,9 +128,14 @@ class TrtEngine:
     def start(self, problem: np.ndarray, state: np.ndarray | None = None, owned: np.ndarray | None = None,
               wrap: bool = False) -> "TrtBatch":
         problem = np.ascontiguousarray(problem, np.float32)
-        if problem.ndim != 3 or problem.shape[1] != self.step.metadata.input_channels:
-            raise SeadError(f"expected a (B, {self.step.metadata.input_channels}, L) problem, got {problem.shape}")
-        rows, _, length = problem.shape
+        c_in = self.step.metadata.input_channels
+        if problem.ndim != 2 + self.rank or problem.shape[1] != c_in:
+            layout = f"(B, {c_in}, L)" if self.rank == 1 else f"(B, {c_in}, H, W)"
+            raise SeadError(f"expected a {layout} problem, got {problem.shape}")
+        rows, length = problem.shape[0], int(np.prod(problem.shape[2:]))
+        if self.rank == 2 and max(problem.shape[2:]) > GRID_SIDE:
+            raise SeadError(f"engine 'trt' takes grids of at most {GRID_SIDE} x {GRID_SIDE} cells, "
+                            f"not {problem.shape[2]} x {problem.shape[3]}")
         if rows > self.max_rows(length):
             raise SeadError(f"engine 'trt' cannot take {rows} rows of {length} cells in one batch (rows of at most "
                             f"{self.max_row_cells} cells, at most {self.rows_limit} rows)")
@@ -141,13 +148,17 @@ class TrtEngine:
     # -- engines --------------------------------------------------------------------------------
     def _shapes(self, graph: str) -> dict:
         """{input: (min, opt, max)} for the one profile; opt is where tactics are timed."""
-        rows, length = self.rows_limit, self.max_row_cells
-        opt = (max(1, min(rows, OPT_CELLS // 64)), min(length, 64))  # many short rows: the common batch
+        rows = self.rows_limit
+        if self.rank == 1:
+            most, typical = (self.max_row_cells,), (min(self.max_row_cells, 64),)
+        else:
+            most, typical = (GRID_SIDE, GRID_SIDE), (8, 8)
+        opt = max(1, min(rows, OPT_CELLS // 64))  # many short rows: the common batch
         meta = self.step.metadata
         channels = {"problem": meta.input_channels, "state": meta.state_channels, "budget": 1, "owned": 1}
-        dims = lambda n, b, cells: (b, channels[n], 1 if n == "budget" else cells)
+        dims = lambda n, b, cells: (b, channels[n], *((1,) * self.rank if n == "budget" else cells))
         names = [n for n, is_input in IO[graph].items() if is_input]
-        return {n: (dims(n, 1, 1), dims(n, *opt), dims(n, rows, length)) for n in names}
+        return {n: (dims(n, 1, (1,) * self.rank), dims(n, opt, typical), dims(n, rows, most)) for n in names}
 
     def engine(self, graph: str, wrap: bool):
         """The ICudaEngine for a graph: from memory, the disk cache, or a build."""
@@ -269,9 +280,10 @@ class TrtBatch:
         self.engine, self.cu, rt = engine, engine.cu, engine.cudart
         self.closed, self.stream, self.graphs, self.device, self.pinned, self.contexts = False, None, [], [], [], []
         meta = engine.step.metadata
-        b, _, self.length = problem.shape
+        b, self.cells = problem.shape[0], problem.shape[2:]  # (L,) or (H, W)
+        self.length = int(np.prod(self.cells))  # cells per row
         if owned is None:
-            owned = np.ones((b, 1, self.length), np.float32)
+            owned = np.ones((b, 1, *self.cells), np.float32)
         # the problem and owned cells never change on the device: keep() re-uploads rows from here
         self.host_problem, self.host_owned = problem, np.ascontiguousarray(owned, np.float32)
         self.c_in, self.c_s, self.classes = meta.input_channels, meta.state_channels, meta.classes
@@ -325,8 +337,9 @@ class TrtBatch:
 
     def _resize(self, b: int) -> None:
         self.b = b
-        problem, state = (b, self.c_in, self.length), (b, self.c_s, self.length)
-        self.advance_ctx.set_shapes({"problem": problem, "state": state, "budget": (b, 1, 1), "owned": (b, 1, self.length)})
+        problem, state = (b, self.c_in, *self.cells), (b, self.c_s, *self.cells)
+        self.advance_ctx.set_shapes({"problem": problem, "state": state, "budget": (b, 1, *(1,) * len(self.cells)),
+                                     "owned": (b, 1, *self.cells)})
         self.readout_ctx.set_shapes({"problem": problem, "state": state})
         self._drop_graphs()
 
@@ -361,10 +374,10 @@ class TrtBatch:
         return last
 
     def state(self) -> np.ndarray:
-        return self._download((self.b, self.c_s, self.length), self.state_buffers[self.current])
+        return self._download((self.b, self.c_s, *self.cells), self.state_buffers[self.current])
 
     def hot(self) -> np.ndarray:
-        return hot_cells(self._download((self.b, self.length), self.changed_at), self.last_budget)
+        return hot_cells(self._download((self.b, *self.cells), self.changed_at), self.last_budget)
 
     def _capture(self) -> None:
         """One graph per ping-pong direction; on any failure, stop trying for this engine."""
@@ -400,8 +413,8 @@ class TrtBatch:
 
     # -- readout and compaction ---------------------------------------------------------------
     def symbols(self) -> np.ndarray:
-        """(B, L) int64: the readout's class per cell for the current state."""
-        shape = (self.b, self.classes, self.length)
+        """(B, *cells) int64: the readout's class per cell for the current state."""
+        shape = (self.b, self.classes, *self.cells)
         nbytes = 4 * self.b * self.classes * self.length
         if nbytes > self.logits_bytes:
             if self.logits:
