@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from sead.runtime.errors import SeadError
-from sead.runtime.tasks import MAX_STEPS, TASKS
+from sead.runtime.tasks import MAX_STEPS, TASKS, get_task
 from .main import app
 from .run_cmd import plural
 
@@ -39,7 +39,8 @@ def train(
     seed: int = typer.Option(0, help="Random seed; training is deterministic for a seed."),
     steps: int = typer.Option(None, min=1, help="Optimizer steps (default: the task's recipe)."),
     minutes: float = typer.Option(15.0, help="Stop early after this many minutes."),
-    lengths: str = typer.Option("16,100,1000", help="Lengths of the generalization table printed at the end."),
+    lengths: str = typer.Option(None, help="Sizes of the generalization table printed at the end "
+                                "(default: the task's, e.g. 16,100,1000 digits for addition)."),
 ) -> None:
     """Train a SEAD rule on tapes of at most 16 cells and write a one-file checkpoint.
 
@@ -53,7 +54,7 @@ def train(
     from sead.train.recipes import recipe
 
     cfg = recipe(task.value, seed=seed, steps=steps, max_minutes=minutes)
-    table_lengths = _lengths(lengths)
+    table_lengths = _lengths(lengths) if lengths else list(get_task(task.value).eval_sizes)
     with Output(out, binary=True) as sink:  # an unwritable --out is refused before training, not after
         model, record = run_training(cfg)
         rows = evaluate(model, table_lengths, max_problems=64)
@@ -111,10 +112,11 @@ def inspect(
 @app.command(name="eval")
 def eval_(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `sead train`."),
-    lengths: str = typer.Option("16,100,1000", help="Comma-separated tape lengths, e.g. 16,1000,1000000."),
+    lengths: str = typer.Option(None, help="Comma-separated sizes (digits, bits, cells), e.g. "
+                                "16,1000,1000000 (default: the task's; 6,12,24,48 digits for multiplication)."),
     problems: int = typer.Option(256, min=1, help="At most this many problems per length and family."),
     seed: int = typer.Option(0),
-    max_steps: int = typer.Option(None, min=1, max=MAX_STEPS, help="Step cap (default 2 x length + 16)."),
+    max_steps: int = typer.Option(None, min=1, max=MAX_STEPS, help="Step cap (default 2 x length + 16; height + width on a grid)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
 ) -> None:
     """Exact-match accuracy against exact oracles, with steps used, per length and family.
@@ -129,5 +131,6 @@ def eval_(
 
     model, _ = load_checkpoint(checkpoint)
     report = lambda r: print(f"  {r.family} L={r.length}: {r.exact}/{r.problems}", file=sys.stderr)
-    rows = evaluate(model, _lengths(lengths), seed=seed, max_problems=problems, max_steps=max_steps, progress=report)
+    sizes = _lengths(lengths) if lengths else list(get_task(model.config.task).eval_sizes)
+    rows = evaluate(model, sizes, seed=seed, max_problems=problems, max_steps=max_steps, progress=report)
     typer.echo(json.dumps([dict(vars(r)) for r in rows], indent=1) if as_json else format_table(rows))

@@ -191,6 +191,26 @@ class Scheduler:
                 request.future.set_result(request.results)
         return deliver
 
+    def _row_deliverer(self, waiting: list[_Waiting]):
+        """Delivery for a RowJob's problems: many results under one acquisition of the lock."""
+        def deliver(pairs: list[tuple[int, Result]]) -> None:
+            finished = []
+            with self.cond:
+                for i, result in pairs:
+                    w = waiting[i]
+                    cells = w.problem.length
+                    self.queued_cells -= cells
+                    self.counters["cell_updates"] += cells * result.steps
+                    w.request.results[w.index] = result
+                    w.request.remaining -= 1
+                    if w.request.remaining == 0:
+                        finished.append(w.request)
+                self.queued_problems -= len(pairs)
+                self.counters["problems_solved"] += len(pairs)
+            for request in finished:
+                request.future.set_result(request.results)
+        return deliver
+
     def _fail(self, requests, exc: BaseException) -> None:
         with self.cond:
             failed = [r for r in requests if r.remaining > 0]
@@ -243,11 +263,11 @@ class Scheduler:
             self.bucket_cells[shape] -= rows * length
         else:
             del self.buckets[shape], self.bucket_cells[shape]
-        items = [(w.problem, w.limits, self._deliverer(w.request, w.index, w.problem.length)) for w in waiting]
+        items = [(w.problem, w.limits) for w in waiting]
         self.counters["batches"] += 1
         for listener in self.listeners:
             listener(rows, rows * length)
-        return _Rows(RowJob(self.engine, self.task, items, shape, wrap=self.ring),
+        return _Rows(RowJob(self.engine, self.task, items, self._row_deliverer(waiting), shape, wrap=self.ring),
                      frozenset(w.request for w in waiting), False)
 
     def _work(self) -> None:

@@ -59,6 +59,7 @@ def bucket_length(length: int) -> int:
 
 
 Deliver = Callable[[Result], None]
+DeliverMany = Callable[[list[tuple[int, Result]]], None]  # (item index, result) pairs, delivered together
 
 
 class KSchedule:
@@ -104,14 +105,15 @@ class RowJob:
     """Short tapes (or grids) of one padded shape, resident in an engine batch. run() goes call by
     call until every problem has stopped or the time slice is used; it can be resumed on any thread."""
 
-    def __init__(self, engine: Engine, task, items: list[tuple[Parsed, Limits, Deliver]], shape: tuple[int, ...],
-                 wrap: bool):
+    def __init__(self, engine: Engine, task, items: list[tuple[Parsed, Limits]], deliver: DeliverMany,
+                 shape: tuple[int, ...], wrap: bool):
         self.engine, self.task, self.items, self.shape, self.wrap = engine, task, items, shape, wrap
+        self.deliver = deliver  # once per retirement, for all its problems: one lock, not one per problem
         self.batch = None
         self.schedule = KSchedule(engine.k_choices)
         n = len(items)
         self.steps = np.zeros(n, np.int64)
-        self.allowed = np.array([limits.evaluations for _, limits, _ in items], np.int64)
+        self.allowed = np.array([limits.evaluations for _, limits in items], np.int64)
         self.rows = np.arange(n)  # the item of each row still in the batch
         self.stopped = self.allowed <= 0  # rule110 with 0 generations
         self.ran_out = np.zeros(n, bool)
@@ -121,7 +123,7 @@ class RowJob:
     def run(self, until: float) -> bool:
         """-> True once every problem has been delivered."""
         if self.batch is None:
-            parsed = [p for p, _, _ in self.items]
+            parsed = [p for p, _ in self.items]
             self.batch = self.engine.start(self.task.encode_many(parsed, self.shape), wrap=self.wrap)
         try:
             while True:
@@ -142,9 +144,8 @@ class RowJob:
             return False
         done = self.rows[stopped]
         answers = self.task.decode_many(self.batch.symbols()[stopped], [self.items[i][0] for i in done])
-        for i, answer in zip(done.tolist(), answers):
-            _, limits, deliver = self.items[i]
-            deliver(finish(answer, int(self.steps[i]), bool(self.ran_out[i]), limits))
+        self.deliver([(i, finish(answer, int(self.steps[i]), bool(self.ran_out[i]), self.items[i][1]))
+                      for i, answer in zip(done.tolist(), answers)])
         if stopped.all():
             return True
         self.batch.keep(np.flatnonzero(~stopped))

@@ -98,7 +98,7 @@ def evaluate(model: SEAD, lengths=DEFAULT_LENGTHS, seed: int = 0, max_problems: 
     rows = []
     for length in lengths:
         for family in get_task(model.config.task).families:
-            count = max(1, min(max_problems, CELL_BUDGET // length))
+            count = max(1, min(max_problems, CELL_BUDGET // get_task(model.config.task).cells(length)))
             lines = family_lines(model.config.task, family, length, count, rng)
             rows.append(evaluate_lines(model, lines, max_steps).row(model.config.task, family, length))
             if progress:

@@ -106,9 +106,15 @@ class Task:
         """shape(p) int64: the wanted readout class per cell, -1 where nothing is read."""
         raise NotImplementedError
 
+    eval_sizes: tuple[int, ...] = (16, 100, 1000)  # what `sead eval` and `sead train` measure by default
+
     def size_for(self, cells: int) -> int:
         """The size of a problem whose tape has `cells` cells (at least 1)."""
         return max(1, cells)
+
+    def cells(self, size: int) -> int:
+        """About how many cells a problem of `size` occupies (for sizing evaluation batches)."""
+        return size
 
     def random_line(self, rng: np.random.Generator, size: int, generations: int | None = None) -> str:
         """A random problem of `size`; `generations`: how many steps a generations task runs."""

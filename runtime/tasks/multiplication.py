@@ -51,6 +51,11 @@ class Multiplication(Task):
         shape = (len(a) + 1, len(b))
         return Parsed(text=line, length=shape[0] * shape[1], a=a, b=b, shape=shape)
 
+    eval_sizes = (6, 12, 24, 48)
+
+    def cells(self, size: int) -> int:
+        return (size + 1) * size
+
     def size_for(self, cells: int) -> int:
         """Operand digits whose grid ((n + 1) x n) has about `cells` cells."""
         return max(1, math.isqrt(max(cells, 1)))
