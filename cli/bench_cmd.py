@@ -55,25 +55,27 @@ def bench(
     say("measuring this machine's peak FLOP/s and memory bandwidth ...")
     machine = b.measure_machine()
     roof = b.roofline(costs, machine)
-    solvers = _baselines(runtime.step, [v for v in baselines.split(",") if v.strip()], say)
-    rows = []
+    rows, cases = [], []
     for length, count in _shapes(shapes):
         lines = b.problem_lines(task, length, count)
         say(f"L={length} B={count}: {runtime.engine_name} ...")
-        row = {"length": length, "batch": count}
         timed = b.time_engine(runtime, lines, seconds)
-        results = timed.pop("results")
-        row[runtime.engine_name] = timed
-        row["fraction_of_roofline"] = timed["cell_updates_per_s"] / roof["cell_updates_per_s"]
+        cases.append((lines, timed.pop("results")))
+        rows.append({"length": length, "batch": count, runtime.engine_name: timed,
+                     "fraction_of_roofline": timed["cell_updates_per_s"] / roof["cell_updates_per_s"]})
+    lat = b.latency(runtime, b.problem_lines(task, 16, 1)[0])
+    # The baselines come after every engine measurement: torch's thread pool and torch.compile's
+    # compile workers stay alive once started, and measured beside them the engine lost up to half
+    # its throughput on short problems.
+    solvers = _baselines(runtime.step, [v for v in baselines.split(",") if v.strip()], say)
+    for row, (lines, results) in zip(rows, cases):
         for name, solve in solvers.items():
-            say(f"L={length} B={count}: baseline {name} ...")
+            say(f"L={row['length']} B={row['batch']}: baseline {name} ...")
             row[name] = _time_baseline(solve, runtime, lines, results, seconds)
         if solvers:
             best = max(solvers, key=lambda n: row[n]["problems_per_s"])
             row["best_baseline"] = best
-            row["speedup_vs_best"] = timed["problems_per_s"] / row[best]["problems_per_s"]
-        rows.append(row)
-    lat = b.latency(runtime, b.problem_lines(task, 16, 1)[0])
+            row["speedup_vs_best"] = row[runtime.engine_name]["problems_per_s"] / row[best]["problems_per_s"]
     report = {"model": runtime.step.path, "task": task, "engine": runtime.engine_name, "costs": costs,
               "machine": machine, "roofline": roof, "latency_16_cells": lat, "rows": rows}
     with Output(out / "bench.json") as sink:

@@ -255,9 +255,12 @@ class Scheduler:
 
     def _take(self, shape: tuple[int, ...]) -> _Rows:
         queue, length = self.buckets[shape], math.prod(shape)  # length: cells per row
-        rows = min(len(queue), self.max_batch_rows, self.engine.max_rows(length), max(1, self.max_batch_cells // length))
-        if len(self.threads) > 1:  # leave the other workers a share of a big bucket
-            rows = min(rows, max(-(-len(queue) // len(self.threads)), MIN_BATCH_CELLS // length, 1))
+        most = min(self.max_batch_rows, self.engine.max_rows(length), max(1, self.max_batch_cells // length))
+        # cut the bucket into equal batches, as many as the workers or a multiple of them, so that
+        # no worker is left with a small remainder while the others idle
+        workers = len(self.threads)
+        batches = workers * -(-len(queue) // (most * workers))
+        rows = min(most, max(-(-len(queue) // batches), MIN_BATCH_CELLS // length, 1), len(queue))
         waiting = [queue.popleft() for _ in range(rows)]
         if queue:
             self.bucket_cells[shape] -= rows * length

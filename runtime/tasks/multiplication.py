@@ -8,10 +8,12 @@ digit n_a + j at (n_a, j) of the margin row.
 A carry-save array multiplier is a synchronous 3x3 automaton on exactly this grid, so a local rule
 exists: each cell keeps a digit s and a carry c. Row i adds its partial product, the s of cell
 (i-1, j+1) and the c of cell (i-1, j) (both of weight 10^(i+j)); the margin row adds the s above
-right, the c above and its left neighbour's carry. Every cell's s at the fixed point, reached
-within n_a + n_b steps, is the training target at that cell (a signal at every cell, as parity's
-prefixes are); the answer digits are the s along the edge. `csa_digits` is that automaton, in
-numpy: the targets' source, never the oracle (the oracle is Python's exact arithmetic).
+right, the c above and its left neighbour's carry. Every cell's pair (s, c) at the fixed point,
+reached within n_a + n_b steps, is the training target at that cell, as the class s + 10 c (a
+signal at every cell, as parity's prefixes are: with s alone the carry was left for the rule to
+invent). The answer digits are the s (class mod 10) along the edge. `csa_state` is that
+automaton, in numpy: the targets' source, never the oracle (the oracle is Python's exact
+arithmetic).
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ class Multiplication(Task):
     name = "multiplication"
     rank = 2
     input_channels = 1 + len(PRODUCTS) + 1  # mask, one-hot partial product (37), margin row
-    classes = 10  # the digit s of each cell
+    classes = 100  # the pair (s, c) of each cell, as s + 10 c: s is the answer digit
     convergence = "fixed_point"
     boundary = "zeros"
     families = ("random", "unequal", "zeros", "all_nines", "powers_of_ten")
@@ -76,7 +78,7 @@ class Multiplication(Task):
         out = []
         for grid, p in zip(np.asarray(symbols), problems):
             na, nb = len(p.a), len(p.b)
-            low_first = np.concatenate([grid[:na, 0], grid[na, :nb]])
+            low_first = np.concatenate([grid[:na, 0], grid[na, :nb]]) % 10
             out.append("".join(map(str, low_first[::-1].tolist())).lstrip("0") or "0")
         return out
 
@@ -87,7 +89,8 @@ class Multiplication(Task):
         return format(ctx.multiply(decimal.Decimal(p.a), decimal.Decimal(p.b)), "f")
 
     def targets(self, p: Parsed) -> np.ndarray:
-        return csa_digits(p.a, p.b)
+        s, c = csa_state(p.a, p.b)
+        return s + 10 * c
 
     def random_line(self, rng: np.random.Generator, size: int, generations: int | None = None) -> str:
         la = size
@@ -128,8 +131,13 @@ def _digits_low_first(text: str) -> np.ndarray:
 
 
 def csa_digits(a: str, b: str) -> np.ndarray:
-    """The carry-save array multiplier run to its fixed point: (n_a + 1, n_b) int64, the digit s
-    of every cell. Synchronous updates, as the learned rule makes them."""
+    """(n_a + 1, n_b) int64: the digit s of every cell at the carry-save array's fixed point."""
+    return csa_state(a, b)[0]
+
+
+def csa_state(a: str, b: str) -> tuple[np.ndarray, np.ndarray]:
+    """The carry-save array multiplier run to its fixed point: the digit s and the carry c of
+    every cell, each (n_a + 1, n_b) int64. Synchronous updates, as the learned rule makes them."""
     da, db = _digits_low_first(a), _digits_low_first(b)
     na, nb = len(da), len(db)
     product = np.zeros((na + 1, nb), np.int64)
@@ -147,4 +155,4 @@ def csa_digits(a: str, b: str) -> np.ndarray:
         if np.array_equal(new_s, s) and np.array_equal(new_c, c):
             break
         s, c = new_s, new_c
-    return s
+    return s, c
