@@ -5,6 +5,7 @@ Commands run for real in a subprocess (`python -m sead.cli`); model-file and che
 that need no process of their own run in-process, where they cost milliseconds.
 """
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -95,11 +96,15 @@ def test_output_that_is_the_model_is_refused(tmp_path, problems):
 
 @needs_models
 def test_ctrl_c_exits_130_and_leaves_the_earlier_output(tmp_path):
-    (tmp_path / "long.txt").write_text("1" * 100_000 + "\n")  # parity: ~100,000 steps, minutes of work
+    # a million generations of a 100,000-cell rule110 ring, where most cells change every
+    # generation: hours of work, so the run is surely still going when Ctrl-C comes
+    rng = random.Random(0)
+    bits = "".join(rng.choice("01") for _ in range(100_000))
+    (tmp_path / "long.txt").write_text(bits + " 1000000\n")
     out = tmp_path / "out.txt"
     out.write_text("earlier answers\n")
     os.chmod(out, 0o640)
-    proc = subprocess.Popen([*SEAD, "run", "--model", "parity", "-i", str(tmp_path / "long.txt"), "-o", str(out)],
+    proc = subprocess.Popen([*SEAD, "run", "--model", "rule110", "-i", str(tmp_path / "long.txt"), "-o", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not leftovers(tmp_path) and proc.poll() is None and time.time() < deadline:
