@@ -104,8 +104,10 @@ def test_ctrl_c_exits_130_and_leaves_the_earlier_output(tmp_path):
     out = tmp_path / "out.txt"
     out.write_text("earlier answers\n")
     os.chmod(out, 0o640)
+    # a shell's background job inherits SIGINT ignored, and so would sead: restore the default
     proc = subprocess.Popen([*SEAD, "run", "--model", "rule110", "-i", str(tmp_path / "long.txt"), "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not leftovers(tmp_path) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.02)  # the temporary output appears once the input is open
