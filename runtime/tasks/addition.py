@@ -5,8 +5,7 @@ import decimal
 
 import numpy as np
 
-from ..errors import InputError
-from .base import Parsed, Task, check_symbols, digit_rows, digits, not_blank, random_digits, symbol_texts
+from .base import Parsed, Task, digit_rows, digits, operands, random_digits, symbol_texts
 
 
 class Addition(Task):
@@ -25,13 +24,7 @@ class Addition(Task):
     families = ("random", "mixed_lengths", "carry_chain")
 
     def parse(self, line: str) -> Parsed:
-        not_blank(line, "'A+B'")
-        if line.count("+") != 1:
-            raise InputError(f"expected one '+' in 'A+B', found {line.count('+')}")
-        left, right = line.split("+")
-        a, b = left.strip(" "), right.strip(" ")
-        check_symbols(a, "the first operand")
-        check_symbols(b, "the second operand")
+        a, b = operands(line, "+")
         return Parsed(text=line, length=max(len(a), len(b)) + 1, a=a, b=b)
 
     def encode_cells(self, problems: list[Parsed], length: int) -> np.ndarray:

@@ -146,6 +146,19 @@ def check_symbols(text: str, what: str, allowed: frozenset = ASCII_DIGITS) -> No
             raise InputError(f"{what} has {ch!r} at position {pos + 1}; only {kind} are allowed")
 
 
+def operands(line: str, op: str) -> tuple[str, str]:
+    """`A op B` -> (A, B): two decimal operands, spaces allowed around `op`, or InputError."""
+    form = f"'A{op}B'"
+    not_blank(line, form)
+    if line.count(op) != 1:
+        raise InputError(f"expected one {op!r} in {form}, found {line.count(op)}")
+    left, right = line.split(op)
+    a, b = left.strip(" "), right.strip(" ")
+    check_symbols(a, "the first operand")
+    check_symbols(b, "the second operand")
+    return a, b
+
+
 def not_blank(line: str, expected: str) -> None:
     if not line.strip():
         raise InputError(f"blank line; expected {expected}")

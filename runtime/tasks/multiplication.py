@@ -22,8 +22,7 @@ import math
 
 import numpy as np
 
-from ..errors import InputError
-from .base import Parsed, Task, check_symbols, not_blank, random_digits
+from .base import Parsed, Task, operands, random_digits
 
 PRODUCTS = sorted({a * b for a in range(10) for b in range(10)})  # the 37 values a digit product takes
 PRODUCT_SYMBOL = np.full(82, -1, np.int8)
@@ -43,13 +42,7 @@ class Multiplication(Task):
     families = ("random", "unequal", "zeros", "all_nines", "powers_of_ten")
 
     def parse(self, line: str) -> Parsed:
-        not_blank(line, "'A*B'")
-        if line.count("*") != 1:
-            raise InputError(f"expected one '*' in 'A*B', found {line.count('*')}")
-        left, right = line.split("*")
-        a, b = left.strip(" "), right.strip(" ")
-        check_symbols(a, "the first operand")
-        check_symbols(b, "the second operand")
+        a, b = operands(line, "*")
         shape = (len(a) + 1, len(b))
         return Parsed(text=line, length=shape[0] * shape[1], a=a, b=b, shape=shape)
 
