@@ -38,14 +38,6 @@ class EngineUnavailable(SeadError):
         self.quiet = quiet
 
 
-class QueueFull(SeadError):
-    """The runtime's queue cannot take a request now (max_queue_cells); retry later."""
-
-
-class RuntimeClosed(SeadError):
-    """A call on a Runtime after close()."""
-
-
 class ExportMismatch(SeadError):
     """The exported ONNX step disagrees with the PyTorch step."""
 
