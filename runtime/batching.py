@@ -174,42 +174,34 @@ class Scheduler:
         return [t.progress() for t in tapes]
 
     # -- delivery --------------------------------------------------------------------------------
-    def _deliverer(self, request: _Request, index: int, cells: int, tape: TapeJob | None = None):
-        def deliver(result: Result) -> None:
-            with self.cond:
+    def _deliver(self, done: list[tuple[_Request, int, int, Result]], tape: TapeJob | None = None) -> None:
+        """Record finished problems, (request, index, cells, result) each, under one acquisition
+        of the lock, and complete the requests they finish."""
+        finished = []
+        with self.cond:
+            for request, index, cells, result in done:
                 self.queued_cells -= cells
-                self.queued_problems -= 1
-                self.counters["problems_solved"] += 1
                 self.counters["cell_updates"] += cells * result.steps
-                if tape is not None:
-                    self.counters["tile_cell_steps"] += tape.cell_steps
-                    self.tapes.discard(tape)
                 request.results[index] = result
                 request.remaining -= 1
-                done = request.remaining == 0
-            if done:
-                request.future.set_result(request.results)
-        return deliver
+                if request.remaining == 0:
+                    finished.append(request)
+            self.queued_problems -= len(done)
+            self.counters["problems_solved"] += len(done)
+            if tape is not None:
+                self.counters["tile_cell_steps"] += tape.cell_steps
+                self.tapes.discard(tape)
+        for request in finished:
+            request.future.set_result(request.results)
+
+    def _deliverer(self, request: _Request, index: int, cells: int, tape: TapeJob):
+        """A long tape's delivery: its one result."""
+        return lambda result: self._deliver([(request, index, cells, result)], tape)
 
     def _row_deliverer(self, waiting: list[_Waiting]):
-        """Delivery for a RowJob's problems: many results under one acquisition of the lock."""
-        def deliver(pairs: list[tuple[int, Result]]) -> None:
-            finished = []
-            with self.cond:
-                for i, result in pairs:
-                    w = waiting[i]
-                    cells = w.problem.length
-                    self.queued_cells -= cells
-                    self.counters["cell_updates"] += cells * result.steps
-                    w.request.results[w.index] = result
-                    w.request.remaining -= 1
-                    if w.request.remaining == 0:
-                        finished.append(w.request)
-                self.queued_problems -= len(pairs)
-                self.counters["problems_solved"] += len(pairs)
-            for request in finished:
-                request.future.set_result(request.results)
-        return deliver
+        """A RowJob's delivery: the (item, result) pairs of one retirement, together."""
+        return lambda pairs: self._deliver([(waiting[i].request, waiting[i].index, waiting[i].problem.length, result)
+                                            for i, result in pairs])
 
     def _fail(self, requests, exc: BaseException) -> None:
         with self.cond:
