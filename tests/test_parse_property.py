@@ -15,14 +15,15 @@ from sead.runtime.lines import iter_lines  # noqa: E402
 from sead.runtime.tasks import MAX_STEPS, get_task  # noqa: E402
 
 ADDITION = re.compile(r" *([0-9]+) *\+ *([0-9]+) *")
+MULTIPLICATION = re.compile(r" *([0-9]+) *\* *([0-9]+) *")
 PARITY = re.compile(r"[01]+")
 RULE110 = re.compile(r"([01]+)(?: ([0-9]+))?")
 SETTINGS = settings(max_examples=100, deadline=None, database=None)
 
-VALID = st.one_of(st.from_regex(r"\A ?[0-9]{1,12} ?\+ ?[0-9]{1,12} ?\Z"), st.from_regex(r"\A[01]{1,12}( [0-9]{1,3})?\Z"),
+VALID = st.one_of(st.from_regex(r"\A ?[0-9]{1,12} ?\+ ?[0-9]{1,12} ?\Z"), st.from_regex(r"\A ?[0-9]{1,12} ?\* ?[0-9]{1,12} ?\Z"), st.from_regex(r"\A[01]{1,12}( [0-9]{1,3})?\Z"),
                   st.from_regex(r"\A[01]{1,4} [0-9]{12,14}\Z"))  # generations around the bound, 10^12
 # what Python's int() or str.strip() would quietly accept, or a careless parser let through
-TROUBLE = " \t\r\x00\x0b\x1c\u0663\ufeff\u00a0\u2003+-_x01"
+TROUBLE = " \t\r\x00\x0b\x1c\u0663\ufeff\u00a0\u2003+*-_x01"
 
 
 @st.composite
@@ -54,6 +55,9 @@ def expected(task: str, line: str):
     if task == "addition":
         m = ADDITION.fullmatch(line)
         return (True, str(int(m[1]) + int(m[2]))) if m else (False, None)
+    if task == "multiplication":
+        m = MULTIPLICATION.fullmatch(line)
+        return (True, str(int(m[1]) * int(m[2]))) if m else (False, None)
     if task == "parity":
         return (True, str(line.count("1") % 2)) if PARITY.fullmatch(line) else (False, None)
     m = RULE110.fullmatch(line)
@@ -77,14 +81,14 @@ def check(task_name: str, line: str) -> None:
         assert task.answer(parsed) == answer
 
 
-@pytest.mark.parametrize("task", ["addition", "parity", "rule110"])
+@pytest.mark.parametrize("task", ["addition", "parity", "rule110", "multiplication"])
 @SETTINGS
 @given(line=LINES)
 def test_any_text_parses_or_raises_input_error(task, line):
     check(task, line)
 
 
-@pytest.mark.parametrize("task", ["addition", "parity", "rule110"])
+@pytest.mark.parametrize("task", ["addition", "parity", "rule110", "multiplication"])
 @SETTINGS
 @given(data=BYTES)
 def test_any_bytes_through_iter_lines_parse_or_raise_input_error(task, data):
