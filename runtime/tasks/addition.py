@@ -5,7 +5,7 @@ import decimal
 
 import numpy as np
 
-from .base import Parsed, Task, digit_rows, digits, operands, random_digits, symbol_texts
+from .base import Parsed, Task, digit_rows, digits, operands, random_digits, random_operands, symbol_texts
 
 
 class Addition(Task):
@@ -51,11 +51,8 @@ class Addition(Task):
         return max(1, cells - 1)  # cell 0 holds the final carry
 
     def random_line(self, rng: np.random.Generator, size: int, generations: int | None = None) -> str:
-        la = size
-        lb = size if rng.random() < 0.7 else int(rng.integers(1, size + 1))
-        if rng.random() < 0.5:
-            la, lb = lb, la
-        return f"{random_digits(rng, la)}+{random_digits(rng, lb)}"
+        a, b = random_operands(rng, size)
+        return f"{a}+{b}"
 
     def training_line(self, rng: np.random.Generator, size: int, roll: float) -> str:
         return _carry_chain(rng, size) if roll < 0.25 else self.random_line(rng, size)

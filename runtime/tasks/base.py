@@ -159,6 +159,16 @@ def operands(line: str, op: str) -> tuple[str, str]:
     return a, b
 
 
+def random_operands(rng: np.random.Generator, size: int) -> tuple[str, str]:
+    """Two random decimal operands: one of `size` digits; the other as long 70% of the time,
+    else 1 to `size` digits; either side first."""
+    la = size
+    lb = size if rng.random() < 0.7 else int(rng.integers(1, size + 1))
+    if rng.random() < 0.5:
+        la, lb = lb, la
+    return random_digits(rng, la), random_digits(rng, lb)
+
+
 def not_blank(line: str, expected: str) -> None:
     if not line.strip():
         raise InputError(f"blank line; expected {expected}")

@@ -22,7 +22,7 @@ import math
 
 import numpy as np
 
-from .base import Parsed, Task, operands, random_digits
+from .base import Parsed, Task, operands, random_digits, random_operands
 
 PRODUCTS = sorted({a * b for a in range(10) for b in range(10)})  # the 37 values a digit product takes
 PRODUCT_SYMBOL = np.full(82, -1, np.int8)
@@ -86,11 +86,8 @@ class Multiplication(Task):
         return s + 10 * c
 
     def random_line(self, rng: np.random.Generator, size: int, generations: int | None = None) -> str:
-        la = size
-        lb = size if rng.random() < 0.7 else int(rng.integers(1, size + 1))
-        if rng.random() < 0.5:
-            la, lb = lb, la
-        return f"{random_digits(rng, la)}*{random_digits(rng, lb)}"
+        a, b = random_operands(rng, size)
+        return f"{a}*{b}"
 
     def training_line(self, rng: np.random.Generator, size: int, roll: float) -> str:
         if roll < 0.1:  # a hard family now and then: nines, zeros, powers of ten
