@@ -116,7 +116,7 @@ def eval_(
                                 "16,1000,1000000 (default: the task's; 6,12,24,48 digits for multiplication)."),
     problems: int = typer.Option(256, min=1, help="At most this many problems per length and family."),
     seed: int = typer.Option(0),
-    max_steps: int = typer.Option(None, min=1, max=MAX_STEPS, help="Step cap (default 2 x length + 16; height + width on a grid)."),
+    max_steps: int = typer.Option(None, min=1, max=MAX_STEPS, help="Step cap (default 2 x the problem's diameter + 16: its length on a tape)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON rows."),
 ) -> None:
     """Exact-match accuracy against exact oracles, with steps used, per length and family.

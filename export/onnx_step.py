@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from sead.runtime.model_file import METADATA_VERSION, StepMetadata
+from sead.runtime.model_file import METADATA_VERSION, StepMetadata, cell_axes
 from sead.runtime.tasks import get_task
 
 DEFAULT_OPSET = 17
@@ -68,8 +68,8 @@ def build_step_graph(model, metadata: StepMetadata, opset: int = DEFAULT_OPSET) 
         helper.make_node("Relu", ["read_hidden_pre"], ["read_hidden"], name="read_relu"),
         helper.make_node("Conv", ["read_hidden", "read_out.weight", "read_out.bias"], ["logits"], name="read_out"),
     ]
-    cells = ["length"] if cfg.rank == 1 else ["height", "width"]
-    tensor = lambda name, channels: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["batch", channels, *cells])
+    tensor = lambda name, channels: helper.make_tensor_value_info(name, TensorProto.FLOAT,
+                                                                  ["batch", channels, *cell_axes(cfg.rank)])
     graph = helper.make_graph(
         nodes, f"sead_{cfg.task}_step",
         inputs=[tensor("problem", cfg.input_channels), tensor("state", cfg.state_channels)],

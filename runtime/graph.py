@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .model_file import StepModel
+from .model_file import StepModel, cell_axes
 
 
 def _needed_nodes(graph: onnx.GraphProto, outputs: list[str]) -> list[onnx.NodeProto]:
@@ -24,11 +24,6 @@ def _needed_nodes(graph: onnx.GraphProto, outputs: list[str]) -> list[onnx.NodeP
             keep.append(node)
             wanted |= set(node.input)
     return list(reversed(keep))
-
-
-def _cells(step: StepModel) -> list[str]:
-    """The names of a row's cell axes: (L,) on a tape, (H, W) on a grid."""
-    return ["length"] if step.metadata.rank == 1 else ["height", "width"]
 
 
 def _io(name: str, dims: list) -> onnx.ValueInfoProto:
@@ -58,7 +53,7 @@ def symbols_graph(step: StepModel) -> onnx.ModelProto:
     g = model.graph
     g.node.append(helper.make_node("ArgMax", ["logits"], ["symbols"], axis=1, keepdims=0))
     del g.output[:]
-    g.output.append(helper.make_tensor_value_info("symbols", TensorProto.INT64, ["batch", *_cells(step)]))
+    g.output.append(helper.make_tensor_value_info("symbols", TensorProto.INT64, ["batch", *cell_axes(step.metadata.rank)]))
     return _finish(g, step, "symbols")
 
 
@@ -153,7 +148,7 @@ def advance_graph(step: StepModel, k: int, wrap: bool = False, packed: bool = Fa
     meta = step.metadata
     if packed and meta.rank != 1:
         raise ValueError("only tapes (rank 1) are packed end to end")
-    cell_axes = list(range(2, 2 + meta.rank))
+    spatial = list(range(2, 2 + meta.rank))  # the cell axes of (B, C, *S)
     prologue, body, inits, const_names = _state_path(step, wrap)
     consts = {"adv_zero": np.float32(0)}
     nodes: list[onnx.NodeProto] = list(prologue)
@@ -175,7 +170,7 @@ def advance_graph(step: StepModel, k: int, wrap: bool = False, packed: bool = Fa
         nodes.append(helper.make_node("Reshape", ["owned_changed_at", "rows_shape"], ["rows_changed_at"]))  # (1, B, L)
         nodes += _reduce("rows_changed_at", "last", [2], step.opset, consts)
     else:
-        nodes += _reduce("owned_changed_at", "last", cell_axes, step.opset, consts)
+        nodes += _reduce("owned_changed_at", "last", spatial, step.opset, consts)
     inits += [numpy_helper.from_array(np.asarray(v), name=n) for n, v in consts.items()]
     c_in, c_s = meta.input_channels, meta.state_channels
     if packed:
@@ -183,7 +178,7 @@ def advance_graph(step: StepModel, k: int, wrap: bool = False, packed: bool = Fa
                   _io("owned", [1, 1, "cells"]), helper.make_tensor_value_info("rows_shape", TensorProto.INT64, [3])]
         outputs = [_io("state_out", [1, c_s, "cells"]), _io("changed_at", [1, 1, "cells"]), _io("last", [1, "batch", 1])]
     else:
-        cells, ones = _cells(step), [1] * meta.rank
+        cells, ones = cell_axes(meta.rank), [1] * meta.rank
         inputs = [_io("problem", ["batch", c_in, *cells]), _io("state", ["batch", c_s, *cells]),
                   _io("budget", ["batch", 1, *ones]), _io("owned", ["batch", 1, *cells])]
         outputs = [_io("state_out", ["batch", c_s, *cells]), _io("changed_at", ["batch", 1, *cells]),

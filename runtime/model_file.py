@@ -72,6 +72,11 @@ class StepMetadata:
             raise ModelFileError(f"{source}: bad sead metadata ({exc})") from None
 
 
+def cell_axes(rank: int) -> list[str]:
+    """The names of a row's cell axes in every sead graph: (length,) on a tape, (height, width) on a grid."""
+    return ["length"] if rank == 1 else ["height", "width"]
+
+
 @dataclass(frozen=True)
 class StepModel:
     """A loaded step: the ONNX model proto (no engine yet) and its metadata."""
