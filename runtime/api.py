@@ -146,19 +146,19 @@ class Runtime:
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                       or not 0 <= max_steps <= MAX_STEPS):
             raise SeadError(f"max_steps must be an integer from 0 to {MAX_STEPS:,}, got {max_steps!r}")
-        fixed_point = self.task.convergence == "fixed_point"
-        radius = self.metadata.radius
+        if self.task.convergence == "fixed_point":  # problems share a few caps: one Limits per cap
+            radius, made = self.metadata.radius, {}
+            caps = [max_steps] * len(problems) if max_steps is not None else \
+                [self.task.step_cap(p, radius) for p in problems]
+            return [made.get(cap) or made.setdefault(cap, Limits.fixed_point_cap(cap)) for cap in caps]
+        cap = max_steps if max_steps is not None else DEFAULT_MAX_GENERATIONS
         out = []
         for i, p in enumerate(problems):
-            if fixed_point:
-                cap = max_steps if max_steps is not None else self.task.step_cap(p, radius)
-            else:
-                cap = max_steps if max_steps is not None else DEFAULT_MAX_GENERATIONS
-                if p.generations > cap:
-                    raise InputError(f"asks for {p.generations:,} generations; at most {cap:,} are run "
-                                     f"({'max_steps' if max_steps is not None else 'the default step cap'})",
-                                     first_line + i, source)
-            out.append(Limits.of(p, fixed_point, cap))
+            if p.generations > cap:
+                raise InputError(f"asks for {p.generations:,} generations; at most {cap:,} are run "
+                                 f"({'max_steps' if max_steps is not None else 'the default step cap'})",
+                                 first_line + i, source)
+            out.append(Limits.generations(p.generations))
         return out
 
     # -- solving ---------------------------------------------------------------------------------

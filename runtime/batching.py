@@ -94,6 +94,7 @@ class Scheduler:
         self.cond = threading.Condition()
         self.buckets: dict[tuple[int, ...], deque[_Waiting]] = {}  # by a row's padded cell shape
         self.bucket_cells: dict[tuple[int, ...], int] = {}
+        self.bucket_rows: dict[tuple[int, ...], int] = {}  # a bucket's planned rows per batch
         self.ready: list = []  # heap of (seq, work): resumed RowJobs, tape starts and chunks
         self.seq = itertools.count()
         self.tapes: set[TapeJob] = set()
@@ -116,30 +117,34 @@ class Scheduler:
         if not problems:
             request.future.set_result([])
             return request.future
-        now = time.perf_counter()
+        # sort into tapes and buckets before taking the lock, which the workers wait on
+        tapes, buckets, shapes, now = [], {}, {}, time.perf_counter()
+        for i, (p, lim) in enumerate(zip(problems, limits)):
+            if self.tile_from is not None and p.length > self.tile_from:
+                tapes.append((i, p, lim))
+                continue
+            raw = self.task.shape(p)
+            shape = shapes.get(raw) or shapes.setdefault(raw, bucket_shape(self.task, p))
+            buckets.setdefault(shape, []).append(_Waiting(request, i, p, lim, now))
+        if self.tile_from is None and buckets and max(map(math.prod, buckets)) > self.engine.max_row_cells:
+            raise SeadError(f"a grid of {max(map(math.prod, buckets)):,} cells (padded) is more than engine "
+                            f"'{self.engine.name}' takes in one row ({self.engine.max_row_cells:,})")
         with self.cond:
             if self.closed:
                 raise RuntimeClosed("the runtime is closed")
-            if self.tile_from is None:
-                largest = max(math.prod(bucket_shape(self.task, p)) for p in problems)
-                if largest > self.engine.max_row_cells:
-                    raise SeadError(f"a grid of {largest:,} cells (padded) is more than engine "
-                                    f"'{self.engine.name}' takes in one row ({self.engine.max_row_cells:,})")
             if self.queued_cells and self.queued_cells + cells > self.max_queue_cells:
                 raise QueueFull(f"the queue holds {self.queued_cells:,} cells; {cells:,} more would pass "
                                 f"max_queue_cells={self.max_queue_cells:,}")
             self.queued_cells += cells
             self.queued_problems += len(problems)
-            for i, (p, lim) in enumerate(zip(problems, limits)):
-                if self.tile_from is not None and p.length > self.tile_from:
-                    tape = TapeJob(self.engine, self.task, p, lim, None, self.ring, self.state_channels, *self.tile)
-                    tape.deliver = self._deliverer(request, i, p.length, tape)
-                    self.tapes.add(tape)
-                    self._push(_TapeWork(tape, frozenset([request]), None))
-                    continue
-                shape = bucket_shape(self.task, p)
-                self.buckets.setdefault(shape, deque()).append(_Waiting(request, i, p, lim, now))
-                self.bucket_cells[shape] = self.bucket_cells.get(shape, 0) + math.prod(shape)
+            for i, p, lim in tapes:
+                tape = TapeJob(self.engine, self.task, p, lim, None, self.ring, self.state_channels, *self.tile)
+                tape.deliver = self._deliverer(request, i, p.length, tape)
+                self.tapes.add(tape)
+                self._push(_TapeWork(tape, frozenset([request]), None))
+            for shape, members in buckets.items():
+                self.buckets.setdefault(shape, deque()).extend(members)
+                self.bucket_cells[shape] = self.bucket_cells.get(shape, 0) + len(members) * math.prod(shape)
             self.cond.notify_all()
         return request.future
 
@@ -155,6 +160,7 @@ class Scheduler:
                 dropped |= {r for _, work in self.ready for r in work.requests}
                 self.buckets.clear()
                 self.bucket_cells.clear()
+                self.bucket_rows.clear()
                 self.ready.clear()
             self.cond.notify_all()
         self._fail(dropped, RuntimeClosed("the runtime was closed before this request finished"))
@@ -177,16 +183,18 @@ class Scheduler:
     def _deliver(self, done: list[tuple[_Request, int, int, Result]], tape: TapeJob | None = None) -> None:
         """Record finished problems, (request, index, cells, result) each, under one acquisition
         of the lock, and complete the requests they finish."""
-        finished = []
+        finished, cells_done, updates = [], 0, 0
         with self.cond:
             for request, index, cells, result in done:
-                self.queued_cells -= cells
-                self.counters["cell_updates"] += cells * result.steps
+                cells_done += cells
+                updates += cells * result.steps
                 request.results[index] = result
                 request.remaining -= 1
                 if request.remaining == 0:
                     finished.append(request)
+            self.queued_cells -= cells_done
             self.queued_problems -= len(done)
+            self.counters["cell_updates"] += updates
             self.counters["problems_solved"] += len(done)
             if tape is not None:
                 self.counters["tile_cell_steps"] += tape.cell_steps
@@ -247,17 +255,21 @@ class Scheduler:
 
     def _take(self, shape: tuple[int, ...]) -> _Rows:
         queue, length = self.buckets[shape], math.prod(shape)  # length: cells per row
-        most = min(self.max_batch_rows, self.engine.max_rows(length), max(1, self.max_batch_cells // length))
-        # cut the bucket into equal batches, as many as the workers or a multiple of them, so that
-        # no worker is left with a small remainder while the others idle
-        workers = len(self.threads)
-        batches = workers * -(-len(queue) // (most * workers))
-        rows = min(most, max(-(-len(queue) // batches), MIN_BATCH_CELLS // length, 1), len(queue))
+        rows = self.bucket_rows.get(shape)
+        if rows is None:
+            # cut the bucket into equal batches, as many as the workers or a multiple of them, so
+            # that no worker is left with a small remainder while the others idle; the cut holds
+            # until the bucket is empty (planned again at each take, it shrank batch by batch)
+            most = min(self.max_batch_rows, self.engine.max_rows(length), max(1, self.max_batch_cells // length))
+            workers = len(self.threads)
+            batches = workers * -(-len(queue) // (most * workers))
+            rows = self.bucket_rows[shape] = min(most, max(-(-len(queue) // batches), MIN_BATCH_CELLS // length, 1))
+        rows = min(rows, len(queue))
         waiting = [queue.popleft() for _ in range(rows)]
         if queue:
             self.bucket_cells[shape] -= rows * length
         else:
-            del self.buckets[shape], self.bucket_cells[shape]
+            del self.buckets[shape], self.bucket_cells[shape], self.bucket_rows[shape]
         items = [(w.problem, w.limits) for w in waiting]
         self.counters["batches"] += 1
         for listener in self.listeners:

@@ -4,6 +4,9 @@
   last step at which each cell changed, and the last step at which each row's owned cells
   changed (see advance_graph). Every engine runs it; the CPU engine also in a packed layout.
 
+- settle graph: the packed advance without budgets or per-cell bookkeeping, for whole problems
+  of a fixed-point task (the CPU engine's batches of short problems; see settle_graph).
+
 - readout graph: the step's logits path alone: (problem, state) -> logits (B, classes, L); and
   the symbols graph, the same with its argmax.
 """
@@ -184,6 +187,52 @@ def advance_graph(step: StepModel, k: int, wrap: bool = False, packed: bool = Fa
         outputs = [_io("state_out", ["batch", c_s, *cells]), _io("changed_at", ["batch", 1, *cells]),
                    _io("last", ["batch", 1, *ones])]
     name = f"sead_{'packed' if packed else 'ring' if wrap else 'rows'}_advance_{k}"
+    return _finish(helper.make_graph(nodes, name, inputs, outputs, inits), step, name)
+
+
+def settle_graph(step: StepModel, k: int) -> onnx.ModelProto:
+    """K steps over whole problems of a fixed-point task, packed end to end, with no budget.
+
+        inputs   problem (1, C_in, B*L), state (1, C_s, B*L) float32, rows_shape int64 [C_s, B, L]
+        outputs  state_out (1, C_s, B*L), last (1, B, 1): how many of the K steps changed each row
+
+    The advance graph's packed layout without its per-step bookkeeping (the budget gate, the
+    per-cell changed_at, the owned mask), which costs about a quarter of a short problem's call
+    (README "Engines"). Nothing is lost for whole problems of a fixed-point task: a row's changes
+    are steps 1..c and none after (a fixed point holds), so the count of changing steps is the
+    last one, and the engine clips it to the row's budget; a row that runs past its budget
+    without settling has run out of steps, and its state is never read.
+    """
+    if k < 1:
+        raise ValueError("k must be >= 1")
+    meta = step.metadata
+    if meta.rank != 1 or meta.boundary == "ring" or meta.convergence != "fixed_point":
+        raise ValueError("the settle graph is for line tasks that run to a fixed point")
+    prologue, body, inits, const_names = _state_path(step, wrap=False)
+    consts = {"adv_zero": np.float32(0)}
+    nodes: list[onnx.NodeProto] = list(prologue)
+    state, count = "state", None
+    for i in range(k):
+        nodes += _step_copy(body, const_names, i, state)
+        nxt = "state_out" if i == k - 1 else f"s{i}_next_state"
+        if nxt == "state_out":
+            nodes.append(helper.make_node("Identity", [f"s{i}_next_state"], ["state_out"]))
+        nodes += [helper.make_node("Sub", [f"s{i}_next_state", state], [f"s{i}_diff"]),
+                  helper.make_node("Reshape", [f"s{i}_diff", "rows_shape"], [f"s{i}_diff_rows"])]  # (C_s, B, L)
+        nodes += _reduce(f"s{i}_diff_rows", f"s{i}_moved_by", [0, 2], step.opset, consts, "ReduceL1")  # (1, B, 1)
+        moved = f"s{i}_moved"
+        nodes += [helper.make_node("Greater", [f"s{i}_moved_by", "adv_zero"], [moved + "_bool"]),
+                  helper.make_node("Cast", [moved + "_bool"], [moved], to=TensorProto.FLOAT)]
+        total = "last" if i == k - 1 else f"s{i}_count"
+        nodes.append(helper.make_node("Add", [count, moved], [total]) if count else
+                     helper.make_node("Identity", [moved], [total]))
+        state, count = f"s{i}_next_state", total
+    inits += [numpy_helper.from_array(np.asarray(v), name=n) for n, v in consts.items()]
+    c_in, c_s = meta.input_channels, meta.state_channels
+    inputs = [_io("problem", [1, c_in, "cells"]), _io("state", [1, c_s, "cells"]),
+              helper.make_tensor_value_info("rows_shape", TensorProto.INT64, [3])]
+    outputs = [_io("state_out", [1, c_s, "cells"]), _io("last", [1, "batch", 1])]
+    name = f"sead_settle_{k}"
     return _finish(helper.make_graph(nodes, name, inputs, outputs, inits), step, name)
 
 

@@ -28,7 +28,7 @@ from .tasks import Parsed
 from .tasks.base import default_step_cap  # noqa: F401 (the cap of a tape of L cells: default_step_cap(L))
 from .tiles import RUN_TILES, TILE, TiledTape
 
-DEEPEN_BELOW_CELLS = 1 << 15  # below this many cells a call's launch cost dwarfs a step: deepen freely
+DEEPEN_BELOW_CELLS = 1 << 12  # below this many cells a call's launch cost dwarfs a step: deepen freely
 DEFAULT_MAX_GENERATIONS = 1_000_000  # a generations task's step cap unless max_steps says otherwise
 
 
@@ -90,8 +90,13 @@ class Limits(NamedTuple):
     fixed_point: bool
 
     @classmethod
-    def of(cls, p: Parsed, fixed_point: bool, cap: int) -> "Limits":
-        return cls(cap + 1, cap, True) if fixed_point else cls(p.generations, p.generations, False)
+    def fixed_point_cap(cls, cap: int) -> "Limits":
+        """Stop at a fixed point, after at most `cap` changing steps and the one that proves it."""
+        return cls(cap + 1, cap, True)
+
+    @classmethod
+    def generations(cls, generations: int) -> "Limits":
+        return cls(generations, generations, False)
 
 
 def finish(answer: str | None, steps: int, ran_out: bool, limits: Limits) -> Result:
@@ -124,7 +129,8 @@ class RowJob:
         """-> True once every problem has been delivered."""
         if self.batch is None:
             parsed = [p for p, _ in self.items]
-            self.batch = self.engine.start(self.task.encode_many(parsed, self.shape), wrap=self.wrap)
+            self.batch = self.engine.start(self.task.encode_many(parsed, self.shape), wrap=self.wrap,
+                                           settle=self.items[0][1].fixed_point)
         try:
             while True:
                 if self._retire():
@@ -143,9 +149,10 @@ class RowJob:
         if 2 * stopped.sum() < max(len(self.rows), 1) or not stopped.any():
             return False
         done = self.rows[stopped]
-        answers = self.task.decode_many(self.batch.symbols()[stopped], [self.items[i][0] for i in done])
-        self.deliver([(i, finish(answer, int(self.steps[i]), bool(self.ran_out[i]), self.items[i][1]))
-                      for i, answer in zip(done.tolist(), answers)])
+        items = self.items
+        answers = self.task.decode_many(self.batch.symbols()[stopped], [items[i][0] for i in done.tolist()])
+        self.deliver([(i, finish(answer, steps, ran_out, items[i][1])) for i, answer, steps, ran_out in
+                      zip(done.tolist(), answers, self.steps[done].tolist(), self.ran_out[done].tolist())])
         if stopped.all():
             return True
         self.batch.keep(np.flatnonzero(~stopped))

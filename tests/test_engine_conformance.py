@@ -90,6 +90,43 @@ def test_engine_protocol(tiny_onnx, name, empty_tail):
 
 
 @pytest.mark.parametrize("name", ENGINES)
+def test_settle_batches(name):
+    """settle=True (whole problems of a fixed-point task): advance() returns min(changing steps,
+    budget); a row that settled holds its fixed point and reads it out, after keep() too. The
+    shipped model: carry chains make some rows run longer than a call."""
+    step = load_step_model("addition")
+    engine = _engine(step, name)
+    task = get_task("addition")
+    rng = np.random.default_rng(5)
+    lines = ["0+0", "1+1", "99+1", "9" * 20 + "+1", "1+" + "9" * 12] + [task.random_line(rng, n) for n in (3, 9, 20)]
+    parsed = [task.parse(line) for line in lines]
+    x = task.encode_many(parsed, 22)  # every row ends in empty cells: the CPU engine packs them
+    states, sess = _plain_steps(step, x, 30)
+    changing = [[t for t in range(1, 31) if _changed(states, t)[i]] for i in range(len(lines))]
+    assert all(c == list(range(1, len(c) + 1)) for c in changing)  # a deterministic rule: steps 1..c change
+    assert any(len(c) < 4 for c in changing) and any(len(c) >= 4 for c in changing)
+    batch = engine.start(x, settle=True)
+    budget = np.array([4, 4, 2, 4, 3, 4, 1, 4])
+    got = batch.advance(budget, 4)
+    assert got.tolist() == [min(len(c), int(b)) for c, b in zip(changing, budget)]
+    settled = np.flatnonzero(got < budget)
+    state, symbols = batch.state(), batch.symbols()
+    for i in settled:
+        assert np.array_equal(state[i], states[len(changing[i])][i])
+        logits = sess.run(["logits"], {"problem": x[i:i + 1], "state": states[30][i:i + 1]})[0]
+        assert np.array_equal(symbols[i], logits[0].argmax(0))
+        assert task.decode(symbols[i], parsed[i]) == task.answer(parsed[i])
+    running = np.flatnonzero(got == budget)
+    batch.keep(running)
+    rest = batch.advance(np.full(len(running), 30, np.int64), 4)
+    for row, i in enumerate(running):  # 4 more steps from wherever the row stood (it may have run on)
+        if rest[row] < 4:
+            assert np.array_equal(batch.state()[row], states[30][i])
+    batch.close()
+    engine.close()
+
+
+@pytest.mark.parametrize("name", ENGINES)
 def test_given_state_owned_cells_and_rings(tiny_onnx, name):
     """A batch that starts from a given state counts only the cells it owns; rings wrap."""
     step = load_step_model(tiny_onnx["addition"])

@@ -76,9 +76,9 @@ class _Recording:
         for name in ("name", "k_choices", "workers", "batch_cells", "max_row_cells", "max_rows", "close"):
             setattr(self, name, getattr(engine, name))
 
-    def start(self, problem, state=None, owned=None, wrap=False):
+    def start(self, problem, state=None, owned=None, wrap=False, settle=False):
         self.calls.append((problem.shape, None if state is None else state.shape))
-        return self.engine.start(problem, state, owned, wrap)
+        return self.engine.start(problem, state, owned, wrap, settle)
 
 
 def test_rows_stay_bounded_and_tapes_rest_compact():

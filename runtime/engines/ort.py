@@ -16,7 +16,7 @@ import threading
 import numpy as np
 
 from ..errors import EngineUnavailable
-from ..graph import advance_graph, readout_graph, symbols_graph
+from ..graph import advance_graph, readout_graph, settle_graph, symbols_graph
 from ..model_file import StepModel
 from .protocol import hot_cells
 
@@ -83,12 +83,15 @@ class OrtCpuEngine:
     def advance_session(self, k: int, packed: bool, wrap: bool):
         return self._cached(("advance", k, packed, wrap), lambda: advance_graph(self.step, k, wrap=wrap, packed=packed))
 
+    def settle_session(self, k: int):
+        return self._cached(("settle", k), lambda: settle_graph(self.step, k))
+
     def symbols_session(self):
         return self._cached(("symbols",), lambda: symbols_graph(self.step))
 
     def start(self, problem: np.ndarray, state: np.ndarray | None = None, owned: np.ndarray | None = None,
-              wrap: bool = False) -> "OrtCpuBatch":
-        return OrtCpuBatch(self, problem, state, owned, wrap)
+              wrap: bool = False, settle: bool = False) -> "OrtCpuBatch":
+        return OrtCpuBatch(self, problem, state, owned, wrap, settle)
 
     def close(self) -> None:
         with self._lock:
@@ -97,7 +100,7 @@ class OrtCpuEngine:
 
 class OrtCpuBatch:
     def __init__(self, engine: OrtCpuEngine, problem: np.ndarray, state: np.ndarray | None,
-                 owned: np.ndarray | None, wrap: bool):
+                 owned: np.ndarray | None, wrap: bool, settle: bool = False):
         self.engine, self.wrap = engine, wrap
         problem = np.ascontiguousarray(problem, np.float32)
         b, cells = problem.shape[0], problem.shape[2:]
@@ -107,27 +110,34 @@ class OrtCpuBatch:
             owned = np.ones((b, 1, *cells), np.float32)
         # packing is exact when every row of a tape ends in an empty cell (what lies beyond a line tape)
         self.packed = len(cells) == 1 and not wrap and not problem[:, 0, -1].any()
+        # whole problems packed: the settle graph, without budgets or per-cell bookkeeping
+        self.settle = settle and self.packed and engine.step.metadata.convergence == "fixed_point"
         self._set(problem, np.ascontiguousarray(state, np.float32), np.ascontiguousarray(owned, np.float32))
 
     def _set(self, problem: np.ndarray, state: np.ndarray, owned: np.ndarray) -> None:
         """problem (B, C_in, *S), state (B, C_s, *S), owned (B, 1, *S), in rows; stored packed when packing."""
         ov = self.engine.ort.OrtValue.ortvalue_from_numpy
-        b, cells = state.shape[0], state.shape[2:]
+        b, c_s, cells = state.shape[0], state.shape[1], state.shape[2:]
         length = int(np.prod(cells))  # cells per row
         self.b, self.length, self.cells = b, length, cells
         self.rows_problem, self.rows_owned = problem, owned
         pack = lambda a: np.ascontiguousarray(a.transpose(1, 0, 2).reshape(1, a.shape[1], b * length))
         layout = pack if self.packed else (lambda a: a)
-        self.problem, self.state_now, self.owned = layout(problem), layout(state), layout(owned)
+        self.problem, self.state_now = layout(problem), layout(state)
         self.spare = np.empty_like(self.state_now)
         ones = (1,) * len(cells)
-        self.budget = np.zeros((1, 1, b * length) if self.packed else (b, 1, *ones), np.float32)
         self.last = np.zeros((1, b, 1) if self.packed else (b, 1, *ones), np.float32)
-        self.changed_at = np.zeros((1, 1, b * length) if self.packed else (b, 1, *cells), np.float32)
-        self.fixed = {"problem": ov(self.problem), "owned": ov(self.owned), "budget": ov(self.budget)}
-        if self.packed:
-            self.fixed["rows_shape"] = ov(np.array([1, b, length], np.int64))
-        self.outputs = {"last": ov(self.last), "changed_at": ov(self.changed_at)}
+        self.outputs = {"last": ov(self.last)}
+        if self.settle:
+            self.fixed = {"problem": ov(self.problem), "rows_shape": ov(np.array([c_s, b, length], np.int64))}
+        else:
+            self.owned = layout(owned)
+            self.budget = np.zeros((1, 1, b * length) if self.packed else (b, 1, *ones), np.float32)
+            self.changed_at = np.zeros((1, 1, b * length) if self.packed else (b, 1, *cells), np.float32)
+            self.fixed = {"problem": ov(self.problem), "owned": ov(self.owned), "budget": ov(self.budget)}
+            if self.packed:
+                self.fixed["rows_shape"] = ov(np.array([1, b, length], np.int64))
+            self.outputs["changed_at"] = ov(self.changed_at)
         self.last_budget = np.zeros(b, np.float32)
         self.values = [ov(self.state_now), ov(self.spare)]  # ping-pong pair, wrapped once
         self.bindings: dict = {}  # one IO binding per K, made on first use
@@ -138,7 +148,8 @@ class OrtCpuBatch:
 
     def advance(self, budget: np.ndarray, k: int) -> np.ndarray:
         if k not in self.bindings:
-            session = self.engine.advance_session(k, self.packed, self.wrap)
+            e = self.engine
+            session = e.settle_session(k) if self.settle else e.advance_session(k, self.packed, self.wrap)
             binding = session.io_binding()
             for name, value in self.fixed.items():
                 binding.bind_ortvalue_input(name, value)
@@ -147,15 +158,17 @@ class OrtCpuBatch:
             self.bindings[k] = (session, binding)
         session, binding = self.bindings[k]
         budget = self.last_budget = np.asarray(budget, np.float32)
-        self.budget[...] = np.repeat(budget, self.length).reshape(self.budget.shape) if self.packed \
-            else budget.reshape(self.budget.shape)
+        if not self.settle:
+            self.budget[...] = np.repeat(budget, self.length).reshape(self.budget.shape) if self.packed \
+                else budget.reshape(self.budget.shape)
         src, dst = self.values
         binding.bind_ortvalue_input("state", src)
         binding.bind_ortvalue_output("state_out", dst)
         session.run_with_iobinding(binding)
         self.values = [dst, src]
         self.state_now, self.spare = self.spare, self.state_now
-        return self.last.reshape(-1).astype(np.int64)
+        last = self.last.reshape(-1)
+        return (np.minimum(last, budget) if self.settle else last).astype(np.int64)
 
     def _rows(self, a: np.ndarray) -> np.ndarray:
         """A stored array back in rows, (B, C, *S)."""
@@ -165,6 +178,8 @@ class OrtCpuBatch:
         return np.array(self._rows(self.state_now))
 
     def hot(self) -> np.ndarray:
+        if self.settle:
+            raise RuntimeError("a batch started with settle=True keeps no per-cell changes")
         return hot_cells(self._rows(self.changed_at)[:, 0], self.last_budget)
 
     def symbols(self) -> np.ndarray:
@@ -325,7 +340,7 @@ class OrtCudaEngine:
         return sorted(self._slots)
 
     def start(self, problem: np.ndarray, state: np.ndarray | None = None, owned: np.ndarray | None = None,
-              wrap: bool = False) -> "OrtCudaBatch":
+              wrap: bool = False, settle: bool = False) -> "OrtCudaBatch":
         return OrtCudaBatch(self, np.ascontiguousarray(problem, np.float32), state, owned, wrap)
 
     def close(self) -> None:

@@ -56,10 +56,16 @@ class Engine(Protocol):
         """The most rows of `length` cells one batch may hold (tensor element limits)."""
 
     def start(self, problem: np.ndarray, state: np.ndarray | None = None, owned: np.ndarray | None = None,
-              wrap: bool = False) -> Batch:
+              wrap: bool = False, settle: bool = False) -> Batch:
         """A batch of B rows. problem (B, C_in, L) float32, channel 0 the cell mask; state
         (B, C_s, L) float32, zeros (the state before the first step) when None; owned (B, 1, L)
-        float32, 1 where a cell's changes count (None: every cell). wrap: each row is a whole ring."""
+        float32, 1 where a cell's changes count (None: every cell). wrap: each row is a whole ring.
+
+        settle: each row is a whole problem of a fixed-point task, and the caller reads only what
+        advance() returns, symbols(), and the state of rows that settled (advance() returned less
+        than their budget). The engine may then let a row run past its budget, returning
+        min(its changing steps, budget), and skip the per-step bookkeeping; hot() is then
+        undefined. An engine may ignore the flag: its exact budgets satisfy the caller too."""
 
     def close(self) -> None:
         """Release sessions, thread pools and device memory. The engine is unusable afterwards."""

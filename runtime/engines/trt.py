@@ -126,7 +126,7 @@ class TrtEngine:
         return self.rows_limit if length <= self.max_row_cells else 0
 
     def start(self, problem: np.ndarray, state: np.ndarray | None = None, owned: np.ndarray | None = None,
-              wrap: bool = False) -> "TrtBatch":
+              wrap: bool = False, settle: bool = False) -> "TrtBatch":
         problem = np.ascontiguousarray(problem, np.float32)
         c_in = self.step.metadata.input_channels
         if problem.ndim != 2 + self.rank or problem.shape[1] != c_in:
