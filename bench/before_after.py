@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """This checkout's runtime against an earlier commit's, on the same problems, interleaved in one run.
 
-    python bench/before_after.py [--base 882732b] [--rounds 3] [--out bench/results/before_after_ort_cpu.json]
+    python bench/before_after.py [--base 882732b] [--rounds 7] [--out bench/results/before_after_ort_cpu.json]
 
 The earlier commit is checked out into a temporary git worktree and imported as `sead` from
 there (its runtime needs only numpy, onnx and onnxruntime, as this one does). Each round times
-both, one after the other, in fresh processes: the best and the median of repeated solves per
+both, one after the other (either first, by turns), in fresh processes: the best and the median of repeated solves per
 case. Answers are checked against Python ints. The default base is the last commit before tiles.
 Both runtimes load the same model file, this checkout's shipped addition model (`--model` for
 another), so only the runtime differs; bench/model_speed.py compares models on one runtime.
@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {"4,096 random 16-digit additions": (16, 4096, 15), "one random 1,000,000-digit addition": (1_000_000, 1, 5),
@@ -64,7 +66,7 @@ def measure(package_parent: str | None, model: str) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base", default="882732b")
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--out", type=Path, default=Path("bench/out/before_after.json"))
     ap.add_argument("--model", type=Path, default=ROOT / "runtime" / "models" / "addition.onnx")
     args = ap.parse_args()
@@ -79,11 +81,13 @@ def main() -> None:
             (parent / "sead").symlink_to(old)
             rounds = []
             for i in range(args.rounds):
-                print(f"round {i + 1}: {args.base} ...", file=sys.stderr, flush=True)
-                before = measure(str(parent), model)
-                print(f"round {i + 1}: this checkout ...", file=sys.stderr, flush=True)
-                after = measure(None, model)
-                rounds.append({"before": before, "after": after})
+                sides = {"before": str(parent), "after": None}
+                result = {}
+                for side in (("before", "after") if i % 2 == 0 else ("after", "before")):  # either goes first
+                    print(f"round {i + 1}: {args.base if side == 'before' else 'this checkout'} ...", file=sys.stderr,
+                          flush=True)
+                    result[side] = measure(sides[side], model)
+                rounds.append({"before": result["before"], "after": result["after"]})
                 print(json.dumps(rounds[-1]), flush=True)
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
@@ -95,6 +99,10 @@ def main() -> None:
                                 "median": [round(r[side][name]["median"], 4) for r in rounds],
                                 "exact": all(r[side][name]["exact"] == r[side][name]["problems"] for r in rounds)}
                          for side in ("before", "after")}
+        per_round = [r["after"][name]["median"] / r["before"][name]["median"] for r in rounds]
+        summary[name]["after_over_before"] = {  # > 1: this checkout is slower
+            "best_of_rounds": round(min(summary[name]["after"]["best"]) / min(summary[name]["before"]["best"]), 3),
+            "median_of_round_medians": round(float(np.median(per_round)), 3)}
     report = {"base": args.base, "head": head, "model": str(args.model.relative_to(ROOT)) if args.model.is_relative_to(ROOT) else str(args.model), "cpus": os.cpu_count(), "rounds": rounds, "summary": summary}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))

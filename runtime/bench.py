@@ -71,7 +71,7 @@ def ort_loop(step: StepModel):
 
     def solve(problems, cap: int):
         length = max(p.length for p in problems)
-        x = task.encode_many(problems, length)
+        x = np.ascontiguousarray(task.encode_many(problems, length))
         state = np.zeros((len(problems), step.metadata.state_channels, length), np.float32)
         steps = np.zeros(len(problems), np.int64)
         running = np.ones(len(problems), bool)

@@ -29,7 +29,7 @@ def encode_batch(task_name: str, problems: list[Parsed]):
     """
     task = get_task(task_name)
     shape = tuple(np.max([task.shape(p) for p in problems], axis=0).tolist())  # (L,) or (H, W)
-    x = task.encode_many(problems, shape[0] if task.rank == 1 else shape)
+    x = np.ascontiguousarray(task.encode_many(problems, shape[0] if task.rank == 1 else shape))
     y = np.full((len(problems),) + shape, -1, np.int64)
     for i, p in enumerate(problems):
         y[(i,) + tuple(slice(0, d) for d in task.shape(p))] = task.targets(p)

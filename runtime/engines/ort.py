@@ -102,28 +102,33 @@ class OrtCpuBatch:
     def __init__(self, engine: OrtCpuEngine, problem: np.ndarray, state: np.ndarray | None,
                  owned: np.ndarray | None, wrap: bool, settle: bool = False):
         self.engine, self.wrap = engine, wrap
-        problem = np.ascontiguousarray(problem, np.float32)
+        problem = np.asarray(problem, np.float32)
         b, cells = problem.shape[0], problem.shape[2:]
-        if state is None:
-            state = np.zeros((b, engine.step.metadata.state_channels, *cells), np.float32)
-        if owned is None:
-            owned = np.ones((b, 1, *cells), np.float32)
         # packing is exact when every row of a tape ends in an empty cell (what lies beyond a line tape)
         self.packed = len(cells) == 1 and not wrap and not problem[:, 0, -1].any()
         # whole problems packed: the settle graph, without budgets or per-cell bookkeeping
         self.settle = settle and self.packed and engine.step.metadata.convergence == "fixed_point"
-        self._set(problem, np.ascontiguousarray(state, np.float32), np.ascontiguousarray(owned, np.float32))
+        if state is None:
+            state = np.zeros((engine.step.metadata.state_channels, b, *cells), np.float32).swapaxes(0, 1)
+        else:  # a copy in its own memory order: the ping-pong buffers must not be the caller's array
+            state = np.array(state, np.float32, order="K")
+        if owned is None and not self.settle:
+            owned = np.ones((b, 1, *cells), np.float32)
+        self._set(problem, state, None if owned is None else np.asarray(owned, np.float32))
 
-    def _set(self, problem: np.ndarray, state: np.ndarray, owned: np.ndarray) -> None:
-        """problem (B, C_in, *S), state (B, C_s, *S), owned (B, 1, *S), in rows; stored packed when packing."""
+    def _set(self, problem: np.ndarray, state: np.ndarray, owned: np.ndarray | None) -> None:
+        """problem (B, C_in, *S), state (B, C_s, *S), owned (B, 1, *S) or None (settle), in rows.
+        Packed, each is stored (1, C, B*L): channel-major arrays (one_hot_cells) need no copy."""
         ov = self.engine.ort.OrtValue.ortvalue_from_numpy
         b, c_s, cells = state.shape[0], state.shape[1], state.shape[2:]
         length = int(np.prod(cells))  # cells per row
         self.b, self.length, self.cells = b, length, cells
-        self.rows_problem, self.rows_owned = problem, owned
-        pack = lambda a: np.ascontiguousarray(a.transpose(1, 0, 2).reshape(1, a.shape[1], b * length))
-        layout = pack if self.packed else (lambda a: a)
+        if self.packed:
+            layout = lambda a: np.ascontiguousarray(a.swapaxes(0, 1)).reshape(1, a.shape[1], b * length)
+        else:
+            layout = np.ascontiguousarray
         self.problem, self.state_now = layout(problem), layout(state)
+        self.owned = None if owned is None else layout(owned)
         self.spare = np.empty_like(self.state_now)
         ones = (1,) * len(cells)
         self.last = np.zeros((1, b, 1) if self.packed else (b, 1, *ones), np.float32)
@@ -131,7 +136,6 @@ class OrtCpuBatch:
         if self.settle:
             self.fixed = {"problem": ov(self.problem), "rows_shape": ov(np.array([c_s, b, length], np.int64))}
         else:
-            self.owned = layout(owned)
             self.budget = np.zeros((1, 1, b * length) if self.packed else (b, 1, *ones), np.float32)
             self.changed_at = np.zeros((1, 1, b * length) if self.packed else (b, 1, *cells), np.float32)
             self.fixed = {"problem": ov(self.problem), "owned": ov(self.owned), "budget": ov(self.budget)}
@@ -170,9 +174,12 @@ class OrtCpuBatch:
         last = self.last.reshape(-1)
         return (np.minimum(last, budget) if self.settle else last).astype(np.int64)
 
-    def _rows(self, a: np.ndarray) -> np.ndarray:
-        """A stored array back in rows, (B, C, *S)."""
-        return a.reshape(-1, self.b, self.length).transpose(1, 0, 2) if self.packed else a
+    def _rows(self, a: np.ndarray, keep: np.ndarray | None = None) -> np.ndarray:
+        """A stored array back in rows, (B, C, *S), or only the rows `keep` (channel-major when packed)."""
+        if self.packed:
+            a = a.reshape(-1, self.b, self.length)
+            return (a if keep is None else a[:, keep]).swapaxes(0, 1)
+        return a if keep is None else a[keep]
 
     def state(self) -> np.ndarray:
         return np.array(self._rows(self.state_now))
@@ -188,8 +195,8 @@ class OrtCpuBatch:
         return symbols.reshape(self.b, *self.cells)  # packed cells are rows end to end
 
     def keep(self, rows: np.ndarray) -> None:
-        self._set(np.ascontiguousarray(self.rows_problem[rows]), np.ascontiguousarray(self._rows(self.state_now)[rows]),
-                  np.ascontiguousarray(self.rows_owned[rows]))
+        self._set(self._rows(self.problem, rows), self._rows(self.state_now, rows),
+                  None if self.owned is None else self._rows(self.owned, rows))
 
     def close(self) -> None:
         """Nothing to hand back: the batch's arrays go with it."""

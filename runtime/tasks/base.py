@@ -204,13 +204,16 @@ def default_step_cap(diameter: int, radius: int = 1) -> int:
 
 def one_hot_cells(symbols: np.ndarray, channels: int) -> np.ndarray:
     """(B, *S) int cell symbols, -1 for an empty cell -> (B, channels, *S) float32: channel 0 is
-    the mask (1 on a real cell), then the one-hot symbol. The one expansion of every task's cells."""
-    cells = np.zeros((symbols.shape[0], channels) + symbols.shape[1:], np.float32)
-    real = symbols >= 0
-    code = np.where(real, symbols.astype(np.int64) + 1, 0)  # empty cells index the mask channel, then clear it
-    np.put_along_axis(cells, code[:, None], 1.0, axis=1)
-    cells[:, 0] = real
-    return cells
+    the mask (1 on a real cell), then the one-hot symbol. The one expansion of every task's cells.
+
+    The array is stored channel-major, (channels, B, *S) in memory, viewed as (B, channels, *S):
+    rows laid end to end per channel are the CPU engine's packed layout, which then needs no copy
+    (np.ascontiguousarray gives the usual layout where an engine wants it)."""
+    code = np.asarray(symbols, np.int16) + 1  # 0: an empty cell, s + 1: symbol s
+    index = np.arange(channels, dtype=np.int16).reshape(-1, *[1] * code.ndim)
+    cells = (code[None] == index).astype(np.float32)  # (channels, B, *S)
+    cells[0] = code > 0
+    return cells.swapaxes(0, 1)
 
 
 def random_digits(rng: np.random.Generator, n: int) -> str:
