@@ -146,11 +146,13 @@ class Runtime:
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                       or not 0 <= max_steps <= MAX_STEPS):
             raise SeadError(f"max_steps must be an integer from 0 to {MAX_STEPS:,}, got {max_steps!r}")
-        if self.task.convergence == "fixed_point":  # problems share a few caps: one Limits per cap
+        if self.task.convergence == "fixed_point":  # problems share a few shapes: one Limits per shape
+            if max_steps is not None:
+                return [Limits.fixed_point_cap(max_steps)] * len(problems)
             radius, made = self.metadata.radius, {}
-            caps = [max_steps] * len(problems) if max_steps is not None else \
-                [self.task.step_cap(p, radius) for p in problems]
-            return [made.get(cap) or made.setdefault(cap, Limits.fixed_point_cap(cap)) for cap in caps]
+            shape_of = lambda p: p.shape or p.length
+            return [made.get(shape_of(p)) or made.setdefault(shape_of(p), Limits.fixed_point_cap(self.task.step_cap(p, radius)))
+                    for p in problems]
         cap = max_steps if max_steps is not None else DEFAULT_MAX_GENERATIONS
         out = []
         for i, p in enumerate(problems):
@@ -165,7 +167,11 @@ class Runtime:
     def submit(self, lines: Iterable[str], max_steps: int | None = None) -> Future:
         """Queue problem texts -> Future of their Results in input order. Raises InputError for a
         bad line and QueueFull when the queue is full, at once, with nothing queued."""
-        problems = [self.parse(line, i) for i, line in enumerate(lines, 1)]
+        lines, parse = list(lines), self.task.parse
+        try:
+            problems = [parse(line) for line in lines]
+        except InputError:  # again, line by line, to name the first bad one
+            problems = [self.parse(line, i) for i, line in enumerate(lines, 1)]
         return self.submit_parsed(problems, max_steps)
 
     def _open(self) -> None:

@@ -123,8 +123,8 @@ class Scheduler:
             if self.tile_from is not None and p.length > self.tile_from:
                 tapes.append((i, p, lim))
                 continue
-            raw = self.task.shape(p)
-            shape = shapes.get(raw) or shapes.setdefault(raw, bucket_shape(self.task, p))
+            key = p.shape or p.length  # what task.shape(p) is made of
+            shape = shapes.get(key) or shapes.setdefault(key, bucket_shape(self.task, p))
             buckets.setdefault(shape, []).append(_Waiting(request, i, p, lim, now))
         if self.tile_from is None and buckets and max(map(math.prod, buckets)) > self.engine.max_row_cells:
             raise SeadError(f"a grid of {max(map(math.prod, buckets)):,} cells (padded) is more than engine "

@@ -58,7 +58,8 @@ class Task:
         return p.shape or (p.length,)
 
     def diameter(self, p: Parsed) -> int:
-        """How many steps information needs to cross the problem (radius 1)."""
+        """How many steps information needs to cross the problem (radius 1); a function of its
+        shape alone (the runtime computes step caps once per shape)."""
         return sum(self.shape(p))
 
     def step_cap(self, p: Parsed, radius: int = 1) -> int:
