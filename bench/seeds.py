@@ -2,15 +2,17 @@
 """Does the recipe work from every seed? Train each task from seeds 0, 1, 2 and check each rule
 exactly at long lengths against the oracles (Python integers / decimal, counts, direct simulation).
 
-    python bench/seeds.py [--tasks addition parity rule110] [--seeds 0 1 2] [--out bench/out/seeds.json]
+    python bench/seeds.py [--tasks addition parity rule110 multiplication] [--seeds 0 1 2] [--minutes 15]
+                          [--out bench/out/seeds.json]
     python bench/seeds.py --markdown bench/results/seeds_parity.json     # the README's tables
 
 Each row also gives the rule's activity: changed cells per step, the most changes of any one cell
 and dense cell-updates (cells x steps) per changed-cell event.
 
-Seed 0 is the shipped model (runtime/models/TASK.pt, made by the same recipe) unless --retrain.
-Lengths are those issue 3 asks for; problems run through the PyTorch reference loop with the
-default step cap (2 x length + 16), so a rule that stops settling shows up as not converged.
+Seed 0 is the shipped model (runtime/models/TASK.pt, made by the same recipe) unless --retrain,
+or where none ships (multiplication). --minutes caps each seed's training (the recipe's limit by default).
+Lengths are those issues 3 and 14 ask for; problems run through the PyTorch reference loop with the
+default step cap (2 x diameter + 16), so a rule that stops settling shows up as not converged.
 """
 from __future__ import annotations
 
@@ -38,6 +40,10 @@ PLAN = {
                ("all_zero", 10_000, 1), ("single_one", 10_000, 3)],
     # random rings run 1, 100 and 1000 generations; all_rings: every ring of 1 to 14 cells, 60 generations
     "rule110": [("random", 16, 96), ("random", 10_000, 3), ("all_rings", 14, 0)],
+    # issue 14: trained on operands of at most 6 digits, checked at 6, 12, 24 and 48
+    "multiplication": [("random", 6, 256), ("random", 12, 64), ("random", 24, 16), ("random", 48, 4),
+                       ("unequal", 12, 32), ("unequal", 48, 4), ("zeros", 48, 2), ("all_nines", 6, 2),
+                       ("all_nines", 48, 2), ("powers_of_ten", 48, 2)],
 }
 
 
@@ -93,6 +99,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/out/seeds.json"))
     ap.add_argument("--markdown", type=Path, help="print a results file as the README's tables and exit")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1, as train/ship.py: the same rule from a seed)")
+    ap.add_argument("--minutes", type=float, help="each seed's training time limit (default: the recipe's)")
     args = ap.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
@@ -106,7 +113,8 @@ def main() -> None:
                 model, payload = load_checkpoint(shipped)
                 record = payload["record"]
             else:
-                model, record = train(recipe(task, seed=seed))
+                limit = {} if args.minutes is None else {"max_minutes": args.minutes}
+                model, record = train(recipe(task, seed=seed, **limit))
             print(f"{task} seed {seed}: {model.num_parameters()} parameters, trained {record['seconds']} s "
                   f"({record['steps_done']} steps)", flush=True)
             rows = check(model, task, seed)
