@@ -150,9 +150,10 @@ class Runtime:
             if max_steps is not None:
                 return [Limits.fixed_point_cap(max_steps)] * len(problems)
             radius, made = self.metadata.radius, {}
-            shape_of = lambda p: p.shape or p.length
-            return [made.get(shape_of(p)) or made.setdefault(shape_of(p), Limits.fixed_point_cap(self.task.step_cap(p, radius)))
-                    for p in problems]
+            for p in problems:
+                if (p.shape or p.length) not in made:
+                    made[p.shape or p.length] = Limits.fixed_point_cap(self.task.step_cap(p, radius))
+            return [made[p.shape or p.length] for p in problems]
         cap = max_steps if max_steps is not None else DEFAULT_MAX_GENERATIONS
         out = []
         for i, p in enumerate(problems):

@@ -145,6 +145,7 @@ class Scheduler:
             for shape, members in buckets.items():
                 self.buckets.setdefault(shape, deque()).extend(members)
                 self.bucket_cells[shape] = self.bucket_cells.get(shape, 0) + len(members) * math.prod(shape)
+                self.bucket_rows.pop(shape, None)  # more problems: the next take plans the cut again
             self.cond.notify_all()
         return request.future
 
@@ -259,7 +260,8 @@ class Scheduler:
         if rows is None:
             # cut the bucket into equal batches, as many as the workers or a multiple of them, so
             # that no worker is left with a small remainder while the others idle; the cut holds
-            # until the bucket is empty (planned again at each take, it shrank batch by batch)
+            # until problems arrive or the bucket empties (planned at every take, the batches of
+            # one request shrank one by one)
             most = min(self.max_batch_rows, self.engine.max_rows(length), max(1, self.max_batch_cells // length))
             workers = len(self.threads)
             batches = workers * -(-len(queue) // (most * workers))
