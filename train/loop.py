@@ -9,12 +9,7 @@ Losses, all on short tapes:
   solve's cost can follow the cells that change, not cells x steps. Every step before a cell's
   last change in the unroll is asked, with the settle margin, to keep that cell's state;
 - mining: wrong short problems found by the exact oracle are kept in a pool and mixed into every
-  batch (errors are local: covering rare neighbourhoods is what makes long tapes exact);
-- attractor phase (optional, tasks with a target at every cell): the first optimizer steps start
-  the unroll not from zeros but from the targets' own state, a learned code per class (trained
-  here, never exported), with a growing share of cells reset to zero, until every cell is: the
-  rule first learns to keep the fixed point and to restore a few lost cells, then to build it
-  from nothing. Only the per-cell targets are used, never a trajectory.
+  batch (errors are local: covering rare neighbourhoods is what makes long tapes exact).
 """
 from __future__ import annotations
 
@@ -59,7 +54,6 @@ class TrainConfig:
     hunt_count: int = 16384
     hunt_share: float = 0.5
     max_minutes: float = 15.0
-    attractor_steps: int = 0  # optimizer steps of the attractor phase (0: none)
     state_channels: int = 8
     hidden: int = 32
     readout_hidden: int = 32
@@ -82,20 +76,7 @@ def ramp(cfg: TrainConfig, step: int) -> float:
     return cfg.activity_weight * min(1.0, (frac - cfg.activity_from) / span)
 
 
-def attractor_start(model: SEAD, code: torch.Tensor, x, y, reset: float):
-    """The attractor phase's start: each cell's target code (hardsign of its class's row of `code`),
-    with a share `reset` of the cells set to zero, the state before the first step.
-    -> (start state, aux loss): the readout must decode the code, and one step must keep it."""
-    mask = x[:, :1]
-    target = hardsign(code[y.clamp(min=0)].movedim(-1, 1)) * mask  # (B, C_s, *S)
-    kept = (torch.rand_like(mask) >= reset).float()
-    real = y >= 0
-    decode = F.cross_entropy(model.readout(x, target), torch.where(real, y, torch.full_like(y, -1)), ignore_index=-1)
-    keep = (F.relu(1.0 - model.preactivation(x, target) * target) * mask).sum() / (mask.sum() * target.shape[1] + 1)
-    return target * kept, decode + keep
-
-
-def fixed_point_loss(model: SEAD, x, y, due, cfg: TrainConfig, extra: int, start: torch.Tensor | None = None):
+def fixed_point_loss(model: SEAD, x, y, due, cfg: TrainConfig, extra: int):
     """Unroll; answer loss and settle loss from each problem's due step on, and the activity hinge.
 
     -> (answer, settle, activity, correct (B,) bool). Activity: step 1 sets every cell from 0;
@@ -107,7 +88,7 @@ def fixed_point_loss(model: SEAD, x, y, due, cfg: TrainConfig, extra: int, start
     mask = x[:, :1]  # due (B,): each problem's due step (the task's due_step)
     rows = lambda v: v.view(-1, *[1] * (x.dim() - 1))  # (B,) -> broadcast over channels and cells
     horizon = int(due.max()) + extra
-    state = model.initial_state(x) if start is None else start
+    state = model.initial_state(x)
     answer, settle, count = 0.0, 0.0, 0
     keeps, moves = [], []  # per step from t = 2: the keep-hinge (B, C_s, L) and cells that changed (B, 1, L)
     correct = torch.ones(x.shape[0], dtype=torch.bool)
@@ -214,12 +195,7 @@ def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
     rng = np.random.default_rng(cfg.seed)
     task = get_task(cfg.task)
     model = build_model(cfg)
-    params = list(model.parameters())
-    code = None
-    if cfg.attractor_steps:  # the targets' state code, for the attractor phase only (never exported)
-        code = torch.nn.Parameter(torch.randn(task.classes, cfg.state_channels))
-        params.append(code)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     pool: list[str] = []
     progress = Progress(cfg.steps, f"train {cfg.task}") if log else None
@@ -240,15 +216,12 @@ def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
             loss, correct = generations_loss(model, x, cfg, rng, horizon=extra)
         else:
             due = torch.tensor([task.due_step(p) for p in parsed])
-            begin, aux = None, 0.0
-            if code is not None and step <= cfg.attractor_steps:
-                begin, aux = attractor_start(model, code, x, y, reset=step / cfg.attractor_steps)
-            answer, settle, activity, correct = fixed_point_loss(model, x, y, due, cfg, extra, begin)
-            loss = answer + aux + (cfg.settle_weight * settle if step > cfg.settle_from * cfg.steps else 0.0)
+            answer, settle, activity, correct = fixed_point_loss(model, x, y, due, cfg, extra)
+            loss = answer + (cfg.settle_weight * settle if step > cfg.settle_from * cfg.steps else 0.0)
             loss = loss + ramp(cfg, step) * activity
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
         every, count = (cfg.hunt_every, cfg.hunt_count) if hunting else (cfg.mine_every, cfg.mine_count)
