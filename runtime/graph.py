@@ -197,8 +197,8 @@ def settle_graph(step: StepModel, k: int) -> onnx.ModelProto:
         outputs  state_out (1, C_s, B*L), last (1, B, 1): how many of the K steps changed each row
 
     The advance graph's packed layout without its per-step bookkeeping (the budget gate, the
-    per-cell changed_at, the owned mask), which costs about a quarter of a short problem's call
-    (README "Engines"). Nothing is lost for whole problems of a fixed-point task: a row's changes
+    per-cell changed_at, the owned mask), which short problems do not need (README, "The loop").
+    Nothing is lost for whole problems of a fixed-point task: a row's changes
     are steps 1..c and none after (a fixed point holds), so the count of changing steps is the
     last one, and the engine clips it to the row's budget; a row that runs past its budget
     without settling has run out of steps, and its state is never read.
@@ -214,9 +214,6 @@ def settle_graph(step: StepModel, k: int) -> onnx.ModelProto:
     state, count = "state", None
     for i in range(k):
         nodes += _step_copy(body, const_names, i, state)
-        nxt = "state_out" if i == k - 1 else f"s{i}_next_state"
-        if nxt == "state_out":
-            nodes.append(helper.make_node("Identity", [f"s{i}_next_state"], ["state_out"]))
         nodes += [helper.make_node("Sub", [f"s{i}_next_state", state], [f"s{i}_diff"]),
                   helper.make_node("Reshape", [f"s{i}_diff", "rows_shape"], [f"s{i}_diff_rows"])]  # (C_s, B, L)
         nodes += _reduce(f"s{i}_diff_rows", f"s{i}_moved_by", [0, 2], step.opset, consts, "ReduceL1")  # (1, B, 1)
@@ -227,6 +224,7 @@ def settle_graph(step: StepModel, k: int) -> onnx.ModelProto:
         nodes.append(helper.make_node("Add", [count, moved], [total]) if count else
                      helper.make_node("Identity", [moved], [total]))
         state, count = f"s{i}_next_state", total
+    nodes.append(helper.make_node("Identity", [state], ["state_out"]))
     inits += [numpy_helper.from_array(np.asarray(v), name=n) for n, v in consts.items()]
     c_in, c_s = meta.input_channels, meta.state_channels
     inputs = [_io("problem", [1, c_in, "cells"]), _io("state", [1, c_s, "cells"]),
