@@ -85,7 +85,7 @@ def export(
     flips = sum(r.get("rounding_flips", 0) for r in report)
     worst = max((r.get("max_logit_error", 0.0) for r in report), default=0.0)
     typer.echo(f"wrote {path}: verified against PyTorch in {len(report)} checks "
-               f"(lengths 1 to 100,000; state sign flips from rounding: {flips}; max logit error {worst:.2g})")
+               f"(lengths 1 to 100,000; state values flipped by rounding: {flips}; max logit error {worst:.2g})")
 
 
 @app.command()

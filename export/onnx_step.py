@@ -1,11 +1,13 @@
 """Write ONE SEAD step as an ONNX graph, built node by node from the checkpoint's weights.
 
 The graph is spelled out by hand rather than traced so that it holds only operators every target
-engine runs (Concat, Slice, Conv, Relu, Greater, Where, Mul) and no shape arithmetic at all:
-constant-size pads, constant slices, dynamic batch and length axes.
+engine runs (Concat, Slice, Conv, Relu, Greater, Where, Mul; a symbol state adds ArgMax, Equal,
+Cast, Identity) and no shape arithmetic at all: constant-size pads, constant slices, dynamic batch
+and length axes.
 
     inputs   problem    (B, C_in, *S) float32   the encoded problem, bound once per solve
-             state      (B, C_s, *S)  float32   the evolving state, -1/+1 (0 before the first step)
+             state      (B, C_s, *S)  float32   the evolving state: -1/+1 (sign) or one-hot (symbol);
+                                                0 before the first step
     outputs  next_state (B, C_s, *S)  float32   one local update of `state`
              logits     (B, K, *S)    float32   the readout of the *input* state
 
@@ -60,14 +62,29 @@ def build_step_graph(model, metadata: StepMetadata, opset: int = DEFAULT_OPSET) 
     nodes += [
         helper.make_node("Relu", ["rule_hidden_pre"], ["rule_hidden"], name="rule_relu"),
         helper.make_node("Conv", ["rule_hidden", "rule_out.weight", "rule_out.bias"], ["rule_pre"], name="rule_out"),
-        helper.make_node("Greater", ["rule_pre", "zero"], ["rule_positive"], name="sign_test"),
-        helper.make_node("Where", ["rule_positive", "one", "minus_one"], ["rule_sign"], name="sign"),
-        helper.make_node("Slice", ["problem", "mask_start", "mask_end", "axis_channel"], ["mask"], name="mask"),
-        helper.make_node("Mul", ["rule_sign", "mask"], ["next_state"], name="apply_mask"),
-        helper.make_node("Conv", ["cells", "read_in.weight", "read_in.bias"], ["read_hidden_pre"], name="read_in"),
-        helper.make_node("Relu", ["read_hidden_pre"], ["read_hidden"], name="read_relu"),
-        helper.make_node("Conv", ["read_hidden", "read_out.weight", "read_out.bias"], ["logits"], name="read_out"),
     ]
+    if cfg.state == "symbol":  # one-hot of the first largest channel (ArgMax's and torch's tie rule)
+        const("class_index", np.arange(cfg.classes, dtype=np.int64).reshape(-1, *[1] * cfg.rank))
+        nodes += [
+            helper.make_node("ArgMax", ["rule_pre"], ["rule_class"], axis=1, keepdims=1, name="symbol_argmax"),
+            helper.make_node("Equal", ["rule_class", "class_index"], ["rule_is_class"], name="symbol_test"),
+            helper.make_node("Cast", ["rule_is_class"], ["rule_discrete"], to=TensorProto.FLOAT, name="symbol"),
+        ]
+        readout = [helper.make_node("Identity", ["state"], ["logits"], name="read_state")]  # the state is its readout
+    else:
+        nodes += [
+            helper.make_node("Greater", ["rule_pre", "zero"], ["rule_positive"], name="sign_test"),
+            helper.make_node("Where", ["rule_positive", "one", "minus_one"], ["rule_discrete"], name="sign"),
+        ]
+        readout = [
+            helper.make_node("Conv", ["cells", "read_in.weight", "read_in.bias"], ["read_hidden_pre"], name="read_in"),
+            helper.make_node("Relu", ["read_hidden_pre"], ["read_hidden"], name="read_relu"),
+            helper.make_node("Conv", ["read_hidden", "read_out.weight", "read_out.bias"], ["logits"], name="read_out"),
+        ]
+    nodes += [
+        helper.make_node("Slice", ["problem", "mask_start", "mask_end", "axis_channel"], ["mask"], name="mask"),
+        helper.make_node("Mul", ["rule_discrete", "mask"], ["next_state"], name="apply_mask"),
+    ] + readout
     tensor = lambda name, channels: helper.make_tensor_value_info(name, TensorProto.FLOAT,
                                                                   ["batch", channels, *cell_axes(cfg.rank)])
     graph = helper.make_graph(
@@ -104,4 +121,5 @@ def metadata_for(model, payload: dict, checkpoint_sha256: str, sead_version: str
         checkpoint_sha256=checkpoint_sha256,
         model_config=json.dumps(dict(vars(cfg)), sort_keys=True),
         rank=cfg.rank,
+        state=cfg.state,
     )

@@ -1,9 +1,9 @@
 """Prove an exported step equal to the PyTorch step before `sead export` returns.
 
 Compared on random states and on real problem states at several lengths (1 to 100,000 cells),
-then in a short full solve both ways. The state is discrete, so it must match exactly; a sign
-may differ only where the PyTorch pre-activation is within float rounding of zero. Logits
-must agree to LOGIT_TOL.
+then in a short full solve both ways. The state is discrete, so it must match exactly; a value
+may differ only where the PyTorch decision is within float rounding of a tie (a sign's
+pre-activation near zero, a symbol's two largest pre-activations). Logits must agree to LOGIT_TOL.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from sead.train.data import encode_batch
 from sead.train.model import SEAD, solve
 
 LOGIT_TOL = 1e-4
-ROUNDING = 1e-5  # |pre-activation| below this may round either way
+ROUNDING = 1e-5  # a decision margin (|pre|; a symbol's top-two gap) below this may round either way
 LENGTHS = (1, 2, 16, 100, 1000, 100_000)
 
 
@@ -50,10 +50,11 @@ def compare_step(model: SEAD, session, x: torch.Tensor, state: torch.Tensor, wha
         if not np.isfinite(values).all():  # NaN compares unequal to everything, so it never passes
             raise ExportMismatch(f"{what}: the {name} hold {int((~np.isfinite(values)).sum())} NaN or infinite values")
     differ = got_state != want_state.numpy()
-    real = differ & ~(np.abs(pre.numpy()) <= ROUNDING)  # written so that a NaN pre-activation counts as real
+    close = model.code.decision_margin(pre).numpy() <= ROUNDING  # False where NaN: such a difference is real
+    real = differ & ~close
     if real.any():
         raise ExportMismatch(f"{what}: next_state differs in {int(real.sum())} of {differ.size} values "
-                             f"(max |pre-activation| there {float(np.abs(pre.numpy())[real].max()):.3g})")
+                             f"(largest decision margin there {float(model.code.decision_margin(pre).numpy()[real].max()):.3g})")
     logit_err = float(np.abs(got_logits - want_logits.numpy()).max())
     if not logit_err <= LOGIT_TOL:  # NaN fails this test, unlike `logit_err > LOGIT_TOL`
         raise ExportMismatch(f"{what}: logits differ by up to {logit_err:.3g} (tolerance {LOGIT_TOL})")
@@ -92,7 +93,7 @@ def verify_export(model: SEAD, onnx_bytes: bytes, seed: int = 0) -> list[dict]:
         count = 4 if length <= 1000 else 1
         x, gens = _problems(task, length, count, rng)
         cells = "x".join(map(str, x.shape[2:]))  # L, or HxW on a grid
-        random_state = torch.randint(-1, 2, (count, model.config.state_channels, *x.shape[2:]), generator=gen).float()
+        random_state = model.code.random((count, model.config.state_channels, *x.shape[2:]), gen)
         report.append(compare_step(model, session, x, random_state * x[:, :1], f"random state, L={cells}"))
         state = model.initial_state(x)
         for t in range(3):  # real states along a solve

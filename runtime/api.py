@@ -79,7 +79,8 @@ class Runtime:
         self.scheduler = Scheduler(self.engine, self.task, self.metadata.state_channels,
                                    max_batch_cells=max_batch_cells or self.engine.batch_cells,
                                    max_batch_rows=max_batch_rows, max_wait_ms=max_wait_ms,
-                                   max_queue_cells=max_queue_cells, tile_from=tile_from, tile=tile, workers=workers)
+                                   max_queue_cells=max_queue_cells, tile_from=tile_from, tile=tile, workers=workers,
+                                   state_code=self.metadata.state)
         self.closed = False
         if self_test:
             try:

@@ -82,8 +82,8 @@ class _TapeWork(NamedTuple):
 class Scheduler:
     def __init__(self, engine: Engine, task, state_channels: int, *, max_batch_cells: int, max_batch_rows: int,
                  max_wait_ms: float, max_queue_cells: int, tile_from: int, tile: tuple[int, int],
-                 workers: int | None = None):
-        self.engine, self.task, self.state_channels = engine, task, state_channels
+                 workers: int | None = None, state_code: str = "sign"):
+        self.engine, self.task, self.state_channels, self.state_code = engine, task, state_channels, state_code
         self.max_batch_cells, self.max_batch_rows = max_batch_cells, max_batch_rows
         self.max_wait, self.max_queue_cells = max_wait_ms / 1000, max_queue_cells
         self.ring = task.boundary == "ring"
@@ -138,7 +138,8 @@ class Scheduler:
             self.queued_cells += cells
             self.queued_problems += len(problems)
             for i, p, lim in tapes:
-                tape = TapeJob(self.engine, self.task, p, lim, None, self.ring, self.state_channels, *self.tile)
+                tape = TapeJob(self.engine, self.task, p, lim, None, self.ring, self.state_channels, *self.tile,
+                               state_code=self.state_code)
                 tape.deliver = self._deliverer(request, i, p.length, tape)
                 self.tapes.add(tape)
                 self._push(_TapeWork(tape, frozenset([request]), None))

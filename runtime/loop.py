@@ -186,9 +186,10 @@ class TapeJob:
     round's chunks run side by side, and the last one to finish plans the next round."""
 
     def __init__(self, engine: Engine, task, problem: Parsed, limits: Limits, deliver: Deliver, ring: bool,
-                 state_channels: int, tile: int = TILE, run_tiles: int = RUN_TILES):
+                 state_channels: int, tile: int = TILE, run_tiles: int = RUN_TILES, state_code: str = "sign"):
         self.engine, self.task, self.problem, self.limits, self.deliver = engine, task, problem, limits, deliver
         self.ring, self.state_channels, self.tile, self.run_tiles = ring, state_channels, tile, run_tiles
+        self.state_code = state_code
         self.schedule = KSchedule(engine.k_choices)
         self.steps, self.k_run = 0, 0
         self.tape: TiledTape | None = None
@@ -210,7 +211,8 @@ class TapeJob:
     # -- rounds --------------------------------------------------------------------------------
     def start(self) -> list[Chunk]:
         cells = self.task.encode_cells([self.problem], self.problem.length)[0]
-        self.tape = TiledTape(cells, self.task.input_channels, self.state_channels, self.ring, self.tile, self.run_tiles)
+        self.tape = TiledTape(cells, self.task.input_channels, self.state_channels, self.ring, self.tile, self.run_tiles,
+                              self.state_code)
         if self.limits.evaluations <= 0:  # rule110 with 0 generations
             return self._readout()
         return self._round()

@@ -14,8 +14,11 @@ from pathlib import Path
 
 from .errors import ModelFileError
 
-METADATA_VERSION = 2  # 2 added `rank` (grids); version-1 files are tapes and load as rank 1
-READ_VERSIONS = {1: {"rank"}, 2: set()}  # each version this sead reads -> the keys it lacks
+# 2 added `rank` (grids): version-1 files are tapes and load as rank 1; 3 added `state` (the state's
+# code): older files hold sign states
+METADATA_VERSION = 3
+READ_VERSIONS = {1: {"rank", "state"}, 2: {"state"}, 3: set()}  # each version this sead reads -> the keys it lacks
+STATE_CODES = ("sign", "symbol")
 PREFIX = "sead."
 DEFAULT_MODELS = ("addition", "parity", "rule110")
 INPUTS = ("problem", "state")
@@ -39,6 +42,9 @@ class StepMetadata:
     checkpoint_sha256: str
     model_config: str  # JSON of the training-side ModelConfig
     rank: int = 1  # 1: cells on a tape, (B, C, L); 2: a grid, (B, C, H, W) (from format version 2)
+    # the state's code (from format version 3): "sign", each channel -1 or +1; "symbol", a one-hot
+    # class per cell (state_channels == classes), which is also its readout
+    state: str = "sign"
     inputs: str = "problem (B,C_in,*S) float32; state (B,C_s,*S) float32, zeros at step 0; S = L or H,W"
     outputs: str = "next_state (B,C_s,*S) float32; logits (B,classes,*S) float32 of the input state"
     channels: str = "problem channel 0 is the cell mask (1 real cell, 0 padding); the rest is the task's one-hot code"
@@ -61,7 +67,7 @@ class StepMetadata:
         unknown = set(data) - set(fields) | (set(data) & lacks)
         if unknown:
             raise ModelFileError(f"{source}: unknown sead metadata keys {sorted(unknown)}")
-        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING or f.name == "rank"}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING or f.name in ("rank", "state")}
         missing = required - lacks - set(data)
         if missing:
             raise ModelFileError(f"{source}: sead metadata lacks {sorted(missing)}")
@@ -186,6 +192,11 @@ def _check_io(proto, meta: StepMetadata, path: Path) -> None:
         raise ModelFileError(f"{path}: expected inputs {INPUTS} and outputs {OUTPUTS}, found {names_in} and {names_out}")
     if meta.rank not in (1, 2):
         raise ModelFileError(f"{path}: sead.rank={meta.rank}; sead runs tapes (1) and grids (2)")
+    if meta.state not in STATE_CODES:
+        raise ModelFileError(f"{path}: sead.state={meta.state!r}; sead knows {', '.join(STATE_CODES)}")
+    if meta.state == "symbol" and meta.state_channels != meta.classes:
+        raise ModelFileError(f"{path}: sead.state='symbol' needs one state channel per class ({meta.classes}), "
+                             f"not {meta.state_channels}")
     want = {"problem": ("input_channels", meta.input_channels), "state": ("state_channels", meta.state_channels),
             "next_state": ("state_channels", meta.state_channels), "logits": ("classes", meta.classes)}
     for value in list(g.input) + list(g.output):

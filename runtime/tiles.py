@@ -1,8 +1,9 @@
 """A long tape at rest, compact, cut into tiles that run only where something can still change.
 
 At rest a tape is one int8 symbol per cell (the task's compact code, -1 for an empty cell) and its
-state bit-packed, one bit per state channel (+1 or -1; before the first step the state is all
-zeros, which `started` says). Memory at rest is about 2 bytes per cell. Only the rows in flight are
+state, compact: a sign state bit-packed, one bit per state channel (+1 or -1); a symbol state as
+its class, one byte (before the first step the state is all zeros, which `started` says). Memory
+at rest is about 2 bytes per cell. Only the rows in flight are
 expanded to the float32 tensors an engine reads.
 
 The tape is cut into tiles of TILE cells. A call of k steps runs the active tiles: each run of
@@ -31,13 +32,18 @@ RUN_TILES = 64   # at most this many consecutive active tiles per row (4,096 own
 
 class TiledTape:
     def __init__(self, cells: np.ndarray, input_channels: int, state_channels: int, ring: bool,
-                 tile: int = TILE, run_tiles: int = RUN_TILES):
-        """cells: (L,) int8, the task's encode_cells of one problem."""
+                 tile: int = TILE, run_tiles: int = RUN_TILES, state_code: str = "sign"):
+        """cells: (L,) int8, the task's encode_cells of one problem; state_code: the model's
+        (sead.state), "sign" or "symbol"."""
         self.cells = np.ascontiguousarray(cells, np.int8)
         self.length = len(cells)
         self.c_in, self.c_s, self.ring = input_channels, state_channels, ring
         self.tile, self.run_tiles = tile, run_tiles
-        self.state = np.zeros((self.length, -(-state_channels // 8)), np.uint8)  # bit c of a cell: channel c is +1
+        self.symbol = state_code == "symbol"
+        if self.symbol and state_channels > 256:
+            raise ValueError(f"a symbol state of {state_channels} classes does not fit a byte per cell")
+        # sign: bit c of a cell is 1 where channel c is +1; symbol: the cell's class
+        self.state = np.zeros((self.length, 1 if self.symbol else -(-state_channels // 8)), np.uint8)
         self.started = False
         self.active = np.ones(-(-self.length // tile), bool)
 
@@ -77,8 +83,12 @@ class TiledTape:
         symbols = np.where(valid, self.cells[index], np.int8(-1))
         problem = one_hot_cells(symbols, self.c_in)
         if self.started:
-            bits = np.unpackbits(self.state[index], axis=-1, count=self.c_s, bitorder="little")  # (R, W, C_s)
-            state = bits.transpose(0, 2, 1).astype(np.float32) * 2 - 1
+            if self.symbol:
+                state = (self.state[index][None, ..., 0] == np.arange(self.c_s).reshape(-1, 1, 1)).astype(np.float32)
+                state = state.swapaxes(0, 1)  # (R, C_s, W)
+            else:
+                bits = np.unpackbits(self.state[index], axis=-1, count=self.c_s, bitorder="little")  # (R, W, C_s)
+                state = bits.transpose(0, 2, 1).astype(np.float32) * 2 - 1
             state *= problem[:, :1]  # empty cells hold no state
         else:
             state = np.zeros((len(spans), self.c_s, row_length), np.float32)
@@ -90,7 +100,10 @@ class TiledTape:
         out = []
         for row, (a, b) in enumerate(spans):
             owned = slice(halo, halo + b - a)
-            packed = np.packbits(state[row, :, owned] > 0, axis=0, bitorder="little").T
+            if self.symbol:
+                packed = state[row, :, owned].argmax(0).astype(np.uint8)[:, None]
+            else:
+                packed = np.packbits(state[row, :, owned] > 0, axis=0, bitorder="little").T
             cells_hot = hot[row, owned]
             pad = -len(cells_hot) % self.tile
             tiles_hot = np.concatenate([cells_hot, np.zeros(pad, bool)]).reshape(-1, self.tile).any(axis=1)

@@ -35,6 +35,11 @@ def tiny_checkpoints(tmp_path_factory):
                 model.rule_out.weight.mul_(3)
         paths[task] = folder / f"{task}.pt"
         save_checkpoint(paths[task], model, {"max_train_cells": 16, "note": "untrained test model"})
+    for task in ("addition", "multiplication"):  # symbol states: the state is a one-hot class
+        torch.manual_seed(0)
+        model = build_model(TrainConfig(task=task, hidden=16, state="symbol"))
+        paths[f"{task}_symbol"] = folder / f"{task}_symbol.pt"
+        save_checkpoint(paths[f"{task}_symbol"], model, {"max_train_cells": 16, "note": "untrained test model"})
     return paths
 
 

@@ -5,7 +5,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sead.runtime.tasks import get_task  # noqa: E402
-from sead.train.data import encode_batch  # noqa: E402
+from sead.train.data import due_batch, encode_batch  # noqa: E402
 from sead.train.evaluate import evaluate_lines  # noqa: E402
 from sead.train.loop import TrainConfig, build_model, fixed_point_loss, ramp  # noqa: E402
 from sead.train.model import solve  # noqa: E402
@@ -36,7 +36,7 @@ def _batch(lines):
     task = get_task("parity")
     parsed = [task.parse(line) for line in lines]
     x, y, _ = encode_batch("parity", parsed)
-    return x, y, torch.tensor([task.due_step(p) for p in parsed])
+    return x, y, due_batch("parity", parsed, tuple(y.shape[1:]))
 
 
 def test_solve_counts_changed_cells_of_a_front():

@@ -100,3 +100,41 @@ def test_opset_choice(tiny_checkpoints, tmp_path):
     assert load_step_model(out).opset == 19
     with pytest.raises(ModelFileError, match="opset 12"):
         export_checkpoint(tiny_checkpoints["rule110"], tmp_path / "r12.onnx", opset=12)
+
+
+@pytest.mark.parametrize("model_name", ["addition_symbol", "multiplication_symbol"])
+def test_a_symbol_state_exports_as_argmax_one_hot(tiny_checkpoints, tmp_path, model_name):
+    """A symbol state is the one-hot of the rule's first largest pre-activation, and its own
+    readout; the metadata says so, so the runtime stores it as a class at rest."""
+    import onnxruntime as ort
+
+    from sead.train.model import SymbolState
+
+    out, report = export_checkpoint(tiny_checkpoints[model_name], tmp_path / "s.onnx")
+    proto = onnx.load(str(out))
+    assert {n.op_type for n in proto.graph.node} <= ALLOWED_OPS | {"ArgMax", "Equal", "Cast", "Identity"}
+    assert not any(r.get("rounding_flips") for r in report)
+    meta = load_step_model(out).metadata
+    model, _ = load_checkpoint(tiny_checkpoints[model_name])
+    assert meta.state == "symbol" and meta.state_channels == meta.classes == model.config.classes
+    x = torch.zeros(3, model.config.input_channels, *(7,) * model.config.rank)
+    x[:, 0] = 1
+    x[:, 1] = 1  # every cell holds symbol 0
+    gen = torch.Generator().manual_seed(0)
+    state = SymbolState.random((3, meta.state_channels, *x.shape[2:]), gen)
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    got_state, got_logits = sess.run(None, {"problem": x.numpy(), "state": state.numpy()})
+    with torch.no_grad():
+        want = model.step(x, state).numpy()
+    assert np.array_equal(got_state, want) and (got_state.sum(1) == 1).all()  # one class per real cell
+    assert np.array_equal(got_logits, state.numpy())
+
+
+def test_a_symbol_state_needs_one_channel_per_class(tiny_onnx, tmp_path):
+    proto = onnx.load(str(tiny_onnx["multiplication"]))  # a sign state of 4 channels, relabelled
+    for prop in proto.metadata_props:
+        if prop.key == "sead.state":
+            prop.value = "symbol"
+    onnx.save(proto, str(tmp_path / "m.onnx"))
+    with pytest.raises(ModelFileError, match="one state channel per class"):
+        load_step_model(tmp_path / "m.onnx")

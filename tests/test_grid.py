@@ -56,24 +56,26 @@ LINES = ["1*1", "9*9", "12*34", "999*1", "7*123456", "0*0", "123456*654321", "31
 
 
 @pytest.mark.parametrize("k", [1, 4])
-def test_a_grid_rule_runs_in_the_runtime_as_in_pytorch(k, tiny_onnx, tiny_checkpoints, reference):
+@pytest.mark.parametrize("model", ["multiplication", "multiplication_symbol"])
+def test_a_grid_rule_runs_in_the_runtime_as_in_pytorch(model, k, tiny_onnx, tiny_checkpoints, reference):
     from sead.runtime import Runtime
 
-    want = reference(tiny_checkpoints["multiplication"], LINES, 12)
+    want = reference(tiny_checkpoints[model], LINES, 12)
     assert len({s for _, s, _ in want}) >= 3 and {c for _, _, c in want} == {True, False}  # varied dynamics
-    with Runtime(str(tiny_onnx["multiplication"]), "ort", k=k, self_test=False) as rt:
+    with Runtime(str(tiny_onnx[model]), "ort", k=k, self_test=False) as rt:
         got = rt.solve(LINES, max_steps=12)
         assert [(r.answer, r.steps, r.converged) for r in got] == want
         assert [(r.answer, r.steps, r.converged) for r in rt.solve(LINES[:3], max_steps=12)] == want[:3]
 
 
-def test_the_device_resident_path_runs_grids(tiny_onnx, tiny_checkpoints, reference):
+@pytest.mark.parametrize("model", ["multiplication", "multiplication_symbol"])
+def test_the_device_resident_path_runs_grids(model, tiny_onnx, tiny_checkpoints, reference):
     from sead.runtime import Runtime
     from sead.runtime.engines.ort import OrtCudaEngine
 
-    want = reference(tiny_checkpoints["multiplication"], LINES, 12)
+    want = reference(tiny_checkpoints[model], LINES, 12)
     engine = lambda step: OrtCudaEngine(step, device_type="cpu")
-    with Runtime(str(tiny_onnx["multiplication"]), engine, self_test=False, workers=1) as rt:
+    with Runtime(str(tiny_onnx[model]), engine, self_test=False, workers=1) as rt:
         for _ in range(2):  # the second pass runs on the graph slots the first pass's shapes earned
             assert [(r.answer, r.steps, r.converged) for r in rt.solve(LINES * 2, max_steps=12)] == want * 2
 
@@ -82,7 +84,7 @@ def test_the_exported_grid_step_says_its_rank(tiny_onnx):
     from sead.runtime.model_file import load_step_model
 
     step = load_step_model(tiny_onnx["multiplication"])
-    assert step.metadata.rank == 2 and step.metadata.task == "multiplication" and step.metadata.format_version == 2
+    assert step.metadata.rank == 2 and step.metadata.task == "multiplication" and step.metadata.format_version == 3
     dims = [len(v.type.tensor_type.shape.dim) for v in step.proto.graph.input]
     assert dims == [4, 4]
 
@@ -116,7 +118,7 @@ def test_a_grid_rule_trains_and_is_measured_like_a_tape():
     """The recipe's loop, mining and evaluation run unchanged on grids: the loss falls on a fixed
     batch, and `sead eval`'s measures come out per operand length."""
     torch = pytest.importorskip("torch")
-    from sead.train.data import encode_batch, sample_lines
+    from sead.train.data import due_batch, encode_batch, sample_lines
     from sead.train.evaluate import evaluate
     from sead.train.loop import TrainConfig, build_model, fixed_point_loss, train
 
@@ -124,7 +126,7 @@ def test_a_grid_rule_trains_and_is_measured_like_a_tape():
                       mine_every=20, mine_count=256, batch_size=64, max_minutes=30)
     parsed = [MUL.parse(line) for line in sample_lines("multiplication", np.random.default_rng(2), 128, max_len=3)]
     x, y, _ = encode_batch("multiplication", parsed)
-    due = torch.tensor([MUL.due_step(p) for p in parsed])
+    due = due_batch("multiplication", parsed, tuple(y.shape[1:]))
     assert x.shape[2:] == y.shape[1:] and x.dim() == 4
 
     def loss_of(model):
@@ -146,7 +148,11 @@ def test_a_grid_rule_trains_and_is_measured_like_a_tape():
     ({"sead.rank": "1"}, "unknown sead metadata keys ['rank']"),  # version 1 has no rank
     ({"sead.format_version": "2"}, "lacks ['rank']"),
     ({"sead.format_version": "2", "sead.rank": "1"}, None),
-    ({"sead.format_version": "3", "sead.rank": "1"}, "format version '3' is not supported (this sead reads versions 1, 2)"),
+    ({"sead.format_version": "2", "sead.rank": "1", "sead.state": "sign"}, "unknown sead metadata keys ['state']"),
+    ({"sead.format_version": "3", "sead.rank": "1"}, "lacks ['state']"),  # version 3 says its state's code
+    ({"sead.format_version": "3", "sead.rank": "1", "sead.state": "sign"}, None),
+    ({"sead.format_version": "3", "sead.rank": "1", "sead.state": "spin"}, "sead.state='spin'; sead knows sign, symbol"),
+    ({"sead.format_version": "4", "sead.rank": "1"}, "format version '4' is not supported (this sead reads versions 1, 2, 3)"),
 ])
 def test_metadata_versions(tmp_path, props, words):
     import onnx
@@ -161,8 +167,81 @@ def test_metadata_versions(tmp_path, props, words):
     path = tmp_path / "m.onnx"
     onnx.save(proto, str(path))
     if words is None:
-        assert load_step_model(path).metadata.rank == 1
+        meta = load_step_model(path).metadata
+        assert meta.rank == 1 and meta.state == "sign"  # files before version 3 hold sign states
     else:
         with pytest.raises(ModelFileError) as info:
             load_step_model(path)
         assert words in str(info.value)
+
+
+def test_each_cell_is_due_when_the_carry_save_array_settles_it():
+    """Multiplication's per-cell due steps (training deadlines) are when the carry-save array,
+    run from the zero state, gives each cell its final (s, c) for good: so a 3x3 rule can meet them."""
+    from sead.runtime.tasks.multiplication import csa_state
+
+    rng = np.random.default_rng(4)
+    for _ in range(40):
+        na, nb = (int(n) for n in rng.integers(1, 9, 2))
+        a, b = "".join(map(str, rng.integers(0, 10, na))), "".join(map(str, rng.integers(0, 10, nb)))
+        p = MUL.parse(f"{a}*{b}")
+        due = MUL.due_steps(p)
+        final = np.stack(csa_state(a, b))
+        da, db = (np.array([int(ch) for ch in reversed(t)]) for t in (a, b))
+        s = np.zeros((na + 1, nb), np.int64)
+        c = np.zeros_like(s)
+        for step in range(1, na + nb + 1):  # the array's synchronous steps, as csa_state runs them
+            up_right, up = np.zeros_like(s), np.zeros_like(c)
+            up_right[1:, :-1], up[1:] = s[:-1, 1:], c[:-1]
+            total = up_right + up
+            total[:na] += np.outer(da, db)
+            total[na, 1:] += c[na, :-1]
+            s, c = total % 10, total // 10
+            settled = (np.stack([s, c]) == final).all(0)
+            assert settled[due <= step].all()
+        assert due.max() == na + nb == MUL.due_step(p) - 1
+
+
+def test_deadline_loss_judges_cells_that_cannot_copy_their_own_state():
+    """The deadline loss is near zero for a rule that gives every cell its answer, and large for
+    one that keeps each cell's own state: every judged cell starts from noise."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    from sead.train.data import due_batch, encode_batch, sample_lines
+    from sead.train.loop import TrainConfig, build_model, deadline_loss
+
+    parsed = [MUL.parse(line) for line in sample_lines("multiplication", np.random.default_rng(3), 64, max_len=6)]
+    x, y, _ = encode_batch("multiplication", parsed)
+    due = due_batch("multiplication", parsed, tuple(y.shape[1:]))
+    model = build_model(TrainConfig(task="multiplication", hidden=4, state="symbol"))
+    answers = F.one_hot(y.clamp(min=0), 100).movedim(-1, 1).float() * 50
+    model.preactivation = lambda problem, state: answers
+    assert float(deadline_loss(model, x, y, due, torch.Generator().manual_seed(0))) < 1e-6
+    model.preactivation = lambda problem, state: state * 50
+    assert float(deadline_loss(model, x, y, due, torch.Generator().manual_seed(0))) > 5
+
+
+def test_a_symbol_rule_trains_on_deadlines_then_unrolls():
+    """The deadline phase (one step per batch) lowers the deadline loss on a fixed batch; the
+    unrolled phase after it runs; a sign state is refused the deadline loss."""
+    torch = pytest.importorskip("torch")
+    from sead.train.data import due_batch, encode_batch, sample_lines
+    from sead.train.loop import TrainConfig, build_model, deadline_loss, train
+
+    cfg = TrainConfig(task="multiplication", steps=60, lr=1e-2, max_len=3, hidden=16, state="symbol",
+                      deadline_weight=1.0, unroll_from=0.8, mine_every=30, mine_count=256, batch_size=64)
+    parsed = [MUL.parse(line) for line in sample_lines("multiplication", np.random.default_rng(2), 128, max_len=3)]
+    x, y, _ = encode_batch("multiplication", parsed)
+    due = due_batch("multiplication", parsed, tuple(y.shape[1:]))
+
+    def loss_of(model):
+        with torch.no_grad():
+            return float(deadline_loss(model, x, y, due, torch.Generator().manual_seed(1)))
+
+    torch.manual_seed(cfg.seed)
+    before = loss_of(build_model(cfg))
+    model, record = train(cfg, log=False)
+    assert loss_of(model) < 0.8 * before and record["steps_done"] == 60
+    with pytest.raises(ValueError, match="need state='symbol'"):
+        build_model(TrainConfig(task="multiplication", deadline_weight=1.0))

@@ -321,16 +321,18 @@ def test_rows_are_bounded_below_the_element_limit(monkeypatch, tmp_path):
 GRID_LINES = ["1*1", "9*9", "12*34", "999*1", "7*123456", "0*0", "123456*654321", "31415*92653"]
 
 
-@pytest.mark.parametrize("fail_capture", [False, True])
-def test_simulated_tensorrt_runs_grids_like_ort(fail_capture, tiny_onnx, monkeypatch, tmp_path):
+@pytest.mark.parametrize("fail_capture, model", [(False, "multiplication"), (True, "multiplication"),
+                                                 (False, "multiplication_symbol")])
+def test_simulated_tensorrt_runs_grids_like_ort(fail_capture, model, tiny_onnx, monkeypatch, tmp_path):
     """The grid path (a profile over rows, height and width; 4-D buffers, readout and
-    compaction) of an untrained multiplication rule (tests/test_grid.py has its PyTorch check)."""
+    compaction) of an untrained multiplication rule, with a sign or a symbol state
+    (tests/test_grid.py has its PyTorch check)."""
     pytest.importorskip("onnxruntime")
     from sead.runtime import Runtime
     from sead.runtime.engines import trt as trt_module
     from sead.runtime.errors import SeadError
 
-    path = str(tiny_onnx["multiplication"])
+    path = str(tiny_onnx[model])
     want = Runtime(path, "ort", k=4, self_test=False).solve(GRID_LINES * 3, max_steps=12)
     install_fakes(monkeypatch, tmp_path, fail_capture)
     with Runtime(path, "trt", k=4, self_test=False) as rt:

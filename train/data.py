@@ -37,3 +37,13 @@ def encode_batch(task_name: str, problems: list[Parsed]):
     if task.convergence == "generations":
         gens = torch.tensor([p.generations for p in problems], dtype=torch.long)
     return torch.from_numpy(x), torch.from_numpy(y), gens
+
+
+def due_batch(task_name: str, problems: list[Parsed], shape: tuple[int, ...]) -> torch.Tensor:
+    """(B, *shape) int64: the step from which each cell's readout must be right (the task's
+    due_steps), 0 on padding (never read: its target is -1)."""
+    task = get_task(task_name)
+    due = np.zeros((len(problems),) + tuple(shape), np.int64)
+    for i, p in enumerate(problems):
+        due[(i,) + tuple(slice(0, d) for d in task.shape(p))] = task.due_steps(p)
+    return torch.from_numpy(due)

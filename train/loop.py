@@ -1,10 +1,11 @@
 """The training loop: backpropagation through the unrolled rule on tapes of at most 16 cells.
 
 Losses, all on short tapes:
-- answer: cross-entropy of the readout at every step from the step the answer is due (tape
-  length + 1: enough for information to cross the tape) to the end of the unroll;
-- settle: once the answer is due, the next step must reproduce the state with a margin
-  (a hinge on pre-activation * state), so the solve ends at an exact fixed point;
+- answer: cross-entropy of each cell's readout at every step from the step it is due (the task's
+  due_steps: on a tape, length + 1 at every cell, enough for information to cross the tape) to
+  the end of the unroll;
+- settle: once a cell is due, the next step must reproduce its state with a margin (a hinge on
+  pre-activation * state), so the solve ends at an exact fixed point;
 - activity (optional): after step 1 a cell should change at most once (a front passing by), so a
   solve's cost can follow the cells that change, not cells x steps. Every step before a cell's
   last change in the unroll is asked, with the settle margin, to keep that cell's state;
@@ -23,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from sead.runtime.tasks import get_task, rule110_generation
-from .data import MAX_TRAIN_CELLS, encode_batch, sample_lines
-from .model import SEAD, ModelConfig, hardsign, solve
+from .data import MAX_TRAIN_CELLS, due_batch, encode_batch, sample_lines
+from .model import SEAD, ModelConfig, solve
 
 TRAIN_CONFIG_VERSION = 1
 
@@ -57,14 +58,23 @@ class TrainConfig:
     state_channels: int = 8
     hidden: int = 32
     readout_hidden: int = 32
+    state: str = "sign"  # the model's state code (train/model.py); "symbol" has one channel per class
+    deadline_weight: float = 0.0  # symbol states: the weight of deadline_loss (0: left out)
+    # symbol states: the fraction of steps trained on deadline_loss alone (one step per batch, no
+    # unroll: about ten times cheaper) before the unrolled losses start
+    unroll_from: float = 0.0
     version: int = TRAIN_CONFIG_VERSION
 
 
 def build_model(cfg: TrainConfig) -> SEAD:
     task = get_task(cfg.task)
+    if (cfg.deadline_weight or cfg.unroll_from) and cfg.state != "symbol":
+        raise ValueError("deadline_weight and unroll_from need state='symbol': only a symbol state has a known "
+                         "answer state")
+    channels = task.classes if cfg.state == "symbol" else cfg.state_channels
     return SEAD(ModelConfig(task=task.name, input_channels=task.input_channels, classes=task.classes,
-                            boundary=task.boundary, state_channels=cfg.state_channels, hidden=cfg.hidden,
-                            readout_hidden=cfg.readout_hidden, rank=task.rank))
+                            boundary=task.boundary, state_channels=channels, hidden=cfg.hidden,
+                            readout_hidden=cfg.readout_hidden, rank=task.rank, state=cfg.state))
 
 
 def ramp(cfg: TrainConfig, step: int) -> float:
@@ -77,16 +87,17 @@ def ramp(cfg: TrainConfig, step: int) -> float:
 
 
 def fixed_point_loss(model: SEAD, x, y, due, cfg: TrainConfig, extra: int):
-    """Unroll; answer loss and settle loss from each problem's due step on, and the activity hinge.
+    """Unroll; answer loss and settle loss from each cell's due step on, and the activity hinge.
 
-    -> (answer, settle, activity, correct (B,) bool). Activity: step 1 sets every cell from 0;
-    after it, each step before a cell's last change in the unroll gets the hinge
+    due: (B, *S) int64, each cell's due step (data.due_batch). -> (answer, settle, activity,
+    correct (B,) bool). Activity: step 1 sets every cell from 0; after it, each step before a
+    cell's last change in the unroll gets the hinge
     relu(margin - pre * state) on that cell, so the change that stays is free and changes that are
     undone or overwritten later cost. Averaged over real cells, state channels and steps; 0.0 when
     cfg.activity_weight is 0. (A straight-through count of flips past the first, the first probe,
     left most seeds with many changes per cell; see train/recipes.py.)"""
-    mask = x[:, :1]  # due (B,): each problem's due step (the task's due_step)
-    rows = lambda v: v.view(-1, *[1] * (x.dim() - 1))  # (B,) -> broadcast over channels and cells
+    mask = x[:, :1]
+    due = due.unsqueeze(1)  # (B, 1, *S): the step each cell's readout is due (the task's due_steps)
     horizon = int(due.max()) + extra
     state = model.initial_state(x)
     answer, settle, count = 0.0, 0.0, 0
@@ -95,18 +106,19 @@ def fixed_point_loss(model: SEAD, x, y, due, cfg: TrainConfig, extra: int):
     for t in range(1, horizon + 1):
         pre = model.preactivation(x, state)
         if t > 1:
-            keep = F.relu(cfg.margin - pre * state) * mask  # > 0 unless this step keeps state_{t-1} with margin
-            # the step that produces state_t must leave state_{t-1} unchanged once it is due
-            late = rows((t - 1 >= due).float())
-            settle = settle + (keep * late).sum() / ((late * mask).sum() * state.shape[1] + 1)
-        new = hardsign(pre) * mask
+            keep = model.code.keep_hinge(pre, state, cfg.margin) * mask  # > 0 unless this step keeps state_{t-1}
+            # the step that produces state_t must leave a cell's state_{t-1} unchanged once it is due
+            late = (t - 1 >= due).float()
+            settle = settle + (keep * late).sum() / ((late * mask).sum() * keep.shape[1] + 1)
+        new = model.code.activate(pre) * mask
         if t > 1 and cfg.activity_weight:
             keeps.append(keep)
             moves.append((new != state).any(1, keepdim=True))
         state = new
-        if bool((t >= due).any()):
-            logits = model.readout(x, state)
-            tgt = torch.where(rows(t >= due)[:, 0], y, torch.full_like(y, -1))
+        ready = (t >= due[:, 0]) & (y >= 0)
+        if bool(ready.any()):
+            logits = model.answer_logits(x, state, pre)
+            tgt = torch.where(ready, y, torch.full_like(y, -1))
             answer = answer + F.cross_entropy(logits, tgt, ignore_index=-1)
             count += 1
             if t == horizon:
@@ -117,8 +129,38 @@ def fixed_point_loss(model: SEAD, x, y, due, cfg: TrainConfig, extra: int):
     for keep, move in zip(reversed(keeps), reversed(moves)):  # later: the cell changes after this step
         activity = activity + (keep * later).sum()
         later = later | move
-    activity = activity / (mask.sum() * state.shape[1] * horizon)
+    activity = activity / (mask.sum() * (keeps[0].shape[1] if keeps else 1) * horizon)
     return answer / max(count, 1), settle / horizon, activity, correct
+
+
+def deadline_loss(model: SEAD, x, y, due, gen: torch.Generator, disturb: float = 0.3):
+    """Symbol states: every cell meets its deadline whatever the cells not yet due hold.
+
+    For a random step t of each problem, the cells due by t hold their answers (as states) and
+    every other cell holds noise: all zero at t = 0 (the state before the first step), a random
+    class after. One step later, every cell due by t + 1 must read its answer. Judged are the cells
+    whose own state is noise: the ones due at t + 1, and a share `disturb` of the due ones, given
+    noise too, so no cell learns to copy its own state; a judged cell has no disturbed neighbour,
+    so its answer still follows from what it sees. A rule that does this for every noise solves from
+    the zero state by each cell's due step (by induction on t). One step, no unroll: it uses the
+    answers and the due steps only, never a solve's intermediate states."""
+    b = y.shape[0]
+    last = due.flatten(1).amax(1)  # each problem's last due step (padding is 0)
+    t = (torch.rand(b, generator=gen) * last).long().view(-1, *[1] * (y.dim() - 1))  # 0 .. last - 1
+    answer = F.one_hot(y.clamp(min=0), model.config.classes).movedim(-1, 1).float()
+    noise = model.code.random(tuple(answer.shape), gen) * (t > 0).unsqueeze(1)
+    done = due <= t
+    disturbed = done & (torch.rand(tuple(y.shape), generator=gen) < disturb)
+    kept = (done & ~disturbed).unsqueeze(1)
+    state = torch.where(kept, answer, noise) * x[:, :1]
+    window = {1: F.avg_pool1d, 2: F.avg_pool2d}[model.config.rank]  # the mean over a cell's 3 or 3x3 cells
+    around = window(disturbed.unsqueeze(1).float(), 3, stride=1, padding=1)[:, 0] * 3 ** model.config.rank
+    quiet = around - disturbed.float() < 0.5  # no disturbed neighbour (the cell itself may be)
+    judged = (due <= t + 1) & ~kept[:, 0] & quiet & (y >= 0)
+    pre = model.preactivation(x, state)
+    if not bool(judged.any()):  # cross_entropy over no cell is NaN
+        return pre.sum() * 0.0
+    return F.cross_entropy(pre, torch.where(judged, y, torch.full_like(y, -1)), ignore_index=-1)
 
 
 def generations_loss(model: SEAD, x, cfg: TrainConfig, rng: np.random.Generator, horizon: int):
@@ -130,7 +172,7 @@ def generations_loss(model: SEAD, x, cfg: TrainConfig, rng: np.random.Generator,
     for t in range(horizon + 1):
         if t > 0:
             pre = model.preactivation(x, state)
-            state = hardsign(pre) * x[:, :1]
+            state = model.code.activate(pre) * x[:, :1]
             tape = np.stack([rule110_generation(row) for row in tape])
         logits = model.readout(x, state)
         y = torch.from_numpy(tape)
@@ -193,6 +235,7 @@ def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
     """Train a model from scratch; deterministic for a given cfg.seed. -> (model, record)."""
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
     task = get_task(cfg.task)
     model = build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -214,10 +257,15 @@ def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
         extra = int(rng.integers(2, cfg.extra_steps + 1))
         if task.convergence == "generations":
             loss, correct = generations_loss(model, x, cfg, rng, horizon=extra)
+        elif step <= cfg.unroll_from * cfg.steps:  # the deadline phase: one step per batch, no unroll
+            due = due_batch(cfg.task, parsed, tuple(y.shape[1:]))
+            loss, correct = deadline_loss(model, x, y, due, gen), torch.zeros(len(parsed), dtype=torch.bool)
         else:
-            due = torch.tensor([task.due_step(p) for p in parsed])
+            due = due_batch(cfg.task, parsed, tuple(y.shape[1:]))
             answer, settle, activity, correct = fixed_point_loss(model, x, y, due, cfg, extra)
             loss = answer + (cfg.settle_weight * settle if step > cfg.settle_from * cfg.steps else 0.0)
+            if cfg.deadline_weight:
+                loss = loss + cfg.deadline_weight * deadline_loss(model, x, y, due, gen)
             loss = loss + ramp(cfg, step) * activity
         opt.zero_grad(set_to_none=True)
         loss.backward()

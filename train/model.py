@@ -1,12 +1,18 @@
-"""The SEAD model: one radius-1 local rule over a 1D tape, iterated until the state settles.
+"""The SEAD model: one radius-1 local rule over a tape (or a grid), iterated until the state settles.
 
-    state_{t+1} = mask * hardsign(W2 relu(W1 *3 [problem; state_t] + b1) + b2)
-    logits_t    = V relu(U [problem; state_t] + c) + d          (per cell, 1x1)
+    pre_t       = W2 relu(W1 *3 [problem; state_t] + b1) + b2
+    state_{t+1} = mask * discrete(pre_t)
 
-`*3` is a width-3 convolution (locality: one cell per step), the same weights at every cell and
-every step (symmetry). The state is discrete, each channel -1 or +1 (0 on padding and before the
-first step), so "one more step changes nothing" is an exact test (stability). Training
-differentiates through the sign with a straight-through tanh gradient.
+`*3` is a width-3 convolution (3x3 on a grid; locality: one cell per step), the same weights at
+every cell and every step (symmetry). The state is discrete, so "one more step changes nothing" is
+an exact test (stability). Two codes for it (`ModelConfig.state`):
+- "sign": state_channels channels, each -1 or +1 (sign of pre); a 1x1 readout reads the class,
+      logits = V relu(U [problem; state] + c) + d;
+- "symbol": the state *is* the cell's readout class, one-hot over `classes` channels (argmax of
+      pre); no readout layers. A cell's class is then what its neighbours read, so a rule that
+      adds digits can read them linearly.
+Both are 0 on padding and before the first step. Training differentiates through the discrete
+choice straight-through: tanh's gradient for the sign, softmax's for the symbol.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ class ModelConfig:
     readout_hidden: int = 32
     version: int = MODEL_CONFIG_VERSION
     rank: int = 1  # 1: a tape, width-3 convolutions; 2: a grid, 3x3 ones
+    state: str = "sign"  # the state's code (STATE_CODES): "sign" or "symbol" (state_channels == classes)
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -41,7 +48,12 @@ class ModelConfig:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         if data.get("version") != MODEL_CONFIG_VERSION:
             raise ValueError(f"model config version {data.get('version')!r}, expected {MODEL_CONFIG_VERSION}")
-        return cls(**data)
+        config = cls(**data)
+        if config.state not in STATE_CODES:
+            raise ValueError(f"unknown state code {config.state!r}; known: {sorted(STATE_CODES)}")
+        if config.state == "symbol" and config.state_channels != config.classes:
+            raise ValueError(f"a symbol state has one channel per class ({config.classes}), not {config.state_channels}")
+        return config
 
 
 def hardsign(pre: torch.Tensor) -> torch.Tensor:
@@ -53,16 +65,74 @@ def hardsign(pre: torch.Tensor) -> torch.Tensor:
     return soft + (hard - soft).detach()
 
 
+def hardmax(pre: torch.Tensor) -> torch.Tensor:
+    """One-hot of the first largest channel; gradient of softmax (straight-through)."""
+    hard = torch.zeros_like(pre).scatter_(1, pre.argmax(1, keepdim=True), 1.0)
+    if not pre.requires_grad:
+        return hard
+    soft = pre.softmax(1)
+    return soft + (hard - soft).detach()
+
+
+class SignState:
+    """Each state channel is the sign of its pre-activation."""
+
+    activate = staticmethod(hardsign)
+
+    @staticmethod
+    def keep_hinge(pre: torch.Tensor, state: torch.Tensor, margin: float) -> torch.Tensor:
+        """(B, C_s, *S): > 0 unless pre reproduces `state` with the margin, channel by channel."""
+        return F.relu(margin - pre * state)
+
+    @staticmethod
+    def decision_margin(pre: torch.Tensor) -> torch.Tensor:
+        """How far each state value is from flipping: |pre| (rounding may flip it below 1e-5)."""
+        return pre.abs()
+
+    @staticmethod
+    def random(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        return torch.randint(-1, 2, shape, generator=gen).float()
+
+
+class SymbolState:
+    """The state is a one-hot class: the argmax of the pre-activation."""
+
+    activate = staticmethod(hardmax)
+
+    @staticmethod
+    def keep_hinge(pre: torch.Tensor, state: torch.Tensor, margin: float) -> torch.Tensor:
+        """(B, 1, *S): > 0 unless the state's class beats every other by the margin."""
+        kept = (pre * state).sum(1, keepdim=True)
+        rival = (pre - 1e9 * state).amax(1, keepdim=True)
+        return F.relu(margin - (kept - rival))
+
+    @staticmethod
+    def decision_margin(pre: torch.Tensor) -> torch.Tensor:
+        """The gap between the two largest pre-activations, at every channel of the cell."""
+        top = pre.topk(2, dim=1).values
+        return (top[:, :1] - top[:, 1:]).expand_as(pre)
+
+    @staticmethod
+    def random(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+        index = torch.randint(0, shape[1], (shape[0], 1, *shape[2:]), generator=gen)
+        return torch.zeros(shape).scatter_(1, index, 1.0)
+
+
+STATE_CODES = {"sign": SignState, "symbol": SymbolState}
+
+
 class SEAD(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
+        self.code = STATE_CODES[config.state]
         c_in = config.input_channels + config.state_channels
         conv = {1: nn.Conv1d, 2: nn.Conv2d}[config.rank]
         self.rule_in = conv(c_in, config.hidden, 3)
         self.rule_out = conv(config.hidden, config.state_channels, 1)
-        self.read_in = conv(c_in, config.readout_hidden, 1)
-        self.read_out = conv(config.readout_hidden, config.classes, 1)
+        if config.state == "sign":  # a symbol state is its own readout
+            self.read_in = conv(c_in, config.readout_hidden, 1)
+            self.read_out = conv(config.readout_hidden, config.classes, 1)
 
     def initial_state(self, problem: torch.Tensor) -> torch.Tensor:
         return problem.new_zeros(problem.shape[0], self.config.state_channels, *problem.shape[2:])
@@ -78,14 +148,20 @@ class SEAD(nn.Module):
         return self.rule_out(F.relu(self.rule_in(z)))
 
     def step(self, problem: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """One local update. problem (B, C_in, L) float32, state (B, C_s, L) in {-1, 0, +1}."""
-        mask = problem[:, :1]
-        return hardsign(self.preactivation(problem, state)) * mask
+        """One local update. problem (B, C_in, *S) float32, state (B, C_s, *S) in the state's code."""
+        return self.code.activate(self.preactivation(problem, state)) * problem[:, :1]
 
     def readout(self, problem: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, L), (B, C_s, L) -> logits (B, classes, L)."""
+        """(B, C_in, *S), (B, C_s, *S) -> logits (B, classes, *S); a symbol state is its own."""
+        if self.config.state == "symbol":
+            return state
         z = torch.cat([problem, state], dim=1)
         return self.read_out(F.relu(self.read_in(z)))
+
+    def answer_logits(self, problem: torch.Tensor, state: torch.Tensor, pre: torch.Tensor) -> torch.Tensor:
+        """Training: logits whose argmax is the readout of `state`, made by `pre`, with a gradient:
+        the readout's on a sign state; on a symbol state, `pre` itself (the state is its argmax)."""
+        return pre if self.config.state == "symbol" else self.readout(problem, state)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

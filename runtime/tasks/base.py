@@ -70,6 +70,11 @@ class Task:
         """Training: the step from which the answer must be right (crossing, plus one)."""
         return self.diameter(p) + 1
 
+    def due_steps(self, p: Parsed) -> np.ndarray:
+        """Training: shape(p) int64, the step from which each cell's readout must be right; by
+        default every cell's is the problem's due_step."""
+        return np.full(self.shape(p), self.due_step(p), np.int64)
+
     # -- the codec -------------------------------------------------------------------------------
     def parse(self, line: str) -> Parsed:
         """One line of text -> Parsed, or InputError saying what is wrong."""

@@ -58,6 +58,16 @@ class Multiplication(Task):
     def diameter(self, p: Parsed) -> int:
         return len(p.a) + len(p.b)  # the carry-save array settles within n_a + n_b steps
 
+    def due_steps(self, p: Parsed) -> np.ndarray:
+        """Each cell's readout is due when the carry-save array settles it: row i by step i + 1
+        (the light cone: its value depends on cells i rows up), margin cell j by step n_a + 1 + j
+        (the ripple carry from its left). Only a deadline: how the rule gets there is its own."""
+        na, nb = len(p.a), len(p.b)
+        due = np.empty((na + 1, nb), np.int64)
+        due[:na] = np.arange(1, na + 1)[:, None]
+        due[na] = na + 1 + np.arange(nb)
+        return due
+
     def encode_cells(self, problems: list[Parsed], shape) -> np.ndarray:
         height, width = shape
         cells = np.full((len(problems), height, width), -1, np.int8)
