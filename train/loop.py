@@ -257,16 +257,16 @@ def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
         extra = int(rng.integers(2, cfg.extra_steps + 1))
         if task.convergence == "generations":
             loss, correct = generations_loss(model, x, cfg, rng, horizon=extra)
-        elif step <= cfg.unroll_from * cfg.steps:  # the deadline phase: one step per batch, no unroll
-            due = due_batch(cfg.task, parsed, tuple(y.shape[1:]))
-            loss, correct = deadline_loss(model, x, y, due, gen), torch.zeros(len(parsed), dtype=torch.bool)
         else:
             due = due_batch(cfg.task, parsed, tuple(y.shape[1:]))
-            answer, settle, activity, correct = fixed_point_loss(model, x, y, due, cfg, extra)
-            loss = answer + (cfg.settle_weight * settle if step > cfg.settle_from * cfg.steps else 0.0)
-            if cfg.deadline_weight:
-                loss = loss + cfg.deadline_weight * deadline_loss(model, x, y, due, gen)
-            loss = loss + ramp(cfg, step) * activity
+            if step <= cfg.unroll_from * cfg.steps:  # the deadline phase: one step per batch, no unroll
+                loss, correct = deadline_loss(model, x, y, due, gen), torch.zeros(len(parsed), dtype=torch.bool)
+            else:
+                answer, settle, activity, correct = fixed_point_loss(model, x, y, due, cfg, extra)
+                loss = answer + (cfg.settle_weight * settle if step > cfg.settle_from * cfg.steps else 0.0)
+                if cfg.deadline_weight:
+                    loss = loss + cfg.deadline_weight * deadline_loss(model, x, y, due, gen)
+                loss = loss + ramp(cfg, step) * activity
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
