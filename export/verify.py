@@ -50,11 +50,11 @@ def compare_step(model: SEAD, session, x: torch.Tensor, state: torch.Tensor, wha
         if not np.isfinite(values).all():  # NaN compares unequal to everything, so it never passes
             raise ExportMismatch(f"{what}: the {name} hold {int((~np.isfinite(values)).sum())} NaN or infinite values")
     differ = got_state != want_state.numpy()
-    close = model.code.decision_margin(pre).numpy() <= ROUNDING  # False where NaN: such a difference is real
-    real = differ & ~close
+    margin = model.code.decision_margin(pre).numpy()
+    real = differ & ~(margin <= ROUNDING)  # written so that a NaN margin counts as real
     if real.any():
         raise ExportMismatch(f"{what}: next_state differs in {int(real.sum())} of {differ.size} values "
-                             f"(largest decision margin there {float(model.code.decision_margin(pre).numpy()[real].max()):.3g})")
+                             f"(largest decision margin there {float(margin[real].max()):.3g})")
     logit_err = float(np.abs(got_logits - want_logits.numpy()).max())
     if not logit_err <= LOGIT_TOL:  # NaN fails this test, unlike `logit_err > LOGIT_TOL`
         raise ExportMismatch(f"{what}: logits differ by up to {logit_err:.3g} (tolerance {LOGIT_TOL})")

@@ -84,8 +84,8 @@ class TiledTape:
         problem = one_hot_cells(symbols, self.c_in)
         if self.started:
             if self.symbol:
-                state = (self.state[index][None, ..., 0] == np.arange(self.c_s).reshape(-1, 1, 1)).astype(np.float32)
-                state = state.swapaxes(0, 1)  # (R, C_s, W)
+                classes = self.state[index][:, None, :, 0]  # (R, 1, W)
+                state = (classes == np.arange(self.c_s)[:, None]).astype(np.float32)  # (R, C_s, W)
             else:
                 bits = np.unpackbits(self.state[index], axis=-1, count=self.c_s, bitorder="little")  # (R, W, C_s)
                 state = bits.transpose(0, 2, 1).astype(np.float32) * 2 - 1
