@@ -26,7 +26,7 @@ import torch
 
 from sead.runtime.model_file import default_model_path
 from sead.runtime.tasks import get_task
-from sead.train.checkpoint import load_checkpoint
+from sead.train.checkpoint import load_checkpoint, save_checkpoint
 from sead.train.evaluate import EvalRow, evaluate_lines, family_lines, format_table
 from sead.train.loop import train
 from sead.train.recipes import recipe
@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--markdown", type=Path, help="print a results file as the README's tables and exit")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1, as train/ship.py: the same rule from a seed)")
     ap.add_argument("--minutes", type=float, help="each seed's training time limit (default: the recipe's)")
+    ap.add_argument("--save", type=Path, help="a folder to keep each trained seed's checkpoint in (TASK_seedN.pt)")
     args = ap.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
@@ -115,6 +116,8 @@ def main() -> None:
             else:
                 limit = {} if args.minutes is None else {"max_minutes": args.minutes}
                 model, record = train(recipe(task, seed=seed, **limit))
+                if args.save:
+                    save_checkpoint(args.save / f"{task}_seed{seed}.pt", model, record)
             print(f"{task} seed {seed}: {model.num_parameters()} parameters, trained {record['seconds']} s "
                   f"({record['steps_done']} steps)", flush=True)
             rows = check(model, task, seed)

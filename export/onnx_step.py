@@ -34,7 +34,7 @@ def build_step_graph(model, metadata: StepMetadata, opset: int = DEFAULT_OPSET) 
     if opset not in SUPPORTED_OPSETS:
         raise ValueError(f"opset {opset} is not supported; choose {SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
     cfg = model.config
-    weights = {k: v.detach().cpu().numpy().astype(np.float32) for k, v in model.state_dict().items()}
+    weights = {k: v.cpu().numpy().astype(np.float32) for k, v in model.step_weights().items()}
     inits = [numpy_helper.from_array(v, name=k) for k, v in weights.items()]
     const = lambda name, value: inits.append(numpy_helper.from_array(np.asarray(value), name=name))
     const("one", np.float32(1.0))
@@ -117,7 +117,7 @@ def metadata_for(model, payload: dict, checkpoint_sha256: str, sead_version: str
         tolerance=0.0,
         radius=1,
         train_max_cells=int(record.get("max_train_cells", 16)),
-        parameters=model.num_parameters(),
+        parameters=sum(w.numel() for w in model.step_weights().values()),  # the graph's, as exported
         checkpoint_sha256=checkpoint_sha256,
         model_config=json.dumps(dict(vars(cfg)), sort_keys=True),
         rank=cfg.rank,

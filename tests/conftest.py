@@ -40,6 +40,10 @@ def tiny_checkpoints(tmp_path_factory):
         model = build_model(TrainConfig(task=task, hidden=16, state="symbol"))
         paths[f"{task}_symbol"] = folder / f"{task}_symbol.pt"
         save_checkpoint(paths[f"{task}_symbol"], model, {"max_train_cells": 16, "note": "untrained test model"})
+    torch.manual_seed(0)  # a symbol state read by its digits (s + 10 c as s and c)
+    model = build_model(TrainConfig(task="multiplication", hidden=16, state="symbol", read_digits=10))
+    paths["multiplication_digits"] = folder / "multiplication_digits.pt"
+    save_checkpoint(paths["multiplication_digits"], model, {"max_train_cells": 16, "note": "untrained test model"})
     return paths
 
 

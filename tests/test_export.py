@@ -102,7 +102,7 @@ def test_opset_choice(tiny_checkpoints, tmp_path):
         export_checkpoint(tiny_checkpoints["rule110"], tmp_path / "r12.onnx", opset=12)
 
 
-@pytest.mark.parametrize("model_name", ["addition_symbol", "multiplication_symbol"])
+@pytest.mark.parametrize("model_name", ["addition_symbol", "multiplication_symbol", "multiplication_digits"])
 def test_a_symbol_state_exports_as_argmax_one_hot(tiny_checkpoints, tmp_path, model_name):
     """A symbol state is the one-hot of the rule's first largest pre-activation, and its own
     readout; the metadata says so, so the runtime stores it as a class at rest."""
@@ -138,3 +138,22 @@ def test_a_symbol_state_needs_one_channel_per_class(tiny_onnx, tmp_path):
     onnx.save(proto, str(tmp_path / "m.onnx"))
     with pytest.raises(ModelFileError, match="one state channel per class"):
         load_step_model(tmp_path / "m.onnx")
+
+
+def test_a_rule_that_reads_digits_exports_its_folded_weights(tiny_checkpoints, tmp_path):
+    """read_digits: the rule's weight on class k is the sum of its digits' weights; the exported
+    step holds that sum over all classes, and the metadata counts the graph's weights."""
+    from sead.train.model import digit_matrix
+
+    m = digit_matrix(100, 10)
+    assert m.shape == (20, 100) and m[:, 37].nonzero().flatten().tolist() == [7, 13]  # 37: s = 7, c = 3
+    model, _ = load_checkpoint(tiny_checkpoints["multiplication_digits"])
+    c = model.config
+    assert model.rule_in.weight.shape[1] == c.input_channels + 20
+    folded = model.step_weights()["rule_in.weight"]
+    assert folded.shape[1] == c.input_channels + c.classes
+    w = model.rule_in.weight.detach()
+    assert torch.allclose(folded[:, c.input_channels + 37], w[:, c.input_channels + 7] + w[:, c.input_channels + 13])
+    out, _ = export_checkpoint(tiny_checkpoints["multiplication_digits"], tmp_path / "d.onnx")
+    meta = load_step_model(out).metadata
+    assert meta.parameters > model.num_parameters()  # 100 class columns exported where 20 digit ones were learned

@@ -56,7 +56,7 @@ LINES = ["1*1", "9*9", "12*34", "999*1", "7*123456", "0*0", "123456*654321", "31
 
 
 @pytest.mark.parametrize("k", [1, 4])
-@pytest.mark.parametrize("model", ["multiplication", "multiplication_symbol"])
+@pytest.mark.parametrize("model", ["multiplication", "multiplication_symbol", "multiplication_digits"])
 def test_a_grid_rule_runs_in_the_runtime_as_in_pytorch(model, k, tiny_onnx, tiny_checkpoints, reference):
     from sead.runtime import Runtime
 
@@ -204,7 +204,8 @@ def test_each_cell_is_due_when_the_carry_save_array_settles_it():
 
 def test_deadline_loss_judges_cells_that_cannot_copy_their_own_state():
     """The deadline loss is near zero for a rule that gives every cell its answer, and large for
-    one that keeps each cell's own state: every judged cell starts from noise."""
+    one that keeps each cell's own state (judged cells start from noise) or one that leaves an
+    answer once it holds it (cells past their deadline must keep it)."""
     torch = pytest.importorskip("torch")
     import torch.nn.functional as F
 
@@ -219,6 +220,8 @@ def test_deadline_loss_judges_cells_that_cannot_copy_their_own_state():
     model.preactivation = lambda problem, state: answers
     assert float(deadline_loss(model, x, y, due, torch.Generator().manual_seed(0))) < 1e-6
     model.preactivation = lambda problem, state: state * 50
+    assert float(deadline_loss(model, x, y, due, torch.Generator().manual_seed(0))) > 5
+    model.preactivation = lambda problem, state: answers - state * 100  # leaves every answer it holds
     assert float(deadline_loss(model, x, y, due, torch.Generator().manual_seed(0))) > 5
 
 
@@ -245,3 +248,5 @@ def test_a_symbol_rule_trains_on_deadlines_then_unrolls():
     assert loss_of(model) < 0.8 * before and record["steps_done"] == 60
     with pytest.raises(ValueError, match="need state='symbol'"):
         build_model(TrainConfig(task="multiplication", deadline_weight=1.0))
+    with pytest.raises(ValueError, match="needs state='symbol'"):
+        build_model(TrainConfig(task="multiplication", read_digits=10))

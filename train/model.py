@@ -10,7 +10,8 @@ an exact test (stability). Two codes for it (`ModelConfig.state`):
       logits = V relu(U [problem; state] + c) + d;
 - "symbol": the state *is* the cell's readout class, one-hot over `classes` channels (argmax of
       pre); no readout layers. A cell's class is then what its neighbours read, so a rule that
-      adds digits can read them linearly.
+      adds digits can read them linearly. With read_digits the rule reads a class by its digits
+      (multiplication's class s + 10 c as s and c): fewer weights, each shared by ten classes.
 Both are 0 on padding and before the first step. Training differentiates through the discrete
 choice straight-through: tanh's gradient for the sign, softmax's for the symbol.
 """
@@ -39,6 +40,9 @@ class ModelConfig:
     version: int = MODEL_CONFIG_VERSION
     rank: int = 1  # 1: a tape, width-3 convolutions; 2: a grid, 3x3 ones
     state: str = "sign"  # the state's code (STATE_CODES): "sign" or "symbol" (state_channels == classes)
+    # a symbol state: > 1 makes the rule read a neighbour's class k by its digits in this base
+    # (k % base, k // base % base, ...), one one-hot per digit, instead of as one of `classes`
+    read_digits: int = 0
 
     @classmethod
     def from_dict(cls, data: dict) -> "ModelConfig":
@@ -53,7 +57,18 @@ class ModelConfig:
             raise ValueError(f"unknown state code {config.state!r}; known: {sorted(STATE_CODES)}")
         if config.state == "symbol" and config.state_channels != config.classes:
             raise ValueError(f"a symbol state has one channel per class ({config.classes}), not {config.state_channels}")
+        if config.read_digits and (config.state != "symbol" or config.read_digits < 2):
+            raise ValueError(f"read_digits={config.read_digits}: digits are read from a symbol state, in a base of 2 or more")
         return config
+
+
+def digit_matrix(classes: int, base: int) -> torch.Tensor:
+    """(digits * base, classes) float32: column k holds the one-hots of k's digits in `base`, low first."""
+    digits = 1
+    while base ** digits < classes:
+        digits += 1
+    k = torch.arange(classes)
+    return torch.cat([F.one_hot(k // base ** d % base, base) for d in range(digits)], 1).T.float()
 
 
 def hardsign(pre: torch.Tensor) -> torch.Tensor:
@@ -126,12 +141,15 @@ class SEAD(nn.Module):
         super().__init__()
         self.config = config
         self.code = STATE_CODES[config.state]
-        c_in = config.input_channels + config.state_channels
+        seen = config.state_channels
+        if config.read_digits:  # not a learned weight: a fixed recoding of the state
+            self.register_buffer("digits", digit_matrix(config.classes, config.read_digits), persistent=False)
+            seen = self.digits.shape[0]
         conv = {1: nn.Conv1d, 2: nn.Conv2d}[config.rank]
-        self.rule_in = conv(c_in, config.hidden, 3)
+        self.rule_in = conv(config.input_channels + seen, config.hidden, 3)
         self.rule_out = conv(config.hidden, config.state_channels, 1)
         if config.state == "sign":  # a symbol state is its own readout
-            self.read_in = conv(c_in, config.readout_hidden, 1)
+            self.read_in = conv(config.input_channels + config.state_channels, config.readout_hidden, 1)
             self.read_out = conv(config.readout_hidden, config.classes, 1)
 
     def initial_state(self, problem: torch.Tensor) -> torch.Tensor:
@@ -144,8 +162,21 @@ class SEAD(nn.Module):
 
     def preactivation(self, problem: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """(B, C_in, *S), (B, C_s, *S) -> (B, C_s, *S): the rule before the sign (S: L or H, W)."""
+        if self.config.read_digits:
+            state = torch.einsum("dk,bk...->bd...", self.digits, state)
         z = self.pad(torch.cat([problem, state], dim=1))
         return self.rule_out(F.relu(self.rule_in(z)))
+
+    def step_weights(self) -> dict[str, torch.Tensor]:
+        """The weights of the step as exported: the first convolution over [problem; state]. With
+        read_digits its state part is folded, (hidden, digits, k) x (digits, classes): a linear map
+        composed with a linear map, so the step is the same function (export checks it)."""
+        weights = {k: v.detach() for k, v in self.state_dict().items()}
+        if self.config.read_digits:
+            w = weights["rule_in.weight"]
+            c = self.config.input_channels
+            weights["rule_in.weight"] = torch.cat([w[:, :c], torch.einsum("hd...,dk->hk...", w[:, c:], self.digits)], 1)
+        return weights
 
     def step(self, problem: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """One local update. problem (B, C_in, *S) float32, state (B, C_s, *S) in the state's code."""
@@ -168,7 +199,8 @@ class SEAD(nn.Module):
 
     def flops_per_cell_update(self) -> int:
         """The rule's two convolutions for one cell and one step (2 FLOPs per multiply-add); the
-        readout runs once per solve and is not counted. Same count as runtime.bench.model_costs."""
+        readout runs once per solve and is not counted. Counted on the step as exported (with
+        read_digits, the folded convolution), the same count as runtime.bench.model_costs."""
         c = self.config
         return 2 * c.hidden * (c.input_channels + c.state_channels) * 3 ** c.rank + 2 * c.state_channels * c.hidden
 
