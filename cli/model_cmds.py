@@ -38,7 +38,8 @@ def train(
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write."),
     seed: int = typer.Option(0, help="Random seed; training is deterministic for a seed."),
     steps: int = typer.Option(None, min=1, help="Optimizer steps (default: the task's recipe)."),
-    minutes: float = typer.Option(15.0, help="Stop early after this many minutes."),
+    minutes: float = typer.Option(None, min=0.01, help="Stop early after this many minutes (default: the task's "
+                                  "recipe: 15, multiplication 32)."),
     lengths: str = typer.Option(None, help="Sizes of the generalization table printed at the end "
                                 "(default: the task's, e.g. 16,100,1000 digits for addition)."),
 ) -> None:

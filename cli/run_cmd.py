@@ -31,7 +31,7 @@ class Format(str, Enum):
 
 @app.command()
 def run(
-    model: str = typer.Option("addition", help="A shipped model (addition, parity, rule110) or an .onnx path."),
+    model: str = typer.Option("addition", help="A shipped model (addition, parity, rule110, multiplication) or an .onnx path."),
     engine: Engine = typer.Option(Engine.auto, help="auto picks trt, then ort-cuda, then ort."),
     input: str = typer.Option("-", "--input", "-i", help="Problem file, one per line ('-': stdin); a pipe or FIFO too."),
     output: str = typer.Option("-", "--output", "-o", help="Answer file ('-': stdout), replaced only on success."),
@@ -39,6 +39,8 @@ def run(
     batch_size: int = typer.Option(4096, min=1, help="Problems per engine batch (at most)."),
     max_steps: int = typer.Option(None, min=0, max=MAX_STEPS, help="Step cap per problem (default 2 x length + 16)."),
     skip_invalid: bool = typer.Option(False, help="Answer the valid lines; report each invalid one."),
+    allow_unverified_sizes: bool = typer.Option(False, help="Also answer problems larger than the model was checked "
+                                                "exact at (its sead.verified_size); their answers may be wrong."),
     ray: str = typer.Option(None, "--ray", metavar="[ADDRESS]", help="Solve on Ray: alone, RAY_ADDRESS or a new "
                             "local instance; 'auto', HOST:PORT or ray://HOST:10001 for a cluster. Needs sead[ray]."),
     ray_actors: int = typer.Option(None, min=1, help="With --ray: actors, one CPU each (default: the cluster's CPUs)."),
@@ -54,6 +56,8 @@ def run(
 
     source = "<stdin>" if input == "-" else input
     model_path = str(resolve_model(model))
+    if allow_unverified_sizes and ray is not None:
+        raise typer.BadParameter("runs on Ray answer only verified sizes", param_hint="--allow-unverified-sizes")
     refuse_same_file(output, {"input": input if input != "-" else 0, "model": model_path})  # before any read
     with open_input(input) as stream, contextlib.ExitStack() as stack:
         with Output(output) as out:  # made now, so an unwritable output is refused before any work
@@ -61,7 +65,8 @@ def run(
 
             # with --ray this runtime only validates: the actors load their own
             runtime = stack.enter_context(Runtime(model_path, "ort" if ray is not None else engine.value,
-                                                  max_batch_rows=batch_size))
+                                                  max_batch_rows=batch_size,
+                                                  allow_unverified_sizes=allow_unverified_sizes))
             invalid, total = 0, 0
             for number, text in iter_lines(stream):
                 total += 1

@@ -9,7 +9,7 @@ from .run_cmd import Engine
 
 @app.command()
 def serve(
-    model: str = typer.Option("addition", help="A shipped model (addition, parity, rule110) or an .onnx path; fixed "
+    model: str = typer.Option("addition", help="A shipped model (addition, parity, rule110, multiplication) or an .onnx path; fixed "
                                                 "for the life of the server."),
     engine: Engine = typer.Option(Engine.auto, help="auto picks trt, then ort-cuda, then ort."),
     host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 exposes the server to the network)."),

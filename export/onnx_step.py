@@ -122,4 +122,5 @@ def metadata_for(model, payload: dict, checkpoint_sha256: str, sead_version: str
         model_config=json.dumps(dict(vars(cfg)), sort_keys=True),
         rank=cfg.rank,
         state=cfg.state,
+        verified_size=int(record.get("verified_size", 0)),
     )

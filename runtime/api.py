@@ -63,15 +63,18 @@ class Runtime:
     max_queue_cells: cells of accepted, unfinished problems; past it submit() raises QueueFull.
     tile_from: tapes longer than this many cells run in tiles (runtime/tiles.py).
     tile: (cells per tile, tiles per row at most); small tiles are for tests.
+    allow_unverified_sizes: also answer problems larger than the model's sead.verified_size (the
+        size up to which it was checked exact when it shipped; 0: no limit); refused by default.
     """
 
     def __init__(self, model: str = "addition", engine="auto", *, k: int | None = None,
                  max_batch_cells: int | None = None, max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
                  max_wait_ms: float = 0.0, max_queue_cells: int = DEFAULT_MAX_QUEUE_CELLS,
                  tile_from: int = TILE_FROM, tile: tuple[int, int] = (TILE, RUN_TILES), workers: int | None = None,
-                 self_test: bool = True):
+                 self_test: bool = True, allow_unverified_sizes: bool = False):
         self.step = load_step_model(model)
         self.metadata = self.step.metadata
+        self.size_limit = 0 if allow_unverified_sizes else self.metadata.verified_size
         self.task = get_task(self.metadata.task)
         # an engine name, or a callable that makes an engine for the step (engine options, tests)
         self.engine = engine(self.step) if callable(engine) else make_engine(self.step, engine, k)
@@ -143,7 +146,14 @@ class Runtime:
 
     def limits(self, problems: list[Parsed], max_steps: int | None = None, first_line: int = 1,
                source: str | None = None) -> list[Limits]:
-        """Each problem's step limits; refuses a cap or generation count that cannot be honoured."""
+        """Each problem's step limits; refuses a cap or generation count that cannot be honoured,
+        and a problem past the model's verified size."""
+        if self.size_limit:
+            for i, p in enumerate(problems):
+                if self.task.size(p) > self.size_limit:
+                    raise InputError(f"has size {self.task.size(p):,} ({self.task.size_words}); this model was "
+                                     f"checked exact only up to {self.size_limit:,} (sead.verified_size); "
+                                     f"--allow-unverified-sizes runs it anyway", first_line + i, source)
         if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
                                       or not 0 <= max_steps <= MAX_STEPS):
             raise SeadError(f"max_steps must be an integer from 0 to {MAX_STEPS:,}, got {max_steps!r}")

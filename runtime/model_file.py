@@ -15,12 +15,13 @@ from pathlib import Path
 from .errors import ModelFileError
 
 # 2 added `rank` (grids): version-1 files are tapes and load as rank 1; 3 added `state` (the state's
-# code): older files hold sign states
-METADATA_VERSION = 3
-READ_VERSIONS = {1: {"rank", "state"}, 2: {"state"}, 3: set()}  # each version this sead reads -> the keys it lacks
+# code): older files hold sign states; 4 added `verified_size`: older files claim no limit
+METADATA_VERSION = 4
+ADDED = {"rank": 2, "state": 3, "verified_size": 4}  # each key -> the format version that added it
+READ_VERSIONS = {v: {k for k, added in ADDED.items() if added > v} for v in range(1, METADATA_VERSION + 1)}  # -> keys it lacks
 STATE_CODES = ("sign", "symbol")
 PREFIX = "sead."
-DEFAULT_MODELS = ("addition", "parity", "rule110")
+DEFAULT_MODELS = ("addition", "parity", "rule110", "multiplication")
 INPUTS = ("problem", "state")
 OUTPUTS = ("next_state", "logits")
 
@@ -45,6 +46,10 @@ class StepMetadata:
     # the state's code (from format version 3): "sign", each channel -1 or +1; "symbol", a one-hot
     # class per cell (state_channels == classes), which is also its readout
     state: str = "sign"
+    # the largest problem size (the task's size: digits of the longer operand for multiplication)
+    # at which the model was checked exact when it shipped, where it was not exact at the next
+    # size checked; the runtime refuses larger problems unless told otherwise. 0: no limit
+    verified_size: int = 0
     inputs: str = "problem (B,C_in,*S) float32; state (B,C_s,*S) float32, zeros at step 0; S = L or H,W"
     outputs: str = "next_state (B,C_s,*S) float32; logits (B,classes,*S) float32 of the input state"
     channels: str = "problem channel 0 is the cell mask (1 real cell, 0 padding); the rest is the task's one-hot code"
@@ -67,7 +72,7 @@ class StepMetadata:
         unknown = set(data) - set(fields) | (set(data) & lacks)
         if unknown:
             raise ModelFileError(f"{source}: unknown sead metadata keys {sorted(unknown)}")
-        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING or f.name in ("rank", "state")}
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING or f.name in ADDED}
         missing = required - lacks - set(data)
         if missing:
             raise ModelFileError(f"{source}: sead metadata lacks {sorted(missing)}")
@@ -101,7 +106,7 @@ def default_model_path(name: str, suffix: str = ".onnx") -> Path:
 
 
 def resolve_model(name_or_path: str | Path) -> Path:
-    """A shipped default's name (addition, parity, rule110) or a path to an exported .onnx."""
+    """A shipped default's name (DEFAULT_MODELS) or a path to an exported .onnx."""
     text = str(name_or_path)
     if text in DEFAULT_MODELS:
         path = default_model_path(text)

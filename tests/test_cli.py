@@ -8,7 +8,7 @@ import pytest
 from sead.runtime.model_file import default_model_path
 from sead.runtime.tasks import get_task
 
-SHIPPED = all(default_model_path(t).is_file() for t in ("addition", "parity", "rule110"))
+SHIPPED = all(default_model_path(t).is_file() for t in ("addition", "parity", "rule110", "multiplication"))
 needs_models = pytest.mark.skipif(not SHIPPED, reason="shipped models not built yet (make models)")
 
 
@@ -25,6 +25,7 @@ def test_each_task_answers_exactly_in_input_order():
         "addition": ["1+1", "99999999+1", "0+0", "123 + 877", "007+3", "5555555555555555+4444444444444445"],
         "parity": ["0", "1", "0110", "1111111", "0000000000000000000000000000001"],
         "rule110": ["0110", "0110 0", "0001000100 5", "1 3", "111000111000 40"],
+        "multiplication": ["12*34", "0*0", "999999*999999", "7*123456789012", "31415*92653", "000123*10"],
     }
     for task, lines in cases.items():
         code, out, err = sead("run", "--model", task, "--engine", "ort", stdin="\n".join(lines) + "\n")
@@ -138,3 +139,18 @@ def test_a_long_solve_shows_steps_and_active_tiles_on_a_terminal(tmp_path):
     assert out == "1" + "0" * 30_000 + "\n"
     text = shown.decode(errors="replace")
     assert "30,001-cell tape: step" in text and "tiles active" in text
+
+
+@needs_models
+def test_multiplication_past_its_verified_size_is_refused_unless_allowed():
+    """The shipped multiplication rule was checked exact up to its sead.verified_size; a larger
+    product is an invalid line (exit 2, nothing solved) unless --allow-unverified-sizes."""
+    from sead.runtime.model_file import load_step_model
+
+    limit = load_step_model(default_model_path("multiplication")).metadata.verified_size
+    assert limit >= 6
+    big = "9" * (limit + 1) + "*7"
+    code, out, err = sead("run", "--model", "multiplication", stdin=f"12*34\n{big}\n")
+    assert code == 2 and out == "" and f"<stdin>:2: has size {limit + 1} (digits in the longer operand)" in err
+    code, out, err = sead("run", "--model", "multiplication", "--allow-unverified-sizes", stdin=f"12*34\n{big}\n")
+    assert code == 0 and out.splitlines() == ["408", str(int("9" * (limit + 1)) * 7)]

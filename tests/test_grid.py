@@ -84,7 +84,7 @@ def test_the_exported_grid_step_says_its_rank(tiny_onnx):
     from sead.runtime.model_file import load_step_model
 
     step = load_step_model(tiny_onnx["multiplication"])
-    assert step.metadata.rank == 2 and step.metadata.task == "multiplication" and step.metadata.format_version == 3
+    assert step.metadata.rank == 2 and step.metadata.task == "multiplication" and step.metadata.format_version == 4
     dims = [len(v.type.tensor_type.shape.dim) for v in step.proto.graph.input]
     assert dims == [4, 4]
 
@@ -152,7 +152,11 @@ def test_a_grid_rule_trains_and_is_measured_like_a_tape():
     ({"sead.format_version": "3", "sead.rank": "1"}, "lacks ['state']"),  # version 3 says its state's code
     ({"sead.format_version": "3", "sead.rank": "1", "sead.state": "sign"}, None),
     ({"sead.format_version": "3", "sead.rank": "1", "sead.state": "spin"}, "sead.state='spin'; sead knows sign, symbol"),
-    ({"sead.format_version": "4", "sead.rank": "1"}, "format version '4' is not supported (this sead reads versions 1, 2, 3)"),
+    ({"sead.format_version": "3", "sead.rank": "1", "sead.state": "sign", "sead.verified_size": "9"},
+     "unknown sead metadata keys ['verified_size']"),
+    ({"sead.format_version": "4", "sead.rank": "1", "sead.state": "sign"}, "lacks ['verified_size']"),
+    ({"sead.format_version": "4", "sead.rank": "1", "sead.state": "sign", "sead.verified_size": "0"}, None),
+    ({"sead.format_version": "5", "sead.rank": "1"}, "format version '5' is not supported (this sead reads versions 1, 2, 3, 4)"),
 ])
 def test_metadata_versions(tmp_path, props, words):
     import onnx
@@ -168,7 +172,7 @@ def test_metadata_versions(tmp_path, props, words):
     onnx.save(proto, str(path))
     if words is None:
         meta = load_step_model(path).metadata
-        assert meta.rank == 1 and meta.state == "sign"  # files before version 3 hold sign states
+        assert meta.rank == 1 and meta.state == "sign" and meta.verified_size == 0  # older files: sign states, no limit
     else:
         with pytest.raises(ModelFileError) as info:
             load_step_model(path)
@@ -250,3 +254,38 @@ def test_a_symbol_rule_trains_on_deadlines_then_unrolls():
         build_model(TrainConfig(task="multiplication", deadline_weight=1.0))
     with pytest.raises(ValueError, match="needs state='symbol'"):
         build_model(TrainConfig(task="multiplication", read_digits=10))
+
+
+def test_a_model_refuses_problems_past_its_verified_size(tiny_onnx, tmp_path):
+    """sead.verified_size: larger problems are invalid lines (named, nothing solved) unless the
+    runtime is told to allow them; 0 (every file before format 4) is no limit."""
+    import onnx
+
+    from sead.runtime import Runtime
+
+    proto = onnx.load(str(tiny_onnx["multiplication_symbol"]))
+    props = {p.key: p.value for p in proto.metadata_props}
+    onnx.helper.set_model_props(proto, {**props, "sead.verified_size": "3"})
+    onnx.save(proto, str(tmp_path / "m3.onnx"))
+    with Runtime(str(tmp_path / "m3.onnx"), "ort", self_test=False) as rt:
+        assert len(rt.solve(["123*456", "1*999"], max_steps=4)) == 2
+        with pytest.raises(InputError, match=r":2: has size 4 \(digits in the longer operand\); .* up to 3"):
+            rt.submit(["12*34", "1*1000"])
+        assert [e.line for e in rt.invalid(["1234*1", "5*5", "1*12345"])] == [1, 3]
+    with Runtime(str(tmp_path / "m3.onnx"), "ort", self_test=False, allow_unverified_sizes=True) as rt:
+        assert len(rt.solve(["1*1000"], max_steps=4)) == 1
+    with Runtime(str(tiny_onnx["multiplication_symbol"]), "ort", self_test=False) as rt:
+        assert rt.metadata.verified_size == 0 and len(rt.solve(["1" * 20 + "*7"], max_steps=4)) == 1
+
+
+def test_a_shipped_model_claims_the_sizes_it_was_exact_at():
+    pytest.importorskip("torch")
+    from sead.train.evaluate import EvalRow
+    from sead.train.ship import verified_size
+
+    row = lambda length, exact, problems: EvalRow("multiplication", "random", length, problems, exact,
+                                                  converged=problems, steps_mean=1.0, steps_max=1)
+    assert verified_size([row(6, 8, 8), row(12, 8, 8), row(24, 8, 8)]) == 0  # exact everywhere: no limit
+    assert verified_size([row(6, 8, 8), row(12, 8, 8), row(24, 7, 8), row(48, 8, 8)]) == 12
+    with pytest.raises(SystemExit, match="nothing to ship"):
+        verified_size([row(6, 7, 8), row(12, 8, 8)])

@@ -6,8 +6,9 @@ import pytest
 from sead.runtime.model_file import default_model_path, load_step_model
 from sead.runtime import Runtime
 from sead.runtime.tasks import get_task
+from sead.runtime.tasks.base import random_digits
 
-pytestmark = pytest.mark.skipif(not all(default_model_path(t).is_file() for t in ("addition", "parity", "rule110")),
+pytestmark = pytest.mark.skipif(not all(default_model_path(t).is_file() for t in ("addition", "parity", "rule110", "multiplication")),
                                 reason="shipped models not built (python -m sead.train.ship)")
 
 
@@ -55,3 +56,18 @@ def test_rule110_exact_on_every_ring_up_to_12_cells():
     """Every ring of 1 to 12 cells (8,190 rings), 40 generations, against direct simulation."""
     lines = [format(v, f"0{n}b") + " 40" for n in range(1, 13) for v in range(2 ** n)]
     _check("rule110", lines)
+
+
+def test_multiplication_exact_on_grids_past_its_training_range():
+    """Trained on operands of at most 6 digits; checked against Python's integers up to its
+    verified size (at most 16 digits here), unequal lengths, and the families whose carries run
+    longest."""
+    n = min(load_step_model(default_model_path("multiplication")).metadata.verified_size or 16, 16)
+    assert n > 6
+    rng = np.random.default_rng(14)
+    lines = [f"{random_digits(rng, int(a))}*{random_digits(rng, int(b))}"
+             for a, b in zip(rng.integers(1, n + 1, 120), rng.integers(1, n + 1, 120))]
+    lines += [f"{'9' * k}*{'9' * k}" for k in range(1, n + 1)] + [f"1{'0' * k}*{'9' * n}" for k in range(0, n, 3)]
+    lines += ["0*0", "0*123456", "000*7", "1*1", "5*5", "99999999*1"]
+    results = _check("multiplication", lines)
+    assert max(r.steps for r in results) <= 2 * n + 1  # within the carry-save array's n_a + n_b, and one to settle

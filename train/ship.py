@@ -1,17 +1,22 @@
 """Rebuild the shipped default models: `python -m sead.train.ship [TASK ...]`.
 
 Trains each task with its recipe and recorded seed (train/recipes.py), writes the checkpoint and
-its verified ONNX export into runtime/models/, and prints the generalization table.
+its verified ONNX export into runtime/models/, and prints the generalization table (the task's
+`sead eval` sizes). A model wrong anywhere in that table ships with a size limit (verified_size). One torch thread, as bench/seeds.py's default, so a seed gives the same rule
+there; `--threads N` for a run made with N (multiplication's seeds ran with 2).
+`--trained CKPT` ships a checkpoint that `bench/seeds.py --save` already trained from the
+shipped seed, instead of training it again.
 """
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 import torch
 
 from sead.export.exporter import export_checkpoint
-from .checkpoint import save_checkpoint
+from sead.runtime.tasks import get_task
+from .checkpoint import load_checkpoint, save_checkpoint
 from .evaluate import evaluate, format_table
 from .loop import train
 from .recipes import SHIPPED_SEEDS, recipe
@@ -19,11 +24,21 @@ from .recipes import SHIPPED_SEEDS, recipe
 MODELS_DIR = Path(__file__).resolve().parent.parent / "runtime" / "models"
 
 
-def ship(task: str) -> None:
-    torch.set_num_threads(1)  # as bench/seeds.py and bench/sweep.py: a seed then gives the same rule everywhere
-    model, record = train(recipe(task, seed=SHIPPED_SEEDS[task]))
-    rows = evaluate(model, (16, 100, 1000), max_problems=128)
+def ship(task: str, threads: int = 1, trained: Path | None = None) -> None:
+    """trained: a checkpoint the recipe already made from the shipped seed (bench/seeds.py --save)."""
+    torch.set_num_threads(threads)  # as bench/seeds.py and bench/sweep.py: a seed then gives the same rule everywhere
+    if trained is None:
+        model, record = train(recipe(task, seed=SHIPPED_SEEDS[task]))
+    else:
+        model, payload = load_checkpoint(trained)
+        record = payload["record"]
+        made = record["train_config"]
+        if (made["task"], made["seed"]) != (task, SHIPPED_SEEDS[task]):
+            raise SystemExit(f"{trained}: trained for {made['task']} from seed {made['seed']}, "
+                             f"not {task} from seed {SHIPPED_SEEDS[task]}")
+    rows = evaluate(model, get_task(task).eval_sizes, max_problems=128)
     record["generalization"] = [dict(vars(r)) for r in rows]
+    record["verified_size"] = verified_size(rows)
     checkpoint = MODELS_DIR / f"{task}.pt"
     save_checkpoint(checkpoint, model, record)
     onnx_path, _ = export_checkpoint(checkpoint)
@@ -31,6 +46,26 @@ def ship(task: str) -> None:
     print(f"wrote {checkpoint} and {onnx_path}")
 
 
+def verified_size(rows) -> int:
+    """The size the shipped model claims: 0 (no limit) when it is exact on every problem checked,
+    as the tape tasks are (bench/seeds.py takes them to a million cells); otherwise the largest
+    size checked below the first size with a wrong or unsettled answer. Nothing exact: no ship."""
+    bad = [r.length for r in rows if r.exact < r.problems]
+    if not bad:
+        return 0
+    exact = [r.length for r in rows if r.length < min(bad)]
+    if not exact:
+        raise SystemExit(f"not exact at the smallest size checked ({min(bad)}): nothing to ship")
+    return max(exact)
+
+
 if __name__ == "__main__":
-    for name in sys.argv[1:] or list(SHIPPED_SEEDS):
-        ship(name)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("tasks", nargs="*", default=list(SHIPPED_SEEDS))
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--trained", type=Path, help="ship this checkpoint (one task) instead of training it again")
+    args = ap.parse_args()
+    if args.trained and len(args.tasks) != 1:
+        ap.error("--trained ships one task's checkpoint: name that task")
+    for name in args.tasks:
+        ship(name, args.threads, args.trained)

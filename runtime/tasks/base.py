@@ -114,6 +114,12 @@ class Task:
 
     eval_sizes: tuple[int, ...] = (16, 100, 1000)  # what `sead eval` and `sead train` measure by default
 
+    size_words = "cells"  # what `size` counts
+
+    def size(self, p: Parsed) -> int:
+        """A problem's size, as sizes are counted in training (max_len) and evaluation (eval_sizes)."""
+        return p.length
+
     def size_for(self, cells: int) -> int:
         """The size of a problem whose tape has `cells` cells (at least 1)."""
         return max(1, cells)

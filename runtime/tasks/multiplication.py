@@ -51,6 +51,11 @@ class Multiplication(Task):
     def cells(self, size: int) -> int:
         return (size + 1) * size
 
+    size_words = "digits in the longer operand"
+
+    def size(self, p: Parsed) -> int:
+        return max(len(p.a), len(p.b))
+
     def size_for(self, cells: int) -> int:
         """Operand digits whose grid ((n + 1) x n) has about `cells` cells."""
         return max(1, math.isqrt(max(cells, 1)))
