@@ -229,6 +229,8 @@ def _check_task(meta: StepMetadata, path: Path) -> None:
             raise ModelFileError(f"{path}: sead.{key}={got!r}, but task {task.name!r} has {want!r}")
     if meta.tolerance != 0:
         raise ModelFileError(f"{path}: sead.tolerance={meta.tolerance!r}; the state is discrete, so it must be 0")
+    if meta.verified_size < 0:
+        raise ModelFileError(f"{path}: sead.verified_size={meta.verified_size}; a size limit is 0 (none) or more")
 
 
 def parameter_count(proto) -> int:

@@ -156,6 +156,9 @@ def test_a_grid_rule_trains_and_is_measured_like_a_tape():
      "unknown sead metadata keys ['verified_size']"),
     ({"sead.format_version": "4", "sead.rank": "1", "sead.state": "sign"}, "lacks ['verified_size']"),
     ({"sead.format_version": "4", "sead.rank": "1", "sead.state": "sign", "sead.verified_size": "0"}, None),
+    ({"sead.format_version": "4", "sead.rank": "1", "sead.state": "sign", "sead.verified_size": "-1"},
+     "sead.verified_size=-1; a size limit is 0 (none) or more"),
+    ({"sead.format_version": "4", "sead.rank": "1", "sead.state": "sign", "sead.verified_size": "x"}, "bad sead metadata"),
     ({"sead.format_version": "5", "sead.rank": "1"}, "format version '5' is not supported (this sead reads versions 1, 2, 3, 4)"),
 ])
 def test_metadata_versions(tmp_path, props, words):
