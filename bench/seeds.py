@@ -9,8 +9,8 @@ exactly at long lengths against the oracles (Python integers / decimal, counts, 
 Each row also gives the rule's activity: changed cells per step, the most changes of any one cell
 and dense cell-updates (cells x steps) per changed-cell event.
 
-Seed 0 is the shipped model (runtime/models/TASK.pt, made by the same recipe) unless --retrain,
-or where none ships (multiplication). --minutes caps each seed's training (the recipe's limit by default).
+The shipped seed (train/recipes.py SHIPPED_SEEDS: 0, or 1 for multiplication) is the shipped
+model (runtime/models/TASK.pt, made by the same recipe) unless --retrain. --minutes caps each seed's training (the recipe's limit by default).
 Lengths are those issues 3 and 14 ask for; problems run through the PyTorch reference loop with the
 default step cap (2 x diameter + 16), so a rule that stops settling shows up as not converged.
 """
@@ -29,7 +29,7 @@ from sead.runtime.tasks import get_task
 from sead.train.checkpoint import load_checkpoint, save_checkpoint
 from sead.train.evaluate import EvalRow, evaluate_lines, family_lines, format_table
 from sead.train.loop import train
-from sead.train.recipes import recipe
+from sead.train.recipes import SHIPPED_SEEDS, recipe
 
 # (family, length, problems)
 PLAN = {
@@ -95,7 +95,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", nargs="+", default=list(PLAN))
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    ap.add_argument("--retrain", action="store_true", help="train seed 0 too instead of loading the shipped model")
+    ap.add_argument("--retrain", action="store_true", help="train the shipped seed too instead of loading the shipped model")
     ap.add_argument("--out", type=Path, default=Path("bench/out/seeds.json"))
     ap.add_argument("--markdown", type=Path, help="print a results file as the README's tables and exit")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1, as train/ship.py: the same rule from a seed)")
@@ -110,7 +110,7 @@ def main() -> None:
     for task in args.tasks:
         for seed in args.seeds:
             shipped = default_model_path(task, ".pt")
-            if seed == 0 and not args.retrain and shipped.is_file():
+            if seed == SHIPPED_SEEDS.get(task) and not args.retrain and shipped.is_file():
                 model, payload = load_checkpoint(shipped)
                 record = payload["record"]
             else:

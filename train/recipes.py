@@ -27,7 +27,7 @@ RECIPES = {
                                   read_digits=10, deadline_weight=1.0, unroll_from=1.0, mine_every=1000,
                                   max_minutes=32.0),  # 28,000 steps took about 27 minutes here
 }
-SHIPPED_SEEDS = {"addition": 0, "parity": 0, "rule110": 0, "multiplication": 0}
+SHIPPED_SEEDS = {"addition": 0, "parity": 0, "rule110": 0, "multiplication": 1}
 
 
 def recipe(task: str, seed: int = 0, steps: int | None = None, max_minutes: float | None = None) -> TrainConfig:

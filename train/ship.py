@@ -5,7 +5,8 @@ its verified ONNX export into runtime/models/, and prints the generalization tab
 `sead eval` sizes). A model wrong anywhere in that table ships with a size limit (verified_size). One torch thread, as bench/seeds.py's default, so a seed gives the same rule
 there; `--threads N` for a run made with N (multiplication's seeds ran with 2).
 `--trained CKPT` ships a checkpoint that `bench/seeds.py --save` already trained from the
-shipped seed, instead of training it again.
+shipped seed, instead of training it again; `--verified-size N` ships it with a size limit where
+checks beyond the table (bench/multiplication_sizes.py) found it wrong at larger sizes.
 """
 from __future__ import annotations
 
@@ -24,8 +25,10 @@ from .recipes import SHIPPED_SEEDS, recipe
 MODELS_DIR = Path(__file__).resolve().parent.parent / "runtime" / "models"
 
 
-def ship(task: str, threads: int = 1, trained: Path | None = None) -> None:
-    """trained: a checkpoint the recipe already made from the shipped seed (bench/seeds.py --save)."""
+def ship(task: str, threads: int = 1, trained: Path | None = None, claim: int | None = None) -> None:
+    """trained: a checkpoint the recipe already made from the shipped seed (bench/seeds.py --save).
+    claim: the verified size to ship with, where checks beyond this table (named in the README)
+    found the model wrong past it; at most the largest size this table checked exact."""
     torch.set_num_threads(threads)  # as bench/seeds.py and bench/sweep.py: a seed then gives the same rule everywhere
     if trained is None:
         model, record = train(recipe(task, seed=SHIPPED_SEEDS[task]))
@@ -39,6 +42,11 @@ def ship(task: str, threads: int = 1, trained: Path | None = None) -> None:
     rows = evaluate(model, get_task(task).eval_sizes, max_problems=128)
     record["generalization"] = [dict(vars(r)) for r in rows]
     record["verified_size"] = verified_size(rows)
+    if claim is not None:
+        exact_up_to = record["verified_size"] or max(r.length for r in rows)
+        if not 1 <= claim <= exact_up_to:
+            raise SystemExit(f"--verified-size {claim}: this check found {task} exact up to size {exact_up_to} only")
+        record["verified_size"] = claim
     checkpoint = MODELS_DIR / f"{task}.pt"
     save_checkpoint(checkpoint, model, record)
     onnx_path, _ = export_checkpoint(checkpoint)
@@ -64,8 +72,10 @@ if __name__ == "__main__":
     ap.add_argument("tasks", nargs="*", default=list(SHIPPED_SEEDS))
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--trained", type=Path, help="ship this checkpoint (one task) instead of training it again")
+    ap.add_argument("--verified-size", type=int, help="ship with this size limit (one task): the largest size "
+                    "its checks found exact, where a larger one was found wrong")
     args = ap.parse_args()
-    if args.trained and len(args.tasks) != 1:
-        ap.error("--trained ships one task's checkpoint: name that task")
+    if (args.trained or args.verified_size is not None) and len(args.tasks) != 1:
+        ap.error("--trained and --verified-size ship one task: name that task")
     for name in args.tasks:
-        ship(name, args.threads, args.trained)
+        ship(name, args.threads, args.trained, args.verified_size)
