@@ -10,7 +10,8 @@ Each row also gives the rule's activity: changed cells per step, the most change
 and dense cell-updates (cells x steps) per changed-cell event.
 
 The shipped seed (train/recipes.py SHIPPED_SEEDS: 0, or 1 for multiplication) is the shipped
-model (runtime/models/TASK.pt, made by the same recipe) unless --retrain. --minutes caps each seed's training (the recipe's limit by default).
+model (runtime/models/TASK.pt, made by the same recipe) unless --retrain. --minutes caps each
+seed's training (the recipe's limit by default).
 Lengths are those issues 3 and 14 ask for; problems run through the PyTorch reference loop with the
 default step cap (2 x diameter + 16), so a rule that stops settling shows up as not converged.
 """

@@ -2,8 +2,9 @@
 
 Trains each task with its recipe and recorded seed (train/recipes.py), writes the checkpoint and
 its verified ONNX export into runtime/models/, and prints the generalization table (the task's
-`sead eval` sizes). A model wrong anywhere in that table ships with a size limit (verified_size). One torch thread, as bench/seeds.py's default, so a seed gives the same rule
-there; `--threads N` for a run made with N (multiplication's seeds ran with 2).
+`sead eval` sizes). A model wrong anywhere in that table ships with a size limit (verified_size).
+One torch thread, as bench/seeds.py's default, so a seed gives the same rule there; `--threads N`
+for a run made with N (multiplication's seeds ran with 2).
 `--trained CKPT` ships a checkpoint that `bench/seeds.py --save` already trained from the
 shipped seed, instead of training it again; `--verified-size N` ships it with a size limit where
 checks beyond the table (bench/multiplication_sizes.py) found it wrong at larger sizes.
