@@ -11,7 +11,8 @@ and dense cell-updates (cells x steps) per changed-cell event.
 
 The shipped seed (train/recipes.py SHIPPED_SEEDS: 0, or 1 for multiplication) is the shipped
 model (runtime/models/TASK.pt, made by the same recipe) unless --retrain. --minutes caps each
-seed's training (the recipe's limit by default).
+seed's training (the recipe's limit by default). --first-phase DIR continues checkpoints a recipe
+without its anneal phase made (the same rule as training from scratch, in a third of the time).
 Lengths are those issues 3 and 14 ask for; problems run through the PyTorch reference loop with the
 default step cap (2 x diameter + 16), so a rule that stops settling shows up as not converged.
 """
@@ -102,6 +103,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1, as train/ship.py: the same rule from a seed)")
     ap.add_argument("--minutes", type=float, help="each seed's training time limit (default: the recipe's)")
     ap.add_argument("--save", type=Path, help="a folder to keep each trained seed's checkpoint in (TASK_seedN.pt)")
+    ap.add_argument("--first-phase", type=Path, help="a folder of checkpoints (TASK_seedN.pt) that --save kept from "
+                    "the recipe's first phase: only its anneal phase runs on them (train/loop.py train)")
     args = ap.parse_args()
     if args.markdown:
         print(markdown(json.loads(args.markdown.read_text())))
@@ -116,7 +119,10 @@ def main() -> None:
                 record = payload["record"]
             else:
                 limit = {} if args.minutes is None else {"max_minutes": args.minutes}
-                model, record = train(recipe(task, seed=seed, **limit))
+                kept = args.first_phase / f"{task}_seed{seed}.pt" if args.first_phase else None
+                first = load_checkpoint(kept) if kept and kept.is_file() else None
+                model, record = train(recipe(task, seed=seed, **limit),
+                                      first_phase=(first[0], first[1]["record"]) if first else None)
                 if args.save:
                     save_checkpoint(args.save / f"{task}_seed{seed}.pt", model, record)
             print(f"{task} seed {seed}: {model.num_parameters()} parameters, trained {record['seconds']} s "

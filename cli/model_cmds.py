@@ -37,9 +37,10 @@ def train(
     task: TaskName = typer.Argument(..., help=f"The task: {', '.join(TASKS)}."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write."),
     seed: int = typer.Option(0, help="Random seed; training is deterministic for a seed."),
-    steps: int = typer.Option(None, min=1, help="Optimizer steps (default: the task's recipe)."),
+    steps: int = typer.Option(None, min=1, help="Optimizer steps (default: the task's recipe; a recipe's anneal "
+                              "phase keeps its share of them)."),
     minutes: float = typer.Option(None, min=0.01, help="Stop early after this many minutes (default: the task's "
-                                  "recipe: 15, multiplication 32)."),
+                                  "recipe: 15, multiplication 55)."),
     lengths: str = typer.Option(None, help="Sizes of the generalization table printed at the end "
                                 "(default: the task's, e.g. 16,100,1000 digits for addition)."),
 ) -> None:

@@ -39,3 +39,27 @@ def test_training_is_deterministic_for_a_seed():
     same = all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
     differ = any(not torch.equal(a.state_dict()[k], c.state_dict()[k]) for k in a.state_dict())
     assert same and differ
+
+
+def test_an_anneal_phase_continues_the_first_and_resumes_from_its_checkpoint():
+    """Two phases from scratch give the same rule as the first phase alone, kept, then annealed
+    (bench/seeds.py --first-phase); a checkpoint made with other settings is refused."""
+    import dataclasses
+
+    cfg = TrainConfig(task="parity", steps=30, hidden=8, readout_hidden=8, mine_every=10, mine_count=256,
+                      anneal_steps=30, anneal_lr=1e-3, seed=2)
+    both, record = train(cfg, log=False)
+    first_cfg = dataclasses.replace(cfg, anneal_steps=0, anneal_lr=0.0)
+    first = train(first_cfg, log=False)
+    first_weights = {k: v.clone() for k, v in first[0].state_dict().items()}
+    resumed, resumed_record = train(cfg, log=False, first_phase=first)
+    assert all(torch.equal(both.state_dict()[k], resumed.state_dict()[k]) for k in both.state_dict())
+    assert any(not torch.equal(both.state_dict()[k], first_weights[k]) for k in first_weights)  # it did train
+    assert record["steps_done"] == resumed_record["steps_done"] == 60
+    assert [h["step"] for h in record["history"]] == [10, 20, 30, 40, 50, 60]
+    assert record["train_config"]["anneal_steps"] == 30
+    other = train(dataclasses.replace(first_cfg, lr=1e-2), log=False)
+    with pytest.raises(ValueError, match="other settings.*lr"):
+        train(cfg, log=False, first_phase=other)
+    with pytest.raises(ValueError, match="already been through"):
+        train(cfg, log=False, first_phase=(both, record))

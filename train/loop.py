@@ -28,6 +28,7 @@ from .data import MAX_TRAIN_CELLS, due_batch, encode_batch, sample_lines
 from .model import SEAD, ModelConfig, solve
 
 TRAIN_CONFIG_VERSION = 1
+ANNEAL_SEED_OFFSET = 100  # the anneal phase's seed: cfg.seed + this
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,10 @@ class TrainConfig:
     # unroll: about ten times cheaper) before the unrolled losses start
     unroll_from: float = 0.0
     read_digits: int = 0  # symbol states: the rule reads a class by its digits in this base (train/model.py)
+    # a second phase after `steps`: the same losses for anneal_steps more, on a fresh one-cycle schedule
+    # peaking at anneal_lr, a fresh pool and seed + ANNEAL_SEED_OFFSET (0: no second phase)
+    anneal_steps: int = 0
+    anneal_lr: float = 0.0
     version: int = TRAIN_CONFIG_VERSION
 
 
@@ -240,18 +245,60 @@ class Progress:
         self.bar.close()
 
 
-def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
-    """Train a model from scratch; deterministic for a given cfg.seed. -> (model, record)."""
-    torch.manual_seed(cfg.seed)
+def train(cfg: TrainConfig, log=True, first_phase: tuple[SEAD, dict] | None = None) -> tuple[SEAD, dict]:
+    """Train a model from scratch; deterministic for a given cfg.seed (and torch thread count).
+    -> (model, record).
+
+    Two phases when cfg.anneal_steps: `steps` at peak lr, then anneal_steps at peak anneal_lr.
+    first_phase: (model, record) that a run of this cfg without its anneal phase made (a checkpoint
+    bench/seeds.py --save kept): only the anneal phase runs, on that model; the result is the one
+    a run from scratch gives, since the anneal phase starts from the weights alone."""
+    start = time.time()
+    if first_phase is None:
+        torch.manual_seed(cfg.seed)
+        model, record = _phase(build_model(cfg), cfg, log, start)
+    else:
+        model, record = first_phase
+        _check_first_phase(cfg, record["train_config"])
+        record = {**record, "first_phase_from": "a checkpoint of the first phase"}
+    if cfg.anneal_steps:
+        annealing = dataclasses.replace(cfg, seed=cfg.seed + ANNEAL_SEED_OFFSET, steps=cfg.anneal_steps, lr=cfg.anneal_lr)
+        torch.manual_seed(annealing.seed)
+        model, second = _phase(model, annealing, log, start if first_phase is None else time.time(),
+                               label=f"anneal {cfg.task}")
+        done = record["steps_done"]
+        record["history"] = record["history"] + [{**h, "step": done + h["step"], "phase": "anneal"}
+                                                 for h in second["history"]]
+        record["steps_done"] = done + second["steps_done"]
+        record["seconds"] = round(record["seconds"] + second["seconds"], 1)
+    record["train_config"] = dataclasses.asdict(cfg)
+    return model, record
+
+
+def _check_first_phase(cfg: TrainConfig, made: dict) -> None:
+    """The checkpoint must come from this recipe's first phase: every setting equal but the anneal's
+    and the time limit."""
+    loose = ("anneal_steps", "anneal_lr", "max_minutes")
+    want = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in loose}
+    got = {k: v for k, v in made.items() if k not in loose}
+    if got != want:
+        diff = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
+        raise ValueError(f"the first-phase checkpoint was trained with other settings ({', '.join(diff)})")
+    if made.get("anneal_steps"):
+        raise ValueError("the first-phase checkpoint has already been through an anneal phase")
+
+
+def _phase(model: SEAD, cfg: TrainConfig, log: bool, start: float, label: str | None = None) -> tuple[SEAD, dict]:
+    """cfg.steps optimizer steps on `model` (one-cycle schedule peaking at cfg.lr, a fresh pool, RNGs
+    from cfg.seed), stopping early once cfg.max_minutes have passed since `start`."""
     rng = np.random.default_rng(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     task = get_task(cfg.task)
-    model = build_model(cfg)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.steps, pct_start=0.05)
     pool: list[str] = []
-    progress = Progress(cfg.steps, f"train {cfg.task}") if log else None
-    history, short_acc, start = [], float("nan"), time.time()
+    progress = Progress(cfg.steps, label or f"train {cfg.task}") if log else None
+    history, short_acc, begun = [], float("nan"), time.time()
     step = 0
     for step in range(1, cfg.steps + 1):
         model.train()
@@ -301,7 +348,7 @@ def train(cfg: TrainConfig, log=True) -> tuple[SEAD, dict]:
     record = {
         "train_config": dataclasses.asdict(cfg),
         "steps_done": step,
-        "seconds": round(time.time() - start, 1),
+        "seconds": round(time.time() - begun, 1),
         "max_train_cells": cfg.max_len,
         "history": history,
         "parameters": model.num_parameters(),
