@@ -277,7 +277,8 @@ class Scheduler:
         self.counters["batches"] += 1
         for listener in self.listeners:
             listener(rows, rows * length)
-        return _Rows(RowJob(self.engine, self.task, items, self._row_deliverer(waiting), shape, wrap=self.ring),
+        return _Rows(RowJob(self.engine, self.task, items, self._row_deliverer(waiting), shape, wrap=self.ring,
+                            state_channels=self.state_channels),
                      frozenset(w.request for w in waiting), False)
 
     def _work(self) -> None:

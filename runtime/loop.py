@@ -29,6 +29,11 @@ from .tasks.base import default_step_cap  # noqa: F401 (the cap of a tape of L c
 from .tiles import RUN_TILES, TILE, TiledTape
 
 DEEPEN_BELOW_CELLS = 1 << 12  # below this many cells a call's launch cost dwarfs a step: deepen freely
+# ONNX Runtime's CPU provider holds about two state-sized buffers per step of a K-step call until
+# the call ends (a 201x200 grid, 100 state channels: ~30 MB per step), so a batch deepens K only
+# while K x cells x state channels x 4 bytes stays under this. Two 400-digit products went past
+# 24 GB at K = 64; capped, they ran in 6.9 GB (README: Grids)
+CALL_STATE_BYTES = 1 << 30
 DEFAULT_MAX_GENERATIONS = 1_000_000  # a generations task's step cap unless max_steps says otherwise
 
 
@@ -65,10 +70,12 @@ DeliverMany = Callable[[list[tuple[int, Result]]], None]  # (item index, result)
 class KSchedule:
     """Steps per call: start at the engine's smallest K and go deeper while most work keeps
     running. Where a call holds many cells (one step dwarfs a call's cost), go deeper only once
-    4x the next K has run, so steps run past the last one that counts stay under a quarter."""
+    4x the next K has run, so steps run past the last one that counts stay under a quarter.
+    max_cell_steps: never deeper than K x cells = this (the memory of a call's steps)."""
 
-    def __init__(self, ks: tuple[int, ...]):
+    def __init__(self, ks: tuple[int, ...], max_cell_steps: int | None = None):
         self.ks, self.depth, self.ran = ks, 0, 0
+        self.max_cell_steps = max_cell_steps
 
     @property
     def k(self) -> int:
@@ -76,7 +83,8 @@ class KSchedule:
 
     def after_call(self, most_still_running: bool, cells: int) -> None:
         self.ran += self.k
-        deeper = self.depth + 1 < len(self.ks)
+        deeper = self.depth + 1 < len(self.ks) and (
+            self.max_cell_steps is None or self.ks[self.depth + 1] * cells <= self.max_cell_steps)
         if most_still_running and deeper and (cells < DEEPEN_BELOW_CELLS or 4 * self.ks[self.depth + 1] <= self.ran):
             self.depth += 1
 
@@ -111,11 +119,11 @@ class RowJob:
     call until every problem has stopped or the time slice is used; it can be resumed on any thread."""
 
     def __init__(self, engine: Engine, task, items: list[tuple[Parsed, Limits]], deliver: DeliverMany,
-                 shape: tuple[int, ...], wrap: bool):
+                 shape: tuple[int, ...], wrap: bool, state_channels: int):
         self.engine, self.task, self.items, self.shape, self.wrap = engine, task, items, shape, wrap
         self.deliver = deliver  # once per retirement, for all its problems: one lock, not one per problem
         self.batch = None
-        self.schedule = KSchedule(engine.k_choices)
+        self.schedule = KSchedule(engine.k_choices, max_cell_steps=CALL_STATE_BYTES // (4 * state_channels))
         n = len(items)
         self.steps = np.zeros(n, np.int64)
         self.allowed = np.array([limits.evaluations for _, limits in items], np.int64)

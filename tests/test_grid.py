@@ -68,6 +68,35 @@ def test_a_grid_rule_runs_in_the_runtime_as_in_pytorch(model, k, tiny_onnx, tiny
         assert [(r.answer, r.steps, r.converged) for r in rt.solve(LINES[:3], max_steps=12)] == want[:3]
 
 
+@pytest.mark.parametrize("capped", [False, True])
+def test_a_call_holds_at_most_its_budget_of_state_steps(capped, tiny_onnx, tiny_checkpoints, reference, monkeypatch):
+    """ONNX Runtime keeps state-sized buffers for every step of a K-step call, so a batch deepens K
+    only while K x cells x state channels x 4 bytes stays within loop.CALL_STATE_BYTES (a 400-digit
+    product at K = 64 ran out of 24 GB). The answers do not change; uncapped, the same solves go deeper."""
+    from sead.runtime import Runtime, loop
+    from sead.runtime.engines.ort import OrtCpuEngine
+
+    calls = []  # (k, cells in the call)
+
+    class Recorded(OrtCpuEngine):
+        def start(self, *args, **kwargs):
+            batch = super().start(*args, **kwargs)
+            advance = batch.advance
+            batch.advance = lambda budget, k: calls.append((k, batch.b * batch.length)) or advance(budget, k)
+            return batch
+
+    want = reference(tiny_checkpoints["multiplication_symbol"], LINES, 200)
+    channels = 100  # the symbol state: one channel per class
+    max_cell_steps = 8 * 64  # K = 8 over a 64-cell call
+    if capped:
+        monkeypatch.setattr(loop, "CALL_STATE_BYTES", 4 * channels * max_cell_steps)
+    with Runtime(str(tiny_onnx["multiplication_symbol"]), Recorded, self_test=False, workers=1) as rt:
+        assert rt.metadata.state_channels == channels
+        assert [(r.answer, r.steps, r.converged) for r in rt.solve(LINES, max_steps=200)] == want
+    deep = [(k, cells) for k, cells in calls if k > min(K for K, _ in calls) and k * cells > max_cell_steps]
+    assert (not deep) if capped else deep
+
+
 @pytest.mark.parametrize("model", ["multiplication", "multiplication_symbol"])
 def test_the_device_resident_path_runs_grids(model, tiny_onnx, tiny_checkpoints, reference):
     from sead.runtime import Runtime
