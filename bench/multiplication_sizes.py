@@ -54,8 +54,8 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
         verified = rt.metadata.verified_size
-    report = {"command": "python bench/multiplication_sizes.py --sizes %s --problems %s --engine %s --seed %d"
-                         % (args.sizes, args.problems, args.engine, args.seed),
+    report = {"command": "python bench/multiplication_sizes.py --model %s --sizes %s --problems %s --engine %s --seed %d"
+                         % (args.model, args.sizes, args.problems, args.engine, args.seed),
               "model": args.model, "engine": args.engine, "verified_size": verified,
               "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}", "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,8 +6,8 @@ its verified ONNX export into runtime/models/, and prints the generalization tab
 One torch thread, as bench/seeds.py's default, so a seed gives the same rule there; `--threads N`
 for a run made with N (multiplication's seeds ran with 2).
 `--trained CKPT` ships a checkpoint that `bench/seeds.py --save` already trained from the
-shipped seed, instead of training it again; `--verified-size N` ships it with a size limit where
-checks beyond the table (bench/multiplication_sizes.py) found it wrong at larger sizes.
+shipped seed, instead of training it again; `--verified-size N` ships it with the size limit that
+checks beyond the table (bench/multiplication_sizes.py) found it exact up to.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "runtime" / "models"
 
 def ship(task: str, threads: int = 1, trained: Path | None = None, claim: int | None = None) -> None:
     """trained: a checkpoint the recipe already made from the shipped seed (bench/seeds.py --save).
-    claim: the verified size to ship with, where checks beyond this table (named in the README)
-    found the model wrong past it; at most the largest size this table checked exact."""
+    claim: the verified size to ship with, the largest size that checks beyond this table (named in
+    the README) found exact; refused above a size where this table found the model wrong."""
     torch.set_num_threads(threads)  # as bench/seeds.py and bench/sweep.py: a seed then gives the same rule everywhere
     if trained is None:
         model, record = train(recipe(task, seed=SHIPPED_SEEDS[task]))
@@ -44,9 +44,9 @@ def ship(task: str, threads: int = 1, trained: Path | None = None, claim: int | 
     record["generalization"] = [dict(vars(r)) for r in rows]
     record["verified_size"] = verified_size(rows)
     if claim is not None:
-        exact_up_to = record["verified_size"] or max(r.length for r in rows)
-        if not 1 <= claim <= exact_up_to:
-            raise SystemExit(f"--verified-size {claim}: this check found {task} exact up to size {exact_up_to} only")
+        found = record["verified_size"]  # 0: exact on every row, so a claim past the table rests on checks beyond it
+        if claim < 1 or found and claim > found:
+            raise SystemExit(f"--verified-size {claim}: this check found {task} exact up to size {found} only")
         record["verified_size"] = claim
     checkpoint = MODELS_DIR / f"{task}.pt"
     save_checkpoint(checkpoint, model, record)
@@ -74,7 +74,7 @@ if __name__ == "__main__":
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--trained", type=Path, help="ship this checkpoint (one task) instead of training it again")
     ap.add_argument("--verified-size", type=int, help="ship with this size limit (one task): the largest size "
-                    "its checks found exact, where a larger one was found wrong")
+                    "its checks found exact")
     args = ap.parse_args()
     if (args.trained or args.verified_size is not None) and len(args.tasks) != 1:
         ap.error("--trained and --verified-size ship one task: name that task")
