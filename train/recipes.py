@@ -24,7 +24,7 @@ RECIPES = {
     # it lowered short accuracy (0.942 -> 0.883, bench/results/train_multiplication_deadline_seed0.json);
     # sign states with unrolled losses reached 0.37 at best. Then 14,000 steps more at peak lr 1e-3: after the
     # first phase alone, seed 0 was wrong on 2 of 136 products at 24 and 48 digits and seed 1 on 1 of 32 at
-    # 100; seed 0 annealed was exact on all of them (bench/results/multiplication_continued_seed0.json)
+    # 100 (bench/results/*first_phase*.json); annealed, both are exact on those and up to 200 digits (README: Grids)
     "multiplication": TrainConfig(task="multiplication", steps=28000, lr=3e-3, max_len=6, hidden=64, state="symbol",
                                   read_digits=10, deadline_weight=1.0, unroll_from=1.0, mine_every=1000,
                                   anneal_steps=14000, anneal_lr=1e-3,
