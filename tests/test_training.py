@@ -63,3 +63,5 @@ def test_an_anneal_phase_continues_the_first_and_resumes_from_its_checkpoint():
         train(cfg, log=False, first_phase=other)
     with pytest.raises(ValueError, match="already been through"):
         train(cfg, log=False, first_phase=(both, record))
+    with pytest.raises(ValueError, match="after 20 of 30 steps"):
+        train(cfg, log=False, first_phase=(first[0], {**first[1], "steps_done": 20}))

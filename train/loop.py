@@ -259,7 +259,7 @@ def train(cfg: TrainConfig, log=True, first_phase: tuple[SEAD, dict] | None = No
         model, record = _phase(build_model(cfg), cfg, log, start)
     else:
         model, record = first_phase
-        _check_first_phase(cfg, record["train_config"])
+        _check_first_phase(cfg, record)
         record = {**record, "first_phase_from": "a checkpoint of the first phase"}
     if cfg.anneal_steps:
         annealing = dataclasses.replace(cfg, seed=cfg.seed + ANNEAL_SEED_OFFSET, steps=cfg.anneal_steps, lr=cfg.anneal_lr)
@@ -275,9 +275,10 @@ def train(cfg: TrainConfig, log=True, first_phase: tuple[SEAD, dict] | None = No
     return model, record
 
 
-def _check_first_phase(cfg: TrainConfig, made: dict) -> None:
-    """The checkpoint must come from this recipe's first phase: every setting equal but the anneal's
-    and the time limit."""
+def _check_first_phase(cfg: TrainConfig, record: dict) -> None:
+    """The checkpoint must come from this recipe's whole first phase: every setting equal but the
+    anneal's and the time limit, and every step run."""
+    made = record["train_config"]
     loose = ("anneal_steps", "anneal_lr", "max_minutes")
     want = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in loose}
     got = {k: v for k, v in made.items() if k not in loose}
@@ -286,6 +287,9 @@ def _check_first_phase(cfg: TrainConfig, made: dict) -> None:
         raise ValueError(f"the first-phase checkpoint was trained with other settings ({', '.join(diff)})")
     if made.get("anneal_steps"):
         raise ValueError("the first-phase checkpoint has already been through an anneal phase")
+    if record["steps_done"] != cfg.steps:
+        raise ValueError(f"the first-phase checkpoint stopped at its time limit after {record['steps_done']} "
+                         f"of {cfg.steps} steps")
 
 
 def _phase(model: SEAD, cfg: TrainConfig, log: bool, start: float, label: str | None = None) -> tuple[SEAD, dict]:
