@@ -45,7 +45,9 @@ def ship(task: str, threads: int = 1, trained: Path | None = None, claim: int | 
     record["verified_size"] = verified_size(rows)
     if claim is not None:
         found = record["verified_size"]  # 0: exact on every row, so a claim past the table rests on checks beyond it
-        if claim < 1 or found and claim > found:
+        if claim < 1:
+            raise SystemExit(f"--verified-size {claim}: a size limit is at least 1 (ship without it for none)")
+        if found and claim > found:
             raise SystemExit(f"--verified-size {claim}: this check found {task} exact up to size {found} only")
         record["verified_size"] = claim
     checkpoint = MODELS_DIR / f"{task}.pt"
