@@ -175,10 +175,19 @@ class Runtime:
             out.append(Limits.generations(p.generations))
         return out
 
+    def work(self, lines: Iterable[str], max_steps: int | None = None) -> int:
+        """An upper bound on the cell-steps that solving these lines may take: each problem's cells
+        times its step cap (or its generations). What a service bounds per request. Raises
+        InputError as submit() would."""
+        problems = [self.parse(line, i) for i, line in enumerate(lines, 1)]
+        return sum(p.length * lim.evaluations for p, lim in zip(problems, self.limits(problems, max_steps)))
+
     # -- solving ---------------------------------------------------------------------------------
     def submit(self, lines: Iterable[str], max_steps: int | None = None) -> Future:
         """Queue problem texts -> Future of their Results in input order. Raises InputError for a
-        bad line and QueueFull when the queue is full, at once, with nothing queued."""
+        bad line and QueueFull when the queue is full, at once, with nothing queued. Cancelling
+        the Future (future.cancel()) drops its problems: those waiting never run, and a job whose
+        callers all cancelled stops at its next engine call."""
         lines, parse = list(lines), self.task.parse
         try:
             problems = [parse(line) for line in lines]

@@ -36,13 +36,18 @@ MIN_BATCH_CELLS = 1 << 12  # when splitting a bucket across idle workers, no bat
 
 
 class _Request:
-    """One submit(): its results in input order and the Future that gets them."""
+    """One submit(): its results in input order and the Future that gets them. The caller may
+    cancel the Future (a client that left): its waiting problems are dropped and its jobs stop
+    at their next engine call."""
 
     def __init__(self, size: int, cells: int):
         self.results: list[Result | None] = [None] * size
         self.remaining, self.cells = size, cells
         self.future: Future = Future()
-        self.future.set_running_or_notify_cancel()
+
+    @property
+    def dropped(self) -> bool:
+        return self.future.cancelled()
 
 
 class _Waiting(NamedTuple):
@@ -61,6 +66,9 @@ class _Rows(NamedTuple):
     resumed: bool
 
     def run(self) -> list:
+        if all(r.dropped for r in self.requests):  # every caller left: stop between engine calls
+            self.job.abandon()
+            return []
         return [] if self.job.run(time.perf_counter() + SLICE_SECONDS) else [self._replace(resumed=True)]
 
 
@@ -74,6 +82,9 @@ class _TapeWork(NamedTuple):
 
     def run(self) -> list:
         if self.job.failed:
+            return []
+        if all(r.dropped for r in self.requests):
+            self.job.failed = True  # its other chunks are dropped too
             return []
         chunks = self.job.start() if self.chunk is None else self.job.run_chunk(self.chunk)
         return [self._replace(chunk=c) for c in chunks]
@@ -137,6 +148,7 @@ class Scheduler:
                                 f"max_queue_cells={self.max_queue_cells:,}")
             self.queued_cells += cells
             self.queued_problems += len(problems)
+            request.future.add_done_callback(lambda f, r=request: self._on_cancel(r) if f.cancelled() else None)
             for i, p, lim in tapes:
                 tape = TapeJob(self.engine, self.task, p, lim, None, self.ring, self.state_channels, *self.tile,
                                state_code=self.state_code)
@@ -188,6 +200,8 @@ class Scheduler:
         finished, cells_done, updates = [], 0, 0
         with self.cond:
             for request, index, cells, result in done:
+                if request.dropped:
+                    continue
                 cells_done += cells
                 updates += cells * result.steps
                 request.results[index] = result
@@ -195,14 +209,15 @@ class Scheduler:
                 if request.remaining == 0:
                     finished.append(request)
             self.queued_cells -= cells_done
-            self.queued_problems -= len(done)
+            self.queued_problems -= len(done) - sum(r.dropped for r, *_ in done)
             self.counters["cell_updates"] += updates
             self.counters["problems_solved"] += len(done)
             if tape is not None:
                 self.counters["tile_cell_steps"] += tape.cell_steps
                 self.tapes.discard(tape)
         for request in finished:
-            request.future.set_result(request.results)
+            if request.future.set_running_or_notify_cancel():  # False: cancelled meanwhile
+                request.future.set_result(request.results)
 
     def _deliverer(self, request: _Request, index: int, cells: int, tape: TapeJob):
         """A long tape's delivery: its one result."""
@@ -213,14 +228,25 @@ class Scheduler:
         return lambda pairs: self._deliver([(waiting[i].request, waiting[i].index, waiting[i].problem.length, result)
                                             for i, result in pairs])
 
+    def _on_cancel(self, request: _Request) -> None:
+        """The caller cancelled: free its share of the queue; its waiting problems are skipped."""
+        with self.cond:
+            if request.remaining > 0:
+                self.queued_cells -= request.cells
+                self.queued_problems -= request.remaining
+                request.remaining = 0
+            self.cond.notify_all()
+
     def _fail(self, requests, exc: BaseException) -> None:
         with self.cond:
-            failed = [r for r in requests if r.remaining > 0]
+            failed = [r for r in requests if r.remaining > 0 and not r.dropped]
             for r in failed:  # nothing more comes for it: free its share of the queue
                 self.queued_cells -= r.cells
+                self.queued_problems -= r.remaining
                 r.remaining = 0
         for r in failed:
-            r.future.set_exception(exc)
+            if r.future.set_running_or_notify_cancel():
+                r.future.set_exception(exc)
 
     # -- workers ---------------------------------------------------------------------------------
     def _push(self, work) -> None:
@@ -233,11 +259,17 @@ class Scheduler:
             starved = bool(self.ready) and self.running_resumed == 0  # long work waits and nobody is on it
             shape, wait = self._due_bucket(now)
             if shape is not None and not starved:
-                return self._take(shape)
+                work = self._take(shape)
+                if work is None:
+                    continue
+                return work
             if self.ready:
                 return heapq.heappop(self.ready)[1]
             if shape is not None:
-                return self._take(shape)
+                work = self._take(shape)
+                if work is None:
+                    continue
+                return work
             if self.closed and not self.buckets and self.running == 0:
                 return None
             self.cond.wait(wait)
@@ -273,6 +305,10 @@ class Scheduler:
             self.bucket_cells[shape] -= rows * length
         else:
             del self.buckets[shape], self.bucket_cells[shape], self.bucket_rows[shape]
+        waiting = [w for w in waiting if not w.request.dropped]  # cancelled callers' problems leave here
+        if not waiting:
+            return None
+        rows = len(waiting)
         items = [(w.problem, w.limits) for w in waiting]
         self.counters["batches"] += 1
         for listener in self.listeners:

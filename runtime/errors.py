@@ -24,6 +24,10 @@ class ModelFileError(SeadError):
     """A checkpoint or .onnx file that is missing, unreadable, unsafe or of an unknown format."""
 
 
+class InternalError(SeadError):
+    """A bug in sead, not a problem with the input: the CLI exits 1 and asks for a report."""
+
+
 class OutputError(SeadError):
     """An output that cannot be written (a missing folder, a full disk, a closed stream), or one
     that would overwrite an input."""

@@ -151,6 +151,11 @@ class RowJob:
             self.batch.close()
             raise
 
+    def abandon(self) -> None:
+        """Stop without delivering (every caller cancelled): release the batch."""
+        if self.batch is not None:
+            self.batch.close()
+
     def _retire(self) -> bool:
         """Deliver stopped problems once they are half the batch (or all of it). -> all done."""
         stopped = self.stopped[self.rows]
