@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections import deque
 from enum import Enum
 
 import typer
 
-from sead.runtime.errors import InputError, QueueFull
+from sead.runtime.errors import InputError
 from sead.runtime.files import Output, open_input, refuse_same_file
 from sead.runtime.lines import iter_lines
 from sead.runtime.tasks import MAX_STEPS
@@ -67,15 +66,7 @@ def run(
             runtime = stack.enter_context(Runtime(model_path, "ort" if ray is not None else engine.value,
                                                   max_batch_rows=batch_size,
                                                   allow_unverified_sizes=allow_unverified_sizes))
-            invalid, total = 0, 0
-            for number, text in iter_lines(stream):
-                total += 1
-                try:
-                    runtime.limits([runtime.parse(text, number, source)], max_steps, number, source)
-                except InputError as exc:
-                    invalid += 1
-                    if not skip_invalid:
-                        typer.echo(exc.located(), err=True)
+            invalid, total = _validate(runtime, stream, source, max_steps, report=not skip_invalid)
             if invalid and not skip_invalid:
                 typer.echo(f"{source}: {invalid} invalid line(s); nothing was solved", err=True)
                 raise typer.Exit(2)  # the output file is left as it was
@@ -93,49 +84,44 @@ def run(
         raise typer.Exit(1)
 
 
+def _validate(runtime, stream, source: str, max_steps, report: bool) -> tuple[int, int]:
+    """Check every line before anything is solved, in chunks (bounded memory). -> (invalid, total);
+    with report, each invalid line is named on stderr."""
+    invalid = total = 0
+    for chunk in _chunks(iter_lines(stream)):
+        total += len(chunk)
+        try:
+            runtime.validate([text for _, text in chunk], max_steps, chunk[0][0], source)
+        except InputError:  # again, line by line, to name each bad one
+            for number, text in chunk:
+                try:
+                    runtime.validate([text], max_steps, number, source)
+                except InputError as exc:
+                    invalid += 1
+                    if report:
+                        typer.echo(exc.located(), err=True)
+    return invalid, total
+
+
+def _chunks(numbered, size: int = CHUNK_LINES):
+    chunk = []
+    for item in numbered:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
 def _local_answers(runtime, stream, source: str, max_steps, total: int):
     """(line number, Result or InputError) for each line of the (validated) stream, in input
-    order, with two chunks in flight so the engine never waits for the writer."""
+    order: the runtime's one streaming loop (Runtime.stream), with a progress bar."""
     from .progress import RunProgress
 
-    in_flight: deque = deque()
-
-    def submit(chunk: list[tuple[int, str]]):
-        parsed, errors = [], {}
-        for number, text in chunk:
-            try:
-                p = runtime.parse(text, number, source)
-                runtime.limits([p], max_steps, number, source)
-                parsed.append(p)
-            except InputError as exc:  # only with --skip-invalid: the others stopped at validation
-                errors[number] = exc
-        while True:
-            try:
-                in_flight.append((chunk, errors, runtime.submit_parsed(parsed, max_steps)))
-                return
-            except QueueFull:  # our own earlier chunk fills the queue: hand it out, then retry
-                if not in_flight:
-                    raise
-                yield from answers(*in_flight.popleft())
-
-    def answers(chunk, errors, future):
-        results = iter(future.result())
-        for number, _ in chunk:
-            yield number, errors[number] if number in errors else next(results)
-
     with RunProgress(runtime, total):
-        chunk: list[tuple[int, str]] = []
-        for item in iter_lines(stream):
-            chunk.append(item)
-            if len(chunk) >= CHUNK_LINES:
-                yield from submit(chunk)
-                chunk = []
-                if len(in_flight) >= 2:
-                    yield from answers(*in_flight.popleft())
-        if chunk:
-            yield from submit(chunk)
-        while in_flight:
-            yield from answers(*in_flight.popleft())
+        yield from runtime.stream((text for _, text in iter_lines(stream)), max_steps, skip_invalid=True,
+                                  source=source, chunk=CHUNK_LINES)
 
 
 def _write(answers, out: Output, fmt: Format, source: str) -> int:

@@ -1,11 +1,12 @@
 """sead's runtime: numpy and an engine, no torch. The public API for services and scripts:
 
-    from sead.runtime import Runtime, Result
+    from sead.runtime import Runtime, Result, Results
     from sead.runtime.errors import SeadError, InputError, ModelFileError, QueueFull, RuntimeClosed
 """
-from .api import Runtime, make_engine
-from .errors import EngineUnavailable, InputError, ModelFileError, QueueFull, RuntimeClosed, SeadError
-from .loop import Result
+from .api import Runtime
+from .engines import ENGINES, make_engine
+from .errors import EngineUnavailable, InputError, InternalError, ModelFileError, QueueFull, RuntimeClosed, SeadError
+from .loop import Result, Results
 
-__all__ = ["Runtime", "Result", "make_engine", "SeadError", "InputError", "ModelFileError", "EngineUnavailable",
-           "QueueFull", "RuntimeClosed"]
+__all__ = ["Runtime", "Result", "Results", "make_engine", "ENGINES", "SeadError", "InputError", "ModelFileError",
+           "EngineUnavailable", "InternalError", "QueueFull", "RuntimeClosed"]

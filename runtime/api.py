@@ -1,55 +1,39 @@
 """The public runtime: a loaded model on one engine, behind the batching front.
 
     with Runtime("addition") as rt:
-        rt.solve(["99999+1"])                     # -> [Result(answer='100000', steps=5, converged=True)]
-        future = rt.submit(lines)                 # concurrent.futures.Future[list[Result]]
+        rt.solve(["99999+1"])                     # -> Results([Result(answer='100000', steps=5, converged=True)])
+        future = rt.submit(lines)                 # concurrent.futures.Future[Results]
         results = await rt.solve_async(lines)
+        for number, result in rt.stream(lines):   # any number of lines, bounded memory, in order
+            ...
 
 Every call validates all of its lines first (InputError names the first bad one; nothing is
-solved), then queues them on the shared front (runtime/batching.py). Thread-safe.
+solved), then queues them on the shared front (runtime/batching.py). Thread-safe. Problems travel
+as arrays (runtime/tasks: Problems) and come back as Results, a sequence of Result backed by
+arrays.
 """
 from __future__ import annotations
 
 import asyncio
 import itertools
-import sys
 from collections import deque
 from concurrent.futures import Future
 from typing import Iterable, Iterator
 
-from .batching import Scheduler
-from .errors import EngineUnavailable, InputError, ModelFileError, QueueFull, RuntimeClosed, SeadError
-from .loop import DEFAULT_MAX_GENERATIONS, Limits, Result
-from .model_file import StepModel, load_step_model
-from .tasks import MAX_STEPS, Parsed, get_task
-from .tiles import RUN_TILES, TILE
+import numpy as np
 
-ENGINES = ("auto", "ort", "ort-cuda", "trt")
+from .batching import Scheduler
+from .engines import make_engine
+from .errors import InputError, ModelFileError, QueueFull, RuntimeClosed, SeadError
+from .loop import DEFAULT_MAX_GENERATIONS, Result, Results
+from .model_file import load_step_model
+from .tasks import MAX_STEPS, Parsed, Problems, get_task
+from .tiles import RUN_TILES
+
 TILE_FROM = 1 << 11  # tapes longer than this run in tiles (README "Tiles": bench/tiles.py --sweep chose it)
 DEFAULT_MAX_BATCH_ROWS = 4096
 DEFAULT_MAX_QUEUE_CELLS = 1 << 26
 STREAM_CHUNK_LINES = 1 << 14
-
-
-def make_engine(step: StepModel, engine: str = "auto", k: int | None = None):
-    """-> an engine instance. `auto` tries trt, then ort-cuda, then ort, and says on stderr why it
-    passed over an engine whose package is installed. `k` fixes the steps per engine call; by
-    default ONNX Runtime engines start at 4 and go deeper while problems run."""
-    if engine not in ENGINES:
-        raise SeadError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}")
-    if engine == "auto":
-        for name in ("trt", "ort-cuda", "ort"):
-            try:
-                return make_engine(step, name, k)
-            except EngineUnavailable as exc:
-                if not exc.quiet:
-                    print(f"sead: engine '{name}' unavailable ({exc}); trying the next", file=sys.stderr, flush=True)
-        raise EngineUnavailable("no engine is available: pip install 'sead[cpu]' for ONNX Runtime on the CPU")
-    if engine in ("ort", "ort-cuda"):
-        from .engines.ort import K_CHOICES, OrtCpuEngine, OrtCudaEngine
-        return (OrtCpuEngine if engine == "ort" else OrtCudaEngine)(step, (k,) if k else K_CHOICES)
-    from .engines.trt import TrtEngine
-    return TrtEngine(step, k or 8)
 
 
 class Runtime:
@@ -62,7 +46,7 @@ class Runtime:
     max_wait_ms: how long a short problem may wait for others to share its batch.
     max_queue_cells: cells of accepted, unfinished problems; past it submit() raises QueueFull.
     tile_from: tapes longer than this many cells run in tiles (runtime/tiles.py).
-    tile: (cells per tile, tiles per row at most); small tiles are for tests.
+    tile: (cells per tile, tiles per row at most); default: the engine's deepest K, RUN_TILES.
     allow_unverified_sizes: also answer problems larger than the model's sead.verified_size (the
         size up to which it was checked exact when it shipped; 0: no limit); refused by default.
     """
@@ -70,8 +54,9 @@ class Runtime:
     def __init__(self, model: str = "addition", engine="auto", *, k: int | None = None,
                  max_batch_cells: int | None = None, max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
                  max_wait_ms: float = 0.0, max_queue_cells: int = DEFAULT_MAX_QUEUE_CELLS,
-                 tile_from: int = TILE_FROM, tile: tuple[int, int] = (TILE, RUN_TILES), workers: int | None = None,
+                 tile_from: int = TILE_FROM, tile: tuple[int, int] | None = None, workers: int | None = None,
                  self_test: bool = True, allow_unverified_sizes: bool = False):
+        self.closed = True  # until the workers exist
         self.step = load_step_model(model)
         self.metadata = self.step.metadata
         self.size_limit = 0 if allow_unverified_sizes else self.metadata.verified_size
@@ -79,11 +64,10 @@ class Runtime:
         # an engine name, or a callable that makes an engine for the step (engine options, tests)
         self.engine = engine(self.step) if callable(engine) else make_engine(self.step, engine, k)
         self.engine_name = self.engine.name
-        self.scheduler = Scheduler(self.engine, self.task, self.metadata.state_channels,
-                                   max_batch_cells=max_batch_cells or self.engine.batch_cells,
+        tile = tile or (max(64, self.engine.k_choices[-1]), RUN_TILES)
+        self.scheduler = Scheduler(self.engine, self.task, max_batch_cells=max_batch_cells or self.engine.batch_cells,
                                    max_batch_rows=max_batch_rows, max_wait_ms=max_wait_ms,
-                                   max_queue_cells=max_queue_cells, tile_from=tile_from, tile=tile, workers=workers,
-                                   state_code=self.metadata.state)
+                                   max_queue_cells=max_queue_cells, tile_from=tile_from, tile=tile, workers=workers)
         self.closed = False
         if self_test:
             try:
@@ -133,54 +117,67 @@ class Runtime:
         except InputError as exc:
             raise InputError(exc.reason, number, source) from None
 
+    def validate(self, lines: Iterable[str], max_steps: int | None = None, first_line: int = 1,
+                 source: str | None = None) -> tuple[Problems, np.ndarray, np.ndarray]:
+        """Parse and check lines -> (problems, evaluations, caps), or InputError naming the first
+        bad line (numbered from first_line): what submit() would refuse."""
+        lines = lines if isinstance(lines, list) else list(lines)
+        try:
+            problems = self.task.parse_many(lines)
+        except InputError as exc:
+            raise InputError(exc.reason, None if exc.line is None else exc.line + first_line - 1, source) from None
+        evaluations, caps = self.limits(problems, max_steps, first_line, source)
+        return problems, evaluations, caps
+
     def invalid(self, lines: Iterable[str], max_steps: int | None = None) -> list[InputError]:
         """Every invalid line (not just the first), each an InputError with its 1-based line:
         what submit() would refuse, for a caller that reports them all."""
         errors = []
         for i, line in enumerate(lines, 1):
             try:
-                self.limits([self.parse(line, i)], max_steps, i)
+                self.validate([line], max_steps, i)
             except InputError as exc:
                 errors.append(exc)
         return errors
 
-    def limits(self, problems: list[Parsed], max_steps: int | None = None, first_line: int = 1,
-               source: str | None = None) -> list[Limits]:
-        """Each problem's step limits; refuses a cap or generation count that cannot be honoured,
+    def limits(self, problems: Problems, max_steps: int | None = None, first_line: int = 1,
+               source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """-> (evaluations, caps), each (n,) int64: the steps each problem may take (a fixed-point
+        task's cap + 1: the step that proves the fixed point; a generations task's count) and the
+        cap reported if it runs out. Refuses a cap or generation count that cannot be honoured,
         and a problem past the model's verified size."""
         if self.size_limit:
-            for i, p in enumerate(problems):
-                if self.task.size(p) > self.size_limit:
-                    raise InputError(f"has size {self.task.size(p):,} ({self.task.size_words}); this model was "
-                                     f"checked exact only up to {self.size_limit:,} (sead.verified_size); "
-                                     f"--allow-unverified-sizes runs it anyway", first_line + i, source)
-        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, int)
+            over = np.flatnonzero(problems.sizes > self.size_limit)
+            if len(over):
+                i = int(over[0])
+                raise InputError(f"has size {int(problems.sizes[i]):,} ({self.task.size_words}); this model was "
+                                 f"checked exact only up to {self.size_limit:,} (sead.verified_size); "
+                                 f"--allow-unverified-sizes runs it anyway", first_line + i, source)
+        if max_steps is not None and (isinstance(max_steps, bool) or not isinstance(max_steps, (int, np.integer))
                                       or not 0 <= max_steps <= MAX_STEPS):
             raise SeadError(f"max_steps must be an integer from 0 to {MAX_STEPS:,}, got {max_steps!r}")
-        if self.task.convergence == "fixed_point":  # problems share a few shapes: one Limits per shape
+        if self.task.convergence == "fixed_point":
             if max_steps is not None:
-                return [Limits.fixed_point_cap(max_steps)] * len(problems)
-            radius, made = self.metadata.radius, {}
-            for p in problems:
-                if (p.shape or p.length) not in made:
-                    made[p.shape or p.length] = Limits.fixed_point_cap(self.task.step_cap(p, radius))
-            return [made[p.shape or p.length] for p in problems]
+                caps = np.full(len(problems), int(max_steps), np.int64)
+            else:  # default_step_cap, over arrays
+                radius = self.metadata.radius
+                caps = 2 * (-(-problems.diameters // radius)) + 16
+            return caps + 1, caps
         cap = max_steps if max_steps is not None else DEFAULT_MAX_GENERATIONS
-        out = []
-        for i, p in enumerate(problems):
-            if p.generations > cap:
-                raise InputError(f"asks for {p.generations:,} generations; at most {cap:,} are run "
-                                 f"({'max_steps' if max_steps is not None else 'the default step cap'})",
-                                 first_line + i, source)
-            out.append(Limits.generations(p.generations))
-        return out
+        over = np.flatnonzero(problems.generations > cap)
+        if len(over):
+            i = int(over[0])
+            raise InputError(f"asks for {int(problems.generations[i]):,} generations; at most {cap:,} are run "
+                             f"({'max_steps' if max_steps is not None else 'the default step cap'})",
+                             first_line + i, source)
+        return problems.generations.copy(), problems.generations.copy()
 
     def work(self, lines: Iterable[str], max_steps: int | None = None) -> int:
         """An upper bound on the cell-steps that solving these lines may take: each problem's cells
         times its step cap (or its generations). What a service bounds per request. Raises
         InputError as submit() would."""
-        problems = [self.parse(line, i) for i, line in enumerate(lines, 1)]
-        return sum(p.length * lim.evaluations for p, lim in zip(problems, self.limits(problems, max_steps)))
+        problems, evaluations, _ = self.validate(lines, max_steps)
+        return int((problems.lengths * evaluations).sum())
 
     # -- solving ---------------------------------------------------------------------------------
     def submit(self, lines: Iterable[str], max_steps: int | None = None) -> Future:
@@ -188,58 +185,70 @@ class Runtime:
         bad line and QueueFull when the queue is full, at once, with nothing queued. Cancelling
         the Future (future.cancel()) drops its problems: those waiting never run, and a job whose
         callers all cancelled stops at its next engine call."""
-        lines, parse = list(lines), self.task.parse
-        try:
-            problems = [parse(line) for line in lines]
-        except InputError:  # again, line by line, to name the first bad one
-            problems = [self.parse(line, i) for i, line in enumerate(lines, 1)]
-        return self.submit_parsed(problems, max_steps)
+        return self._submit(*self.validate(lines, max_steps))
 
-    def _open(self) -> None:
+    def submit_parsed(self, problems: list[Parsed] | Problems, max_steps: int | None = None, first_line: int = 1,
+                      source: str | None = None) -> Future:
+        if not isinstance(problems, Problems):
+            problems = Problems.from_parsed(self.task, list(problems))
+        return self._submit(problems, *self.limits(problems, max_steps, first_line, source))
+
+    def _submit(self, problems: Problems, evaluations: np.ndarray, caps: np.ndarray) -> Future:
         if self.closed:
             raise RuntimeClosed("the runtime is closed")
+        return self.scheduler.submit(problems, evaluations, caps)
 
-    def submit_parsed(self, problems: list[Parsed], max_steps: int | None = None, first_line: int = 1,
-                      source: str | None = None) -> Future:
-        self._open()
-        return self.scheduler.submit(problems, self.limits(problems, max_steps, first_line, source))
-
-    def solve(self, lines: Iterable[str], max_steps: int | None = None) -> list[Result]:
+    def solve(self, lines: Iterable[str], max_steps: int | None = None) -> Results:
         return self.submit(lines, max_steps).result()
 
-    def solve_parsed(self, problems: list[Parsed], max_steps: int | None = None) -> list[Result]:
+    def solve_parsed(self, problems: list[Parsed] | Problems, max_steps: int | None = None) -> Results:
         return self.submit_parsed(problems, max_steps).result()
 
-    async def solve_async(self, lines: Iterable[str], max_steps: int | None = None) -> list[Result]:
+    async def solve_async(self, lines: Iterable[str], max_steps: int | None = None) -> Results:
         return await asyncio.wrap_future(self.submit(lines, max_steps))
 
-    def stream(self, lines: Iterable[str], max_steps: int | None = None, chunk: int = STREAM_CHUNK_LINES,
-               source: str | None = None) -> Iterator[Result]:
-        """Solve an iterable of any size in bounded memory; results come in input order. Two
-        chunks are in flight at a time, so the engine never waits for the caller."""
-        it = iter(lines)
-        in_flight: deque[Future] = deque()
-        number = 0
+    def stream(self, lines: Iterable[str], max_steps: int | None = None, *, skip_invalid: bool = False,
+               first_line: int = 1, source: str | None = None,
+               chunk: int = STREAM_CHUNK_LINES) -> Iterator[tuple[int, Result | InputError]]:
+        """Solve an iterable of any size in bounded memory -> (line number, Result) in input order.
+        A bad line raises InputError, or with skip_invalid is yielded as its InputError while the
+        other lines are answered. Two chunks are in flight at a time, so the engine never waits
+        for the caller. The one streaming loop: `sead run`, the NDJSON service and Ray use it."""
+        it, number = iter(lines), first_line
+        in_flight: deque = deque()
         while True:
             block = list(itertools.islice(it, chunk))
             if block:
-                parsed = [self.parse(line, number + i, source) for i, line in enumerate(block, 1)]
-                in_flight.append(self._submit_waiting(parsed, max_steps, number + 1, source, in_flight))
+                in_flight.append(self._stream_submit(block, number, max_steps, skip_invalid, source, in_flight))
                 number += len(block)
             if not in_flight:
                 return
             if len(in_flight) >= 2 or not block:
-                yield from in_flight.popleft().result()
+                yield from _stream_results(*in_flight.popleft())
 
-    def _submit_waiting(self, problems, max_steps, first_line, source, in_flight: deque) -> Future:
-        """submit_parsed, waiting for this caller's earlier chunks while the queue is full."""
+    def _stream_submit(self, block: list[str], first: int, max_steps, skip_invalid: bool, source, in_flight: deque):
+        """-> (first line number, count, {offset: InputError}, Future of the valid lines' Results)."""
+        errors: dict[int, InputError] = {}
+        try:
+            valid = self.validate(block, max_steps, first, source)
+        except InputError:
+            if not skip_invalid:
+                raise
+            keep = []
+            for offset, line in enumerate(block):
+                try:
+                    self.validate([line], max_steps, first + offset, source)
+                    keep.append(offset)
+                except InputError as exc:
+                    errors[offset] = exc
+            valid = self.validate([block[i] for i in keep], max_steps, first, source)
         while True:
             try:
-                return self.submit_parsed(problems, max_steps, first_line, source)
-            except QueueFull:
+                return first, len(block), errors, self._submit(*valid)
+            except QueueFull:  # our own earlier chunk fills the queue: wait for it, then retry
                 if not in_flight:
                     raise
-                in_flight[0].exception()  # wait for the oldest chunk to finish, then retry
+                in_flight[0][3].exception()
 
     # -- observing -------------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -257,3 +266,13 @@ class Runtime:
     def add_batch_listener(self, listener) -> None:
         """listener(rows, cells) is called as each batch of short problems is formed. Keep it quick."""
         self.scheduler.listeners.append(listener)
+
+    def _open(self) -> None:
+        if self.closed:
+            raise RuntimeClosed("the runtime is closed")
+
+
+def _stream_results(first: int, count: int, errors: dict, future: Future):
+    results = iter(future.result())
+    for offset in range(count):
+        yield first + offset, errors[offset] if offset in errors else next(results)

@@ -1,11 +1,11 @@
 """The batching front: one queue and a bounded pool of workers shared by every caller of a runtime.
 
-Callers submit validated problems and get a Future. Short problems wait in per-shape buckets
-until a bucket holds a full batch (`max_batch_cells`) or its oldest problem has waited
-`max_wait_ms`; then a worker takes them as one RowJob. Problems from many requests share a batch,
-which is where an engine's throughput comes from. A long problem becomes a TapeJob whose chunks
-workers run side by side. Every result goes to its request as soon as its own job delivers it, so a
-short request never waits for a long one.
+Callers submit validated problems (runtime/tasks: Problems, arrays) and get a Future. Short
+problems wait in per-shape buckets until a bucket holds a full batch (`max_batch_cells`) or its
+oldest problem has waited `max_wait_ms`; then a worker takes them as one RowJob. Problems from
+many requests share a batch, which is where an engine's throughput comes from. A long problem
+becomes a TapeJob whose chunks workers run side by side. Every result goes to its request as soon
+as its own job delivers it, so a short request never waits for a long one.
 
 Scheduling, in order: a due bucket of fresh short problems; then resumed work (a RowJob that used
 its time slice, a tape's chunks), first come first served. To keep long work moving under a flood
@@ -13,7 +13,9 @@ of short requests, when long work waits and no worker is on it, the next free wo
 
 Backpressure: `max_queue_cells` bounds the cells of accepted, unfinished problems. A request that
 would pass it is refused at once with QueueFull, unless the queue is empty (so any one request can
-run). Workers: `engine.workers` threads (CPU: one per core), never more.
+run). Workers: `engine.workers` threads (CPU: one per core), never more. A caller may cancel its
+Future: its waiting problems are dropped and a job whose callers all cancelled stops at its next
+engine call.
 """
 from __future__ import annotations
 
@@ -26,35 +28,50 @@ from collections import deque
 from concurrent.futures import Future
 from typing import Callable, NamedTuple
 
+import numpy as np
+
 from .engines.protocol import Engine
 from .errors import QueueFull, RuntimeClosed, SeadError
-from .loop import Chunk, Limits, Result, RowJob, TapeJob, bucket_shape
-from .tasks import Parsed
+from .loop import Chunk, Result, Results, RowJob, TapeJob, bucket_lengths
+from .tasks import Problems
 
 SLICE_SECONDS = 0.02  # a RowJob yields its worker after this long, so others get a turn
 MIN_BATCH_CELLS = 1 << 12  # when splitting a bucket across idle workers, no batch smaller than this
 
 
 class _Request:
-    """One submit(): its results in input order and the Future that gets them. The caller may
-    cancel the Future (a client that left): its waiting problems are dropped and its jobs stop
-    at their next engine call."""
+    """One submit(): its results in input order and the Future that gets them."""
 
     def __init__(self, size: int, cells: int):
-        self.results: list[Result | None] = [None] * size
-        self.remaining, self.cells = size, cells
+        self.answers: list = [None] * size
+        self.steps = np.zeros(size, np.int64)
+        self.converged = np.zeros(size, bool)
+        self.remaining, self.cells_left = size, cells
         self.future: Future = Future()
 
     @property
     def dropped(self) -> bool:
         return self.future.cancelled()
 
+    def record(self, index: np.ndarray, answers: list, steps: np.ndarray, converged: np.ndarray) -> None:
+        if len(index) == len(self.answers):
+            self.answers = list(answers)
+        else:
+            for i, answer in zip(index.tolist(), answers):
+                self.answers[i] = answer
+        self.steps[index] = steps
+        self.converged[index] = converged
+        self.remaining -= len(index)
+
 
 class _Waiting(NamedTuple):
+    """Consecutive problems of one request, waiting in a bucket."""
+
     request: _Request
-    index: int
-    problem: Parsed
-    limits: Limits
+    index: np.ndarray        # their positions in the request
+    problems: Problems
+    evaluations: np.ndarray  # (n,) int64
+    caps: np.ndarray         # (n,) int64
     since: float
 
 
@@ -90,22 +107,35 @@ class _TapeWork(NamedTuple):
         return [self._replace(chunk=c) for c in chunks]
 
 
+def bucket_keys(task, problems: Problems) -> tuple[np.ndarray, list[tuple[int, ...]]]:
+    """-> (n,) int64 bucket number of each problem, and each bucket's padded row shape."""
+    shapes = problems.shapes if task.boundary == "ring" else \
+        bucket_lengths(problems.shapes.reshape(-1)).reshape(problems.shapes.shape)
+    if shapes.shape[1] == 1:
+        keys = shapes[:, 0]
+    else:
+        keys = shapes[:, 0] * (1 << 32) + shapes[:, 1]
+    unique, inverse = np.unique(keys, return_inverse=True)
+    first = np.zeros(len(unique), np.int64)
+    first[inverse[::-1]] = np.arange(len(keys))[::-1]
+    return inverse.reshape(-1), [tuple(shapes[i].tolist()) for i in first.tolist()]
+
+
 class Scheduler:
-    def __init__(self, engine: Engine, task, state_channels: int, *, max_batch_cells: int, max_batch_rows: int,
+    def __init__(self, engine: Engine, task, *, max_batch_cells: int, max_batch_rows: int,
                  max_wait_ms: float, max_queue_cells: int, tile_from: int, tile: tuple[int, int],
-                 workers: int | None = None, state_code: str = "sign"):
-        self.engine, self.task, self.state_channels, self.state_code = engine, task, state_channels, state_code
+                 workers: int | None = None):
+        self.engine, self.task = engine, task
         self.max_batch_cells, self.max_batch_rows = max_batch_cells, max_batch_rows
         self.max_wait, self.max_queue_cells = max_wait_ms / 1000, max_queue_cells
-        self.ring = task.boundary == "ring"
         # tapes longer than this run in tiles; shorter ones as whole rows (which must fit the engine).
         # Grids always run as whole rows (tiles are 1-D).
         self.tile_from = min(tile_from, engine.max_row_cells // 2) if task.rank == 1 else None
         self.tile = tile  # (cells per tile, tiles per row at most)
         self.cond = threading.Condition()
         self.buckets: dict[tuple[int, ...], deque[_Waiting]] = {}  # by a row's padded cell shape
-        self.bucket_cells: dict[tuple[int, ...], int] = {}
-        self.bucket_rows: dict[tuple[int, ...], int] = {}  # a bucket's planned rows per batch
+        self.bucket_rows: dict[tuple[int, ...], int] = {}   # problems waiting in each bucket
+        self.bucket_plan: dict[tuple[int, ...], int] = {}   # a bucket's planned rows per batch
         self.ready: list = []  # heap of (seq, work): resumed RowJobs, tape starts and chunks
         self.seq = itertools.count()
         self.tapes: set[TapeJob] = set()
@@ -122,24 +152,33 @@ class Scheduler:
             t.start()
 
     # -- callers -------------------------------------------------------------------------------
-    def submit(self, problems: list[Parsed], limits: list[Limits]) -> Future:
-        cells = sum(p.length for p in problems)
-        request = _Request(len(problems), cells)
-        if not problems:
-            request.future.set_result([])
+    def submit(self, problems: Problems, evaluations: np.ndarray, caps: np.ndarray) -> Future:
+        n = len(problems)
+        cells = int(problems.lengths.sum())
+        request = _Request(n, cells)
+        if not n:
+            request.future.set_running_or_notify_cancel()
+            request.future.set_result(Results([], np.zeros(0, np.int64), np.zeros(0, bool)))
             return request.future
         # sort into tapes and buckets before taking the lock, which the workers wait on
-        tapes, buckets, shapes, now = [], {}, {}, time.perf_counter()
-        for i, (p, lim) in enumerate(zip(problems, limits)):
-            if self.tile_from is not None and p.length > self.tile_from:
-                tapes.append((i, p, lim))
-                continue
-            key = p.shape or p.length  # what task.shape(p) is made of
-            shape = shapes.get(key) or shapes.setdefault(key, bucket_shape(self.task, p))
-            buckets.setdefault(shape, []).append(_Waiting(request, i, p, lim, now))
-        if self.tile_from is None and buckets and max(map(math.prod, buckets)) > self.engine.max_row_cells:
-            raise SeadError(f"a grid of {max(map(math.prod, buckets)):,} cells (padded) is more than engine "
-                            f"'{self.engine.name}' takes in one row ({self.engine.max_row_cells:,})")
+        now = time.perf_counter()
+        long = problems.lengths > self.tile_from if self.tile_from is not None else np.zeros(n, bool)
+        tapes = np.flatnonzero(long).tolist()
+        short = np.flatnonzero(~long) if tapes else np.arange(n)
+        waiting: list[tuple[tuple[int, ...], _Waiting]] = []
+        if len(short):
+            subset = problems if len(short) == n else problems.take(short)
+            keys, shapes = bucket_keys(self.task, subset)
+            order = np.argsort(keys, kind="stable")
+            bounds = np.flatnonzero(np.diff(keys[order])) + 1
+            for group in np.split(order, bounds):
+                shape = shapes[int(keys[group[0]])]
+                if self.engine.max_rows(math.prod(shape)) < 1 or math.prod(shape) > self.engine.max_row_cells:
+                    raise SeadError(f"a problem of {math.prod(shape):,} cells (padded) is more than engine "
+                                    f"'{self.engine.name}' takes in one row ({self.engine.max_row_cells:,})")
+                index = short[group]
+                part = subset if len(group) == len(subset) else subset.take(group)
+                waiting.append((shape, _Waiting(request, index, part, evaluations[index], caps[index], now)))
         with self.cond:
             if self.closed:
                 raise RuntimeClosed("the runtime is closed")
@@ -147,18 +186,18 @@ class Scheduler:
                 raise QueueFull(f"the queue holds {self.queued_cells:,} cells; {cells:,} more would pass "
                                 f"max_queue_cells={self.max_queue_cells:,}")
             self.queued_cells += cells
-            self.queued_problems += len(problems)
+            self.queued_problems += n
             request.future.add_done_callback(lambda f, r=request: self._on_cancel(r) if f.cancelled() else None)
-            for i, p, lim in tapes:
-                tape = TapeJob(self.engine, self.task, p, lim, None, self.ring, self.state_channels, *self.tile,
-                               state_code=self.state_code)
-                tape.deliver = self._deliverer(request, i, p.length, tape)
+            for i in tapes:
+                p = problems.parsed(i)
+                tape = TapeJob(self.engine, self.task, p, int(evaluations[i]), int(caps[i]), None, *self.tile)
+                tape.deliver = self._tape_deliverer(request, i, p.length, tape)
                 self.tapes.add(tape)
                 self._push(_TapeWork(tape, frozenset([request]), None))
-            for shape, members in buckets.items():
-                self.buckets.setdefault(shape, deque()).extend(members)
-                self.bucket_cells[shape] = self.bucket_cells.get(shape, 0) + len(members) * math.prod(shape)
-                self.bucket_rows.pop(shape, None)  # more problems: the next take plans the cut again
+            for shape, w in waiting:
+                self.buckets.setdefault(shape, deque()).append(w)
+                self.bucket_rows[shape] = self.bucket_rows.get(shape, 0) + len(w.index)
+                self.bucket_plan.pop(shape, None)  # more problems: the next take plans the cut again
             self.cond.notify_all()
         return request.future
 
@@ -173,8 +212,8 @@ class Scheduler:
                 dropped = {w.request for q in self.buckets.values() for w in q}
                 dropped |= {r for _, work in self.ready for r in work.requests}
                 self.buckets.clear()
-                self.bucket_cells.clear()
                 self.bucket_rows.clear()
+                self.bucket_plan.clear()
                 self.ready.clear()
             self.cond.notify_all()
         self._fail(dropped, RuntimeClosed("the runtime was closed before this request finished"))
@@ -183,7 +222,7 @@ class Scheduler:
 
     def stats(self) -> dict:
         with self.cond:
-            waiting = sum(len(q) for q in self.buckets.values())
+            waiting = sum(self.bucket_rows.values())
             return {"queued_cells": self.queued_cells, "queued_problems": self.queued_problems,
                     "in_flight_problems": self.queued_problems - waiting, **self.counters}
 
@@ -194,56 +233,65 @@ class Scheduler:
         return [t.progress() for t in tapes]
 
     # -- delivery --------------------------------------------------------------------------------
-    def _deliver(self, done: list[tuple[_Request, int, int, Result]], tape: TapeJob | None = None) -> None:
-        """Record finished problems, (request, index, cells, result) each, under one acquisition
-        of the lock, and complete the requests they finish."""
-        finished, cells_done, updates = [], 0, 0
+    def _deliver(self, request: _Request, index: np.ndarray, lengths: np.ndarray, answers: list,
+                 steps: np.ndarray, converged: np.ndarray, tape: TapeJob | None = None) -> None:
+        """Record finished problems of one request under one acquisition of the lock, and
+        complete the request if they finish it."""
+        finished = False
         with self.cond:
-            for request, index, cells, result in done:
-                if request.dropped:
-                    continue
-                cells_done += cells
-                updates += cells * result.steps
-                request.results[index] = result
-                request.remaining -= 1
-                if request.remaining == 0:
-                    finished.append(request)
-            self.queued_cells -= cells_done
-            self.queued_problems -= len(done) - sum(r.dropped for r, *_ in done)
-            self.counters["cell_updates"] += updates
-            self.counters["problems_solved"] += len(done)
             if tape is not None:
                 self.counters["tile_cell_steps"] += tape.cell_steps
                 self.tapes.discard(tape)
-        for request in finished:
-            if request.future.set_running_or_notify_cancel():  # False: cancelled meanwhile
-                request.future.set_result(request.results)
+            if request.dropped or request.remaining <= 0:
+                return
+            request.record(index, answers, steps, converged)
+            request.cells_left -= int(lengths.sum())
+            self.queued_cells -= int(lengths.sum())
+            self.queued_problems -= len(index)
+            self.counters["cell_updates"] += int((lengths * steps).sum())
+            self.counters["problems_solved"] += len(index)
+            finished = request.remaining == 0
+        if finished and request.future.set_running_or_notify_cancel():  # False: cancelled meanwhile
+            request.future.set_result(Results(request.answers, request.steps, request.converged))
 
-    def _deliverer(self, request: _Request, index: int, cells: int, tape: TapeJob):
+    def _tape_deliverer(self, request: _Request, index: int, cells: int, tape: TapeJob):
         """A long tape's delivery: its one result."""
-        return lambda result: self._deliver([(request, index, cells, result)], tape)
+        def deliver(result: Result) -> None:
+            self._deliver(request, np.array([index]), np.array([cells]), [result.answer],
+                          np.array([result.steps]), np.array([result.converged]), tape)
+        return deliver
 
     def _row_deliverer(self, waiting: list[_Waiting]):
-        """A RowJob's delivery: the (item, result) pairs of one retirement, together."""
-        return lambda pairs: self._deliver([(waiting[i].request, waiting[i].index, waiting[i].problem.length, result)
-                                            for i, result in pairs])
+        """A RowJob's delivery: the rows of one retirement, to the requests they belong to."""
+        offsets = np.cumsum([0] + [len(w.index) for w in waiting])
+
+        def deliver(rows: np.ndarray, answers: list, steps: np.ndarray, converged: np.ndarray) -> None:
+            part_of = np.searchsorted(offsets, rows, side="right") - 1
+            for part in np.unique(part_of).tolist():
+                w = waiting[part]
+                sel = np.flatnonzero(part_of == part)
+                local = rows[sel] - offsets[part]
+                self._deliver(w.request, w.index[local], w.problems.lengths[local],
+                              answers if len(sel) == len(rows) else [answers[i] for i in sel.tolist()],
+                              steps[sel], converged[sel])
+        return deliver
 
     def _on_cancel(self, request: _Request) -> None:
         """The caller cancelled: free its share of the queue; its waiting problems are skipped."""
         with self.cond:
             if request.remaining > 0:
-                self.queued_cells -= request.cells
+                self.queued_cells -= request.cells_left
                 self.queued_problems -= request.remaining
-                request.remaining = 0
+                request.remaining = request.cells_left = 0
             self.cond.notify_all()
 
     def _fail(self, requests, exc: BaseException) -> None:
         with self.cond:
             failed = [r for r in requests if r.remaining > 0 and not r.dropped]
             for r in failed:  # nothing more comes for it: free its share of the queue
-                self.queued_cells -= r.cells
                 self.queued_problems -= r.remaining
-                r.remaining = 0
+                self.queued_cells -= r.cells_left
+                r.remaining = r.cells_left = 0
         for r in failed:
             if r.future.set_running_or_notify_cancel():
                 r.future.set_exception(exc)
@@ -258,18 +306,13 @@ class Scheduler:
             now = time.perf_counter()
             starved = bool(self.ready) and self.running_resumed == 0  # long work waits and nobody is on it
             shape, wait = self._due_bucket(now)
-            if shape is not None and not starved:
+            if shape is not None and (not starved or not self.ready):
                 work = self._take(shape)
-                if work is None:
-                    continue
-                return work
+                if work is not None:
+                    return work
+                continue
             if self.ready:
                 return heapq.heappop(self.ready)[1]
-            if shape is not None:
-                work = self._take(shape)
-                if work is None:
-                    continue
-                return work
             if self.closed and not self.buckets and self.running == 0:
                 return None
             self.cond.wait(wait)
@@ -279,7 +322,8 @@ class Scheduler:
         best, oldest, next_due = None, math.inf, None
         for shape, queue in self.buckets.items():
             since = queue[0].since
-            if self.closed or self.bucket_cells[shape] >= self.max_batch_cells or now - since >= self.max_wait:
+            if self.closed or self.bucket_rows[shape] * math.prod(shape) >= self.max_batch_cells \
+                    or now - since >= self.max_wait:
                 if since < oldest:
                     best, oldest = shape, since
             else:
@@ -287,35 +331,45 @@ class Scheduler:
                 next_due = due if next_due is None else min(next_due, due)
         return best, next_due
 
-    def _take(self, shape: tuple[int, ...]) -> _Rows:
+    def _take(self, shape: tuple[int, ...]) -> _Rows | None:
+        """Under the lock: the next batch of a bucket, or None if all it held was cancelled."""
         queue, length = self.buckets[shape], math.prod(shape)  # length: cells per row
-        rows = self.bucket_rows.get(shape)
+        rows = self.bucket_plan.get(shape)
         if rows is None:
             # cut the bucket into equal batches, as many as the workers or a multiple of them, so
             # that no worker is left with a small remainder while the others idle; the cut holds
-            # until problems arrive or the bucket empties (planned at every take, the batches of
-            # one request shrank one by one)
+            # until problems arrive or the bucket empties
             most = min(self.max_batch_rows, self.engine.max_rows(length), max(1, self.max_batch_cells // length))
-            workers = len(self.threads)
-            batches = workers * -(-len(queue) // (most * workers))
-            rows = self.bucket_rows[shape] = min(most, max(-(-len(queue) // batches), MIN_BATCH_CELLS // length, 1))
-        rows = min(rows, len(queue))
-        waiting = [queue.popleft() for _ in range(rows)]
+            waiting, workers = self.bucket_rows[shape], len(self.threads)
+            batches = workers * -(-waiting // (most * workers))
+            rows = self.bucket_plan[shape] = min(most, max(-(-waiting // batches), MIN_BATCH_CELLS // length, 1))
+        taken, count = [], 0
+        while queue and count < rows:
+            w = queue.popleft()
+            room = rows - count
+            if len(w.index) > room:  # split: the rest stays at the head of the queue
+                queue.appendleft(w._replace(index=w.index[room:], problems=w.problems.take(np.arange(room, len(w.index))),
+                                            evaluations=w.evaluations[room:], caps=w.caps[room:]))
+                w = w._replace(index=w.index[:room], problems=w.problems.take(np.arange(room)),
+                               evaluations=w.evaluations[:room], caps=w.caps[:room])
+            count += len(w.index)
+            if not w.request.dropped:  # cancelled callers' problems leave here, without running
+                taken.append(w)
         if queue:
-            self.bucket_cells[shape] -= rows * length
+            self.bucket_rows[shape] -= count
         else:
-            del self.buckets[shape], self.bucket_cells[shape], self.bucket_rows[shape]
-        waiting = [w for w in waiting if not w.request.dropped]  # cancelled callers' problems leave here
-        if not waiting:
+            del self.buckets[shape], self.bucket_rows[shape]
+            self.bucket_plan.pop(shape, None)
+        if not taken:
             return None
-        rows = len(waiting)
-        items = [(w.problem, w.limits) for w in waiting]
+        n = sum(len(w.index) for w in taken)
         self.counters["batches"] += 1
         for listener in self.listeners:
-            listener(rows, rows * length)
-        return _Rows(RowJob(self.engine, self.task, items, self._row_deliverer(waiting), shape, wrap=self.ring,
-                            state_channels=self.state_channels),
-                     frozenset(w.request for w in waiting), False)
+            listener(n, n * length)
+        job = RowJob(self.engine, self.task, [w.problems for w in taken],
+                     np.concatenate([w.evaluations for w in taken]), np.concatenate([w.caps for w in taken]),
+                     self._row_deliverer(taken), shape)
+        return _Rows(job, frozenset(w.request for w in taken), False)
 
     def _work(self) -> None:
         while True:
@@ -331,12 +385,12 @@ class Scheduler:
             except BaseException as exc:  # the engine or a codec failed: the requests involved fail
                 if isinstance(work.job, TapeJob):
                     work.job.failed = True
-                    with self.cond:
-                        self.tapes.discard(work.job)
                 self._fail(work.requests, exc)
             with self.cond:
                 self.running -= 1
                 self.running_resumed -= work.resumed
+                if isinstance(work.job, TapeJob) and work.job.failed:
+                    self.tapes.discard(work.job)
                 if not self.cancelled:
                     for item in follow:
                         self._push(item)

@@ -1,14 +1,32 @@
-"""Graphs the runtime derives from the exported single step (onnx graph surgery, no torch).
+"""The graphs every engine runs, built from the rule's weights (runtime/rule.py). numpy + onnx only.
 
-- advance graph: K copies of the step's state path, chained, with a per-row step budget, the
-  last step at which each cell changed, and the last step at which each row's owned cells
-  changed (see advance_graph). Every engine runs it; the CPU engine also in a packed layout.
+Three graphs per batch of rows, so that codes go in and classes come out and the state stays on
+the device between calls:
 
-- settle graph: the packed advance without budgets or per-cell bookkeeping, for whole problems
-  of a fixed-point task (the CPU engine's batches of short problems; see settle_graph).
+    prepare   codes (uint8 per cell) [+ state codes]  ->  the problem's share of the first layer,
+              computed once per batch, the mask, and the working state
+    advance   K steps of the rule on the working state (one graph per K), with what the loop needs
+              back: per-row counts of changing steps, or the cells that changed at the last step
+    finish    the working state -> state codes (uint8/16 per cell) and the readout's classes
 
-- readout graph: the step's logits path alone: (problem, state) -> logits (B, classes, L); and
-  the symbols graph, the same with its argmax.
+The problem never changes during a solve, so its share of the first convolution (most of its
+input channels) is computed once in `prepare` instead of at every step, and the readout runs once
+at the end. Two layouts of the same rule:
+
+- "cf" (channels first, sign states): rows (B, C, L) or grids (B, C, H, W); neighbours through a
+  convolution over the state channels. Rows that each end in an empty cell are packed end to end,
+  (1, C, B*L): one long convolution instead of B short ones (what lies beyond a row is what lies
+  beyond a tape, an empty cell). ONNX Runtime's CPU provider runs this form fastest.
+- "cl" (channels last, flat): the cells of a batch as one list (N, C) plus one empty cell at the
+  end (index N), with a neighbour table (N + 1, taps) int64 made by the host once per batch shape
+  (runtime/layout.py): any topology (tapes, rings, grids, tile windows) is the same graph. A
+  sign state's neighbours are gathered and multiplied (a skinny matrix product); a symbol state is
+  one class per cell, so its part of the first layer is a table lookup per neighbour instead of a
+  convolution over `classes` one-hot channels.
+
+Exactness: the forms sum the rule's products in another order than the exported convolution,
+which can flip a decision only where its margin is within float rounding (export/verify.py checks
+the margins of every form). fp32 throughout; engines must not use TF32 or fp16.
 """
 from __future__ import annotations
 
@@ -16,228 +34,401 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .model_file import StepModel, cell_axes
+from .rule import Rule
+
+OPSET = 18
+FLOAT, INT64, UINT8, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.UINT8, TensorProto.BOOL
+CODE_TYPES = {np.uint8: TensorProto.UINT8, np.uint16: TensorProto.UINT16, np.uint32: TensorProto.UINT32}
 
 
-def _needed_nodes(graph: onnx.GraphProto, outputs: list[str]) -> list[onnx.NodeProto]:
-    """The nodes an output depends on, in the original (topological) order."""
-    wanted, keep = set(outputs), []
-    for node in reversed(graph.node):
-        if wanted & set(node.output):
-            keep.append(node)
-            wanted |= set(node.input)
-    return list(reversed(keep))
+class _Builder:
+    """Nodes and constants of one graph, with fresh names."""
+
+    def __init__(self, name: str):
+        self.name, self.nodes, self.inits, self.count = name, [], {}, 0
+
+    def const(self, value, name: str | None = None) -> str:
+        value = np.asarray(value)
+        if value.dtype == np.float64:
+            value = value.astype(np.float32)
+        key = name or f"c{len(self.inits)}"
+        self.inits[key] = value
+        return key
+
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs) -> str:
+        self.count += 1
+        out = out or f"t{self.count}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"n{self.count}_{op_type}", **attrs))
+        return out
+
+    def model(self, inputs, outputs) -> onnx.ModelProto:
+        inits = [numpy_helper.from_array(v, k) for k, v in self.inits.items()]
+        graph = helper.make_graph(self.nodes, self.name, inputs, outputs, inits)
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sead.runtime")
+        model.ir_version = 9
+        onnx.checker.check_model(model)
+        return model
 
 
-def _io(name: str, dims: list) -> onnx.ValueInfoProto:
-    return helper.make_tensor_value_info(name, TensorProto.FLOAT, dims)
+def _io(name: str, elem: int, dims: list) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, dims)
 
 
-def _finish(graph: onnx.GraphProto, step: StepModel, name: str) -> onnx.ModelProto:
-    model = helper.make_model(graph, opset_imports=list(step.proto.opset_import), producer_name="sead.runtime")
-    model.ir_version = step.proto.ir_version
-    onnx.checker.check_model(model)
-    return model
+def _code_type(rule: Rule) -> int:
+    return CODE_TYPES[rule.code_dtype]
 
 
-def readout_graph(step: StepModel) -> onnx.ModelProto:
-    g = step.proto.graph
-    nodes = _needed_nodes(g, ["logits"])
-    used = {i for n in nodes for i in n.input}
-    inits = [t for t in g.initializer if t.name in used]
-    graph = helper.make_graph(nodes, "sead_readout", [i for i in g.input], [o for o in g.output if o.name == "logits"], inits)
-    return _finish(graph, step, "readout")
+# -- cf: channels first, sign states -------------------------------------------------------------
+# The working state is b = (s + mask) / 2 per channel: 1 or 0 on a real cell (s = +1 or -1), 0 on
+# an empty one, 0.5 on a real cell before its first step (s = 0). Then the rule's state part is
+# conv(s) = conv(2b) - conv(mask) (the second is fixed: prepare folds it into the features), and
+# the next state is one comparison and a cast: an empty cell's pre-activation carries -1e30
+# (pre_bias), so it stays 0. ONNX Runtime's CPU provider runs this much faster than a select
+# between +mask and -mask.
+
+FAR = np.float32(1e30)  # an empty cell's pre-activation bias: no finite rule output outweighs it
 
 
-def symbols_graph(step: StepModel) -> onnx.ModelProto:
-    """The readout with its argmax: (problem, state) -> symbols (B, L) int64, so the host gets
-    one class per cell instead of `classes` floats and does no argmax (CPU engines)."""
-    model = readout_graph(step)
-    g = model.graph
-    g.node.append(helper.make_node("ArgMax", ["logits"], ["symbols"], axis=1, keepdims=0))
-    del g.output[:]
-    g.output.append(helper.make_tensor_value_info("symbols", TensorProto.INT64, ["batch", *cell_axes(step.metadata.rank)]))
-    return _finish(g, step, "symbols")
-
-
-def _step_copy(body: list[onnx.NodeProto], const_names: set[str], i: int, state: str) -> list[onnx.NodeProto]:
-    """Copy i of the step's state path, reading `state`; writes s{i}_next_state."""
-    rename = lambda t: t if t in const_names or t == "problem" else (state if t == "state" else f"s{i}_{t}")
-    out = []
-    for j, node in enumerate(body):
-        copy = onnx.NodeProto()
-        copy.CopyFrom(node)
-        copy.name = f"s{i}_{node.name or j}"
-        copy.input[:] = [rename(t) for t in node.input]
-        copy.output[:] = [rename(t) for t in node.output]
-        out.append(copy)
-    return out
-
-
-def _state_path(step: StepModel, wrap: bool):
-    """The step's state path, split for iteration: -> (prologue, body, initializers, shared names).
-    wrap: the row is a whole ring (its ends are neighbours); otherwise zeros lie beyond each end.
-
-    The rule's first convolution reads [problem; state]. A convolution is linear in its input
-    channels, so it is the problem's part (computed once per call, in the prologue) plus the
-    state's part (every step): the problem never changes during a solve, and its channels are
-    most of the convolution's work. The rest of the path is copied as exported.
-    """
-    meta = step.metadata
-    if wrap and meta.boundary != "ring":
-        raise ValueError("only a ring task's rows wrap")
-    pads = [1] * 2 * meta.rank
-    g = step.proto.graph
-    body = _needed_nodes(g, ["next_state"])
-    conv = next(n for n in body if n.op_type == "Conv")
-    chain = {id(n) for n in _needed_nodes(g, [conv.input[0]])}  # the concat (and ring wrap) feeding it
-    body = [n for n in body if id(n) not in chain and n is not conv]
-    weights = {t.name: t for t in g.initializer}
-    w = numpy_helper.to_array(weights[conv.input[1]])
-    used = {i for n in body for i in n.input}
-    inits = [t for t in g.initializer if t.name in used]
-    inits += [numpy_helper.from_array(w[:, : meta.input_channels].copy(), "adv_w_problem"),
-              numpy_helper.from_array(w[:, meta.input_channels:].copy(), "adv_w_state"),
-              weights[conv.input[2]]]
-    prologue, per_step = [], []
-    if wrap:
-        inits += [numpy_helper.from_array(np.array([v], np.int64), n) for n, v in
-                  (("adv_wrap_last", -1), ("adv_wrap_end", np.iinfo(np.int64).max), ("adv_wrap_first", 0),
-                   ("adv_wrap_one", 1), ("adv_wrap_axis", 2))]
-        wrapped = lambda src, dst: [
-            helper.make_node("Slice", [src, "adv_wrap_last", "adv_wrap_end", "adv_wrap_axis"], [dst + "_left"]),
-            helper.make_node("Slice", [src, "adv_wrap_first", "adv_wrap_one", "adv_wrap_axis"], [dst + "_right"]),
-            helper.make_node("Concat", [dst + "_left", src, dst + "_right"], [dst], axis=2)]
-        prologue += wrapped("problem", "adv_problem_wrapped")
-        prologue.append(helper.make_node("Conv", ["adv_problem_wrapped", "adv_w_problem", conv.input[2]], ["adv_features"]))
-        per_step += wrapped("state", "state_wrapped")
-        per_step.append(helper.make_node("Conv", ["state_wrapped", "adv_w_state"], ["state_conv"]))
-    else:
-        prologue.append(helper.make_node("Conv", ["problem", "adv_w_problem", conv.input[2]], ["adv_features"], pads=pads))
-        per_step.append(helper.make_node("Conv", ["state", "adv_w_state"], ["state_conv"], pads=pads))
-    per_step.append(helper.make_node("Add", ["adv_features", "state_conv"], [conv.output[0]]))
-    shared = {t.name for t in inits} | {"adv_features"}
-    return prologue, per_step + body, inits, shared
-
-
-def advance_graph(step: StepModel, k: int, wrap: bool = False, packed: bool = False) -> onnx.ModelProto:
-    """K steps of the rule over batch rows, each row gated by its own step budget.
-
-        inputs   problem (B, C_in, *S), state (B, C_s, *S), budget (B, 1, 1, ...), owned (B, 1, *S) float32
-        outputs  state_out (B, C_s, *S)
-                 changed_at (B, 1, *S): the last step (1..K) at which each cell changed; 0 if none
-                 last (B, 1, 1, ...): the last step at which a cell the row owns changed; 0 if none
-
-    S is (L,) on a tape and (H, W) on a grid (rank 2; budget and last are then (B, 1, 1, 1)).
-
-    Row b runs min(K, budget[b]) steps; after them its state is held. A row is a whole tape (a
-    short problem; `owned` is its mask) or a tile window: owned cells with a halo of at least K
-    cells on each cut side, so that the cut edges corrupt only the halo (radius 1: one cell per
-    step). A tape's changes happen at steps 1..c and none after (a discrete map that reaches a
-    fixed point stays there), so the largest `last` over a tape's rows is its count of changing
-    steps; and a cell with changed_at == budget changed at the final step, so its neighbours may
-    change in the next call.
-
-    wrap: rows are whole rings (a ring's ends are neighbours); tile windows are never wrapped.
-    packed: the B rows of length L lie end to end in one row, (1, C, B*L), with the budget per
-    cell, plus rows_shape int64 [1, B, L]; `last` is then (1, B, 1) and changed_at (1, 1, B*L).
-    A CPU convolution over one long row is one large matrix product instead of B small ones.
-    Exact when every row ends in an empty cell: beyond each row lies what lies beyond a tape.
-    """
-    if k < 1:
-        raise ValueError("k must be >= 1")
-    if wrap and packed:
-        raise ValueError("whole rings cannot be packed end to end")
-    meta = step.metadata
-    if packed and meta.rank != 1:
-        raise ValueError("only tapes (rank 1) are packed end to end")
-    spatial = list(range(2, 2 + meta.rank))  # the cell axes of (B, C, *S)
-    prologue, body, inits, const_names = _state_path(step, wrap)
-    consts = {"adv_zero": np.float32(0)}
-    nodes: list[onnx.NodeProto] = list(prologue)
-    state, changed_at = "state", "adv_zero"
-    for i in range(k):
-        nodes += _step_copy(body, const_names, i, state)
-        consts[f"adv_k{i}"], consts[f"adv_k{i + 1}"] = np.float32(i), np.float32(i + 1)
-        held = "state_out" if i == k - 1 else f"s{i}_held"
-        nodes += [helper.make_node("Greater", ["budget", f"adv_k{i}"], [f"s{i}_active"]),
-                  helper.make_node("Where", [f"s{i}_active", f"s{i}_next_state", state], [held]),
-                  helper.make_node("Sub", [held, state], [f"s{i}_diff"])]
-        nodes += _reduce(f"s{i}_diff", f"s{i}_moved_by", [1], step.opset, consts, "ReduceL1")  # (B, 1, L)
-        marked = "changed_at" if i == k - 1 else f"s{i}_changed_at"
-        nodes += [helper.make_node("Greater", [f"s{i}_moved_by", "adv_zero"], [f"s{i}_moved"]),
-                  helper.make_node("Where", [f"s{i}_moved", f"adv_k{i + 1}", changed_at], [marked])]
-        state, changed_at = held, marked
-    nodes.append(helper.make_node("Mul", ["changed_at", "owned"], ["owned_changed_at"]))
+def _cf_cells(rule: Rule, packed: bool) -> list:
     if packed:
-        nodes.append(helper.make_node("Reshape", ["owned_changed_at", "rows_shape"], ["rows_changed_at"]))  # (1, B, L)
-        nodes += _reduce("rows_changed_at", "last", [2], step.opset, consts)
+        return ["cells"]
+    return ["length"] if rule.rank == 1 else ["height", "width"]
+
+
+def _cf_pads(rule: Rule, wrap: bool) -> list[int]:
+    return [0] * 2 * rule.rank if wrap else [1] * 2 * rule.rank
+
+
+def _cf_wrap(b: _Builder, x: str) -> str:
+    """A ring's rows with their last cell before the first and their first after the last."""
+    last = b.op("Slice", [x, b.const([-1]), b.const([np.iinfo(np.int64).max]), b.const([2])])
+    first = b.op("Slice", [x, b.const([0]), b.const([1]), b.const([2])])
+    return b.op("Concat", [last, x, first], axis=2)
+
+
+def _cf_conv(b: _Builder, rule: Rule, wrap: bool, x: str, w: np.ndarray, bias: str | None = None) -> str:
+    """The rule's width-3 (3x3) convolution over x, zeros (or, wrapped, the ring) beyond each row's ends."""
+    x = _cf_wrap(b, x) if wrap else x
+    return b.op("Conv", [x, b.const(w)] + ([bias] if bias else []), pads=_cf_pads(rule, wrap))
+
+
+def _cf_problem(b: _Builder, rule: Rule, codes: str) -> str:
+    """codes (B, *S) uint8 -> the exported step's problem tensor (B, C_in, *S) float32: the mask,
+    then the one-hot symbol (code 1 + s)."""
+    c = b.op("Unsqueeze", [b.op("Cast", [codes], to=INT64), b.const([1])])  # (B, 1, *S)
+    index = np.arange(rule.input_channels, dtype=np.int64).reshape(1, -1, *[1] * rule.rank)
+    index[0, 0] = -1  # channel 0 is the mask, filled below
+    onehot = b.op("Cast", [b.op("Equal", [c, b.const(index)])], to=FLOAT)
+    mask = b.op("Cast", [b.op("Greater", [c, b.const(np.int64(0))])], to=FLOAT)
+    rest = b.op("Slice", [onehot, b.const([1]), b.const([rule.input_channels]), b.const([1])])
+    return b.op("Concat", [mask, rest], axis=1)
+
+
+def _cf_channels(rule: Rule, a: np.ndarray) -> np.ndarray:
+    return a.reshape(1, -1, *[1] * rule.rank).astype(np.float32)
+
+
+def cf_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onnx.ModelProto:
+    """codes (B, *S) uint8 [, state_codes (B, *S)] -> features (B, H, *S) (the problem's share of
+    the first layer with its bias, less conv(mask)), pre_bias (B, C_s, *S) (b_out, or -1e30 on an
+    empty cell) and state (B, C_s, *S) in the 0/1 form above. Packed: B = 1, S = (cells,).
+    wrap: each row is a whole ring (a ring task's whole problems; its tile windows are not)."""
+    assert rule.state_code == "sign"
+    b = _Builder("sead_cf_prepare")
+    problem = _cf_problem(b, rule, "codes")
+    mask = b.op("Slice", [problem, b.const([0]), b.const([1]), b.const([1])])  # (B, 1, *S)
+    w_state = rule.w_in[:, rule.input_channels:]
+    features = _cf_conv(b, rule, wrap, problem, rule.w_in[:, : rule.input_channels], b.const(rule.b_in))
+    folded = _cf_conv(b, rule, wrap, mask, w_state.sum(axis=1, keepdims=True))  # conv(mask) of the state part
+    b.op("Sub", [features, folded], "features")
+    far = b.op("Mul", [b.op("Sub", [mask, b.const(np.float32(1))]), b.const(FAR)])  # 0 real, -1e30 empty
+    b.op("Add", [far, b.const(_cf_channels(rule, rule.b_out))], "pre_bias")
+    half = b.op("Mul", [mask, b.const(np.float32(0.5))])
+    if fresh:
+        b.op("Mul", [half, b.const(np.ones((1, rule.state_channels, *[1] * rule.rank), np.float32))], "state")
+        inputs = [_io("codes", UINT8, ["batch", *_cf_cells(rule, packed)])]
     else:
-        nodes += _reduce("owned_changed_at", "last", spatial, step.opset, consts)
-    inits += [numpy_helper.from_array(np.asarray(v), name=n) for n, v in consts.items()]
-    c_in, c_s = meta.input_channels, meta.state_channels
-    if packed:
-        inputs = [_io("problem", [1, c_in, "cells"]), _io("state", [1, c_s, "cells"]), _io("budget", [1, 1, "cells"]),
-                  _io("owned", [1, 1, "cells"]), helper.make_tensor_value_info("rows_shape", TensorProto.INT64, [3])]
-        outputs = [_io("state_out", [1, c_s, "cells"]), _io("changed_at", [1, 1, "cells"]), _io("last", [1, "batch", 1])]
-    else:
-        cells, ones = cell_axes(meta.rank), [1] * meta.rank
-        inputs = [_io("problem", ["batch", c_in, *cells]), _io("state", ["batch", c_s, *cells]),
-                  _io("budget", ["batch", 1, *ones]), _io("owned", ["batch", 1, *cells])]
-        outputs = [_io("state_out", ["batch", c_s, *cells]), _io("changed_at", ["batch", 1, *cells]),
-                   _io("last", ["batch", 1, *ones])]
-    name = f"sead_{'packed' if packed else 'ring' if wrap else 'rows'}_advance_{k}"
-    return _finish(helper.make_graph(nodes, name, inputs, outputs, inits), step, name)
+        code = b.op("Unsqueeze", [b.op("Cast", ["state_codes"], to=FLOAT), b.const([1])])  # (B, 1, *S)
+        shifted = b.op("Floor", [b.op("Mul", [code, b.const(_cf_channels(rule, 0.5 ** np.arange(rule.state_channels)))])])
+        bits = b.op("Sub", [shifted, b.op("Mul", [b.op("Floor", [b.op("Mul", [shifted, b.const(np.float32(0.5))])]),
+                                                   b.const(np.float32(2))])])
+        zero = b.op("Equal", [code, b.const(np.float32(rule.zero_code))])
+        b.op("Mul", [b.op("Where", [zero, b.const(np.float32(0.5)), bits]), mask], "state")
+        inputs = [_io("codes", UINT8, ["batch", *_cf_cells(rule, packed)]),
+                  _io("state_codes", _code_type(rule), ["batch", *_cf_cells(rule, packed)])]
+    cells = _cf_cells(rule, packed)
+    outputs = [_io("features", FLOAT, ["batch", rule.hidden, *cells]),
+               _io("pre_bias", FLOAT, ["batch", rule.state_channels, *cells]),
+               _io("state", FLOAT, ["batch", rule.state_channels, *cells])]
+    return b.model(inputs, outputs)
 
 
-def settle_graph(step: StepModel, k: int) -> onnx.ModelProto:
-    """K steps over whole problems of a fixed-point task, packed end to end, with no budget.
+def _cf_step(b: _Builder, rule: Rule, state: str, wrap: bool) -> str:
+    if "w_state2" not in b.inits:
+        b.const(2 * rule.w_in[:, rule.input_channels:], "w_state2")
+        b.const(rule.w_out.reshape(*rule.w_out.shape, *[1] * rule.rank), "w_out")
+        b.const(np.float32(0), "zero")
+    x = _cf_wrap(b, state) if wrap else state
+    hidden = b.op("Relu", [b.op("Add", [b.op("Conv", [x, "w_state2"], pads=_cf_pads(rule, wrap)), "features"])])
+    pre = b.op("Add", [b.op("Conv", [hidden, "w_out"]), "pre_bias"])
+    return b.op("Cast", [b.op("Greater", [pre, "zero"])], to=FLOAT)
 
-        inputs   problem (1, C_in, B*L), state (1, C_s, B*L) float32, rows_shape int64 [C_s, B, L]
-        outputs  state_out (1, C_s, B*L), last (1, B, 1): how many of the K steps changed each row
 
-    The advance graph's packed layout without its per-step bookkeeping (the budget gate, the
-    per-cell changed_at, the owned mask), which short problems do not need (README, "The loop").
-    Nothing is lost for whole problems of a fixed-point task: a row's changes
-    are steps 1..c and none after (a fixed point holds), so the count of changing steps is the
-    last one, and the engine clips it to the row's budget; a row that runs past its budget
-    without settling has run out of steps, and its state is never read.
-    """
-    if k < 1:
-        raise ValueError("k must be >= 1")
-    meta = step.metadata
-    if meta.rank != 1 or meta.boundary == "ring" or meta.convergence != "fixed_point":
-        raise ValueError("the settle graph is for line tasks that run to a fixed point")
-    prologue, body, inits, const_names = _state_path(step, wrap=False)
-    consts = {"adv_zero": np.float32(0)}
-    nodes: list[onnx.NodeProto] = list(prologue)
-    state, count = "state", None
+def _cf_code(b: _Builder, rule: Rule, state: str) -> str:
+    """(B, C_s, *S) -> (B, 1, *S): sum of c 2^c b_c, one value per distinct state (exact)."""
+    if "code_weights" not in b.inits:
+        b.const(_cf_channels(rule, 2.0 ** np.arange(rule.state_channels)), "code_weights")
+    return b.op("Conv", [state, "code_weights"])
+
+
+def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) -> onnx.ModelProto:
+    """K steps. inputs features, pre_bias, state (from prepare) and, by mode:
+
+        count       (rows int64 [B, L] when packed) -> state_out, last (B,) float: the last step
+                    of the K that changed the row (0 if none): its count of changing steps
+        budget      budget (B,) float: row b runs min(K, budget[b]) steps, then holds
+                    -> state_out, last (as count)
+        hot         -> state_out, hot (B, *S) bool: the cells that changed at step K
+        owned       owned (B, 1, *S) float, 1 where a change counts -> state_out, last (as count,
+                    over owned cells: tile windows, whose halos change too)
+
+    `count` without budgets serves whole problems of a fixed-point task (a row that settles stays
+    settled, so running past its budget changes nothing the loop reads)."""
+    if packed and (mode == "budget" or wrap):
+        raise ValueError("only rows that end in an empty cell and need no budget are packed")
+    b = _Builder(f"sead_cf_advance_{mode}_{k}")
+    state, changed_at, previous = "state", None, None
+    spatial = list(range(2, 2 + rule.rank))
+    if mode == "budget":
+        budget = b.op("Reshape", ["budget", b.const([-1, 1, *[1] * rule.rank])])
+    code = _cf_code(b, rule, state) if mode != "hot" else None
     for i in range(k):
-        nodes += _step_copy(body, const_names, i, state)
-        nodes += [helper.make_node("Sub", [f"s{i}_next_state", state], [f"s{i}_diff"]),
-                  helper.make_node("Reshape", [f"s{i}_diff", "rows_shape"], [f"s{i}_diff_rows"])]  # (C_s, B, L)
-        nodes += _reduce(f"s{i}_diff_rows", f"s{i}_moved_by", [0, 2], step.opset, consts, "ReduceL1")  # (1, B, 1)
-        moved = f"s{i}_moved"
-        nodes += [helper.make_node("Greater", [f"s{i}_moved_by", "adv_zero"], [moved + "_bool"]),
-                  helper.make_node("Cast", [moved + "_bool"], [moved], to=TensorProto.FLOAT)]
-        total = "last" if i == k - 1 else f"s{i}_count"
-        nodes.append(helper.make_node("Add", [count, moved], [total]) if count else
-                     helper.make_node("Identity", [moved], [total]))
-        state, count = f"s{i}_next_state", total
-    nodes.append(helper.make_node("Identity", [state], ["state_out"]))
-    inits += [numpy_helper.from_array(np.asarray(v), name=n) for n, v in consts.items()]
-    c_in, c_s = meta.input_channels, meta.state_channels
-    inputs = [_io("problem", [1, c_in, "cells"]), _io("state", [1, c_s, "cells"]),
-              helper.make_tensor_value_info("rows_shape", TensorProto.INT64, [3])]
-    outputs = [_io("state_out", [1, c_s, "cells"]), _io("last", [1, "batch", 1])]
-    name = f"sead_settle_{k}"
-    return _finish(helper.make_graph(nodes, name, inputs, outputs, inits), step, name)
+        nxt = _cf_step(b, rule, state, wrap)
+        if mode == "budget":
+            nxt = b.op("Where", [b.op("Greater", [budget, b.const(np.float32(i))]), nxt, state])
+        if mode != "hot":
+            new_code = _cf_code(b, rule, nxt)
+            moved = b.op("Not", [b.op("Equal", [new_code, code])])
+            changed_at = b.op("Where", [moved, b.const(np.float32(i + 1)), changed_at or b.const(np.float32(0))])
+            code = new_code
+        previous, state = state, nxt
+    b.op("Identity", [state], "state_out")
+    cells = _cf_cells(rule, packed)
+    state_io = _io("state_out", FLOAT, ["batch", rule.state_channels, *cells])
+    inputs = [_io("features", FLOAT, ["batch", rule.hidden, *cells]),
+              _io("pre_bias", FLOAT, ["batch", rule.state_channels, *cells]),
+              _io("state", FLOAT, ["batch", rule.state_channels, *cells])]
+    if mode == "hot":
+        diff = b.op("ReduceMax", [b.op("Abs", [b.op("Sub", [state, previous])]), b.const([1])], keepdims=0)
+        b.op("Greater", [diff, b.const(np.float32(0))], "hot")
+        return b.model(inputs, [state_io, _io("hot", BOOL, ["batch", *cells])])
+    if mode == "owned":
+        changed_at = b.op("Mul", [changed_at, "owned"])
+        inputs.append(_io("owned", FLOAT, ["batch", 1, *cells]))
+    if packed:
+        b.op("ReduceMax", [b.op("Reshape", [changed_at, "rows"]), b.const([1])], "last", keepdims=0)  # rows (B, L)
+        inputs.append(_io("rows", INT64, [2]))
+    else:
+        b.op("ReduceMax", [changed_at, b.const([1, *spatial])], "last", keepdims=0)
+    if mode == "budget":
+        inputs.append(_io("budget", FLOAT, ["rows"]))
+    return b.model(inputs, [state_io, _io("last", FLOAT, ["rows"])])
 
 
-def _reduce(src: str, dst: str, axes: list[int], opset: int, consts: dict, op: str = "ReduceMax") -> list[onnx.NodeProto]:
-    """A keepdims reduction over `axes` (opset 18 moved axes from an attribute to an input)."""
-    if opset < 18:
-        return [helper.make_node(op, [src], [dst], axes=axes, keepdims=1)]
-    name = "adv_axes_" + "_".join(map(str, axes))
-    consts[name] = np.array(axes, np.int64)
-    return [helper.make_node(op, [src, name], [dst], keepdims=1)]
+def cf_finish(rule: Rule, packed: bool) -> onnx.ModelProto:
+    """codes (B, *S) uint8, state (B, C_s, *S) -> state_codes (B, *S), classes (B, *S) uint8.
+    The readout runs channels last (the cl readout): its problem part is a table lookup."""
+    b = _Builder("sead_cf_finish")
+    codes = b.op("Cast", ["codes"], to=INT64)
+    real = b.op("Greater", [codes, b.const(np.int64(0))])
+    first = b.op("Squeeze", [b.op("Slice", ["state", b.const([0]), b.const([1]), b.const([1])]), b.const([1])])
+    fresh = b.op("Equal", [first, b.const(np.float32(0.5))])  # before the first step (all channels alike)
+    bits = b.op("Squeeze", [b.op("Conv", ["state", b.const(_cf_channels(rule, 2.0 ** np.arange(rule.state_channels)))]),
+                            b.const([1])])
+    code = b.op("Where", [b.op("And", [real, b.op("Not", [fresh])]), bits, b.const(np.float32(rule.zero_code))])
+    b.op("Cast", [code], "state_codes", to=_code_type(rule))
+    last_axis = list(range(rule.rank + 2))
+    perm = [0, *last_axis[2:], 1]  # (B, C, *S) -> (B, *S, C)
+    mask = b.op("Unsqueeze", [b.op("Cast", [real], to=FLOAT), b.const([1])])
+    sign = b.op("Transpose", [b.op("Sub", [b.op("Mul", ["state", b.const(np.float32(2))]), mask])], perm=perm)
+    _readout(b, rule, codes, sign, axis=rule.rank + 1)
+    cells_axes = _cf_cells(rule, packed)
+    return b.model([_io("codes", UINT8, ["batch", *cells_axes]),
+                    _io("state", FLOAT, ["batch", rule.state_channels, *cells_axes])],
+                   [_io("state_codes", _code_type(rule), ["batch", *cells_axes]), _io("classes", UINT8, ["batch", *cells_axes])])
+
+
+def _readout(b: _Builder, rule: Rule, codes: str, sign: str, axis: int) -> None:
+    """classes (uint8, shaped as codes) of cells whose codes (int64) and -1/0/+1 state (channels
+    last) are given: R_out relu(R_in [problem; state] + r_in) + r_out, argmax. Flat (cells, C):
+    two fused matrix products; the problem part of R_in, with the bias, is a table lookup."""
+    r_problem = rule.read_in[:, : rule.input_channels].astype(np.float64)  # (R, C_in)
+    table = np.zeros((rule.input_channels, rule.read_in.shape[0]), np.float64)
+    table[1:] = (r_problem[:, :1] + r_problem[:, 1:]).T
+    table += rule.read_in_bias  # every cell reads exactly one row
+    part = b.op("Gather", [b.const(table.astype(np.float32)), b.op("Reshape", [codes, b.const([-1])])])  # (N, R)
+    flat = b.op("Reshape", [sign, b.const([-1, rule.state_channels])])
+    hidden = b.op("Relu", [b.op("Gemm", [flat, b.const(rule.read_in[:, rule.input_channels:].T.copy()), part])])
+    logits = b.op("Gemm", [hidden, b.const(rule.read_out.T.copy()), b.const(rule.read_out_bias)])
+    best = b.op("ArgMax", [logits], axis=1, keepdims=0)
+    b.op("Cast", [b.op("Reshape", [best, b.op("Shape", [codes])])], "classes", to=UINT8)
+
+
+# -- cl: channels last, rows of cells with a neighbour table --------------------------------------
+
+def _cl_problem_tables(rule: Rule) -> np.ndarray:
+    """(taps * C_in, H): row (tap, code) is what a neighbour with that code adds to the first
+    layer: its mask weight and its symbol's weight (code 0, an empty cell: nothing)."""
+    w = rule.tap_weights("problem").astype(np.float64)  # (taps, H, C_in)
+    table = np.zeros((rule.taps, rule.input_channels, rule.hidden), np.float64)
+    table[:, 1:] = (w[:, :, :1] + w[:, :, 1:]).transpose(0, 2, 1)
+    return table.reshape(-1, rule.hidden).astype(np.float32)
+
+
+def _cl_state_tables(rule: Rule) -> np.ndarray:
+    """Symbol states: (taps * (classes + 1), H): what a neighbour in class c adds to the first
+    layer (row `classes`: the zero state, nothing). Each row is one weight: exact."""
+    w = rule.tap_weights("state")  # (taps, H, classes)
+    table = np.zeros((rule.taps, rule.state_channels + 1, rule.hidden), np.float32)
+    table[:, : rule.state_channels] = w.transpose(0, 2, 1)
+    return table.reshape(-1, rule.hidden)
+
+
+def _cl_neighbours(b: _Builder, x: str) -> str:
+    """x (B, L[, C]) -> (B, L, taps[, C]): each cell's neighbours, by the row's table (L, taps)."""
+    return b.op("Gather", [x, "neighbours"], axis=1)
+
+
+def _sign_from_codes(b: _Builder, rule: Rule, code: str) -> str:
+    """code (..., 1) float -> (..., C_s) -1/+1 (bit c of the code), 0 for the zero state."""
+    shifted = b.op("Floor", [b.op("Mul", [code, b.const(0.5 ** np.arange(rule.state_channels))])])  # z >> c, exact
+    bits = b.op("Sub", [shifted, b.op("Mul", [b.op("Floor", [b.op("Mul", [shifted, b.const(np.float32(0.5))])]),
+                                               b.const(np.float32(2))])])
+    sign = b.op("Sub", [b.op("Mul", [bits, b.const(np.float32(2))]), b.const(np.float32(1))])
+    return b.op("Where", [b.op("Equal", [code, b.const(np.float32(rule.zero_code))]), b.const(np.float32(0)), sign])
+
+
+def cl_prepare(rule: Rule, fresh: bool) -> onnx.ModelProto:
+    """codes (B, L) uint8, neighbours (L, taps) int64 [, state_codes (B, L)] -> features (B, L, H)
+    (the problem's share of the first layer, bias included) and the working state: sign, mask and
+    minus_mask (B, L, 1) and state (B, L, C_s) in -1/0/+1; symbol, is_real (B, L) bool and state
+    (B, L) int64 classes (`classes` is the zero state)."""
+    b = _Builder("sead_cl_prepare")
+    codes = b.op("Cast", ["codes"], to=INT64)
+    offsets = b.const((np.arange(rule.taps) * rule.input_channels).astype(np.int64))
+    rows = b.op("Add", [_cl_neighbours(b, codes), offsets])  # (B, L, taps)
+    parts = b.op("Gather", [b.const(_cl_problem_tables(rule)), rows])  # (B, L, taps, H)
+    b.op("Add", [b.op("ReduceSum", [parts, b.const([2])], keepdims=0), b.const(rule.b_in)], "features")
+    real = b.op("Greater", [codes, b.const(np.int64(0))])
+    outputs = [_io("features", FLOAT, ["batch", "cells", rule.hidden])]
+    if rule.state_code == "sign":
+        b.op("Unsqueeze", [b.op("Cast", [real], to=FLOAT), b.const([2])], "mask")
+        b.op("Neg", ["mask"], "minus_mask")
+        if fresh:
+            b.op("Mul", ["mask", b.const(np.zeros((1, 1, rule.state_channels), np.float32))], "state")
+        else:
+            code = b.op("Unsqueeze", [b.op("Cast", ["state_codes"], to=FLOAT), b.const([2])])  # (B, L, 1)
+            b.op("Mul", [_sign_from_codes(b, rule, code), "mask"], "state")  # an empty cell holds no state
+        outputs += [_io("mask", FLOAT, ["batch", "cells", 1]), _io("minus_mask", FLOAT, ["batch", "cells", 1]),
+                    _io("state", FLOAT, ["batch", "cells", rule.state_channels])]
+    else:
+        b.op("Identity", [real], "is_real")
+        if fresh:
+            b.op("Add", [b.op("Mul", [codes, b.const(np.int64(0))]), b.const(np.int64(rule.zero_code))], "state")
+        else:  # an empty cell holds the zero state
+            b.op("Where", [real, b.op("Cast", ["state_codes"], to=INT64), b.const(np.int64(rule.zero_code))], "state")
+        outputs += [_io("is_real", BOOL, ["batch", "cells"]), _io("state", INT64, ["batch", "cells"])]
+    inputs = [_io("codes", UINT8, ["batch", "cells"]), _io("neighbours", INT64, ["cells", rule.taps])]
+    if not fresh:
+        inputs.append(_io("state_codes", _code_type(rule), ["batch", "cells"]))
+    return b.model(inputs, outputs)
+
+
+def _cl_step(b: _Builder, rule: Rule, state: str) -> str:
+    w_out, b_out = b.const(rule.w_out.T.copy(), "w_out"), b.const(rule.b_out, "b_out")
+    if rule.state_code == "sign":
+        x = b.op("Reshape", [_cl_neighbours(b, state), b.const([0, 0, -1], "flat_taps")])  # (B, L, taps * C_s)
+        w = rule.tap_weights("state").transpose(0, 2, 1).reshape(-1, rule.hidden)  # (taps * C_s, H)
+        hidden = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, b.const(w, "w_state")]), "features"])])
+        pre = b.op("Add", [b.op("MatMul", [hidden, w_out]), b_out])
+        return b.op("Where", [b.op("Greater", [pre, b.const(np.float32(0), "zero")]), "mask", "minus_mask"])
+    offsets = b.const((np.arange(rule.taps) * (rule.state_channels + 1)).astype(np.int64), "state_tap_offsets")
+    rows = b.op("Add", [_cl_neighbours(b, state), offsets])  # (B, L, taps)
+    parts = b.op("Gather", [b.const(_cl_state_tables(rule), "state_tables"), rows])  # (B, L, taps, H)
+    hidden = b.op("Relu", [b.op("Add", [b.op("ReduceSum", [parts, b.const([2], "tap_axis")], keepdims=0), "features"])])
+    pre = b.op("Add", [b.op("MatMul", [hidden, w_out]), b_out])
+    best = b.op("ArgMax", [pre], axis=2, keepdims=0)  # the first largest, as the exported step's ArgMax
+    return b.op("Where", ["is_real", best, b.const(np.int64(rule.zero_code), "zero_state")])
+
+
+def _cl_code(b: _Builder, rule: Rule, state: str) -> str:
+    """One number per distinct cell state, (B, L): a sign state's sum of c 2^c s_c; a class."""
+    if rule.state_code == "symbol":
+        return state
+    w = (2.0 ** np.arange(rule.state_channels)).reshape(-1, 1).astype(np.float32)
+    return b.op("Squeeze", [b.op("MatMul", [state, b.const(w, "code_weights")]), b.const([2], "channel_axis")])
+
+
+def cl_advance(rule: Rule, k: int, mode: str) -> onnx.ModelProto:
+    """K steps on rows of cells (modes as cf_advance; budget (B,) float, owned (B, L) float). Inputs: neighbours
+    (L, taps), features, and the working state from cl_prepare."""
+    b = _Builder(f"sead_cl_advance_{mode}_{k}")
+    symbol = rule.state_code == "symbol"
+    state, changed_at, previous = "state", None, None
+    if mode == "budget":
+        budget = b.op("Reshape", ["budget", b.const([-1, 1] if symbol else [-1, 1, 1])])
+    code = _cl_code(b, rule, state) if mode != "hot" else None
+    for i in range(k):
+        nxt = _cl_step(b, rule, state)
+        if mode == "budget":
+            nxt = b.op("Where", [b.op("Greater", [budget, b.const(np.float32(i))]), nxt, state])
+        if mode != "hot":
+            new_code = _cl_code(b, rule, nxt)
+            moved = b.op("Not", [b.op("Equal", [new_code, code])])
+            changed_at = b.op("Where", [moved, b.const(np.float32(i + 1)), changed_at or b.const(np.float32(0))])
+            code = new_code
+        previous, state = state, nxt
+    b.op("Identity", [state], "state_out")
+    state_io = _io("state_out", INT64, ["batch", "cells"]) if symbol else \
+        _io("state_out", FLOAT, ["batch", "cells", rule.state_channels])
+    inputs = [_io("neighbours", INT64, ["cells", rule.taps]), _io("features", FLOAT, ["batch", "cells", rule.hidden])]
+    inputs += [_io("is_real", BOOL, ["batch", "cells"]), _io("state", INT64, ["batch", "cells"])] if symbol else \
+        [_io("mask", FLOAT, ["batch", "cells", 1]), _io("minus_mask", FLOAT, ["batch", "cells", 1]),
+         _io("state", FLOAT, ["batch", "cells", rule.state_channels])]
+    if mode == "hot":
+        if symbol:
+            moved = b.op("Not", [b.op("Equal", [state, previous])])
+        else:
+            moved = b.op("Greater", [b.op("ReduceMax", [b.op("Abs", [b.op("Sub", [state, previous])]), b.const([2])],
+                                          keepdims=0), b.const(np.float32(0))])
+        b.op("Identity", [moved], "hot")
+        return b.model(inputs, [state_io, _io("hot", BOOL, ["batch", "cells"])])
+    if mode == "owned":
+        changed_at = b.op("Mul", [changed_at, "owned"])
+        inputs.append(_io("owned", FLOAT, ["batch", "cells"]))
+    b.op("ReduceMax", [changed_at, b.const([1])], "last", keepdims=0)
+    if mode == "budget":
+        inputs.append(_io("budget", FLOAT, ["batch"]))
+    return b.model(inputs, [state_io, _io("last", FLOAT, ["batch"])])
+
+
+def cl_finish(rule: Rule) -> onnx.ModelProto:
+    """codes (B, L) uint8, state -> state_codes (B, L), classes (B, L) uint8."""
+    b = _Builder("sead_cl_finish")
+    codes = b.op("Cast", ["codes"], to=INT64)
+    real = b.op("Greater", [codes, b.const(np.int64(0))])
+    if rule.state_code == "symbol":
+        b.op("Cast", ["state"], "state_codes", to=_code_type(rule))
+        zero = b.op("Equal", ["state", b.const(np.int64(rule.zero_code))])
+        # the exported step reads a symbol state as its logits: the zero state reads as class 0
+        b.op("Cast", [b.op("Where", [zero, b.const(np.int64(0)), "state"])], "classes", to=UINT8)
+        state_io = _io("state", INT64, ["batch", "cells"])
+    else:
+        positive = b.op("Cast", [b.op("Greater", ["state", b.const(np.float32(0))])], to=FLOAT)
+        w = (2.0 ** np.arange(rule.state_channels)).reshape(-1, 1).astype(np.float32)
+        bits = b.op("Squeeze", [b.op("MatMul", [positive, b.const(w)]), b.const([2])])
+        b.op("Cast", [b.op("Where", [real, bits, b.const(np.float32(rule.zero_code))])], "state_codes", to=_code_type(rule))
+        _readout(b, rule, codes, "state", axis=2)
+        state_io = _io("state", FLOAT, ["batch", "cells", rule.state_channels])
+    return b.model([_io("codes", UINT8, ["batch", "cells"]), state_io],
+                   [_io("state_codes", _code_type(rule), ["batch", "cells"]), _io("classes", UINT8, ["batch", "cells"])])

@@ -3,8 +3,8 @@
 Two kinds of job, both advancing K steps per engine call and reading only small per-row numbers
 back to decide what happens next:
 
-- RowJob: short tapes of one padded length, resident in one engine batch until each has stopped.
-  Finished problems leave the batch once they are half of it.
+- RowJob: short problems of one padded shape, resident in one engine batch until each has
+  stopped. Finished problems leave the batch once they are half of it.
 - TapeJob: one long tape, at rest in compact form (runtime/tiles.py); each call runs only its
   active tiles, in chunks that workers run side by side, and stitches the owned cells back.
 
@@ -18,22 +18,18 @@ from __future__ import annotations
 import math
 import threading
 import time
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from .engines.protocol import Engine
-from .errors import SeadError
-from .tasks import Parsed
+from .errors import InternalError
+from .tasks import Parsed, Problems
 from .tasks.base import default_step_cap  # noqa: F401 (the cap of a tape of L cells: default_step_cap(L))
 from .tiles import RUN_TILES, TILE, TiledTape
 
 DEEPEN_BELOW_CELLS = 1 << 12  # below this many cells a call's launch cost dwarfs a step: deepen freely
-# ONNX Runtime's CPU provider holds about two state-sized buffers per step of a K-step call until
-# the call ends (a 201x200 grid, 100 state channels: ~30 MB per step), so a batch deepens K only
-# while K x cells x state channels x 4 bytes stays under this. Two 400-digit products went past
-# 24 GB at K = 64; capped, they ran in 6.9 GB (README: Grids)
-CALL_STATE_BYTES = 1 << 30
+FIRST_K = 4  # calls start this deep (the engines also offer 1 and 2, for the last steps of generations)
 DEFAULT_MAX_GENERATIONS = 1_000_000  # a generations task's step cap unless max_steps says otherwise
 
 
@@ -45,37 +41,87 @@ class Result(NamedTuple):
     converged: bool
 
 
-def bucket_shape(task, p: Parsed) -> tuple[int, ...]:
+class Results(Sequence):
+    """The Results of many problems, in input order, kept as arrays: answers (list of str or None),
+    steps (n,) int64, converged (n,) bool. Indexing gives a Result; it equals any sequence of
+    equal Results."""
+
+    def __init__(self, answers: list, steps: np.ndarray, converged: np.ndarray):
+        self.answers, self.steps, self.converged = answers, steps, converged
+
+    def __len__(self) -> int:
+        return len(self.answers)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Results(self.answers[i], self.steps[i], self.converged[i])
+        return Result(self.answers[i], int(self.steps[i]), bool(self.converged[i]))
+
+    def __iter__(self):
+        return map(Result, self.answers, self.steps.tolist(), self.converged.tolist())
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Results):
+            return self.answers == other.answers and np.array_equal(self.steps, other.steps) \
+                and np.array_equal(self.converged, other.converged)
+        try:
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        except TypeError:
+            return NotImplemented
+
+    def __repr__(self) -> str:
+        shown = ", ".join(map(repr, list(self[:3])))
+        return f"Results([{shown}{', ...' if len(self) > 3 else ''}], n={len(self)})"
+
+    @classmethod
+    def concat(cls, parts: list["Results"]) -> "Results":
+        if not parts:
+            return cls([], np.zeros(0, np.int64), np.zeros(0, bool))
+        return cls([a for p in parts for a in p.answers], np.concatenate([p.steps for p in parts]),
+                   np.concatenate([p.converged for p in parts]))
+
+
+def bucket_shape(boundary: str, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The padded cell shape of a short problem's row: a ring at its exact length, a line or a
     grid padded along each axis (bucket_length), so problems of similar shapes share batches."""
-    if task.boundary == "ring":
-        return task.shape(p)
-    return tuple(bucket_length(n) for n in task.shape(p))
+    if boundary == "ring":
+        return tuple(shape)
+    return tuple(bucket_length(n) for n in shape)
 
 
 def bucket_length(length: int) -> int:
-    """The padded length of a short line problem: at least one empty cell past its end (so CPU
-    engines can pack rows into one tape), exact up to 64 cells, then multiples of 1/16 of the
-    next power of two (at most ~6% wasted cells)."""
+    """The padded length of a short line problem: at least one empty cell past its end (what lies
+    beyond a problem, and the protocol's rule for rows), exact up to 64 cells, then multiples of
+    1/16 of the next power of two (at most ~6% wasted cells)."""
     if length < 64:
         return length + 1
     grain = 1 << max(0, length.bit_length() - 5)
     return (length // grain + 1) * grain
 
 
-Deliver = Callable[[Result], None]
-DeliverMany = Callable[[list[tuple[int, Result]]], None]  # (item index, result) pairs, delivered together
+def bucket_lengths(lengths: np.ndarray) -> np.ndarray:
+    """bucket_length of each of (n,) int64 lengths."""
+    lengths = np.asarray(lengths, np.int64)
+    bits = np.zeros_like(lengths)
+    big = lengths >= 64
+    if big.any():
+        bits[big] = np.floor(np.log2(lengths[big])).astype(np.int64) + 1
+        # log2 can round at exact powers of two: fix by the definition of bit_length
+        bits[big] += (lengths[big] >> bits[big]) > 0
+        bits[big] -= (lengths[big] >> np.maximum(bits[big] - 1, 0)) == 0
+    grain = np.left_shift(1, np.maximum(0, bits - 5))
+    return np.where(big, (lengths // grain + 1) * grain, lengths + 1)
 
 
 class KSchedule:
-    """Steps per call: start at the engine's smallest K and go deeper while most work keeps
-    running. Where a call holds many cells (one step dwarfs a call's cost), go deeper only once
-    4x the next K has run, so steps run past the last one that counts stay under a quarter.
-    max_cell_steps: never deeper than K x cells = this (the memory of a call's steps)."""
+    """Steps per call: start at FIRST_K and go deeper while most work keeps running. Where a call
+    holds many cells (one step dwarfs a call's cost), go deeper only once 4x the next K has run,
+    so steps run past the last one that counts stay under a quarter."""
 
-    def __init__(self, ks: tuple[int, ...], max_cell_steps: int | None = None):
-        self.ks, self.depth, self.ran = ks, 0, 0
-        self.max_cell_steps = max_cell_steps
+    def __init__(self, ks: tuple[int, ...]):
+        self.ks = ks
+        self.depth = next((i for i, k in enumerate(ks) if k >= FIRST_K), len(ks) - 1)
+        self.ran = 0
 
     @property
     def k(self) -> int:
@@ -83,51 +129,40 @@ class KSchedule:
 
     def after_call(self, most_still_running: bool, cells: int) -> None:
         self.ran += self.k
-        deeper = self.depth + 1 < len(self.ks) and (
-            self.max_cell_steps is None or self.ks[self.depth + 1] * cells <= self.max_cell_steps)
+        deeper = self.depth + 1 < len(self.ks)
         if most_still_running and deeper and (cells < DEEPEN_BELOW_CELLS or 4 * self.ks[self.depth + 1] <= self.ran):
             self.depth += 1
 
 
-class Limits(NamedTuple):
-    """How far one problem may run: `evaluations` steps at most; `generations` tasks run exactly
-    that many, fixed-point tasks stop at the first step that changes nothing."""
-
-    evaluations: int
-    cap: int
-    fixed_point: bool
-
-    @classmethod
-    def fixed_point_cap(cls, cap: int) -> "Limits":
-        """Stop at a fixed point, after at most `cap` changing steps and the one that proves it."""
-        return cls(cap + 1, cap, True)
-
-    @classmethod
-    def generations(cls, generations: int) -> "Limits":
-        return cls(generations, generations, False)
+def step_choice(ks: tuple[int, ...], k: int, most: int) -> int:
+    """The deepest of the engine's K that is at most min(k, most) (1 is always offered)."""
+    return max(c for c in ks if c <= max(1, min(k, most)))
 
 
-def finish(answer: str | None, steps: int, ran_out: bool, limits: Limits) -> Result:
-    """A stopped problem's result. ran_out: it used every evaluation without a step that changed nothing."""
-    if limits.fixed_point and ran_out:
-        return Result(None, limits.cap, False)
-    return Result(answer, steps, True)
+# deliver(rows, answers, steps, converged): rows (m,) int64 into the job's problems
+DeliverRows = Callable[[np.ndarray, list, np.ndarray, np.ndarray], None]
 
 
 class RowJob:
-    """Short tapes (or grids) of one padded shape, resident in an engine batch. run() goes call by
-    call until every problem has stopped or the time slice is used; it can be resumed on any thread."""
+    """Short problems of one padded shape, resident in an engine batch. run() goes call by call
+    until every problem has stopped or the time slice is used; it can be resumed on any thread.
 
-    def __init__(self, engine: Engine, task, items: list[tuple[Parsed, Limits]], deliver: DeliverMany,
-                 shape: tuple[int, ...], wrap: bool, state_channels: int):
-        self.engine, self.task, self.items, self.shape, self.wrap = engine, task, items, shape, wrap
-        self.deliver = deliver  # once per retirement, for all its problems: one lock, not one per problem
+    parts: the problems, in parts (as they were queued); rows are numbered across the parts in
+    order. evaluations (n,) int64: steps each may take (a fixed-point task's cap + 1, or a
+    generations task's count); caps (n,) int64: the cap reported for a problem that ran out."""
+
+    def __init__(self, engine: Engine, task, parts: list[Problems], evaluations: np.ndarray, caps: np.ndarray,
+                 deliver: DeliverRows, shape: tuple[int, ...]):
+        self.engine, self.task, self.parts, self.shape = engine, task, parts, shape
+        self.offsets = np.cumsum([0] + [len(p) for p in parts])
+        self.deliver = deliver
+        self.fixed_point = task.convergence == "fixed_point"
         self.batch = None
-        self.schedule = KSchedule(engine.k_choices, max_cell_steps=CALL_STATE_BYTES // (4 * state_channels))
-        n = len(items)
+        self.schedule = KSchedule(engine.k_choices)
+        n = int(self.offsets[-1])
         self.steps = np.zeros(n, np.int64)
-        self.allowed = np.array([limits.evaluations for _, limits in items], np.int64)
-        self.rows = np.arange(n)  # the item of each row still in the batch
+        self.allowed, self.caps = np.asarray(evaluations, np.int64), np.asarray(caps, np.int64)
+        self.rows = np.arange(n)  # the problem of each row still in the batch
         self.stopped = self.allowed <= 0  # rule110 with 0 generations
         self.ran_out = np.zeros(n, bool)
         self.row_cells = math.prod(shape)
@@ -136,9 +171,8 @@ class RowJob:
     def run(self, until: float) -> bool:
         """-> True once every problem has been delivered."""
         if self.batch is None:
-            parsed = [p for p, _ in self.items]
-            self.batch = self.engine.start(self.task.encode_many(parsed, self.shape), wrap=self.wrap,
-                                           settle=self.items[0][1].fixed_point)
+            codes = np.concatenate([self.task.codes(p, np.arange(len(p)), self.shape) for p in self.parts])
+            self.batch = self.engine.start(codes, wrap=self.task.boundary == "ring", generations=not self.fixed_point)
         try:
             while True:
                 if self._retire():
@@ -162,10 +196,20 @@ class RowJob:
         if 2 * stopped.sum() < max(len(self.rows), 1) or not stopped.any():
             return False
         done = self.rows[stopped]
-        items = self.items
-        answers = self.task.decode_many(self.batch.symbols()[stopped], [items[i][0] for i in done.tolist()])
-        self.deliver([(i, finish(answer, steps, ran_out, items[i][1])) for i, answer, steps, ran_out in
-                      zip(done.tolist(), answers, self.steps[done].tolist(), self.ran_out[done].tolist())])
+        out = self.ran_out[done]
+        answers = [None] * len(done)
+        if not out.all():
+            classes = self.batch.classes()[stopped]
+            part_of = np.searchsorted(self.offsets, done, side="right") - 1
+            for part in np.unique(part_of[~out]).tolist():
+                slots = np.flatnonzero((part_of == part) & ~out)
+                decoded = self.task.decode_classes(classes[slots], self.parts[part], done[slots] - self.offsets[part])
+                if len(slots) == len(done):
+                    answers = decoded
+                else:
+                    for slot, answer in zip(slots.tolist(), decoded):
+                        answers[slot] = answer
+        self.deliver(done, answers, np.where(out, self.caps[done], self.steps[done]), ~out)
         if stopped.all():
             return True
         self.batch.keep(np.flatnonzero(~stopped))
@@ -175,20 +219,23 @@ class RowJob:
     def _call(self) -> None:
         rows, k = self.rows, self.schedule.k
         ran = np.minimum(self.allowed[rows] - self.steps[rows], k)
-        last = self.batch.advance(ran, k)
-        fixed_point = self.items[0][1].fixed_point
-        counted = last if fixed_point else ran
+        if not self.fixed_point:
+            self.batch.advance(k, ran)
+            counted = ran
+        else:
+            counted = np.minimum(self.batch.advance(k), ran)  # it may have run on past its allowance
         self.steps[rows] += counted
         settled = counted < ran  # a step in the call changed nothing: an exact fixed point
         out = ~settled & (self.steps[rows] >= self.allowed[rows])
-        self.ran_out[rows[out]] = True
+        if self.fixed_point:
+            self.ran_out[rows[out]] = True
         newly = settled | out
         self.stopped[rows[newly]] = True
         self.schedule.after_call(newly.sum() * 2 < len(rows), len(rows) * self.row_cells)
 
 
 class Chunk(NamedTuple):
-    """Rows of one tape that one engine batch runs: spans of owned cells, all padded to row_length."""
+    """Rows of one tape that one engine call runs: spans of owned cells, all padded to row_length."""
 
     spans: list[tuple[int, int]]
     row_length: int
@@ -196,20 +243,24 @@ class Chunk(NamedTuple):
 
 class TapeJob:
     """One long tape in tiles. start() and each chunk return the chunks that can run next: a
-    round's chunks run side by side, and the last one to finish plans the next round."""
+    round's chunks run side by side, and the last one to finish plans the next round.
 
-    def __init__(self, engine: Engine, task, problem: Parsed, limits: Limits, deliver: Deliver, ring: bool,
-                 state_channels: int, tile: int = TILE, run_tiles: int = RUN_TILES, state_code: str = "sign"):
-        self.engine, self.task, self.problem, self.limits, self.deliver = engine, task, problem, limits, deliver
-        self.ring, self.state_channels, self.tile, self.run_tiles = ring, state_channels, tile, run_tiles
-        self.state_code = state_code
+    evaluations: steps it may take (cap + 1, or its generations); cap: reported if it runs out."""
+
+    def __init__(self, engine: Engine, task, problem: Parsed, evaluations: int, cap: int,
+                 deliver: Callable[[Result], None], tile: int = TILE, run_tiles: int = RUN_TILES):
+        self.engine, self.task, self.problem, self.deliver = engine, task, problem, deliver
+        self.evaluations, self.cap = evaluations, cap
+        self.fixed_point = task.convergence == "fixed_point"
+        self.ring = task.boundary == "ring"
+        self.tile, self.run_tiles = tile, run_tiles
         self.schedule = KSchedule(engine.k_choices)
         self.steps, self.k_run = 0, 0
         self.tape: TiledTape | None = None
         self.lock = threading.Lock()
-        self.pending, self.results, self.last = 0, [], 0
+        self.pending, self.results = 0, []
         self.reading = False
-        self.symbols: np.ndarray | None = None
+        self.classes: np.ndarray | None = None
         self.ran_out = False
         self.failed = False  # set by the scheduler when a chunk raised: its other chunks are dropped
         self.cell_steps = 0  # cells x steps the engine ran for this tape, halos and padding included
@@ -223,10 +274,10 @@ class TapeJob:
 
     # -- rounds --------------------------------------------------------------------------------
     def start(self) -> list[Chunk]:
-        cells = self.task.encode_cells([self.problem], self.problem.length)[0]
-        self.tape = TiledTape(cells, self.task.input_channels, self.state_channels, self.ring, self.tile, self.run_tiles,
-                              self.state_code)
-        if self.limits.evaluations <= 0:  # rule110 with 0 generations
+        codes = self.task.codes(Problems.from_parsed(self.task, [self.problem]), np.zeros(1, np.int64),
+                                (self.problem.length,))[0]
+        self.tape = TiledTape(codes, self.ring, self.tile, self.run_tiles)
+        if self.evaluations <= 0:  # rule110 with 0 generations
             return self._readout()
         return self._round()
 
@@ -234,19 +285,20 @@ class TapeJob:
         # at most a tile's width per call, as the activity rule (runtime/tiles.py) needs, and
         # halos short enough that a one-tile row fits the engine
         widest = (self.engine.max_row_cells - self.tape.tile - 1) // 2
-        self.k_run = min(self.schedule.k, self.tape.tile, widest, self.limits.evaluations - self.steps)
+        self.k_run = step_choice(self.engine.k_choices, self.schedule.k, min(self.tape.tile, widest,
+                                                                            self.evaluations - self.steps))
         spans = self.tape.spans(self.engine.max_row_cells - 2 * self.k_run - 1)
         return self._chunks(spans, self.k_run)
 
     def _readout(self) -> list[Chunk]:
         self.reading = True
-        self.symbols = np.zeros(self.tape.length, np.uint8)
+        self.classes = np.zeros(self.tape.length, np.uint8)
         return self._chunks(self.tape.all_spans(self.engine.max_row_cells - 1), 0)
 
     def _chunks(self, spans: list[tuple[int, int]], halo: int) -> list[Chunk]:
         """Group rows into batches of about the engine's preferred size; similar widths together."""
         if not spans:  # a round always has a hot tile's neighbourhood to run, or it would not start
-            raise SeadError("internal error: a tiled tape has no active tiles left to run")
+            raise InternalError("a tiled tape has no active tiles left to run")
         spans = sorted(spans, key=lambda s: s[0] - s[1])
         chunks, group = [], []
         for span in spans:
@@ -260,38 +312,31 @@ class TapeJob:
         if group:
             chunks.append(Chunk(group, self.tape.window_length(group[0], halo)))
         with self.lock:
-            self.pending, self.results, self.last = len(chunks), [], 0
+            self.pending, self.results = len(chunks), []
         return chunks
 
     def run_chunk(self, chunk: Chunk) -> list[Chunk]:
         """Run one chunk; the last chunk of a round ends it. -> the chunks that can run next."""
         if self.reading:
-            problem, state = self.tape.readout_rows(chunk.spans, chunk.row_length)
-            batch = self.engine.start(problem, state)
-            try:
-                symbols = batch.symbols()
-            finally:
-                batch.close()
+            codes, states, _ = self.tape.gather(chunk.spans, 0, chunk.row_length)
+            classes = self.engine.classify(codes, states)
             for row, (a, b) in enumerate(chunk.spans):
-                self.symbols[a:b] = symbols[row, : b - a]
+                self.classes[a:b] = classes[row, : b - a]
             with self.lock:
                 self.pending -= 1
                 if self.pending:
                     return []
-            answer = self.task.decode_many(self.symbols[None], [self.problem])[0]
-            self.deliver(finish(answer, self.steps, self.ran_out, self.limits))
+            answer = None
+            if not (self.fixed_point and self.ran_out):
+                answer = self.task.decode_many(self.classes[None], [self.problem])[0]
+            self.deliver(finish(answer, self.steps, self.ran_out, self.fixed_point, self.cap))
             return []
-        halo, k = self.k_run, self.schedule.k
-        problem, state, owned = self.tape.gather(chunk.spans, halo, chunk.row_length)
-        batch = self.engine.start(problem, state, owned)
-        try:
-            last = batch.advance(np.full(len(chunk.spans), halo, np.int64), k)
-            results = self.tape.owned_results(chunk.spans, halo, batch.state(), batch.hot())
-        finally:
-            batch.close()
+        halo, k = self.k_run, self.k_run
+        codes, states, owned = self.tape.gather(chunk.spans, halo, chunk.row_length)
+        new_states, hot = self.engine.run_windows(codes, states, k)
+        results = self.tape.owned_results(chunk.spans, halo, new_states, hot)
         with self.lock:
-            self.results += results
-            self.last = max(self.last, int(last.max()))
+            self.results.append((chunk, codes, states, owned, results))
             self.cell_steps += len(chunk.spans) * chunk.row_length * halo
             self.pending -= 1
             if self.pending:
@@ -299,20 +344,33 @@ class TapeJob:
         return self._end_round()
 
     def _end_round(self) -> list[Chunk]:
-        hot = self.tape.apply(self.results)
         ran = self.k_run
-        counted = self.last if self.limits.fixed_point else ran
-        if self.limits.fixed_point and hot != (counted == ran):
-            raise SeadError(f"engine '{self.engine.name}' is inconsistent: its hot cells and its last changed "
-                            "steps disagree")
+        hot = self.tape.apply([r for *_, results in self.results for r in results])
+        counted = ran
+        if self.fixed_point and not hot:
+            # nothing changed at the call's last step: the tape settled during it. Which step was
+            # its last change? Rerun the round's windows counting changes of owned cells.
+            counted = max(self.engine.run_windows(codes, states, ran, owned)[1]
+                          for _, codes, states, owned, _ in self.results)
+            if counted >= ran:
+                raise InternalError(f"engine '{self.engine.name}' is inconsistent: no cell changed at the last step "
+                                    f"of a call, yet its count says step {counted} changed one")
+        self.results = []
         self.steps += counted
         settled = counted < ran
-        self.ran_out = not settled and self.steps >= self.limits.evaluations
-        if not hot and not self.limits.fixed_point:
+        self.ran_out = not settled and self.steps >= self.evaluations
+        if not hot and not self.fixed_point:
             # nothing changed at the final step: a fixed point, so the remaining generations change
             # nothing either (and no tile would run them)
-            self.steps = self.limits.evaluations
+            self.steps = self.evaluations
         self.schedule.after_call(True, int(self.tape.active.sum()) * self.tape.tile)
-        if settled or self.steps >= self.limits.evaluations:
+        if settled or self.steps >= self.evaluations:
             return self._readout()
         return self._round()
+
+
+def finish(answer: str | None, steps: int, ran_out: bool, fixed_point: bool, cap: int) -> Result:
+    """A stopped problem's result. ran_out: it used every evaluation without a step that changed nothing."""
+    if fixed_point and ran_out:
+        return Result(None, cap, False)
+    return Result(answer, steps, True)

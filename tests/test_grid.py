@@ -68,42 +68,25 @@ def test_a_grid_rule_runs_in_the_runtime_as_in_pytorch(model, k, tiny_onnx, tiny
         assert [(r.answer, r.steps, r.converged) for r in rt.solve(LINES[:3], max_steps=12)] == want[:3]
 
 
-@pytest.mark.parametrize("capped", [False, True])
-def test_a_call_holds_at_most_its_budget_of_state_steps(capped, tiny_onnx, tiny_checkpoints, reference, monkeypatch):
-    """ONNX Runtime keeps state-sized buffers for every step of a K-step call, so a batch deepens K
-    only while K x cells x state channels x 4 bytes stays within loop.CALL_STATE_BYTES (a 400-digit
-    product at K = 64 ran out of 24 GB). The answers do not change; uncapped, the same solves go deeper."""
-    from sead.runtime import Runtime, loop
-    from sead.runtime.engines.ort import OrtCpuEngine
+def test_no_call_holds_a_tensor_of_2_31_elements(tiny_onnx):
+    """The engine bounds rows by its widest tensor (the cl layout gathers taps x hidden values per
+    cell); a grid too large for one call is refused before anything runs."""
+    from sead.runtime.engines.ort import MAX_ELEMENTS, OrtEngine
+    from sead.runtime.model_file import load_step_model
 
-    calls = []  # (k, cells in the call)
-
-    class Recorded(OrtCpuEngine):
-        def start(self, *args, **kwargs):
-            batch = super().start(*args, **kwargs)
-            advance = batch.advance
-            batch.advance = lambda budget, k: calls.append((k, batch.b * batch.length)) or advance(budget, k)
-            return batch
-
-    want = reference(tiny_checkpoints["multiplication_symbol"], LINES, 200)
-    channels = 100  # the symbol state: one channel per class
-    max_cell_steps = 8 * 64  # K = 8 over a 64-cell call
-    if capped:
-        monkeypatch.setattr(loop, "CALL_STATE_BYTES", 4 * channels * max_cell_steps)
-    with Runtime(str(tiny_onnx["multiplication_symbol"]), Recorded, self_test=False, workers=1) as rt:
-        assert rt.metadata.state_channels == channels
-        assert [(r.answer, r.steps, r.converged) for r in rt.solve(LINES, max_steps=200)] == want
-    deep = [(k, cells) for k, cells in calls if k > min(K for K, _ in calls) and k * cells > max_cell_steps]
-    assert (not deep) if capped else deep
+    engine = OrtEngine(load_step_model(tiny_onnx["multiplication_symbol"]), "cpu")
+    for cells in (1, 1000, 40_000, 1 << 20):
+        assert engine.max_rows(cells) * cells * engine.elements_per_cell <= MAX_ELEMENTS
+    assert engine.elements_per_cell >= 9 * engine.rule.hidden
 
 
 @pytest.mark.parametrize("model", ["multiplication", "multiplication_symbol"])
 def test_the_device_resident_path_runs_grids(model, tiny_onnx, tiny_checkpoints, reference):
     from sead.runtime import Runtime
-    from sead.runtime.engines.ort import OrtCudaEngine
+    from sead.runtime.engines.ort import OrtEngine
 
     want = reference(tiny_checkpoints[model], LINES, 12)
-    engine = lambda step: OrtCudaEngine(step, device_type="cpu")
+    engine = lambda step: OrtEngine(step, "cpu", layout="cl", cuda_graphs=True)
     with Runtime(str(tiny_onnx[model]), engine, self_test=False, workers=1) as rt:
         for _ in range(2):  # the second pass runs on the graph slots the first pass's shapes earned
             assert [(r.answer, r.steps, r.converged) for r in rt.solve(LINES * 2, max_steps=12)] == want * 2

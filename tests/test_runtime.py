@@ -94,7 +94,9 @@ def test_bad_input_names_the_line(tiny_onnx):
 def test_stream_solves_in_chunks_in_order(tiny_onnx):
     rt = Runtime(str(tiny_onnx["addition"]), engine="ort", self_test=False)
     lines = [f"{i}+{i}" for i in range(1000)]
-    assert list(rt.stream(iter(lines), chunk=64)) == rt.solve(lines)
+    streamed = list(rt.stream(iter(lines), chunk=64))
+    assert [n for n, _ in streamed] == list(range(1, len(lines) + 1))
+    assert [r for _, r in streamed] == rt.solve(lines)
 
 
 def test_missing_model_and_unknown_engine(tiny_onnx, tmp_path):

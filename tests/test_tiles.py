@@ -71,20 +71,21 @@ def test_every_k_the_loop_uses_on_long_chains():
 
 
 class _Recording:
-    """An engine wrapper that records every batch's shape and lets tests see each call."""
+    """An engine wrapper that records every tile window call's shape."""
 
     def __init__(self, engine, calls):
         self.engine, self.calls = engine, calls
-        for name in ("name", "k_choices", "workers", "batch_cells", "max_row_cells", "max_rows", "close"):
+        for name in ("name", "k_choices", "workers", "batch_cells", "max_row_cells", "max_rows", "close", "start",
+                     "classify"):
             setattr(self, name, getattr(engine, name))
 
-    def start(self, problem, state=None, owned=None, wrap=False, settle=False):
-        self.calls.append((problem.shape, None if state is None else state.shape))
-        return self.engine.start(problem, state, owned, wrap, settle)
+    def run_windows(self, codes, state_codes, k, owned=None):
+        self.calls.append((codes.shape, k))
+        return self.engine.run_windows(codes, state_codes, k, owned)
 
 
 def test_rows_stay_bounded_and_tapes_rest_compact():
-    from sead.runtime.api import make_engine
+    from sead.runtime.engines import make_engine
 
     calls = []
     line = "9" * 20_000 + "+1"
@@ -92,14 +93,14 @@ def test_rows_stay_bounded_and_tapes_rest_compact():
         result = rt.solve([line])[0]
         engine = rt.engine
     assert result.answer == "1" + "0" * 20_000 and 20_000 <= result.steps <= 20_002
-    for problem_shape, _ in calls:
-        rows, channels, length = problem_shape
+    for (rows, length), k in calls:
         assert length <= 64 * 64 + 2 * 64 + 1 and rows * length <= max(engine.batch_cells, length)
-        assert rows * 64 * length < 2**31  # no tensor, even the widest activation, near int32 indexing
+        assert rows <= engine.max_rows(length)  # no tensor, even the widest activation, near int32 indexing
     # the chain moves one cell a step, so almost every call runs 3 tiles: not the tape's 313
     assert np.median([shape[0] for shape, _ in calls]) <= 3
-    tape = TiledTape(np.zeros(1000, np.int8), 20, 8, ring=False)
-    assert tape.cells.nbytes + tape.state.nbytes == 2 * 1000  # two bytes per cell at rest
+    tape = TiledTape(np.ones(1000, np.uint8), ring=False)
+    tape.apply([((0, 1000), np.zeros(1000, np.uint16), np.zeros(16, bool))])
+    assert tape.codes.nbytes + tape.states.nbytes == 3 * 1000  # three bytes per cell at rest (8 sign channels)
 
 
 def test_a_skipped_tile_would_not_have_changed():
@@ -142,22 +143,21 @@ def test_a_skipped_tile_would_not_have_changed():
 
 
 def test_activity_dilates_by_one_tile_and_wraps_on_rings():
-    tape = TiledTape(np.zeros(40, np.int8), 3, 4, ring=False, tile=8)
-    span_state = np.ones((1, 4, 8 + 2 * 2 + 1), np.float32)
+    tape = TiledTape(np.ones(40, np.uint8), ring=False, tile=8)
+    window_states = np.full((1, 8 + 2 * 2 + 1), 7, np.uint16)
     hot = np.zeros((1, 8 + 2 * 2 + 1), bool)
     hot[0, 2] = True  # the first owned cell of tile 0
-    assert tape.apply(tape.owned_results([(0, 8)], 2, span_state, hot)) is True
+    assert tape.apply(tape.owned_results([(0, 8)], 2, window_states, hot)) is True
     assert tape.active.tolist() == [True, True, False, False, False]
-    ring = TiledTape(np.zeros(40, np.int8), 3, 4, ring=True, tile=8)
-    ring.apply(ring.owned_results([(0, 8)], 2, span_state, hot))
+    ring = TiledTape(np.ones(40, np.uint8), ring=True, tile=8)
+    ring.apply(ring.owned_results([(0, 8)], 2, window_states, hot))
     assert ring.active.tolist() == [True, True, False, False, True]
     assert ring.spans() == [(0, 16), (32, 40)]
-    problem, state, owned = ring.gather([(32, 40)], 2, 13)
-    assert owned[0, 0].tolist() == [0, 0] + [1] * 8 + [0] * 3  # halo, owned cells, halo, the empty end cell
-    assert problem[0, 0].tolist() == [1] * 12 + [0]  # a ring's halo wraps to real cells; then the empty cell
-    # cells 30..39 were never written (-1 once started); the right halo wraps to cells 0 and 1 (+1)
-    assert ring.started and (state[0, :, :10] == -1).all() and (state[0, :, 10:12] == 1).all()
-    assert (state[0, :, 12] == 0).all()
+    codes, states, owned = ring.gather([(32, 40)], 2, 13)
+    assert owned[0].tolist() == [False] * 2 + [True] * 8 + [False] * 3  # halo, owned cells, halo, the empty end
+    assert codes[0].tolist() == [1] * 12 + [0]  # a ring's halo wraps to real cells; then the empty cell
+    # cells 30..39 were never written (0); the right halo wraps to cells 0 and 1 (7)
+    assert (states[0, :10] == 0).all() and (states[0, 10:12] == 7).all()
 
 
 def test_default_cap_bounds_a_tiled_problem_like_a_dense_one():

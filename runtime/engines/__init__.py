@@ -1,0 +1,64 @@
+"""The engines, by name: one registry of what each is called, what it needs, and how to make one.
+
+    make_engine(step, "auto")   trt, then ort-cuda, then ort: the first that starts here
+
+Each engine implements runtime/engines/protocol.py and lives in its own module, imported only
+when that engine is asked for (onnxruntime, tensorrt and CUDA are optional).
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable, NamedTuple
+
+from ..errors import EngineUnavailable, SeadError
+
+
+class EngineSpec(NamedTuple):
+    name: str
+    needs: str                                # what a machine must have, for help texts
+    make: Callable[..., object]               # make(step, k=None) -> Engine
+
+
+def _ort(step, k=None):
+    from .ort import K_CHOICES, OrtEngine
+    return OrtEngine(step, "cpu", k_choices=_ks(K_CHOICES, k))
+
+
+def _ort_cuda(step, k=None):
+    from .ort import K_CHOICES_CUDA, OrtEngine
+    return OrtEngine(step, "cuda", k_choices=_ks(K_CHOICES_CUDA, k))
+
+
+def _trt(step, k=None):
+    from .trt import TrtEngine
+    return TrtEngine(step, k or 8)
+
+
+def _ks(default: tuple[int, ...], k: int | None) -> tuple[int, ...]:
+    """k fixes the deepest call; the engine still offers the shallower powers of two."""
+    return default if k is None else tuple(c for c in default if c < k) + (k,)
+
+
+ENGINES: dict[str, EngineSpec] = {spec.name: spec for spec in (
+    EngineSpec("ort", "onnxruntime (pip install 'sead[cpu]')", _ort),
+    EngineSpec("ort-cuda", "onnxruntime-gpu and an NVIDIA GPU (pip install 'sead[cuda]')", _ort_cuda),
+    EngineSpec("trt", "TensorRT, cuda-python and an NVIDIA GPU (pip install 'sead[tensorrt]')", _trt),
+)}
+AUTO_ORDER = ("trt", "ort-cuda", "ort")
+ENGINE_CHOICES = ("auto", *ENGINES)
+
+
+def make_engine(step, engine: str = "auto", k: int | None = None):
+    """-> an engine for the step. `auto` tries AUTO_ORDER and says on stderr why it passed over an
+    engine whose package is installed. k: the deepest number of steps per call."""
+    if engine == "auto":
+        for name in AUTO_ORDER:
+            try:
+                return ENGINES[name].make(step, k)
+            except EngineUnavailable as exc:
+                if not exc.quiet:
+                    print(f"sead: engine '{name}' unavailable ({exc}); trying the next", file=sys.stderr, flush=True)
+        raise EngineUnavailable("no engine is available: pip install 'sead[cpu]' for ONNX Runtime on the CPU")
+    if engine not in ENGINES:
+        raise SeadError(f"unknown engine {engine!r}; choose one of {', '.join(ENGINE_CHOICES)}")
+    return ENGINES[engine].make(step, k)

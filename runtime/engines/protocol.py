@@ -1,12 +1,14 @@
 """The engine interface: what the loop (runtime/loop.py) asks of a backend, and nothing more.
 
-An engine runs the graphs derived from one exported step (runtime/graph.py) on some device. The
-loop hands it dense float32 rows of one shape per batch; everything about tapes, tiles, halos,
-activity, rings, packing and step accounting lives above it, in runtime/loop.py and tiles.py.
+An engine runs the graphs built from one exported step (runtime/graph.py) on some device. Codes
+go in and classes come out: a cell is one uint8 code (0 an empty cell, 1 + s the task's symbol s)
+and the readout one uint8 class; a cell's state at rest is one integer code (Rule.code_dtype;
+runtime/rule.py). Everything about tapes, tiles, activity, rings, bucketing and step accounting
+lives above the engine, in runtime/loop.py and tiles.py.
 
-Shapes: B rows of L cells. C_in = metadata.input_channels, C_s = metadata.state_channels. On a
-grid (metadata.rank 2) a row's cells are (H, W) rather than (L,): read L as H, W below. Grids are
-never tiled, packed or wrapped.
+Shapes: B rows of S cells, S = (L,) on a tape and (H, W) on a grid. Unless a row wraps (a ring),
+its last cell is empty (a grid: its last row and its last column are), so what lies beyond the
+row is what lies beyond a problem.
 """
 from __future__ import annotations
 
@@ -16,63 +18,56 @@ import numpy as np
 
 
 class Batch(Protocol):
-    """B rows resident on the engine's device, with their state, between calls."""
+    """B whole problems resident on the engine's device, with their state, between calls."""
 
     @property
     def rows(self) -> int:
         """B: rows still in the batch (keep() drops rows)."""
 
-    def advance(self, budget: np.ndarray, k: int) -> np.ndarray:
-        """Run min(k, budget[b]) steps on each row b; rows with budget 0 hold their state.
+    def advance(self, k: int, budget: np.ndarray | None = None) -> np.ndarray:
+        """Run k steps (one of the engine's k_choices).
 
-        budget: (B,) int64, each at most k; k must be one of the engine's k_choices.
-        -> (B,) int64: the last of those steps (1..k) that changed a cell the row owns; 0 if
-        none. For a whole tape this is its count of changing steps in the call."""
+        A batch started with generations=True runs min(k, budget[b]) steps on row b (budget (B,)
+        int64) and then holds its state. Otherwise (whole problems of a fixed-point task) every
+        row runs k steps and `budget` is ignored: a row that settled stays settled.
+        -> (B,) int64: the last of the steps run that changed the row, 0 if none; for a whole
+        problem, its count of changing steps in the call."""
 
-    def state(self) -> np.ndarray:
-        """-> (B, C_s, L) float32 copy of the current state (-1, 0 or +1 per channel)."""
-
-    def hot(self) -> np.ndarray:
-        """-> (B, L) bool: cells that changed at the final step of the last advance()."""
-
-    def symbols(self) -> np.ndarray:
-        """-> (B, L) int64: the readout's class per cell for the current state."""
+    def classes(self) -> np.ndarray:
+        """-> (B, *S) uint8: the readout's class of every cell for the current state."""
 
     def keep(self, rows: np.ndarray) -> None:
         """Keep only `rows` (ascending int64 indices into the current rows), in that order."""
 
     def close(self) -> None:
-        """Release the batch's buffers now (device memory, graph slots)."""
+        """Release the batch's buffers now."""
 
 
 class Engine(Protocol):
     name: str                      # "ort", "ort-cuda", "trt"
-    k_choices: tuple[int, ...]     # steps per advance() call this engine offers, ascending
+    k_choices: tuple[int, ...]     # steps per call this engine offers, ascending, 1 and 2 included
     workers: int                   # batches worth running side by side (CPU: one per core)
     batch_cells: int               # cells per batch it runs best at (the loop aims for this)
     max_row_cells: int             # no row may be longer (the loop tiles longer tapes)
 
-    def max_rows(self, length: int) -> int:
-        """The most rows of `length` cells one batch may hold (tensor element limits)."""
+    def max_rows(self, row_cells: int) -> int:
+        """The most rows of `row_cells` cells one call may hold: every tensor it makes stays under
+        2^31 elements (0 if even one row would not)."""
 
-    def start(self, problem: np.ndarray, state: np.ndarray | None = None, owned: np.ndarray | None = None,
-              wrap: bool = False, settle: bool = False) -> Batch:
-        """A batch of B rows. problem (B, C_in, L) float32, channel 0 the cell mask; state
-        (B, C_s, L) float32, zeros (the state before the first step) when None; owned (B, 1, L)
-        float32, 1 where a cell's changes count (None: every cell). wrap: each row is a whole ring.
+    def start(self, codes: np.ndarray, wrap: bool = False, generations: bool = False) -> Batch:
+        """A batch of whole problems from their first step. codes (B, *S) uint8. wrap: each row is
+        a ring. generations: advance() honours per-row budgets exactly (a task run for N steps)."""
 
-        settle: each row is a whole problem of a fixed-point task, and the caller reads only what
-        advance() returns, symbols(), and the state of rows that settled (advance() returned less
-        than their budget). The engine may then let a row run past its budget, returning
-        min(its changing steps, budget), and skip the per-step bookkeeping; hot() is then
-        undefined. An engine may ignore the flag: its exact budgets satisfy the caller too."""
+    def run_windows(self, codes: np.ndarray, state_codes: np.ndarray | None, k: int,
+                    owned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | int]:
+        """Tile windows of a long tape (runtime/tiles.py): rows (R, W) of codes and state codes
+        (None: before the first step), each ending in an empty cell; exactly k steps on every row.
+        -> (state codes (R, W) after them, hot (R, W) bool: the cells that changed at step k).
+        With `owned` (R, W) bool: -> (state codes, the last of the k steps at which an owned cell
+        changed, 0 if none)."""
+
+    def classify(self, codes: np.ndarray, state_codes: np.ndarray | None) -> np.ndarray:
+        """(R, W) codes and state codes (None: before the first step) -> (R, W) uint8 classes."""
 
     def close(self) -> None:
         """Release sessions, thread pools and device memory. The engine is unusable afterwards."""
-
-
-def hot_cells(changed_at: np.ndarray, budget: np.ndarray) -> np.ndarray:
-    """Batch.hot() from the advance graph's outputs: (B, *S) bool, the cells whose last change
-    (changed_at (B, *S), 0 for none) was at their row's final step (budget (B,) of that call)."""
-    budget = np.asarray(budget, np.float32).reshape(-1, *[1] * (changed_at.ndim - 1))
-    return (changed_at == budget) & (budget > 0)

@@ -23,8 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import EngineUnavailable, SeadError
-from ..graph import advance_graph, readout_graph
-from .protocol import hot_cells
 from ..model_file import StepModel
 
 HINT = "engine 'trt' needs TensorRT and a CUDA GPU: pip install 'sead[tensorrt]'"
