@@ -1,28 +1,29 @@
 #!/usr/bin/env python3
-"""GPU acceptance check: the GPU engines against the CPU reference, then their throughput.
+"""GPU acceptance check: exactness of the GPU engine against the CPU engine and the oracles, then
+its speed against the formulation's ceiling and against PyTorch peers, all in one process.
 
-    python bench/gpu_check.py [--out DIR] [--models NAME_OR_PATH ...] [--quick] [--require-gpu]
+    python bench/gpu_check.py [--out DIR] [--quick] [--cpu-stand-in] [--budget SECONDS]
 
-For each model (default: the shipped addition, parity and rule110), random problems at several
-tape lengths are solved by 'ort' (the CPU reference), 'ort-cuda' (with CUDA graphs, and again
-without them as 'ort-cuda-nographs') and 'trt'. Answers, step counts and converged flags must be
-identical to 'ort', and answers are compared with the task's exact oracle. GPU engines solve
-each case twice: the second pass is where ort-cuda replays CUDA graphs (shapes repeat). Then each
-engine is timed on 20,000 16-digit additions and on one 100,000-digit addition (problems/s;
-cell-updates/s = sum of tape length x steps over problems, per second; speedup over 'ort'), and
-those results too must equal 'ort'. An engine that is missing or fails is reported, never fatal.
-Writes gpu_check.json to --out (default: $OUT if set, else ./gpu_check_out). Sized for under 6
-minutes on one H200; phases that would start after --budget seconds are skipped and reported.
+Sections (each timed; a section that fails is recorded and the run goes on):
+  conformance  every shipped model: random problems at several sizes through 'ort' (CPU, the
+               reference), 'ort-cuda' (CUDA graphs on) and 'ort-cuda-nographs'; answers, steps and
+               converged flags must be identical to 'ort', answers equal to the task's oracle
+  short        2,000,000 random 16-digit sums through Runtime.solve (texts in, answers out), exact
+               against Python ints; 200,000 of them through 'ort' (identical); a naive PyTorch
+               CUDA loop on the same texts (the peer a PyTorch user writes first)
+  step         4,096 x 1,024 cells: cell-updates/s of one step in each formulation measured here
+               (the exported step on ORT CUDA with IO binding; sead's cl and cf advance graphs;
+               PyTorch eager; PyTorch with a CUDA graph), the fp32 limit (67 TFLOP/s over the
+               rule's FLOPs per cell-update), and 4,096 random 1,000-digit sums end to end
+  long         100,000 and 1,000,000 nines + 1, parity of 100,000 and 1,000,000 random bits, one
+               random 10,000,000-digit sum: seconds, steps, exact; 10,000-cell cases against 'ort'
+  products     one random product of 200, 400 and 1,000 digits, exact; 100-digit ones against 'ort'
+Writes gpu_check.json to --out (default $OUT, else ./gpu_check_out); sized for under 6 minutes on
+one H200. --cpu-stand-in runs the 'ort-cuda' rows on the CPU provider (layout cl, the GPU path's
+graphs and bookkeeping) with --quick sizes: a check of this script on a machine without a GPU.
 
---cpu-stand-in runs the ort-cuda rows on ONNX Runtime's CPU provider (the same device-resident
-code path, graph ids ignored): a check of this script itself on a machine without a GPU.
-
-Exit status
-  0  every engine that ran agreed with 'ort', and 'ort' agreed with the oracle
-     (GPU engines that are unavailable here are reported, not failed, unless --require-gpu)
-  1  an engine disagreed with 'ort' or failed while solving, or (--require-gpu) was unavailable
-  2  nothing could be checked: no model found, or 'ort' itself unavailable
-  3  the engines agreed, but some answers differ from the oracle (the model, not an engine)
+Exit status: 0 every row identical to 'ort' and exact; 1 a row differed or failed; 2 no GPU
+engine could run (unless --cpu-stand-in).
 """
 from __future__ import annotations
 
@@ -33,27 +34,16 @@ import os
 import platform
 import sys
 import time
+import traceback
 from importlib import metadata
 from pathlib import Path
 
 import numpy as np
 
-# ort-cuda runs twice: as shipped (CUDA graphs for repeating shapes) and with graphs off, so the
-# graphs are both checked for exactness and measured
-ENGINES = ("ort", "ort-cuda", "ort-cuda-nographs", "trt")
-GPU_ENGINES = ("ort-cuda", "ort-cuda-nographs", "trt")
 T0 = time.perf_counter()
-
-# (tape length, problems, step cap); the caps only bound the CPU reference's worst case: a problem
-# that needs more steps is reported unconverged by every engine alike (and fails the oracle)
-FULL = {
-    "addition": [(16, 256, None), (1000, 32, None), (100_000, 4, 1024), (1_000_000, 1, 512)],
-    "parity": [(16, 256, None), (1000, 32, None), (10_000, 4, None)],
-    "rule110": [(16, 256, None), (1000, 32, None), (10_000, 4, None)],
-}
-QUICK = {task: [(16, 32, None), (200, 4, None)] for task in FULL}
-RULE110_GENERATIONS = 100
-CPU_STAND_IN = False  # --cpu-stand-in
+H200_FP32_FLOPS = 67e12  # the datasheet's plain fp32 rate (no tensor cores: sead runs fp32, never TF32)
+REPORT: dict = {"sections": {}}
+OUT: Path = Path(".")
 
 
 def say(msg: str) -> None:
@@ -66,22 +56,27 @@ def import_sead() -> None:
         import sead  # noqa: F401
     except ImportError:
         root = Path(__file__).resolve().parents[1]
-        spec = importlib.util.spec_from_file_location("sead", root / "__init__.py",
-                                                      submodule_search_locations=[str(root)])
+        spec = importlib.util.spec_from_file_location("sead", root / "__init__.py", submodule_search_locations=[str(root)])
         module = importlib.util.module_from_spec(spec)
         sys.modules["sead"] = module
         spec.loader.exec_module(module)
 
 
 def versions() -> dict:
-    out = {"python": platform.python_version(), "machine": platform.machine()}
+    out = {"python": platform.python_version(), "machine": platform.machine(), "cpus": os.cpu_count()}
     for label, names in {"numpy": ["numpy"], "onnx": ["onnx"], "onnxruntime": ["onnxruntime-gpu", "onnxruntime"],
-                         "tensorrt": ["tensorrt", "tensorrt-cu12", "tensorrt-cu13", "tensorrt_cu12"],
-                         "cuda-python": ["cuda-python", "cuda-bindings"]}.items():
+                         "torch": ["torch"]}.items():
         out[label] = next((f"{n} {metadata.version(n)}" for n in names if _installed(n)), None)
     try:
         import onnxruntime
         out["onnxruntime_providers"] = onnxruntime.get_available_providers()
+        out["onnxruntime_file"] = onnxruntime.__file__
+    except ImportError:
+        pass
+    try:
+        import torch
+        if torch.cuda.is_available():
+            out["gpu"] = torch.cuda.get_device_name(0)
     except ImportError:
         pass
     return out
@@ -95,246 +90,445 @@ def _installed(name: str) -> bool:
         return False
 
 
-def short(text, n: int = 40):
-    return text if text is None or len(text) <= n else f"{text[:n]}...({len(text)} chars)"
+def save() -> None:
+    REPORT["seconds"] = round(time.perf_counter() - T0, 1)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "gpu_check.json").write_text(json.dumps(REPORT, indent=1, default=str))
 
 
-def compare(results, reference) -> dict:
-    """Per-field mismatch counts against 'ort', and the first mismatch."""
-    out = {"answers_differ": 0, "steps_differ": 0, "converged_differ": 0, "first_difference": None}
-    for i, (r, ref) in enumerate(zip(results, reference)):
-        diffs = [(r.answer != ref.answer, "answers_differ"), (r.steps != ref.steps, "steps_differ"),
-                 (r.converged != ref.converged, "converged_differ")]
-        for bad, key in diffs:
-            out[key] += bad
-        if any(bad for bad, _ in diffs) and out["first_difference"] is None:
-            out["first_difference"] = {"problem": i, "got": [short(r.answer), r.steps, r.converged],
-                                       "ort": [short(ref.answer), ref.steps, ref.converged]}
-    out["identical"] = not (out["answers_differ"] or out["steps_differ"] or out["converged_differ"])
-    return out
+def section(name: str, deadline: float):
+    """Decorator: run a section, record its result or failure, save the report."""
+    def wrap(fn):
+        def run(*args):
+            if time.perf_counter() > deadline:
+                REPORT["sections"][name] = {"skipped": "time budget"}
+                say(f"{name}: skipped (time budget)")
+                return
+            start = time.perf_counter()
+            say(f"== {name}")
+            try:
+                REPORT["sections"][name] = fn(*args)
+            except Exception as exc:
+                REPORT["sections"][name] = {"failed": f"{type(exc).__name__}: {exc}", "trace": traceback.format_exc()}
+                say(f"{name} FAILED: {type(exc).__name__}: {exc}")
+            REPORT["sections"][name]["section_seconds"] = round(time.perf_counter() - start, 1)
+            save()
+        return run
+    return wrap
 
 
-def timed_solve(runtime, parsed, max_steps=None):
-    start = time.perf_counter()
-    results = runtime.solve_parsed(parsed, max_steps)
-    return results, time.perf_counter() - start
+# -- engines ---------------------------------------------------------------------------------------
+
+def gpu_engine(graphs: bool = True, layout: str | None = None):
+    from sead.runtime.engines.ort import K_CHOICES_CUDA, OrtEngine
+    if STAND_IN:
+        return lambda step: OrtEngine(step, "cpu", layout="cl", k_choices=K_CHOICES_CUDA, cuda_graphs=graphs)
+    return lambda step: OrtEngine(step, "cuda", layout=layout, cuda_graphs=graphs)
 
 
-def load_engines(model: str, report: dict, require_gpu: bool, deadline: float) -> dict:
-    from sead.runtime.errors import EngineUnavailable
+def runtime(model: str, engine, **kw):
     from sead.runtime import Runtime
-
-    runtimes = {}
-    for name in ENGINES:
-        if time.perf_counter() > deadline and name != "ort":
-            report[name] = {"available": False, "error": "skipped (time budget)"}
-            continue
-        say(f"{model}: loading engine {name!r}" + (" (the first TensorRT build takes a while)" if name == "trt" else ""))
-        start = time.perf_counter()
-        entry = report.setdefault(name, {})
-        try:
-            if name.startswith("ort-cuda"):  # with and without graphs; on the CPU provider if standing in
-                from sead.runtime.engines.ort import OrtCudaEngine
-                runtime = Runtime(model, lambda step: OrtCudaEngine(step, cuda_graphs=name == "ort-cuda",
-                                                                    device_type="cpu" if CPU_STAND_IN else "cuda"))
-            else:
-                runtime = Runtime(model, name)
-            runtimes[name] = runtime
-            entry.update(available=True, setup_seconds=round(time.perf_counter() - start, 2), error=None)
-            if name == "trt":
-                engine = runtimes[name].engine
-                entry.update(device=engine.device, max_row_cells=engine.max_row_cells, max_rows=engine.rows_limit)
-        except EngineUnavailable as exc:  # a package or GPU missing; a model TensorRT cannot build is a failure
-            entry.update(available=False, error=f"unavailable: {exc}",
-                         failed=require_gpu or "cannot run this model" in str(exc))
-            say(f"{model}: {name} unavailable: {exc}")
-        except Exception as exc:  # a build or load failure is a finding, not a crash
-            entry.update(available=False, error=f"failed: {type(exc).__name__}: {exc}", failed=True)
-            say(f"{model}: {name} FAILED to load: {type(exc).__name__}: {exc}")
-    return runtimes
+    return Runtime(model, engine, **kw)
 
 
-def check_model(model: str, quick: bool, deadline: float, require_gpu: bool, timed: bool) -> dict | None:
-    from sead.runtime.errors import ModelFileError
-    from sead.runtime.model_file import load_step_model
+def compare(got, ref) -> dict:
+    answers = sum(a != b for a, b in zip(got.answers, ref.answers))
+    steps = int((np.asarray(got.steps) != np.asarray(ref.steps)).sum())
+    conv = int((np.asarray(got.converged) != np.asarray(ref.converged)).sum())
+    return {"identical": answers == steps == conv == 0 and len(got) == len(ref),
+            "answers_differ": answers, "steps_differ": steps, "converged_differ": conv}
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    out = fn(*args)
+    return out, time.perf_counter() - start
+
+
+def digit_lines(rng, count: int, digits: int) -> list[str]:
+    """count random sums of two `digits`-digit numbers, made with numpy (no per-digit Python)."""
+    a = rng.integers(0, 10, (count, digits), dtype=np.uint8) + 48
+    b = rng.integers(0, 10, (count, digits), dtype=np.uint8) + 48
+    a[:, 0] = rng.integers(1, 10, count) + 48
+    joined = np.concatenate([a, np.full((count, 1), ord("+"), np.uint8), b, np.full((count, 1), 10, np.uint8)], 1)
+    return joined.tobytes().decode().split("\n")[:count]
+
+
+# -- sections --------------------------------------------------------------------------------------
+
+def conformance(quick: bool) -> dict:
     from sead.runtime.tasks import get_task
-
-    try:
-        step = load_step_model(model)
-    except ModelFileError as exc:
-        say(f"MODEL MISSING: {exc}. Export it (sead export) into runtime/models/, or pass --models PATH.")
-        return None
-    task = get_task(step.metadata.task)
-    out = {"model": model, "path": step.path, "task": task.name, "engines": {}, "cases": [], "throughput": []}
-    runtimes = load_engines(model, out["engines"], require_gpu, deadline)
-    if "ort" not in runtimes:
-        return out
-    rng = np.random.default_rng(20240601)
-    gens = 10 if quick else RULE110_GENERATIONS
-    plans = QUICK if quick else FULL
-    for length, count, cap in plans.get(task.name, plans["parity"]):  # a task without a plan gets parity's
-        label = f"{count} x size {length}" + (f", {gens} generations" if task.convergence == "generations" else "")
-        case = {"label": label, "length": length, "problems": count, "max_steps": cap, "engines": {}}
-        out["cases"].append(case)
-        if time.perf_counter() > deadline:
-            case["skipped"] = "time budget"
-            say(f"{model}: {label}: skipped (time budget)")
-            continue
-        lines = [task.random_line(rng, length, generations=gens) for _ in range(count)]
-        parsed = [task.parse(line) for line in lines]
-        oracle = [task.answer(p) for p in parsed]
-        reference = None
-        for name, runtime in runtimes.items():
-            entry = case["engines"][name] = {}
-            try:
-                results, seconds = timed_solve(runtime, parsed, cap)
-                # a second pass: shapes now repeat, so ort-cuda replays CUDA graphs on its slots
-                again = None if name == "ort" else timed_solve(runtime, parsed, cap)[0]
-            except Exception as exc:
-                entry.update(error=f"{type(exc).__name__}: {exc}", failed=True)
-                say(f"{model}: {label}: {name} FAILED: {type(exc).__name__}: {exc}")
-                continue
-            entry.update(seconds=round(seconds, 3), oracle_correct=sum(r.answer == a for r, a in zip(results, oracle)),
-                         converged=sum(r.converged for r in results), steps_max=max(r.steps for r in results))
-            if name == "ort":
-                reference = results
-            elif reference is not None:
-                entry.update(compare(results, reference))
-                entry["second_pass"] = compare(again, reference)
-                entry["identical"] = entry["identical"] and entry["second_pass"]["identical"]
-                entry["failed"] = not entry["identical"]
-            verdict = "" if name == "ort" else (" same as ort" if entry.get("identical") else " DIFFERS from ort")
-            say(f"{model}: {label}: {name} {seconds:.2f}s, oracle {entry['oracle_correct']}/{count}{verdict}")
-    if timed:  # throughput for the first model only (the shipped addition by default)
-        out["throughput"] = throughput(runtimes, task, quick, deadline)
-    for name in ("ort-cuda", "ort-cuda-nographs"):  # which providers ran, did CUDA graphs survive, on which shapes?
-        if name in runtimes:
-            engine = runtimes[name].engine
-            out["engines"][name].update(cuda_graphs=engine.cuda_graphs, graph_shapes=engine.graph_shapes,
-                                        providers=engine.providers())
-            say(f"{model}: {name} CUDA graphs {'on' if engine.cuda_graphs else 'OFF'}, slots {engine.graph_shapes}, "
-                f"providers {sorted({p[0] for p in engine.providers().values()})}")
-    for runtime in runtimes.values():
-        runtime.close()
+    rng = np.random.default_rng(20261204)
+    plans = {"addition": [(16, 256), (1000, 32), (30_000, 2)], "parity": [(16, 256), (1000, 32), (20_000, 2)],
+             "rule110": [(16, 256), (1000, 32), (20_000, 2)], "multiplication": [(6, 64), (24, 16), (64, 4)]}
+    if quick:
+        plans = {k: [(s, c) for s, c in v[:2]] for k, v in plans.items()}
+    out = {}
+    for model, cases in plans.items():
+        task = get_task(model)
+        engines = {"ort": "ort", "ort-cuda": gpu_engine(True), "ort-cuda-nographs": gpu_engine(False)}
+        runtimes = {name: runtime(model, e) for name, e in engines.items()}
+        rows = []
+        for size, count in cases:
+            lines = [task.random_line(rng, size, generations=int(rng.integers(0, 200))) for _ in range(count)]
+            if model == "addition":
+                lines.append("9" * size + "+1")
+            oracle = [task.answer(task.parse(line)) for line in lines]
+            row = {"size": size, "problems": len(lines)}
+            ref = None
+            for name, rt in runtimes.items():
+                for attempt in range(2):  # the second pass replays CUDA graphs on repeated shapes
+                    got, seconds = timed(rt.solve, lines)
+                    entry = {"seconds": round(seconds, 3), "oracle_exact": sum(a == b for a, b in zip(got.answers, oracle))}
+                    if ref is not None:
+                        entry.update(compare(got, ref))
+                    row[f"{name}#{attempt + 1}"] = entry
+                    if name == "ort":
+                        ref = got
+                        break
+            ok = all(e.get("identical", True) and e["oracle_exact"] == len(lines) for k, e in row.items()
+                     if isinstance(e, dict))
+            row["ok"] = ok
+            say(f"{model} size {size} x{len(lines)}: {'identical and exact' if ok else 'DIFFERS'} "
+                f"({', '.join(f'{k} {v['seconds']}s' for k, v in row.items() if isinstance(v, dict))})")
+            rows.append(row)
+        gpu = runtimes["ort-cuda"].engine
+        out[model] = {"rows": rows, "graph_shapes": len(gpu.graph_shapes), "cuda_graphs_on": gpu.cuda_graphs,
+                      "providers": sorted({p[0] for p in gpu.providers().values()})}
+        for rt in runtimes.values():
+            rt.close()
+    out["ok"] = all(r["ok"] for m in out.values() if isinstance(m, dict) for r in m.get("rows", []))
     return out
 
 
-def throughput(runtimes: dict, task, quick: bool, deadline: float) -> list:
+def short_sums(quick: bool) -> dict:
     rng = np.random.default_rng(7)
-    rows = []
-    for count, cells in ((500, 17), (1, 2001)) if quick else ((20_000, 17), (1, 100_001)):
-        label = f"{count} x {cells}-cell {task.name} problems"
-        row = {"label": label, "problems": count, "cells": cells, "engines": {}}
-        rows.append(row)
-        if time.perf_counter() > deadline:
-            row["skipped"] = "time budget"
-            say(f"throughput {label}: skipped (time budget)")
+    n = 200_000 if quick else 2_000_000
+    lines = digit_lines(rng, n, 16)
+    want, py_seconds = timed(lambda: [str(int(a) + int(b)) for a, b in (line.split("+") for line in lines)])
+    out = {"problems": n, "python_int_loop_seconds": round(py_seconds, 3)}
+    with runtime("addition", gpu_engine(True), max_batch_rows=1 << 20) as rt:
+        rt.solve(lines[: n // 4])  # warm-up: sessions, slots, captured graphs
+        best = None
+        for _ in range(2):
+            got, seconds = timed(rt.solve, lines)
+            best = seconds if best is None else min(best, seconds)
+        out.update(seconds=round(best, 3), problems_per_s=round(n / best), exact=got.answers == want,
+                   steps_histogram=np.bincount(np.asarray(got.steps)).tolist())
+        say(f"{n:,} 16-digit sums: {n / best:,.0f} problems/s (exact: {out['exact']})")
+        head = lines[: n // 10]
+        gpu_head = rt.solve(head)
+    with runtime("addition", "ort") as cpu:
+        ref, seconds = timed(cpu.solve, head)
+    out["ort_cpu"] = {"problems": len(head), "seconds": round(seconds, 3), "problems_per_s": round(len(head) / seconds),
+                      **compare(gpu_head, ref)}
+    say(f"ort on {os.cpu_count()} CPU cores: {len(head) / seconds:,.0f} problems/s; identical: {out['ort_cpu']['identical']}")
+    try:
+        out["torch_naive"] = torch_naive_sums(lines[:200_000] if not quick else lines[:20_000], want)
+    except Exception as exc:
+        out["torch_naive"] = {"failed": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+def _torch_rule(model: str):
+    """The exported step's rule in PyTorch (the peers), from the same weights the runtime reads."""
+    import torch
+    from sead.runtime.model_file import load_step_model
+    from sead.runtime.rule import Rule
+    rule = Rule.from_step(load_step_model(model))
+    dev = "cuda" if torch.cuda.is_available() and not STAND_IN else "cpu"
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)
+    return rule, dev, {"w_in": t(rule.w_in), "b_in": t(rule.b_in), "w_out": t(rule.w_out[:, :, None]),
+                       "b_out": t(rule.b_out), "r_in": t(rule.read_in[:, :, None]), "r_in_b": t(rule.read_in_bias),
+                       "r_out": t(rule.read_out[:, :, None]), "r_out_b": t(rule.read_out_bias)}
+
+
+def torch_naive_sums(lines: list[str], want: list[str]) -> dict:
+    """texts -> one-hot on the GPU -> step until no row changes (checked on the host every step) ->
+    readout -> answers: what a PyTorch user writes first."""
+    import torch
+    import torch.nn.functional as F
+    from sead.runtime.tasks import get_task
+    task = get_task("addition")
+    rule, dev, w = _torch_rule("addition")
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+
+    def solve(texts):
+        problems = task.parse_many(texts)
+        length = int(problems.lengths.max()) + 1
+        codes = torch.from_numpy(task.codes(problems, np.arange(len(problems)), (length,)).astype(np.int64)).to(dev)
+        x = F.one_hot(codes, rule.input_channels).permute(0, 2, 1).float()
+        x[:, 0] = (codes > 0).float()
+        state = torch.zeros(len(texts), rule.state_channels, length, device=dev)
+        mask = x[:, :1]
+        while True:
+            h = F.relu(F.conv1d(torch.cat([x, state], 1), w["w_in"], w["b_in"], padding=1))
+            nxt = torch.where(F.conv1d(h, w["w_out"], w["b_out"]) > 0, 1.0, -1.0) * mask
+            if torch.equal(nxt, state):
+                break
+            state = nxt
+        logits = F.conv1d(F.relu(F.conv1d(torch.cat([x, state], 1), w["r_in"], w["r_in_b"])), w["r_out"], w["r_out_b"])
+        classes = logits.argmax(1).to(torch.uint8).cpu().numpy()
+        return task.decode_classes(classes, problems, np.arange(len(problems)))
+
+    solve(lines[:1000])
+    got, seconds = timed(solve, lines)
+    out = {"problems": len(lines), "seconds": round(seconds, 3), "problems_per_s": round(len(lines) / seconds),
+           "exact": got == want[: len(lines)]}
+    say(f"naive PyTorch loop: {len(lines) / seconds:,.0f} problems/s (exact: {out['exact']})")
+    return out
+
+
+def step_formulations(quick: bool) -> dict:
+    """One step's cell-updates/s at 4,096 x 1,024 cells, formulation by formulation."""
+    import onnxruntime as ort
+    from sead.runtime import graph as G
+    from sead.runtime.bench import model_costs
+    from sead.runtime.layout import neighbour_table
+    from sead.runtime.model_file import load_step_model
+    from sead.runtime.rule import Rule
+    from sead.runtime.tasks import get_task
+    rows, length, k = (256, 1024, 16) if quick else (4096, 1024, 16)
+    cells = rows * length
+    step = load_step_model("addition")
+    rule = Rule.from_step(step)
+    task = get_task("addition")
+    rng = np.random.default_rng(3)
+    lines = digit_lines(rng, rows, length - 2)
+    problems = task.parse_many(lines)
+    codes = task.codes(problems, np.arange(rows), (length,))
+    flops = model_costs(step)["flops_per_cell_update"] if callable(model_costs) else None
+    out = {"rows": rows, "length": length, "flops_per_cell_update": flops,
+           "fp32_limit_cell_updates_per_s": H200_FP32_FLOPS / flops if flops else None}
+    device = "cpu" if STAND_IN else "cuda"
+    providers = ["CPUExecutionProvider"] if STAND_IN else [("CUDAExecutionProvider", {"use_tf32": 0})]
+
+    def ort_rate(model, feeds: dict, outputs: dict, steps_per_run: int, swap=None) -> float:
+        session = ort.InferenceSession(model.SerializeToString(), providers=providers)
+        values = {n: ort.OrtValue.ortvalue_from_numpy(a, device, 0) for n, a in feeds.items()}
+        outs = {n: ort.OrtValue.ortvalue_from_shape_and_type(list(s), dt, device, 0) for n, (s, dt) in outputs.items()}
+
+        def run():
+            binding = session.io_binding()
+            for n, v in values.items():
+                binding.bind_ortvalue_input(n, v)
+            for n, v in outs.items():
+                binding.bind_ortvalue_output(n, v)
+            session.run_with_iobinding(binding)
+            if swap:
+                values[swap[0]], outs[swap[1]] = outs[swap[1]], values[swap[0]]
+        run()
+        run()
+        reps = 3 if quick else 10
+        start = time.perf_counter()
+        for _ in range(reps):
+            run()
+        if not STAND_IN:
+            outs[next(iter(outs))].numpy()  # a sync point
+        return cells * steps_per_run * reps / (time.perf_counter() - start)
+
+    x = task.encode_many(task.parse_many(lines[:1]) and [problems.parsed(i) for i in range(rows)], length)
+    state = np.zeros((rows, rule.state_channels, length), np.float32)
+    out["exported_step_ort_iobinding"] = ort_rate(
+        step.proto, {"problem": np.ascontiguousarray(x), "state": state},
+        {"next_state": (state.shape, np.float32), "logits": ((rows, rule.classes, length), np.float32)}, 1,
+        swap=("state", "next_state"))
+    table = neighbour_table((length,), False)
+    prep = ort.InferenceSession(G.cl_prepare(rule, True).SerializeToString(), providers=providers)
+    feats = dict(zip([o.name for o in G.cl_prepare(rule, True).graph.output],
+                     prep.run(None, {"codes": codes, "neighbours": np.ascontiguousarray(table)})))
+    cl = G.cl_advance(rule, k, "count")
+    feeds = {n: feats[n] for n in ("features", "mask", "minus_mask", "state")}
+    feeds["neighbours"] = np.ascontiguousarray(table)
+    out["sead_cl_advance"] = ort_rate(cl, feeds, {"state_out": (feats["state"].shape, np.float32),
+                                                  "last": ((rows,), np.float32)}, k, swap=("state", "state_out"))
+    prep_cf = G.cf_prepare(rule, False, True)
+    feats = dict(zip([o.name for o in prep_cf.graph.output],
+                     ort.InferenceSession(prep_cf.SerializeToString(), providers=providers).run(None, {"codes": codes})))
+    out["sead_cf_advance"] = ort_rate(G.cf_advance(rule, k, False, "count"), feats,
+                                      {"state_out": (feats["state"].shape, np.float32), "last": ((rows,), np.float32)}, k,
+                                      swap=("state", "state_out"))
+    try:
+        out.update(torch_step_rates(x, k, quick))
+    except Exception as exc:
+        out["torch"] = {"failed": f"{type(exc).__name__}: {exc}"}
+    # end to end: 4,096 random 1,000-digit sums through Runtime.solve
+    e2e_lines = digit_lines(rng, rows, 1000 if not quick else 200)
+    with runtime("addition", gpu_engine(True), max_batch_rows=1 << 20) as rt:
+        rt.solve(e2e_lines)
+        got, seconds = timed(rt.solve, e2e_lines)
+        p = task.parse_many(e2e_lines)
+        updates = int((p.lengths * np.asarray(got.steps)).sum())
+        exact = got.answers == [str(int(a) + int(b)) for a, b in (line.split("+") for line in e2e_lines)]
+    out["end_to_end"] = {"problems": rows, "seconds": round(seconds, 3), "cell_updates": updates,
+                         "cell_updates_per_s": updates / seconds, "exact": exact}
+    formulations = {k2: v for k2, v in out.items() if isinstance(v, float) and k2 != "fp32_limit_cell_updates_per_s"}
+    best = max(formulations.values())
+    out["fastest_formulation"] = max(formulations, key=formulations.get)
+    out["end_to_end"]["share_of_fastest"] = round(out["end_to_end"]["cell_updates_per_s"] / best, 3)
+    for name, rate in formulations.items():
+        say(f"{name}: {rate / 1e9:.2f} G cell-updates/s")
+    say(f"end to end, {rows} x 1,000-digit sums: {updates / seconds / 1e9:.2f} G cell-updates/s "
+        f"({out['end_to_end']['share_of_fastest']:.0%} of the fastest step), exact: {exact}")
+    return out
+
+
+def torch_step_rates(x: np.ndarray, k: int, quick: bool) -> dict:
+    import torch
+    import torch.nn.functional as F
+    rule, dev, w = _torch_rule("addition")
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    xt = torch.from_numpy(x).to(dev)
+    mask = xt[:, :1]
+    state = torch.zeros(x.shape[0], rule.state_channels, x.shape[2], device=dev)
+
+    def step(s):
+        h = F.relu(F.conv1d(torch.cat([xt, s], 1), w["w_in"], w["b_in"], padding=1))
+        return torch.where(F.conv1d(h, w["w_out"], w["b_out"]) > 0, 1.0, -1.0) * mask
+
+    cells = x.shape[0] * x.shape[2]
+    reps = 2 if quick else 8
+    out = {}
+    s = step(step(state))
+    sync = torch.cuda.synchronize if dev == "cuda" else (lambda: None)
+    sync()
+    start = time.perf_counter()
+    for _ in range(reps * k):
+        s = step(s)
+    sync()
+    out["torch_eager"] = cells * reps * k / (time.perf_counter() - start)
+    if dev == "cuda":
+        static = state.clone()
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            for _ in range(2):
+                r = static
+                for _ in range(k):
+                    r = step(r)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            r = static
+            for _ in range(k):
+                r = step(r)
+        graph.replay()
+        sync()
+        start = time.perf_counter()
+        for _ in range(reps):
+            graph.replay()
+        sync()
+        out["torch_cuda_graph"] = cells * reps * k / (time.perf_counter() - start)
+    return out
+
+
+def long_tapes(quick: bool) -> dict:
+    from sead.runtime.tasks import get_task
+    rng = np.random.default_rng(11)
+    n1, n2 = (10_000, 30_000) if quick else (100_000, 1_000_000)
+    bits = lambda n: (rng.integers(0, 2, n, dtype=np.uint8) + 48).tobytes().decode()
+    cases = [("addition", f"nines {n1:,}", "9" * n1 + "+1", n1 + 1),
+             ("addition", f"nines {n2:,}", "9" * n2 + "+1", n2 + 1),
+             ("parity", f"parity {n1:,} bits", bits(n1), None),
+             ("parity", f"parity {n2:,} bits", bits(n2), None),
+             ("addition", f"random sum of {10 * n2:,} digits", digit_lines(rng, 1, 10 * n2)[0], None)]
+    out = {"cases": []}
+    runtimes = {}
+    for model, label, line, steps_expected in cases:
+        if time.perf_counter() > DEADLINE:
+            out["cases"].append({"case": label, "skipped": "time budget"})
             continue
-        parsed = [task.parse(task.random_line(rng, task.size_for(cells), generations=100)) for _ in range(count)]
-        cap = 1024 if cells >= 100_000 else None  # as in the correctness cases
-        reference = None
-        for name, runtime in runtimes.items():
-            entry = row["engines"][name] = {}
-            try:
-                for _ in range(2):  # warm-up: sessions, cuDNN algorithms, arenas; the second pass gives
-                    runtime.solve_parsed(parsed[:4096], cap)  # repeated shapes slots and captured graphs
-                results, seconds = timed_solve(runtime, parsed, cap)
-            except Exception as exc:
-                entry.update(error=f"{type(exc).__name__}: {exc}", failed=True)
-                say(f"throughput {label}: {name} FAILED: {type(exc).__name__}: {exc}")
+        rt = runtimes.get(model) or runtimes.setdefault(model, runtime(model, gpu_engine(True)))
+        if label.startswith(("nines", "parity")) and f"warm {model}" not in out:  # sessions for every K, once
+            rt.solve([line[:5000] if model == "parity" else "9" * 5000 + "+1"])
+            out[f"warm {model}"] = True
+        task = get_task(model)
+        got, seconds = timed(rt.solve, [line])
+        want = task.answer(task.parse(line))
+        r = got[0]
+        entry = {"case": label, "seconds": round(seconds, 3), "steps": r.steps, "converged": r.converged,
+                 "exact": r.answer == want, "steps_expected": steps_expected,
+                 "us_per_step": round(seconds / max(r.steps, 1) * 1e6, 2)}
+        out["cases"].append(entry)
+        say(f"{label}: {seconds:.2f} s, {r.steps:,} steps, exact {entry['exact']}")
+        save()
+    for rt in runtimes.values():
+        rt.close()
+    # the same engines against 'ort' where the CPU reference is quick
+    small = [("addition", "9" * 10_000 + "+1"), ("parity", bits(10_000)), ("rule110", bits(20_000) + " 300")]
+    out["against_ort"] = []
+    for model, line in small:
+        with runtime(model, gpu_engine(True)) as g, runtime(model, "ort") as c:
+            out["against_ort"].append({"model": model, "cells": len(line), **compare(g.solve([line]), c.solve([line]))})
+    out["ok"] = all(c.get("exact", True) for c in out["cases"]) and all(r["identical"] for r in out["against_ort"])
+    return out
+
+
+def products(quick: bool) -> dict:
+    from sead.runtime.tasks import get_task
+    from sead.runtime.tasks.base import random_digits
+    task = get_task("multiplication")
+    rng = np.random.default_rng(5)
+    out = {"cases": []}
+    with runtime("multiplication", gpu_engine(True), allow_unverified_sizes=True) as rt:
+        rt.solve([f"{random_digits(rng, 50)}*{random_digits(rng, 50)}"])  # warm-up
+        for digits in ((30, 60) if quick else (200, 400, 1000)):
+            if time.perf_counter() > DEADLINE:
+                out["cases"].append({"digits": digits, "skipped": "time budget"})
                 continue
-            cells = sum(p.length * r.steps for p, r in zip(parsed, results))
-            entry.update(seconds=round(seconds, 4), problems_per_s=count / seconds, cell_updates_per_s=cells / seconds)
-            if name == "ort":
-                reference = results
-            elif reference is not None:  # these batches repeat shapes: where CUDA graphs replay most
-                entry.update(compare(results, reference))
-                entry["failed"] = not entry["identical"]
-                if not entry["identical"]:
-                    say(f"throughput {label}: {name} DIFFERS from ort: {entry['first_difference']}")
-            say(f"throughput {label}: {name} {seconds:.3f}s = {count / seconds:,.0f} problems/s, "
-                f"{cells / seconds:.3e} cell-updates/s")
-        base = row["engines"].get("ort", {}).get("seconds")
-        for entry in row["engines"].values():
-            if base and entry.get("seconds"):
-                entry["speedup_vs_ort"] = round(base / entry["seconds"], 2)
-    return rows
+            line = f"{random_digits(rng, digits)}*{random_digits(rng, digits)}"
+            got, seconds = timed(rt.solve, [line])
+            exact = got[0].answer == task.answer(task.parse(line))
+            out["cases"].append({"digits": digits, "seconds": round(seconds, 3), "steps": got[0].steps, "exact": exact})
+            say(f"one {digits}-digit product: {seconds:.2f} s, {got[0].steps} steps, exact {exact}")
+            save()
+        lines = [f"{random_digits(rng, 100)}*{random_digits(rng, 100)}" for _ in range(2 if quick else 8)]
+        gpu = rt.solve(lines)
+    with runtime("multiplication", "ort") as cpu:
+        ref, seconds = timed(cpu.solve, lines)
+    out["against_ort"] = {"problems": len(lines), "ort_seconds": round(seconds, 2), **compare(gpu, ref),
+                          "exact": sum(a == task.answer(task.parse(line)) for a, line in zip(gpu.answers, lines))}
+    out["ok"] = all(c.get("exact", True) for c in out["cases"]) and out["against_ort"]["identical"]
+    return out
 
 
-def table(models: list) -> str:
-    lines = []
-    for m in models:
-        lines.append(f"\n== {m['task']} ({m['path']}) ==")
-        for name, e in m["engines"].items():
-            state = f"loaded in {e['setup_seconds']}s" if e.get("available") else e.get("error")
-            lines.append(f"  {name:17s} {short(state, 110)}")
-        lines.append(f"  {'case':24s}" + "".join(f"{n:>26s}" for n in ENGINES))
-        for case in m["cases"]:
-            cells = []
-            for name in ENGINES:
-                e = case["engines"].get(name)
-                if case.get("skipped"):
-                    cells.append("skipped")
-                elif e is None:
-                    cells.append("-")
-                elif e.get("error"):
-                    cells.append("FAILED")
-                else:
-                    same = "" if name == "ort" else {True: " same", False: " DIFF"}.get(e.get("identical"), " ?")
-                    cells.append(f"{e['seconds']:.2f}s {e['oracle_correct']}/{case['problems']}{same}")
-            lines.append(f"  {case['label']:24s}" + "".join(f"{c:>26s}" for c in cells))
-        for row in m["throughput"]:
-            lines.append(f"  throughput: {row['label']}" + (" (skipped)" if row.get("skipped") else ""))
-            for name, e in row["engines"].items():
-                lines.append(f"    {name:17s} " + ("FAILED" if e.get("error") else
-                             f"{e['problems_per_s']:>12,.0f} problems/s {e['cell_updates_per_s']:>11.3e} cell-updates/s"
-                             f"  x{e.get('speedup_vs_ort', float('nan')):.2f} vs ort"))
-    return "\n".join(lines)
+STAND_IN = False
+DEADLINE = 0.0
 
 
 def main(argv=None) -> int:
+    global OUT, STAND_IN, DEADLINE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_check_out"))
-    parser.add_argument("--models", nargs="+", default=["addition", "parity", "rule110"],
-                        help="shipped model names or .onnx paths")
-    parser.add_argument("--quick", action="store_true", help="a few short problems (a smoke test, CPU-friendly)")
-    parser.add_argument("--require-gpu", action="store_true", help="an unavailable GPU engine is a failure")
-    parser.add_argument("--cpu-stand-in", action="store_true",
-                        help="run the ort-cuda rows on the CPU provider (checks this script without a GPU)")
-    parser.add_argument("--budget", type=float, default=300.0,
-                        help="no new phase starts after this many seconds (default 300: done within 6 minutes)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    parser.add_argument("--cpu-stand-in", action="store_true", help="run the ort-cuda rows on the CPU provider")
+    parser.add_argument("--budget", type=float, default=330.0, help="no section starts after this many seconds")
+    parser.add_argument("--sections", nargs="+", default=["conformance", "short", "step", "long", "products"])
     args = parser.parse_args(argv)
-    global CPU_STAND_IN
-    CPU_STAND_IN = args.cpu_stand_in
+    OUT, STAND_IN = args.out, args.cpu_stand_in
+    quick = args.quick or args.cpu_stand_in
+    DEADLINE = T0 + args.budget
     import_sead()
-    deadline = T0 + args.budget
-    env = versions()
-    say(f"environment: {json.dumps(env)}")
-    models = []
-    for model in args.models:
-        if time.perf_counter() > deadline:
-            say(f"{model}: skipped (time budget)")
-            continue
-        result = check_model(model, args.quick, deadline, args.require_gpu, timed=not models)
-        if result is not None:
-            models.append(result)
-    entries = [e for m in models for e in m["engines"].values()]
-    entries += [e for m in models for c in m["cases"] for e in c["engines"].values()]
-    entries += [e for m in models for r in m["throughput"] for e in r["engines"].values()]
-    ort_oracle_ok = all(c["engines"].get("ort", {}).get("oracle_correct") == c["problems"]
-                        for m in models for c in m["cases"] if "ort" in c["engines"])
-    checked = any("ort" in c["engines"] for m in models for c in m["cases"])
-    status = 2 if not checked else 1 if any(e.get("failed") for e in entries) else 0 if ort_oracle_ok else 3
-    report = {"exit_status": status, "seconds": round(time.perf_counter() - T0, 1), "quick": args.quick,
-              "cpu_stand_in": args.cpu_stand_in,
-              "environment": env, "models": models}
-    print(table(models), flush=True)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2, default=str))
-    meaning = {0: "OK", 1: "an engine disagreed with 'ort' or failed", 2: "nothing could be checked",
-               3: "engines agree; some answers differ from the oracle (model quality)"}[status]
-    say(f"exit {status}: {meaning}; wrote {args.out / 'gpu_check.json'}")
-    return status
+    REPORT.update(environment=versions(), quick=quick, cpu_stand_in=STAND_IN)
+    say(f"environment: {json.dumps(REPORT['environment'])}")
+    if not STAND_IN:
+        import onnxruntime
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            REPORT["error"] = "no CUDA provider in onnxruntime"
+            save()
+            say("no CUDA provider: install onnxruntime-gpu (never together with onnxruntime)")
+            return 2
+    work = {"conformance": conformance, "short": short_sums, "step": step_formulations, "long": long_tapes,
+            "products": products}
+    for name in args.sections:
+        section(name, DEADLINE)(work[name])(quick)
+    failed = [n for n, s in REPORT["sections"].items() if s.get("failed") or s.get("ok") is False]
+    REPORT["exit_status"] = 1 if failed else 0
+    save()
+    say(f"done: {'all rows identical and exact' if not failed else 'FAILED: ' + ', '.join(failed)}; wrote {OUT / 'gpu_check.json'}")
+    return REPORT["exit_status"]
 
 
 if __name__ == "__main__":
