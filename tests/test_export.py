@@ -157,3 +157,18 @@ def test_a_rule_that_reads_digits_exports_its_folded_weights(tiny_checkpoints, t
     out, _ = export_checkpoint(tiny_checkpoints["multiplication_digits"], tmp_path / "d.onnx")
     meta = load_step_model(out).metadata
     assert meta.parameters > model.num_parameters()  # 100 class columns exported where 20 digit ones were learned
+
+
+@pytest.mark.parametrize("name", ["addition", "rule110", "multiplication", "multiplication_digits"])
+def test_an_exported_step_costs_what_its_model_costs(tiny_checkpoints, tiny_onnx, name):
+    """One cost model for tapes and grids: the runtime reads it off the exported graph, training
+    off the config, and a rule that reads digits is counted as exported (folded)."""
+    from sead.runtime.bench import model_costs
+
+    model, _ = load_checkpoint(tiny_checkpoints[name])
+    costs = model_costs(load_step_model(tiny_onnx[name]))
+    c = model.config
+    window = 3 ** c.rank
+    assert costs["flops_per_cell_update"] == model.flops_per_cell_update() == \
+        2 * c.hidden * (c.input_channels + c.state_channels) * window + 2 * c.state_channels * c.hidden
+    assert costs["bytes_per_cell_update"] == 4 * (c.input_channels + 2 * c.state_channels)

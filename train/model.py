@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sead.runtime.bench import rule_costs
+
 MODEL_CONFIG_VERSION = 1
 
 
@@ -198,11 +200,10 @@ class SEAD(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def flops_per_cell_update(self) -> int:
-        """The rule's two convolutions for one cell and one step (2 FLOPs per multiply-add); the
-        readout runs once per solve and is not counted. Counted on the step as exported (with
-        read_digits, the folded convolution), the same count as runtime.bench.model_costs."""
+        """The cost model's FLOPs (sead.runtime.bench.rule_costs) of the step as exported: with
+        read_digits, the folded convolution over all the state channels."""
         c = self.config
-        return 2 * c.hidden * (c.input_channels + c.state_channels) * 3 ** c.rank + 2 * c.state_channels * c.hidden
+        return rule_costs(c.input_channels, c.state_channels, c.hidden, c.rank)["flops_per_cell_update"]
 
 
 class Activity(NamedTuple):
