@@ -12,7 +12,6 @@ import signal
 import sys
 from dataclasses import dataclass
 
-import click
 import typer
 from typer.core import TyperGroup
 
@@ -37,18 +36,22 @@ class Settings:
 class Commands(TyperGroup):
     """The root command: reports what a command raised, by kind, in one place."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
-        except (click.ClickException, click.exceptions.Exit, click.Abort, typer.Exit, typer.Abort):
-            raise  # usage errors and exits: typer's own
         except Exception as exc:
             debug = ctx.obj.debug if isinstance(ctx.obj, Settings) else False
-            if debug or (isinstance(exc, OSError) and exc.errno == errno.EPIPE):  # a closed pipe: main() is quiet
-                raise
+            if debug or _typers_own(exc) or (isinstance(exc, OSError) and exc.errno == errno.EPIPE):
+                raise  # a traceback asked for; usage errors and exits; a closed pipe, which main() keeps quiet
             status, line = describe_error(exc)
             typer.echo(line, err=True)
             raise typer.Exit(status) from None
+
+
+def _typers_own(exc: Exception) -> bool:
+    """Usage errors, typer.Exit and Abort: typer reports them itself (newer typers carry their own
+    copy of click, so these come from either package)."""
+    return type(exc).__module__.partition(".")[0] in ("typer", "click")
 
 
 def describe_error(exc: Exception) -> tuple[int, str]:

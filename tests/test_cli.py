@@ -203,13 +203,17 @@ def test_the_entry_point_reports_an_internal_error_in_one_line():
 
 
 @needs_models
-def test_bench_measures_a_grid_model_beside_its_baselines(tmp_path):
+def test_bench_measures_a_grid_model_beside_its_baselines(tmp_path, monkeypatch):
     """`sead bench` on a 2-D rule: its cost per cell-update from the one cost model, a table row
     per shape, and baselines that give the engine's answers and steps."""
     pytest.importorskip("torch")
     from typer.testing import CliRunner
 
+    import sead.runtime.bench
     from sead.cli.main import app
+
+    machine = {"peak_flops": 50e9, "memory_bandwidth": 20e9}  # measuring it takes seconds (a 256 MiB copy)
+    monkeypatch.setattr(sead.runtime.bench, "measure_machine", lambda: machine)
     from sead.runtime.model_file import load_step_model
     from sead.train.baseline import model_from_onnx
 
@@ -221,6 +225,7 @@ def test_bench_measures_a_grid_model_beside_its_baselines(tmp_path):
     assert report["costs"] == {"flops_per_cell_update": flops, "bytes_per_cell_update": 4 * (39 + 2 * 100)}
     assert model_from_onnx(load_step_model("multiplication")).flops_per_cell_update() == flops
     assert f"model multiplication: {flops} FLOPs and 956 bytes per cell-update" in result.stdout
+    assert report["roofline"]["cell_updates_per_s"] == 50e9 / flops  # compute-bound
     (row,) = report["rows"]
     assert (row["length"], row["batch"], row["ort"]["converged"]) == (42, 3, 3)
     assert row["ort_loop"]["same_answers_and_steps"] and row["torch_naive"]["same_answers_and_steps"]

@@ -221,14 +221,15 @@ class Activity(NamedTuple):
 @torch.no_grad()
 def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch.Tensor | None = None,
           activity: bool = False):
-    """Reference loop: iterate until each problem's state stops changing (or its generations run out).
+    """The PyTorch reference loop (training, evaluation, export's check and the naive `sead bench`
+    baseline): iterate until each problem's state stops changing (or its generations run out).
 
     Returns (symbols (B, *S) int64, steps (B,) int64, converged (B,) bool), and an `Activity` as a
     fourth item when `activity` is set. `steps` counts the updates that changed the state.
     max_steps is the step cap: a problem may take that many changing steps, plus the one that
     changes nothing and so proves its fixed point; one that is still changing after them did not
-    converge (steps = max_steps). Generation tasks (rule110) run exactly their generations
-    whatever max_steps says.
+    converge (steps = max_steps). Tasks that run a given number of generations run exactly
+    those whatever max_steps says.
     """
     b = problem.shape[0]
     state = model.initial_state(problem)
