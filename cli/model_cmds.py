@@ -22,7 +22,7 @@ def train(
     lengths: str = typer.Option(None, help="Sizes of the generalization table printed at the end "
                                 f"(default: the task's: {EVAL_SIZES})."),
 ) -> None:
-    """Train a SEAD rule on tapes of at most 16 cells and write a one-file checkpoint.
+    """Train a SEAD rule on short problems with the task's recipe and write a one-file checkpoint.
 
     Example: sead train parity --out parity.pt --seed 1
     """
