@@ -27,7 +27,7 @@ test-heavy: $(BIN)/python
 # Retrain and re-export the shipped default models (seeds in train/recipes.py; ~10 minutes on 2 cores).
 models: $(BIN)/python
 	$(PIP) -e '.[cpu,train,dev]'
-	$(BIN)/python -m sead.train.ship addition parity rule110
+	$(BIN)/python -m sead.export.ship addition parity rule110
 
 bench: $(BIN)/python
 	$(PIP) -e '.[cpu,train,dev]'

@@ -27,8 +27,10 @@ CASES = {"4,096 random 16-digit additions": (16, 4096, 15), "one random 1,000,00
          "one random 100,000-digit addition": (100_000, 1, 9), "64 random 1,000-digit additions": (1000, 64, 9)}
 
 PROBE = r"""
-import json, sys, time
+import json, sys
 import numpy as np
+sys.path.insert(0, sys.argv[3])  # this checkout's bench/, for timing.py
+from timing import time_solves
 try:
     from sead.runtime import Runtime          # this checkout
     import sead.runtime.api
@@ -42,12 +44,7 @@ out = {}
 for name, (digits, count, repeats) in cases.items():
     rng = np.random.default_rng(digits)
     lines = [task.random_line(rng, digits) for _ in range(count)]
-    rt.solve(lines)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        results = rt.solve(lines)
-        times.append(time.perf_counter() - start)
+    times, results = time_solves(rt.solve, lines, repeats)
     exact = sum(r.answer == task.answer(task.parse(x)) for r, x in zip(results, lines))
     out[name] = {"best": min(times), "median": float(np.median(times)), "exact": exact, "problems": count}
 print(json.dumps(out))
@@ -58,8 +55,8 @@ def measure(package_parent: str | None, model: str) -> dict:
     env = dict(os.environ)
     if package_parent:
         env["PYTHONPATH"] = package_parent
-    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(CASES), model], capture_output=True, text=True,
-                          env=env, cwd=tempfile.gettempdir(), check=True)
+    proc = subprocess.run([sys.executable, "-c", PROBE, json.dumps(CASES), model, str(ROOT / "bench")],
+                          capture_output=True, text=True, env=env, cwd=tempfile.gettempdir(), check=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -17,7 +17,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,20 +25,11 @@ from sead.runtime import Runtime
 from sead.runtime.bench import model_costs
 from sead.runtime.model_file import default_model_path, load_step_model
 from sead.runtime.tasks import get_task
+from timing import time_solves  # bench/timing.py
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = [("4,096 random problems of 16", 16, 4096, 9), ("64 random problems of 1,000", 1000, 64, 7),
          ("one random problem of 100,000", 100_000, 1, 7), ("one random problem of 1,000,000", 1_000_000, 1, 3)]
-
-
-def best_time(rt: Runtime, lines: list[str], repeats: int) -> tuple[float, list]:
-    rt.solve(lines)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        results = rt.solve(lines)
-        times.append(time.perf_counter() - start)
-    return min(times), results
 
 
 def main() -> None:
@@ -65,8 +55,8 @@ def main() -> None:
         for r in range(args.rounds):
             for label, _, count, repeats in CASES:
                 for name, rt in runtimes.items():
-                    seconds, results = best_time(rt, problems[label], repeats)
-                    rows[label][name].append(round(seconds, 4))
+                    times, results = time_solves(rt.solve, problems[label], repeats)
+                    rows[label][name].append(round(min(times), 4))
                     exact.setdefault((label, name), sum(x.answer == task.answer(task.parse(p))
                                                         for x, p in zip(results, problems[label])) == count)
                 print(f"round {r + 1} {label}: " + ", ".join(f"{n} {rows[label][n][-1]:.4f} s" for n in models),

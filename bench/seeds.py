@@ -100,7 +100,7 @@ def main() -> None:
     ap.add_argument("--retrain", action="store_true", help="train the shipped seed too instead of loading the shipped model")
     ap.add_argument("--out", type=Path, default=Path("bench/out/seeds.json"))
     ap.add_argument("--markdown", type=Path, help="print a results file as the README's tables and exit")
-    ap.add_argument("--threads", type=int, default=1, help="torch threads (1, as train/ship.py: the same rule from a seed)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1, as export/ship.py: the same rule from a seed)")
     ap.add_argument("--minutes", type=float, help="each seed's training time limit (default: the recipe's)")
     ap.add_argument("--save", type=Path, help="a folder to keep each trained seed's checkpoint in (TASK_seedN.pt)")
     ap.add_argument("--first-phase", type=Path, help="a folder of checkpoints (TASK_seedN.pt) that --save kept from "

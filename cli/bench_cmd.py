@@ -11,11 +11,12 @@ from pathlib import Path
 
 import typer
 
-from .main import app
-from .run_cmd import Engine
+from sead.runtime.bench import DEFAULT_SHAPES
+from .options import Engine, model_option
 
-DEFAULT_SHAPES = "16x4096,100x512,1000x64,10000x8,100000x1"
 BASELINES = ("torch", "ort-loop", "torch-compile")
+SHAPES_HELP = "; ".join(f"{'tapes' if rank == 1 else 'grids'} " + ",".join(f"{n}x{b}" for n, b in shapes)
+                        for rank, shapes in DEFAULT_SHAPES.items())
 
 
 def _shapes(text: str) -> list[tuple[int, int]]:
@@ -28,11 +29,11 @@ def _shapes(text: str) -> list[tuple[int, int]]:
     return pairs  # type: ignore[return-value]
 
 
-@app.command()
 def bench(
-    model: str = typer.Option("addition", help="A shipped model name or an .onnx path."),
+    model: str = model_option(),
     engine: Engine = typer.Option(Engine.auto),
-    shapes: str = typer.Option(DEFAULT_SHAPES, help="Comma-separated LENGTHxBATCH (tape cells x problems)."),
+    shapes: str = typer.Option(None, help="Comma-separated LENGTHxBATCH (cells x problems; default by the "
+                               f"model's rank: {SHAPES_HELP})."),
     baselines: str = typer.Option(",".join(BASELINES), help="Baselines to time beside the engine: torch (a naive "
                                   "PyTorch loop), ort-loop (one session.run per step), torch-compile (the rule "
                                   "under torch.compile, K steps per call); '' for none."),
@@ -47,6 +48,8 @@ def bench(
     from sead.runtime import Runtime
     from sead.runtime.files import Output, check_writable_folder
 
+    chosen = _shapes(shapes) if shapes is not None else None  # usage errors before any work
+    baseline_names = _baseline_names(baselines)
     check_writable_folder(out)  # refused now, not after minutes of measuring
     runtime = Runtime(model, engine.value)
     task = runtime.metadata.task
@@ -56,7 +59,7 @@ def bench(
     machine = b.measure_machine()
     roof = b.roofline(costs, machine)
     rows, cases = [], []
-    for length, count in _shapes(shapes):
+    for length, count in chosen or b.DEFAULT_SHAPES[runtime.metadata.rank]:
         lines = b.problem_lines(task, length, count)
         say(f"L={length} B={count}: {runtime.engine_name} ...")
         timed = b.time_engine(runtime, lines, seconds)
@@ -67,7 +70,7 @@ def bench(
     # The baselines come after every engine measurement: torch's thread pool and torch.compile's
     # compile workers stay alive once started, and measured beside them the engine lost up to half
     # its throughput on short problems.
-    solvers = _baselines(runtime.step, [v for v in baselines.split(",") if v.strip()], say)
+    solvers = _baselines(runtime.step, baseline_names, say)
     for row, (lines, results) in zip(rows, cases):
         for name, solve in solvers.items():
             say(f"L={row['length']} B={row['batch']}: baseline {name} ...")
@@ -85,11 +88,16 @@ def bench(
     typer.echo(f"wrote {out / 'bench.json'}" + (f" and {plot}" if plot else " (no plot: pip install matplotlib)"))
 
 
-def _baselines(step, names: list[str], say) -> dict:
-    """name -> solve(parsed, cap) -> (answers, steps), for each baseline this machine can run."""
+def _baseline_names(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
     unknown = set(names) - set(BASELINES)
     if unknown:
         raise typer.BadParameter(f"unknown baselines {sorted(unknown)}; choose from {', '.join(BASELINES)}")
+    return names
+
+
+def _baselines(step, names: list[str], say) -> dict:
+    """name -> solve(parsed, cap) -> (answers, steps), for each baseline this machine can run."""
     solvers = {}
     if "ort-loop" in names:
         from sead.runtime.bench import ort_loop
@@ -144,14 +152,14 @@ def _table(report: dict) -> str:
     lines = [
         f"model {report['task']}: {c['flops_per_cell_update']} FLOPs and {c['bytes_per_cell_update']} bytes per cell-update",
         f"machine: {m['peak_flops'] / 1e9:.1f} GFLOP/s peak, {m['memory_bandwidth'] / 1e9:.1f} GB/s; "
-        f"roofline {r['cell_updates_per_s'] / 1e6:.0f} M cell-updates/s ({r['bound']}-bound)",
+        f"roofline {r['cell_updates_per_s'] / 1e6:.3g} M cell-updates/s ({r['bound']}-bound)",
         f"{'length':>8} {'batch':>6} {'steps':>7} {eng + ' prob/s':>14} {'Mcell-upd/s':>12} {'% roof':>7} "
         + "".join(f"{NAMES[n] + ' prob/s':>16}" for n in base) + (f" {'vs best':>8} {'same':>5}" if base else ""),
     ]
     for row in report["rows"]:
         e = row[eng]
         line = (f"{row['length']:>8} {row['batch']:>6} {e['steps_mean']:>7.1f} {e['problems_per_s']:>14,.0f} "
-                f"{e['cell_updates_per_s'] / 1e6:>12.1f} {100 * row['fraction_of_roofline']:>6.1f}% "
+                f"{e['cell_updates_per_s'] / 1e6:>12.3g} {100 * row['fraction_of_roofline']:>6.1f}% "
                 + "".join(f"{row[n]['problems_per_s']:>16,.1f}" for n in base))
         if base:
             same = all(row[n]["same_answers_and_steps"] for n in base)
@@ -180,11 +188,11 @@ def _plot(report: dict, path: Path) -> Path | None:
         if all(name in r for r in rows):
             ax1.loglog(lengths, [r[name]["cell_updates_per_s"] for r in rows], "--", marker="s", label=label)
     ax1.axhline(report["roofline"]["cell_updates_per_s"], color="gray", ls=":", label="roofline")
-    ax1.set(xlabel="tape length (cells)", ylabel="cell-updates / s", title="throughput")
+    ax1.set(xlabel="cells per problem", ylabel="cell-updates / s", title="throughput")
     ax1.legend()
     ax2.semilogx(lengths, [r[eng]["steps_mean"] for r in rows], "o-", label="mean")
     ax2.semilogx(lengths, [r[eng]["steps_max"] for r in rows], "^-", label="max")
-    ax2.set(xlabel="tape length (cells)", ylabel="steps", title="steps to the fixed point")
+    ax2.set(xlabel="cells per problem", ylabel="steps", title="steps to the fixed point")
     ax2.legend()
     fig.tight_layout()
     png = io.BytesIO()

@@ -2,53 +2,31 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
+import sys
 from pathlib import Path
 
 import typer
 
-from sead.runtime.errors import SeadError
-from sead.runtime.tasks import MAX_STEPS, TASKS, get_task
-from .main import app
-from .run_cmd import plural
-
-TaskName = Enum("TaskName", {name: name for name in TASKS}, type=str)  # the registry's tasks, as choices
+from sead.runtime.tasks import MAX_STEPS, get_task
+from .options import EVAL_SIZES, TASK_NAMES, TaskName, need_torch, parse_lengths, plural
 
 
-def _need_torch(command: str) -> None:
-    try:
-        import torch  # noqa: F401  # torch-ok: lazy, only to say it is missing
-    except ImportError:
-        raise SeadError(f"sead {command} needs PyTorch: pip install -c constraints.txt 'sead[train]'") from None
-
-
-def _lengths(text: str) -> list[int]:
-    try:
-        values = [int(v.replace("_", "")) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from None
-    if not values or min(values) < 1:
-        raise typer.BadParameter("lengths must be positive")
-    return values
-
-
-@app.command()
 def train(
-    task: TaskName = typer.Argument(..., help=f"The task: {', '.join(TASKS)}."),
+    task: TaskName = typer.Argument(..., help=f"The task: {TASK_NAMES}."),
     out: Path = typer.Option(..., "--out", "-o", help="Checkpoint file to write."),
     seed: int = typer.Option(0, help="Random seed; training is deterministic for a seed."),
     steps: int = typer.Option(None, min=1, help="Optimizer steps (default: the task's recipe; a recipe's anneal "
                               "phase keeps its share of them)."),
     minutes: float = typer.Option(None, min=0.01, help="Stop early after this many minutes (default: the task's "
-                                  "recipe: 15, multiplication 55)."),
+                                  "recipe)."),
     lengths: str = typer.Option(None, help="Sizes of the generalization table printed at the end "
-                                "(default: the task's, e.g. 16,100,1000 digits for addition)."),
+                                f"(default: the task's: {EVAL_SIZES})."),
 ) -> None:
-    """Train a SEAD rule on tapes of at most 16 cells and write a one-file checkpoint.
+    """Train a SEAD rule on short problems with the task's recipe and write a one-file checkpoint.
 
     Example: sead train parity --out parity.pt --seed 1
     """
-    _need_torch("train")
+    need_torch("train")
     from sead.runtime.files import Output
     from sead.train.checkpoint import checkpoint_bytes
     from sead.train.evaluate import evaluate, format_table
@@ -56,7 +34,7 @@ def train(
     from sead.train.recipes import recipe
 
     cfg = recipe(task.value, seed=seed, steps=steps, max_minutes=minutes)
-    table_lengths = _lengths(lengths) if lengths else list(get_task(task.value).eval_sizes)
+    table_lengths = parse_lengths(lengths) if lengths else list(get_task(task.value).eval_sizes)
     with Output(out, binary=True) as sink:  # an unwritable --out is refused before training, not after
         model, record = run_training(cfg)
         rows = evaluate(model, table_lengths, max_problems=64)
@@ -67,7 +45,6 @@ def train(
                f"{record['seconds']} s)")
 
 
-@app.command()
 def export(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `sead train`."),
     output: Path = typer.Option(None, "--output", "-o", help="Default: the checkpoint's path with .onnx."),
@@ -80,7 +57,7 @@ def export(
     from sead.runtime.files import refuse_same_file
 
     refuse_same_file(str(output or checkpoint.with_suffix(".onnx")), {"checkpoint": str(checkpoint)})  # before torch loads
-    _need_torch("export")
+    need_torch("export")
     from sead.export.exporter import export_checkpoint
 
     path, report = export_checkpoint(checkpoint, output, opset)
@@ -90,7 +67,6 @@ def export(
                f"(lengths 1 to 100,000; state values flipped by rounding: {flips}; max logit error {worst:.2g})")
 
 
-@app.command()
 def inspect(
     model: str = typer.Argument(..., help="An .onnx file or a shipped model name."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -111,11 +87,10 @@ def inspect(
     typer.echo("operators: " + ", ".join(f"{k} x{v}" for k, v in info["operators"].items()))
 
 
-@app.command(name="eval")
 def eval_(
     checkpoint: Path = typer.Argument(..., help="A checkpoint written by `sead train`."),
     lengths: str = typer.Option(None, help="Comma-separated sizes (digits, bits, cells), e.g. "
-                                "16,1000,1000000 (default: the task's; 6,12,24,48 digits for multiplication)."),
+                                f"16,1000,1000000 (default: the task's: {EVAL_SIZES})."),
     problems: int = typer.Option(256, min=1, help="At most this many problems per length and family."),
     seed: int = typer.Option(0),
     max_steps: int = typer.Option(None, min=1, max=MAX_STEPS, help="Step cap (default 2 x the problem's diameter + 16: its length on a tape)."),
@@ -125,14 +100,12 @@ def eval_(
 
     Example: sead eval addition.pt --lengths 16,100,1000,10000
     """
-    import sys
-
-    _need_torch("eval")
+    need_torch("eval")
     from sead.train.checkpoint import load_checkpoint
     from sead.train.evaluate import evaluate, format_table
 
     model, _ = load_checkpoint(checkpoint)
     report = lambda r: print(f"  {r.family} L={r.length}: {r.exact}/{r.problems}", file=sys.stderr)
-    sizes = _lengths(lengths) if lengths else list(get_task(model.config.task).eval_sizes)
+    sizes = parse_lengths(lengths) if lengths else list(get_task(model.config.task).eval_sizes)
     rows = evaluate(model, sizes, seed=seed, max_problems=problems, max_steps=max_steps, progress=report)
     typer.echo(json.dumps([dict(vars(r)) for r in rows], indent=1) if as_json else format_table(rows))

@@ -11,16 +11,9 @@ from sead.runtime.errors import InputError
 from sead.runtime.files import Output, open_input, refuse_same_file
 from sead.runtime.lines import iter_lines
 from sead.runtime.tasks import MAX_STEPS
-from .main import app
+from .options import Engine, engine_option, model_option, plural
 
 CHUNK_LINES = 1 << 14
-
-
-class Engine(str, Enum):
-    auto = "auto"
-    ort = "ort"
-    ort_cuda = "ort-cuda"
-    trt = "trt"
 
 
 class Format(str, Enum):
@@ -28,10 +21,9 @@ class Format(str, Enum):
     jsonl = "jsonl"
 
 
-@app.command()
 def run(
-    model: str = typer.Option("addition", help="A shipped model (addition, parity, rule110, multiplication) or an .onnx path."),
-    engine: Engine = typer.Option(Engine.auto, help="auto picks trt, then ort-cuda, then ort."),
+    model: str = model_option(),
+    engine: Engine = engine_option(),
     input: str = typer.Option("-", "--input", "-i", help="Problem file, one per line ('-': stdin); a pipe or FIFO too."),
     output: str = typer.Option("-", "--output", "-o", help="Answer file ('-': stdout), replaced only on success."),
     format: Format = typer.Option(Format.text, "--format", "-f", help="text: one answer per line; jsonl: records."),
@@ -46,8 +38,9 @@ def run(
 ) -> None:
     """Solve problems by iterating the model's step until each state settles.
 
-    Exit status: 0 all answered; 1 some did not converge; 2 invalid input, usage or a file that
-    cannot be read or written; 130 interrupted; 141 the output pipe was closed; 143 terminated.
+    Exit status: 0 all answered; 1 some did not converge, or an internal error; 2 invalid input,
+    usage or a file that cannot be read or written; 130 interrupted; 141 the output pipe was closed;
+    143 terminated.
 
     Example: printf '123+877\\n99999999+1\\n' | sead run
     """
@@ -141,7 +134,3 @@ def _write(answers, out: Output, fmt: Format, source: str) -> int:
         else:
             out.write((r.answer or "") + "\n")
     return not_converged
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}" if count == 1 else f"{count:,} {noun}s"

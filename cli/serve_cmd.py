@@ -3,15 +3,12 @@ from __future__ import annotations
 
 import typer
 
-from .main import app
-from .run_cmd import Engine
+from .options import Engine, engine_option, model_option
 
 
-@app.command()
 def serve(
-    model: str = typer.Option("addition", help="A shipped model (addition, parity, rule110, multiplication) or an .onnx path; fixed "
-                                                "for the life of the server."),
-    engine: Engine = typer.Option(Engine.auto, help="auto picks trt, then ort-cuda, then ort."),
+    model: str = model_option("; fixed for the life of the server"),
+    engine: Engine = engine_option(),
     host: str = typer.Option("127.0.0.1", help="Address to bind (0.0.0.0 exposes the server to the network)."),
     port: int = typer.Option(8000, min=0, max=65535, help="Port to bind."),
     max_batch_cells: int = typer.Option(None, min=1, help="Cells per engine batch (default: the runtime's)."),

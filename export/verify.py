@@ -1,19 +1,22 @@
 """Prove an exported step equal to the PyTorch step before `sead export` returns.
 
 Compared on random states and on real problem states at several lengths (1 to 100,000 cells),
-then in a short full solve both ways. The state is discrete, so it must match exactly; a value
-may differ only where the PyTorch decision is within float rounding of a tie (a sign's
-pre-activation near zero, a symbol's two largest pre-activations). Logits must agree to LOGIT_TOL.
+then in a short full solve both ways: the PyTorch reference loop against the plain ONNX Runtime
+loop (runtime/bench.py), so the check depends on neither the runtime's solver nor its engines.
+The state is discrete, so it must match exactly; a value may differ only where the PyTorch
+decision is within float rounding of a tie (a sign's pre-activation near zero, a symbol's two
+largest pre-activations). Logits must agree to LOGIT_TOL.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from sead.runtime.errors import ExportMismatch, SeadError
+from sead.runtime.bench import cpu_session, plain_ort_solve
+from sead.runtime.errors import ExportMismatch
 from sead.runtime.tasks import get_task
 from sead.runtime.tasks.base import default_step_cap
-from sead.train.data import encode_batch
+from sead.train.data import encode_problems
 from sead.train.model import SEAD, solve
 
 LOGIT_TOL = 1e-4
@@ -21,23 +24,11 @@ ROUNDING = 1e-5  # a decision margin (|pre|; a symbol's top-two gap) below this 
 LENGTHS = (1, 2, 16, 100, 1000, 100_000)
 
 
-def _session(onnx_bytes: bytes):
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        raise SeadError("export verifies the graph in ONNX Runtime: pip install 'sead[cpu]' (or 'sead[cuda]')") from None
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-
-
 def _problems(task_name: str, length: int, count: int, rng: np.random.Generator):
     task = get_task(task_name)
     lines = [task.random_line(rng, task.size_for(length), generations=int(rng.integers(0, 8))) for _ in range(count)]
     parsed = [task.parse(line) for line in lines]
-    x, _, gens = encode_batch(task_name, parsed)
-    return x, gens
+    return encode_problems(task_name, parsed)
 
 
 def compare_step(model: SEAD, session, x: torch.Tensor, state: torch.Tensor, what: str) -> dict:
@@ -61,30 +52,9 @@ def compare_step(model: SEAD, session, x: torch.Tensor, state: torch.Tensor, wha
     return {"what": what, "rounding_flips": int(differ.sum()), "max_logit_error": logit_err}
 
 
-def _onnx_solve(session, x: np.ndarray, max_steps: int, generations):
-    """The plainest possible loop over the exported step (no runtime code), for cross-checking."""
-    b = x.shape[0]
-    state = np.zeros((b, session.get_inputs()[1].shape[1], *x.shape[2:]), np.float32)
-    steps = np.zeros(b, np.int64)
-    active = np.ones(b, bool)
-    for t in range(max_steps if generations is not None else max_steps + 1):  # + 1: the step proving the fixed point
-        if generations is not None:
-            active = generations.numpy() > t
-        if not active.any():
-            break
-        nxt = session.run(["next_state"], {"problem": x, "state": state})[0]
-        changed = active if generations is not None else ((nxt != state).reshape(b, -1).any(1) & active)
-        if generations is None:
-            active = changed
-        state = np.where(changed.reshape(-1, *[1] * (x.ndim - 1)), nxt, state)
-        steps += changed
-    logits = session.run(["logits"], {"problem": x, "state": state})[0]
-    return logits.argmax(1), np.minimum(steps, max_steps)
-
-
 def verify_export(model: SEAD, onnx_bytes: bytes, seed: int = 0) -> list[dict]:
     """Raise ExportMismatch on any disagreement; return what was compared."""
-    session = _session(onnx_bytes)
+    session = cpu_session(onnx_bytes, needed_by="export's check against PyTorch")
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     task = model.config.task
@@ -104,10 +74,10 @@ def verify_export(model: SEAD, onnx_bytes: bytes, seed: int = 0) -> list[dict]:
         x, gens = _problems(task, length, 8, rng)
         cells = "x".join(map(str, x.shape[2:]))
         cap = default_step_cap(sum(x.shape[2:]))
-        want_symbols, want_steps, _ = solve(model, x, cap, gens)
-        got_symbols, got_steps = _onnx_solve(session, x.numpy(), cap, gens)
-        if not (np.array_equal(got_symbols, want_symbols.numpy()) and np.array_equal(got_steps, want_steps.numpy())):
-            raise ExportMismatch(f"full solve at L={cells}: ONNX answers/steps differ from PyTorch "
-                                 f"(steps {got_steps.tolist()} vs {want_steps.tolist()})")
-        report.append({"what": f"full solve, 8 problems, L={cells}", "steps": want_steps.tolist()})
+        want = tuple(v.numpy() for v in solve(model, x, cap, gens))  # symbols, steps, converged
+        got = plain_ort_solve(session, x.numpy(), cap, None if gens is None else gens.numpy())
+        if not all(np.array_equal(g, w) for g, w in zip(got, want)):
+            raise ExportMismatch(f"full solve at L={cells}: ONNX answers, steps or convergence differ from PyTorch "
+                                 f"(steps {got[1].tolist()} vs {want[1].tolist()})")
+        report.append({"what": f"full solve, 8 problems, L={cells}", "steps": want[1].tolist()})
     return report

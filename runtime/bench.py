@@ -1,20 +1,32 @@
-"""Benchmark pieces that need no torch: timing an engine, the model's cost per cell-update, and
-this machine's roofline (measured peak FLOP/s and memory bandwidth)."""
+"""Benchmark pieces that need no torch: problems to time, timing a runtime, the plain ONNX Runtime
+loop (a named baseline, and export's independent cross-check), the cost of one cell-update, and
+this machine's roofline (measured peak FLOP/s and memory bandwidth).
+
+The solver is runtime/loop.py's; the loop here is only what it is measured against.
+"""
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .errors import EngineUnavailable
 from .model_file import StepModel
-from .api import Runtime
-from .loop import Result
 from .tasks import get_task
+
+if TYPE_CHECKING:
+    from .api import Runtime
+    from .loop import Result
+
+# (cells, problems) per measurement. Grids: 6, 12 and 24-digit products ((n + 1) x n cells), few
+# of them, as a grid cell-update costs ten times a tape's and a product's steps grow with its size
+DEFAULT_SHAPES = {1: ((16, 4096), (100, 512), (1000, 64), (10000, 8), (100000, 1)),
+                  2: ((42, 64), (156, 16), (600, 4))}
 
 
 def problem_lines(task_name: str, length: int, count: int, seed: int = 0) -> list[str]:
-    """Random problems whose tape has about `length` cells (100 generations where a task runs a
-    given number)."""
+    """Random problems of about `length` cells (100 generations where a task runs a given number)."""
     task = get_task(task_name)
     rng = np.random.default_rng(seed)
     return [task.random_line(rng, task.size_for(length), generations=100) for _ in range(count)]
@@ -60,54 +72,87 @@ def latency(runtime: Runtime, line: str, repeats: int = 50) -> dict:
     return {"p50_ms": float(p50), "p90_ms": float(p90), "p99_ms": float(p99)}
 
 
-def ort_loop(step: StepModel):
-    """The loop an ONNX Runtime user writes first, as a baseline: the exported step, one
-    session.run per step with default session options, the state compared on the host after
-    every step. -> solve(parsed, cap) -> (answers, steps) for problems of one padded length."""
-    import onnxruntime as ort
+# -- the plain ONNX Runtime loop ------------------------------------------------------------------
+def plain_ort_solve(session, x: np.ndarray, max_steps: int, generations: np.ndarray | None = None):
+    """The loop an ONNX Runtime user writes first: one session.run per step, the whole batch
+    compared on the host after every step, every problem kept until the last settles.
 
+    session: an InferenceSession of an exported step; x (B, C_in, *S) float32 (S: L or H, W);
+    generations (B,) int, for tasks that run a given number of steps (then max_steps is unused).
+    -> symbols (B, *S) int64, steps (B,) int64 (at most max_steps), settled (B,) bool. The same
+    contract as the PyTorch reference loop (sead.train.model.solve)."""
+    x = np.ascontiguousarray(x, np.float32)
+    b = x.shape[0]
+    state = np.zeros((b, session.get_inputs()[1].shape[1], *x.shape[2:]), np.float32)
+    rows = (b,) + (1,) * (x.ndim - 1)  # (B,) -> broadcast over channels and cells
+    steps = np.zeros(b, np.int64)
+    running = np.ones(b, bool)
+    # + 1: the step that changes nothing proves the fixed point
+    horizon = int(generations.max(initial=0)) if generations is not None else max_steps + 1
+    for t in range(horizon):
+        nxt = session.run(["next_state"], {"problem": x, "state": state})[0]
+        if generations is not None:
+            moved = generations > t
+        else:
+            moved = (nxt != state).reshape(b, -1).any(axis=1) & running
+            running = moved
+        if not moved.any():
+            break
+        state = np.where(moved.reshape(rows), nxt, state)
+        steps += moved
+    symbols = session.run(["logits"], {"problem": x, "state": state})[0].argmax(1)
+    if generations is not None:
+        return symbols, steps, np.ones(b, bool)
+    return symbols, np.minimum(steps, max_steps), ~running
+
+
+def cpu_session(model_bytes: bytes, needed_by: str = "the plain ONNX Runtime loop"):
+    """An ONNX Runtime CPU session with default options (warnings silenced)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise EngineUnavailable(f"{needed_by} needs the 'onnxruntime' package: pip install 'sead[cpu]' "
+                                "(or 'sead[cuda]')") from None
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+
+
+def ort_loop(step: StepModel):
+    """The plain ONNX Runtime loop as a `sead bench` baseline, from problems to answers.
+    -> solve(parsed, cap) -> (answers, steps); problems are padded to the largest shape."""
     task = get_task(step.metadata.task)
-    session = ort.InferenceSession(step.proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = cpu_session(step.proto.SerializeToString())
 
     def solve(problems, cap: int):
-        length = max(p.length for p in problems)
-        x = np.ascontiguousarray(task.encode_many(problems, length))
-        state = np.zeros((len(problems), step.metadata.state_channels, length), np.float32)
-        steps = np.zeros(len(problems), np.int64)
-        running = np.ones(len(problems), bool)
-        generations = np.array([p.generations or 0 for p in problems]) if task.convergence == "generations" else None
-        horizon = int(generations.max()) if generations is not None else cap + 1
-        for t in range(horizon):
-            nxt = session.run(["next_state"], {"problem": x, "state": state})[0]
-            if generations is not None:
-                moved = generations > t
-            else:
-                moved = (nxt != state).reshape(len(problems), -1).any(axis=1) & running
-                running &= moved
-            state = np.where(moved[:, None, None], nxt, state)
-            steps += moved
-            if not moved.any():
-                break
-        symbols = session.run(["logits"], {"problem": x, "state": state})[0].argmax(1)
-        settled = ~running if generations is None else np.ones(len(problems), bool)
+        shape = tuple(np.max([task.shape(p) for p in problems], axis=0).tolist())
+        generations = np.array([p.generations for p in problems]) if task.convergence == "generations" else None
+        symbols, steps, settled = plain_ort_solve(session, task.encode_many(problems, shape), cap, generations)
         answers = [task.decode(symbols[i], p) if settled[i] else None for i, p in enumerate(problems)]
-        return answers, np.minimum(steps, cap) if generations is None else steps
+        return answers, steps
 
     return solve
 
 
-def model_costs(step: StepModel) -> dict:
-    """FLOPs and bytes that one cell-update (one cell, one step) needs at the least.
+# -- the cost model and the roofline --------------------------------------------------------------
+def rule_costs(input_channels: int, state_channels: int, hidden: int, rank: int, radius: int = 1) -> dict:
+    """FLOPs and bytes that one cell-update (one cell, one step) needs at the least, on a tape
+    (rank 1) or a grid (rank 2).
 
-    FLOPs: the rule's two convolutions (2 per multiply-add). Bytes: read the problem and the
-    state and write the next state, float32, once each (intermediates kept on chip).
-    """
+    FLOPs: the rule's two convolutions, (2 radius + 1)^rank cells wide, then 1 (2 per
+    multiply-add); the readout runs once per solve and is not counted. Bytes: read the problem and
+    the state and write the next state, float32, once each (intermediates kept on chip)."""
+    window = (2 * radius + 1) ** rank
+    flops = 2 * hidden * (input_channels + state_channels) * window + 2 * state_channels * hidden
+    return {"flops_per_cell_update": flops, "bytes_per_cell_update": 4 * (input_channels + 2 * state_channels)}
+
+
+def model_costs(step: StepModel) -> dict:
+    """rule_costs of an exported step, its hidden width read from the rule's first convolution."""
     m = step.metadata
     weights = {t.name: tuple(t.dims) for t in step.proto.graph.initializer}
-    hidden, c_in, width = weights["rule_in.weight"]
-    flops = 2 * hidden * c_in * width + 2 * m.state_channels * hidden
-    bytes_ = 4 * (m.input_channels + 2 * m.state_channels)
-    return {"flops_per_cell_update": flops, "bytes_per_cell_update": bytes_}
+    hidden = weights["rule_in.weight"][0]
+    return rule_costs(m.input_channels, m.state_channels, hidden, m.rank, m.radius)
 
 
 def measure_machine(seconds: float = 0.5) -> dict:

@@ -13,6 +13,7 @@ from importlib import resources
 from pathlib import Path
 
 from .errors import ModelFileError
+from .tasks import TASKS
 
 # 2 added `rank` (grids): version-1 files are tapes and load as rank 1; 3 added `state` (the state's
 # code): older files hold sign states; 4 added `verified_size`: older files claim no limit
@@ -21,7 +22,6 @@ ADDED = {"rank": 2, "state": 3, "verified_size": 4}  # each key -> the format ve
 READ_VERSIONS = {v: {k for k, added in ADDED.items() if added > v} for v in range(1, METADATA_VERSION + 1)}  # -> keys it lacks
 STATE_CODES = ("sign", "symbol")
 PREFIX = "sead."
-DEFAULT_MODELS = ("addition", "parity", "rule110", "multiplication")
 INPUTS = ("problem", "state")
 OUTPUTS = ("next_state", "logits")
 
@@ -103,6 +103,10 @@ class StepModel:
 
 def default_model_path(name: str, suffix: str = ".onnx") -> Path:
     return Path(str(resources.files("sead.runtime") / "models" / f"{name}{suffix}"))
+
+
+# the shipped models: one for each registered task whose model file is installed
+DEFAULT_MODELS = tuple(name for name in TASKS if default_model_path(name).is_file())
 
 
 def resolve_model(name_or_path: str | Path) -> Path:

@@ -154,3 +154,78 @@ def test_multiplication_past_its_verified_size_is_refused_unless_allowed():
     assert code == 2 and out == "" and f"<stdin>:2: has size {limit + 1} (digits in the longer operand)" in err
     code, out, err = sead("run", "--model", "multiplication", "--allow-unverified-sizes", stdin=f"12*34\n{big}\n")
     assert code == 0 and out.splitlines() == ["408", "7" + "0" * limit]
+
+
+def test_a_bug_in_sead_exits_1_as_an_internal_error_and_bad_input_exits_2(monkeypatch):
+    """Bad input is the user's to fix (exit 2, 'error: ...'); an InternalError or any unexpected
+    exception is sead's own bug (exit 1, 'internal error: ... (please report it)'); --debug
+    shows the traceback instead."""
+    from typer.testing import CliRunner
+
+    import sead.export.inspect_model
+    from sead.cli.main import app
+    from sead.runtime.errors import InternalError, ModelFileError
+
+    raised = {}
+
+    def broken(name):
+        raise raised["exc"]
+
+    monkeypatch.setattr(sead.export.inspect_model, "inspect_model", broken)
+    runner = CliRunner()
+    for exc, code, line in [
+        (RuntimeError("boom\nsecond line"), 1, "internal error: RuntimeError: boom ... (please report it)"),
+        (InternalError("a tile lost its halo"), 1, "internal error: a tile lost its halo (please report it)"),
+        (ModelFileError("m.onnx: not an ONNX model"), 2, "error: m.onnx: not an ONNX model"),
+    ]:
+        raised["exc"] = exc
+        result = runner.invoke(app, ["inspect", "m.onnx"])
+        assert (result.exit_code, result.stderr.strip()) == (code, line)
+        assert result.stdout == ""
+        result = runner.invoke(app, ["--debug", "inspect", "m.onnx"])
+        assert result.exception is exc
+
+
+def test_the_entry_point_reports_an_internal_error_in_one_line():
+    probe = ("import sys, sead.export.inspect_model as m\n"
+             "def broken(name): raise KeyError('rule_in.weight')\n"
+             "m.inspect_model = broken\n"
+             "from sead.cli.main import main\n"
+             "sys.argv = ['sead', *sys.argv[1:]]\n"
+             "main()\n")
+    proc = subprocess.run([sys.executable, "-c", probe, "inspect", "addition"], capture_output=True, text=True,
+                          timeout=300)
+    assert (proc.returncode, proc.stdout) == (1, "")
+    assert proc.stderr == "internal error: KeyError: 'rule_in.weight' (please report it)\n"
+    proc = subprocess.run([sys.executable, "-c", probe, "--debug", "inspect", "addition"], capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 1 and "Traceback" in proc.stderr and "KeyError: 'rule_in.weight'" in proc.stderr
+
+
+@needs_models
+def test_bench_measures_a_grid_model_beside_its_baselines(tmp_path, monkeypatch):
+    """`sead bench` on a 2-D rule: its cost per cell-update from the one cost model, a table row
+    per shape, and baselines that give the engine's answers and steps."""
+    pytest.importorskip("torch")
+    from typer.testing import CliRunner
+
+    import sead.runtime.bench
+    from sead.cli.main import app
+
+    machine = {"peak_flops": 50e9, "memory_bandwidth": 20e9}  # measuring it takes seconds (a 256 MiB copy)
+    monkeypatch.setattr(sead.runtime.bench, "measure_machine", lambda: machine)
+    from sead.runtime.model_file import load_step_model
+    from sead.train.baseline import model_from_onnx
+
+    result = CliRunner().invoke(app, ["bench", "--model", "multiplication", "--engine", "ort", "--shapes", "42x3",
+                                      "--baselines", "ort-loop,torch", "--seconds", "0.01", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "bench.json").read_text())
+    flops = 2 * 64 * (39 + 100) * 3 * 3 + 2 * 100 * 64  # hidden 64; 39 input and 100 state channels; 3x3 cells
+    assert report["costs"] == {"flops_per_cell_update": flops, "bytes_per_cell_update": 4 * (39 + 2 * 100)}
+    assert model_from_onnx(load_step_model("multiplication")).flops_per_cell_update() == flops
+    assert f"model multiplication: {flops} FLOPs and 956 bytes per cell-update" in result.stdout
+    assert report["roofline"]["cell_updates_per_s"] == 50e9 / flops  # compute-bound
+    (row,) = report["rows"]
+    assert (row["length"], row["batch"], row["ort"]["converged"]) == (42, 3, 3)
+    assert row["ort_loop"]["same_answers_and_steps"] and row["torch_naive"]["same_answers_and_steps"]

@@ -157,3 +157,43 @@ def test_a_rule_that_reads_digits_exports_its_folded_weights(tiny_checkpoints, t
     out, _ = export_checkpoint(tiny_checkpoints["multiplication_digits"], tmp_path / "d.onnx")
     meta = load_step_model(out).metadata
     assert meta.parameters > model.num_parameters()  # 100 class columns exported where 20 digit ones were learned
+
+
+@pytest.mark.parametrize("name", ["addition", "rule110", "multiplication", "multiplication_digits"])
+def test_an_exported_step_costs_what_its_model_costs(tiny_checkpoints, tiny_onnx, name):
+    """One cost model for tapes and grids: the runtime reads it off the exported graph, training
+    off the config, and a rule that reads digits is counted as exported (folded)."""
+    from sead.runtime.bench import model_costs
+
+    model, _ = load_checkpoint(tiny_checkpoints[name])
+    costs = model_costs(load_step_model(tiny_onnx[name]))
+    c = model.config
+    window = 3 ** c.rank
+    assert costs["flops_per_cell_update"] == model.flops_per_cell_update() == \
+        2 * c.hidden * (c.input_channels + c.state_channels) * window + 2 * c.state_channels * c.hidden
+    assert costs["bytes_per_cell_update"] == 4 * (c.input_channels + 2 * c.state_channels)
+
+
+@pytest.mark.parametrize("name, cap", [("multiplication", 3), ("multiplication", 40), ("rule110", 0), ("parity", 40)])
+def test_the_plain_ort_loop_keeps_the_reference_loops_contract(tiny_checkpoints, tiny_onnx, name, cap):
+    """runtime/bench.py's plain ONNX Runtime loop (a bench baseline and export's cross-check)
+    gives the PyTorch reference loop's symbols, steps and convergence flags: on grids, on rings
+    run for their generations, and with problems stopped by the step cap."""
+    from sead.runtime.bench import cpu_session, plain_ort_solve
+    from sead.runtime.tasks import get_task
+    from sead.train.data import encode_problems
+    from sead.train.model import solve
+
+    task = get_task(name)
+    rng = np.random.default_rng(3)
+    size = 5 if name == "multiplication" else 12
+    problems = [task.parse(task.random_line(rng, size, generations=int(rng.integers(0, 9)))) for _ in range(12)]
+    x, gens = encode_problems(name, problems)
+    model, _ = load_checkpoint(tiny_checkpoints[name])
+    want = [v.numpy() for v in solve(model, x, cap, gens)]
+    got = plain_ort_solve(cpu_session(tiny_onnx[name].read_bytes()), x.numpy(), cap,
+                          None if gens is None else gens.numpy())
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w)
+    if name == "multiplication" and cap == 3:
+        assert not got[2].all()  # some problems ran out of steps

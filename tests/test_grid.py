@@ -296,7 +296,7 @@ def test_a_model_refuses_problems_past_its_verified_size(tiny_onnx, tmp_path):
 def test_a_shipped_model_claims_the_sizes_it_was_exact_at():
     pytest.importorskip("torch")
     from sead.train.evaluate import EvalRow
-    from sead.train.ship import verified_size
+    from sead.export.ship import verified_size
 
     row = lambda length, exact, problems: EvalRow("multiplication", "random", length, problems, exact,
                                                   converged=problems, steps_mean=1.0, steps_max=1)

@@ -16,12 +16,12 @@ def test_short_training_reduces_loss_and_learns_rule110():
     # max_minutes is only a cap: on a loaded machine a tighter one cut the run short (and failed the test)
     cfg = TrainConfig(task="rule110", steps=300, lr=1e-2, mine_every=100, mine_count=512, max_minutes=60)
     task = get_task("rule110")
-    x, _, _ = encode_batch("rule110", [task.parse(line) for line in
-                                      sample_lines("rule110", np.random.default_rng(9), 256, length=12)])
+    parsed = [task.parse(line) for line in sample_lines("rule110", np.random.default_rng(9), 256, length=12)]
+    x, _, _ = encode_batch("rule110", parsed)
 
     def loss_of(model):
         with torch.no_grad():
-            return float(generations_loss(model, x, cfg, None, horizon=4)[0])
+            return float(generations_loss(model, x, parsed, horizon=4)[0])
 
     torch.manual_seed(cfg.seed)
     before = loss_of(build_model(cfg))
@@ -65,3 +65,15 @@ def test_an_anneal_phase_continues_the_first_and_resumes_from_its_checkpoint():
         train(cfg, log=False, first_phase=(both, record))
     with pytest.raises(ValueError, match="after 20 of 30 steps"):
         train(cfg, log=False, first_phase=(first[0], {**first[1], "steps_done": 20}))
+
+
+def test_generation_targets_are_the_answers_after_each_generation():
+    """Training asks a generations task for its targets after 0..horizon steps (a Task hook):
+    Rule 110's are its oracle's answers for as many generations, whatever the line asked for."""
+    from sead.runtime.tasks import get_task
+
+    task = get_task("rule110")
+    targets = task.generation_targets(task.parse("0001000100 5"), 7)
+    assert targets.shape == (8, 10) and targets.dtype.kind == "i"
+    assert ["".join(map(str, row)) for row in targets] == \
+        [task.answer(task.parse(f"0001000100 {g}")) for g in range(8)]

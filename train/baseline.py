@@ -1,7 +1,15 @@
-"""The naive PyTorch loop that benchmarks compare against: one step per call and a host-side
-convergence check after every step, all problems kept in the batch until the last settles."""
+"""The PyTorch baselines that `sead bench` times beside an engine; never used to answer problems.
+
+- naive: the reference loop (model.solve): one step per call and a host-side check after every
+  step, every problem kept in the batch until the last settles;
+- compiled: the rule under torch.compile, K steps per call like the runtime's graphs, with the
+  host check once per call.
+
+Each is a solve(parsed, max_steps) -> (answers, steps) over problems padded to one shape.
+"""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,49 +17,36 @@ import torch
 from onnx import numpy_helper
 
 from sead.runtime.tasks import Parsed, get_task
-from .data import encode_batch
-from .model import SEAD, ModelConfig
+from .data import encode_problems
+from .model import SEAD, ModelConfig, solve
 
 
 def model_from_onnx(step) -> SEAD:
-    """Rebuild the PyTorch model from an exported step's metadata and weights."""
-    model = SEAD(ModelConfig.from_dict(json.loads(step.metadata.model_config)))
+    """Rebuild the PyTorch model from an exported step's metadata and weights. A rule that reads
+    classes by their digits is exported folded (SEAD.step_weights): the same step without them."""
+    config = ModelConfig.from_dict(json.loads(step.metadata.model_config))
+    model = SEAD(dataclasses.replace(config, read_digits=0))
     weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in step.proto.graph.initializer}
     model.load_state_dict({k: weights[k] for k in model.state_dict()})
     return model.eval()
 
 
-@torch.no_grad()
+def _answers(task, symbols: torch.Tensor, settled: torch.Tensor, problems: list[Parsed]) -> list[str | None]:
+    symbols = symbols.numpy()
+    return [task.decode(symbols[i], p) if settled[i] else None for i, p in enumerate(problems)]
+
+
 def naive_solve(model: SEAD, problems: list[Parsed], max_steps: int) -> tuple[list[str | None], np.ndarray]:
-    """-> (answers, steps). Problems must share one tape length (or be paddable)."""
+    """The naive PyTorch loop: the reference loop, from problems to answers."""
     task = get_task(model.config.task)
-    x, _, gens = encode_batch(task.name, problems)
-    state = model.initial_state(x)
-    steps = torch.zeros(len(problems), dtype=torch.long)
-    settled = torch.zeros(len(problems), dtype=torch.bool)
-    limit = gens if gens is not None else torch.full((len(problems),), max_steps + 1)  # + 1: the step proving the fixed point
-    for t in range(int(limit.max())):
-        nxt = model.step(x, state)
-        if gens is not None:
-            run = gens > t
-        else:
-            run = (nxt != state).flatten(1).any(1) & ~settled
-            settled |= ~run
-        state = torch.where(run[:, None, None], nxt, state)
-        steps += run.long()
-        if not bool(run.any()):  # the host-side check, every step
-            break
-    if gens is None:
-        steps = torch.minimum(steps, torch.tensor(max_steps))
-    symbols = model.readout(x, state).argmax(1).numpy()
-    done = settled if gens is None else torch.ones_like(settled)
-    answers = [task.decode(symbols[i], p) if done[i] else None for i, p in enumerate(problems)]
-    return answers, steps.numpy()
+    x, gens = encode_problems(task.name, problems)
+    symbols, steps, converged = solve(model, x, max_steps, gens)
+    return _answers(task, symbols, converged, problems), steps.numpy()
 
 
 class CompiledLoop:
-    """The rule under torch.compile, unrolled K steps per call like the runtime's graphs, with a
-    per-step change count inside the compiled function and the host check once per call."""
+    """The rule under torch.compile, unrolled K steps per call, with a per-step change count
+    inside the compiled function and the host check once per call."""
 
     def __init__(self, model: SEAD, k: int = 16):
         self.model, self.k = model, k
@@ -61,18 +56,19 @@ class CompiledLoop:
 
     def _k_steps(self, x, state, budget):
         counts = torch.zeros(x.shape[0], dtype=torch.long)
+        rows = (-1,) + (1,) * (x.dim() - 1)  # (B,) -> broadcast over channels and cells
         for i in range(self.k):
             nxt = self.model.step(x, state)
             moved = budget > i
             if not self.generations:
                 moved = moved & (nxt != state).flatten(1).any(1)
-            state = torch.where(moved[:, None, None], nxt, state)
+            state = torch.where(moved.view(rows), nxt, state)
             counts += moved.long()
         return state, counts
 
     @torch.no_grad()
     def solve(self, problems: list[Parsed], max_steps: int) -> tuple[list[str | None], np.ndarray]:
-        x, _, gens = encode_batch(self.task.name, problems)
+        x, gens = encode_problems(self.task.name, problems)
         state = self.model.initial_state(x)
         steps = torch.zeros(len(problems), dtype=torch.long)
         limit = gens if gens is not None else torch.full((len(problems),), max_steps + 1)
@@ -83,6 +79,6 @@ class CompiledLoop:
             steps += counts
             running &= (steps < limit) if self.generations else (counts == budget) & (steps < limit)
         settled = steps <= max_steps if gens is None else torch.ones(len(problems), dtype=torch.bool)
-        symbols = self.model.readout(x, state).argmax(1).numpy()
-        answers = [self.task.decode(symbols[i], p) if settled[i] else None for i, p in enumerate(problems)]
-        return answers, (torch.minimum(steps, torch.tensor(max_steps)) if gens is None else steps).numpy()
+        symbols = self.model.readout(x, state).argmax(1)
+        steps = torch.minimum(steps, torch.tensor(max_steps)) if gens is None else steps
+        return _answers(self.task, symbols, settled, problems), steps.numpy()

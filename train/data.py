@@ -20,23 +20,28 @@ def sample_lines(task_name: str, rng: np.random.Generator, count: int, max_len: 
     return lines
 
 
-def encode_batch(task_name: str, problems: list[Parsed]):
-    """-> problem (B, C_in, *S) float32, targets (B, *S) int64 (-1 = not read), generations (B,) or
-    None. S is the largest shape of the problems (L on a tape, H, W on a grid).
-
-    Smaller problems are padded on the right (and below) with empty cells (mask 0); rule110 rings
-    must not be mixed with other lengths, so callers batch them by length.
-    """
+def encode_problems(task_name: str, problems: list[Parsed]):
+    """-> problem (B, C_in, *S) float32, generations (B,) int64 or None. S is the largest shape of
+    the problems (L on a tape, H, W on a grid): smaller ones are padded on the right (and below)
+    with empty cells (mask 0). Rings are never padded, so callers batch them by length."""
     task = get_task(task_name)
     shape = tuple(np.max([task.shape(p) for p in problems], axis=0).tolist())  # (L,) or (H, W)
-    x = np.ascontiguousarray(task.encode_many(problems, shape[0] if task.rank == 1 else shape))
-    y = np.full((len(problems),) + shape, -1, np.int64)
-    for i, p in enumerate(problems):
-        y[(i,) + tuple(slice(0, d) for d in task.shape(p))] = task.targets(p)
+    x = np.ascontiguousarray(task.encode_many(problems, shape))
     gens = None
     if task.convergence == "generations":
         gens = torch.tensor([p.generations for p in problems], dtype=torch.long)
-    return torch.from_numpy(x), torch.from_numpy(y), gens
+    return torch.from_numpy(x), gens
+
+
+def encode_batch(task_name: str, problems: list[Parsed]):
+    """-> problem (B, C_in, *S) float32, targets (B, *S) int64 (-1 = not read), generations (B,) or
+    None: encode_problems and the task's targets, padded alike."""
+    task = get_task(task_name)
+    x, gens = encode_problems(task_name, problems)
+    y = np.full((len(problems),) + tuple(x.shape[2:]), -1, np.int64)
+    for i, p in enumerate(problems):
+        y[(i,) + tuple(slice(0, d) for d in task.shape(p))] = task.targets(p)
+    return x, torch.from_numpy(y), gens
 
 
 def due_batch(task_name: str, problems: list[Parsed], shape: tuple[int, ...]) -> torch.Tensor:

@@ -1,7 +1,7 @@
 """`sead eval`: exact-match accuracy of whole answers against exact oracles, with steps used.
 
-The oracle is Python integers (addition), a count (parity) or direct simulation of Rule 110;
-never the model. Every problem runs through the PyTorch reference loop (`model.solve`) until
+The oracle is each task's exact answer (Task.answer: exact arithmetic, a count, direct
+simulation), never the model. Every problem runs through the PyTorch reference loop (`model.solve`) until
 its state stops changing, its generations run out, or the step cap is reached; a problem that
 hit the cap counts as wrong and as not converged.
 

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from sead.runtime.tasks import get_task, rule110_generation
+from sead.runtime.tasks import Parsed, get_task
 from .data import MAX_TRAIN_CELLS, due_batch, encode_batch, sample_lines
 from .model import SEAD, ModelConfig, solve
 
@@ -103,8 +103,8 @@ def fixed_point_loss(model: SEAD, x, y, due, cfg: TrainConfig, extra: int):
     cell's last change in the unroll gets the hinge
     relu(margin - pre * state) on that cell, so the change that stays is free and changes that are
     undone or overwritten later cost. Averaged over real cells, state channels and steps; 0.0 when
-    cfg.activity_weight is 0. (A straight-through count of flips past the first, the first probe,
-    left most seeds with many changes per cell; see train/recipes.py.)"""
+    cfg.activity_weight is 0. A hinge on keeping, not a straight-through count of flips: the count
+    leaves most seeds with many changes per cell."""
     mask = x[:, :1]
     due = due.unsqueeze(1)  # (B, 1, *S): the step each cell's readout is due (the task's due_steps)
     horizon = int(due.max()) + extra
@@ -150,9 +150,8 @@ def deadline_loss(model: SEAD, x, y, due, gen: torch.Generator, disturb: float =
     class after. One step later, every cell due by t + 1 must read its answer. Judged are the cells
     whose own state is noise (the ones due at t + 1, and a share `disturb` of the due ones, given
     noise too, so no cell learns to copy its own state), and, as a second mean, the due ones that
-    hold their answers: they must keep them while their neighbours churn (left out, a third of a
-    trained rule's failures on 24-digit products were cells that had met their deadline and
-    changed later). A judged cell has no disturbed neighbour, so its answer follows from what it
+    hold their answers: they must keep them while their neighbours churn (without this mean, a
+    cell that met its deadline may change later, a common failure on long products). A judged cell has no disturbed neighbour, so its answer follows from what it
     sees. A rule that does this for every noise solves from the zero state by each cell's due step
     (by induction on t). One step, no unroll: it uses the answers and the due steps only, never a
     solve's intermediate states."""
@@ -177,21 +176,21 @@ def deadline_loss(model: SEAD, x, y, due, gen: torch.Generator, disturb: float =
     return loss
 
 
-def generations_loss(model: SEAD, x, cfg: TrainConfig, rng: np.random.Generator, horizon: int):
-    """Rule110: the readout after t steps must be generation t, for every t up to the horizon."""
-    tape = (x[:, 2] > 0).numpy().astype(np.int64)
+def generations_loss(model: SEAD, x, problems: list[Parsed], horizon: int):
+    """Tasks that run a given number of steps: the readout after t steps must be generation t
+    (the task's generation_targets), for every t up to the horizon. problems: one shape (rings
+    are never padded). -> (answer loss, correct (B,) bool: right at every t)."""
+    task = get_task(model.config.task)
+    targets = torch.from_numpy(np.stack([task.generation_targets(p, horizon) for p in problems], 1))  # (T+1, B, *S)
     state = model.initial_state(x)
     answer = 0.0
     correct = torch.ones(x.shape[0], dtype=torch.bool)
     for t in range(horizon + 1):
         if t > 0:
-            pre = model.preactivation(x, state)
-            state = model.code.activate(pre) * x[:, :1]
-            tape = np.stack([rule110_generation(row) for row in tape])
+            state = model.step(x, state)
         logits = model.readout(x, state)
-        y = torch.from_numpy(tape)
-        answer = answer + F.cross_entropy(logits, y)
-        correct &= (logits.argmax(1) == y).all(1)
+        answer = answer + F.cross_entropy(logits, targets[t])
+        correct &= (logits.argmax(1) == targets[t]).flatten(1).all(1)
     return answer / (horizon + 1), correct
 
 
@@ -316,7 +315,7 @@ def _phase(model: SEAD, cfg: TrainConfig, log: bool, start: float, label: str | 
         x, y, _ = encode_batch(cfg.task, parsed)
         extra = int(rng.integers(2, cfg.extra_steps + 1))
         if task.convergence == "generations":
-            loss, correct = generations_loss(model, x, cfg, rng, horizon=extra)
+            loss, correct = generations_loss(model, x, parsed, horizon=extra)
         else:
             due = due_batch(cfg.task, parsed, tuple(y.shape[1:]))
             if step <= cfg.unroll_from * cfg.steps:  # the deadline phase: one step per batch, no unroll

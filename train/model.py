@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sead.runtime.bench import rule_costs
+
 MODEL_CONFIG_VERSION = 1
 
 
@@ -198,11 +200,10 @@ class SEAD(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
     def flops_per_cell_update(self) -> int:
-        """The rule's two convolutions for one cell and one step (2 FLOPs per multiply-add); the
-        readout runs once per solve and is not counted. Counted on the step as exported (with
-        read_digits, the folded convolution), the same count as runtime.bench.model_costs."""
+        """The cost model's FLOPs (sead.runtime.bench.rule_costs) of the step as exported: with
+        read_digits, the folded convolution over all the state channels."""
         c = self.config
-        return 2 * c.hidden * (c.input_channels + c.state_channels) * 3 ** c.rank + 2 * c.state_channels * c.hidden
+        return rule_costs(c.input_channels, c.state_channels, c.hidden, c.rank)["flops_per_cell_update"]
 
 
 class Activity(NamedTuple):
@@ -220,14 +221,15 @@ class Activity(NamedTuple):
 @torch.no_grad()
 def solve(model: SEAD, problem: torch.Tensor, max_steps: int, generations: torch.Tensor | None = None,
           activity: bool = False):
-    """Reference loop: iterate until each problem's state stops changing (or its generations run out).
+    """The PyTorch reference loop (training, evaluation, export's check and the naive `sead bench`
+    baseline): iterate until each problem's state stops changing (or its generations run out).
 
     Returns (symbols (B, *S) int64, steps (B,) int64, converged (B,) bool), and an `Activity` as a
     fourth item when `activity` is set. `steps` counts the updates that changed the state.
     max_steps is the step cap: a problem may take that many changing steps, plus the one that
     changes nothing and so proves its fixed point; one that is still changing after them did not
-    converge (steps = max_steps). Generation tasks (rule110) run exactly their generations
-    whatever max_steps says.
+    converge (steps = max_steps). Tasks that run a given number of generations run exactly
+    those whatever max_steps says.
     """
     b = problem.shape[0]
     state = model.initial_state(problem)

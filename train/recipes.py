@@ -6,29 +6,30 @@ import dataclasses
 from .loop import TrainConfig
 
 RECIPES = {
-    # hidden 16 (was 64): 2,944 FLOPs per cell update instead of 11,776, exact from 3 of 3 seeds at every
-    # length of bench/seeds.py; 4 state channels or a hidden width of 12 or 8 were not (bench/results/sweep_addition.json)
+    # hidden 16: 2,944 FLOPs per cell update, a quarter of hidden 64's, and exact from 3 of 3 seeds at
+    # every length of bench/seeds.py; 4 state channels or a hidden width of 12 or 8 are not
+    # (bench/results/sweep_addition.json)
     "addition": TrainConfig(task="addition", steps=2000, lr=3e-3, hidden=16, readout_hidden=64,
                             settle_weight=0.3, hunt_from=0.5),
-    # the settle hinge, on from the start, froze parity before it learned; without it, 2 of 3
-    # seeds cycled instead of settling on some tapes: it comes on at half way. The activity hinge
-    # ramps in from 30% to 50% of training, once parity is learned; at weight 1, one seed kept up to
-    # 7 changes per cell; at 3 (1,000 steps), a seed forgot parity (README: parity's recipe)
+    # the settle hinge comes on half way: on from the start it freezes parity before it is learned,
+    # and without it some seeds cycle instead of settling. The activity hinge ramps in from 30% to
+    # 50% of training, once parity is learned; weight 2 sits between one that leaves a seed with up
+    # to 7 changes per cell (1) and one that makes a seed forget parity (3) (README: parity's recipe)
     "parity": TrainConfig(task="parity", steps=2000, lr=3e-3, hidden=32, readout_hidden=32,
                           settle_weight=0.3, settle_from=0.5, hunt_from=0.5, activity_weight=2.0),
-    # unrolls of up to 12 generations: with up to 6 at lr 1e-2, seed 2 drifted after many generations
+    # unrolls of up to 12 generations: with up to 6, a seed drifts after many generations
     "rule110": TrainConfig(task="rule110", steps=2000, lr=5e-3, extra_steps=12),
     # grids of operands of at most 6 digits (the follow-up paper's training range). A symbol state (each
     # cell's state is its class s + 10 c), read by the rule as its digits s and c, and the deadline
-    # loss alone: one step per batch, about nine times cheaper than an unroll. Unrolled losses after
-    # it lowered short accuracy (0.942 -> 0.883, bench/results/train_multiplication_deadline_seed0.json);
-    # sign states with unrolled losses reached 0.37 at best. Then 14,000 steps more at peak lr 1e-3: after the
-    # first phase alone, seed 0 was wrong on 2 of 136 products at 24 and 48 digits and seed 1 on 1 of 32 at
-    # 100 (bench/results/*first_phase*.json); annealed, both are exact on those and up to 200 digits (README: Grids)
+    # loss alone: one step per batch, about nine times cheaper than an unroll; unrolled losses after
+    # it lower short accuracy (bench/results/train_multiplication_deadline_seed0.json), and sign states
+    # with unrolled losses reach 0.37 at best. The anneal phase (14,000 steps at peak lr 1e-3) makes
+    # the shipped seed exact up to 200 digits, where the first phase alone is wrong on a few products
+    # from 24 digits on (bench/results/*first_phase*.json; README: Grids)
     "multiplication": TrainConfig(task="multiplication", steps=28000, lr=3e-3, max_len=6, hidden=64, state="symbol",
                                   read_digits=10, deadline_weight=1.0, unroll_from=1.0, mine_every=1000,
                                   anneal_steps=14000, anneal_lr=1e-3,
-                                  max_minutes=55.0),  # 28,000 + 14,000 steps took about 40 minutes here
+                                  max_minutes=55.0),  # 28,000 + 14,000 steps take about 40 minutes on 2 cores
 }
 SHIPPED_SEEDS = {"addition": 0, "parity": 0, "rule110": 0, "multiplication": 1}
 

@@ -205,6 +205,11 @@ class Task:
         """A few problems any working model answers: a model's self-test at load."""
         raise NotImplementedError
 
+    def generation_targets(self, p: Parsed, horizon: int) -> np.ndarray:
+        """Training, tasks that run a given number of steps: (horizon + 1, *shape(p)) int64, the
+        wanted readout class per cell after 0, 1, ..., horizon generations (p.generations aside)."""
+        raise NotImplementedError
+
 
 def check_symbols(text: str, what: str, allowed: frozenset = ASCII_DIGITS) -> None:
     if not text:

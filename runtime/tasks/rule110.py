@@ -65,6 +65,12 @@ class Rule110(Task):
     def canonical_lines(self) -> list[str]:
         return ["0110", "0110 0", "0001000100 5", "1 3", "111000111000 40", "01101110 12"]
 
+    def generation_targets(self, p: Parsed, horizon: int) -> np.ndarray:
+        tapes = [digits(p.a)]
+        for _ in range(horizon):
+            tapes.append(rule110_generation(tapes[-1]))
+        return np.stack(tapes)
+
 
 def rule110_generation(tape: np.ndarray) -> np.ndarray:
     """One generation of Wolfram's Rule 110 on a ring of 0/1 cells (the exact oracle)."""

@@ -1,4 +1,4 @@
-"""Rebuild the shipped default models: `python -m sead.train.ship [TASK ...]`.
+"""Rebuild the shipped default models: `python -m sead.export.ship [TASK ...]` (`make models`).
 
 Trains each task with its recipe and recorded seed (train/recipes.py), writes the checkpoint and
 its verified ONNX export into runtime/models/, and prints the generalization table (the task's
@@ -16,14 +16,13 @@ from pathlib import Path
 
 import torch
 
-from sead.export.exporter import export_checkpoint
+from sead.runtime.model_file import default_model_path
 from sead.runtime.tasks import get_task
-from .checkpoint import load_checkpoint, save_checkpoint
-from .evaluate import evaluate, format_table
-from .loop import train
-from .recipes import SHIPPED_SEEDS, recipe
-
-MODELS_DIR = Path(__file__).resolve().parent.parent / "runtime" / "models"
+from sead.train.checkpoint import load_checkpoint, save_checkpoint
+from sead.train.evaluate import evaluate, format_table
+from sead.train.loop import train
+from sead.train.recipes import SHIPPED_SEEDS, recipe
+from .exporter import export_checkpoint
 
 
 def ship(task: str, threads: int = 1, trained: Path | None = None, claim: int | None = None) -> None:
@@ -50,7 +49,7 @@ def ship(task: str, threads: int = 1, trained: Path | None = None, claim: int | 
         if found and claim > found:
             raise SystemExit(f"--verified-size {claim}: this check found {task} exact up to size {found} only")
         record["verified_size"] = claim
-    checkpoint = MODELS_DIR / f"{task}.pt"
+    checkpoint = default_model_path(task, ".pt")
     save_checkpoint(checkpoint, model, record)
     onnx_path, _ = export_checkpoint(checkpoint)
     print(format_table(rows))
