@@ -190,7 +190,7 @@ def conformance(quick: bool) -> dict:
                      if isinstance(e, dict))
             row["ok"] = ok
             say(f"{model} size {size} x{len(lines)}: {'identical and exact' if ok else 'DIFFERS'} "
-                f"({', '.join(f'{k} {v['seconds']}s' for k, v in row.items() if isinstance(v, dict))})")
+                "(" + ", ".join(f"{k} {v['seconds']}s" for k, v in row.items() if isinstance(v, dict)) + ")")
             rows.append(row)
         gpu = runtimes["ort-cuda"].engine
         out[model] = {"rows": rows, "graph_shapes": len(gpu.graph_shapes), "cuda_graphs_on": gpu.cuda_graphs,
