@@ -6,6 +6,10 @@ loop (runtime/bench.py), so the check depends on neither the runtime's solver no
 The state is discrete, so it must match exactly; a value may differ only where the PyTorch
 decision is within float rounding of a tie (a sign's pre-activation near zero, a symbol's two
 largest pre-activations). Logits must agree to LOGIT_TOL.
+
+The runtime runs the rule in its own forms (runtime/graph.py: the cf and cl layouts, which sum in
+another order than the exported convolution); they are held to the same rule on the real states:
+each form's next state may differ from PyTorch's only where the decision margin is within rounding.
 """
 from __future__ import annotations
 
@@ -52,9 +56,96 @@ def compare_step(model: SEAD, session, x: torch.Tensor, state: torch.Tensor, wha
     return {"what": what, "rounding_flips": int(differ.sum()), "max_logit_error": logit_err}
 
 
+class RuntimeForms:
+    """One step of the rule in each of the runtime's forms, from state codes to state codes."""
+
+    def __init__(self, onnx_bytes: bytes):
+        import onnx
+
+        from sead.runtime.model_file import StepMetadata, StepModel
+        from sead.runtime.rule import Rule
+
+        proto = onnx.load_from_string(onnx_bytes)
+        meta = StepMetadata.from_props({p.key: p.value for p in proto.metadata_props})
+        self.rule = Rule.from_step(StepModel("<export>", proto, meta))
+        self.sessions = {}
+
+    def _session(self, key, build):
+        if key not in self.sessions:
+            self.sessions[key] = cpu_session(build().SerializeToString(), needed_by="export's check of the runtime forms")
+        return self.sessions[key]
+
+    def codes(self, state: torch.Tensor) -> np.ndarray:
+        """(B, C_s, *S) states -> (B, *S) state codes (runtime/rule.py)."""
+        r, s = self.rule, state.numpy()
+        zero = (s == 0).all(axis=1)
+        if r.state_code == "sign":
+            value = ((s > 0) * (2 ** np.arange(r.state_channels)).reshape(1, -1, *[1] * (s.ndim - 2))).sum(1)
+        else:
+            value = s.argmax(1)
+        return np.where(zero, r.zero_code, value).astype(r.code_dtype)
+
+    def steps(self, x: torch.Tensor, state: torch.Tensor) -> dict[str, np.ndarray]:
+        """-> {form: (B, *S) state codes after one step from `state`}."""
+        from sead.runtime import graph as G
+        from sead.runtime.layout import neighbour_table
+
+        r = self.rule
+        mask = x[:, 0].numpy() > 0
+        symbols = x[:, 1:].numpy().argmax(1) + 1
+        codes = np.where(mask, symbols, 0).astype(np.uint8)
+        state_codes = self.codes(state)
+        kept = tuple(slice(0, n) for n in codes.shape)
+        if not r.ring:  # a row ends in an empty cell (a grid: its last row and column), as the runtime's do
+            pads = [(0, 0)] + [(0, 1)] * r.rank
+            codes = np.pad(codes, pads)
+            state_codes = np.pad(state_codes, pads, constant_values=r.zero_code)
+        shape = codes.shape[1:]
+        flat = lambda a: a.reshape(len(a), -1)
+        out = {}
+        prep = self._session(("cl", "prepare"), lambda: G.cl_prepare(r, False))
+        feeds = dict(zip([o.name for o in prep.get_outputs()],
+                         prep.run(None, {"codes": flat(codes), "neighbours": np.ascontiguousarray(neighbour_table(shape, r.ring)),
+                                         "state_codes": flat(state_codes)})))
+        feeds["neighbours"] = np.ascontiguousarray(neighbour_table(shape, r.ring))
+        adv = self._session(("cl", "advance"), lambda: G.cl_advance(r, 1, "hot"))
+        nxt = adv.run(["state_out"], {i.name: feeds[i.name] for i in adv.get_inputs()})[0]
+        fin = self._session(("cl", "finish"), lambda: G.cl_finish(r))
+        out["cl"] = fin.run(["state_codes"], {"codes": flat(codes), "state": nxt})[0].reshape(codes.shape)[kept]
+        if r.state_code == "sign":
+            prep = self._session(("cf", "prepare"), lambda: G.cf_prepare(r, False, False, r.ring))
+            feeds = dict(zip([o.name for o in prep.get_outputs()],
+                             prep.run(None, {"codes": codes, "state_codes": state_codes})))
+            adv = self._session(("cf", "advance"), lambda: G.cf_advance(r, 1, False, "hot", r.ring))
+            nxt = adv.run(["state_out"], {i.name: feeds[i.name] for i in adv.get_inputs()})[0]
+            fin = self._session(("cf", "finish"), lambda: G.cf_finish(r, False))
+            out["cf"] = fin.run(["state_codes"], {"codes": codes, "state": nxt})[0][kept]
+        return out
+
+
+def compare_forms(model: SEAD, forms: RuntimeForms, x: torch.Tensor, state: torch.Tensor, what: str) -> dict:
+    """Each runtime form's next state against PyTorch's, on a real (reachable) state."""
+    with torch.no_grad():
+        pre = model.preactivation(x, state)
+        want = forms.codes(model.step(x, state))
+    margin = model.code.decision_margin(pre).numpy().min(axis=1)  # a cell's closest decision
+    flips = {}
+    for form, got in forms.steps(x, state).items():
+        differ = got != want
+        real = differ & ~(margin <= ROUNDING)
+        if real.any():
+            raise ExportMismatch(f"{what}: the runtime's {form} form differs from PyTorch in {int(real.sum())} cells "
+                                 f"(smallest decision margin there {float(margin[real].min()):.3g})")
+        flips[form] = int(differ.sum())
+    real_cells = x[:, 0].numpy() > 0
+    return {"what": f"runtime forms, {what}", "rounding_flips": sum(flips.values()), "flips_by_form": flips,
+            "min_margin": float(margin[real_cells].min()) if real_cells.any() else None}
+
+
 def verify_export(model: SEAD, onnx_bytes: bytes, seed: int = 0) -> list[dict]:
     """Raise ExportMismatch on any disagreement; return what was compared."""
     session = cpu_session(onnx_bytes, needed_by="export's check against PyTorch")
+    forms = RuntimeForms(onnx_bytes)
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     task = model.config.task
@@ -68,6 +159,8 @@ def verify_export(model: SEAD, onnx_bytes: bytes, seed: int = 0) -> list[dict]:
         state = model.initial_state(x)
         for t in range(3):  # real states along a solve
             report.append(compare_step(model, session, x, state, f"solve state t={t}, L={cells}"))
+            if length <= 1000 or t == 0:
+                report.append(compare_forms(model, forms, x, state, f"solve state t={t}, L={cells}"))
             with torch.no_grad():
                 state = model.step(x, state)
     for length in (5, 16, 40):

@@ -1,184 +1,221 @@
 """One conformance test for every engine this machine has: the protocol the loop relies on
-(runtime/engines/protocol.py: budgets, `last`, state(), hot(), owned cells, wrap, symbols, keep),
-checked against a plain step-by-step loop over the exported step in ONNX Runtime; then tiled
-solves through each engine against the dense `ort` loop."""
+(runtime/engines/protocol.py: counts of changing steps, budgets, classes, keep, tile windows with
+hot cells and owned counts, rings, grids), checked against a plain step-by-step loop over the
+exported step in ONNX Runtime; then tiled solves through each engine against the dense `ort` loop.
+
+An engine is skipped only when its package or its GPU is missing (EngineUnavailable with
+quiet=True); any other refusal is a failure: a broken engine must not read as a skip."""
 import numpy as np
 import pytest
 
-from sead.runtime import Runtime
-from sead.runtime.api import make_engine
-from sead.runtime.errors import EngineUnavailable
-
 pytest.importorskip("onnxruntime")
-torch = pytest.importorskip("torch")
 
+from sead.runtime import Runtime  # noqa: E402
+from sead.runtime.engines import make_engine  # noqa: E402
+from sead.runtime.errors import EngineUnavailable  # noqa: E402
 from sead.runtime.model_file import load_step_model  # noqa: E402
+from sead.runtime.rule import Rule  # noqa: E402
 from sead.runtime.tasks import get_task  # noqa: E402
 
-ENGINES = ["ort", "ort-cuda-path-on-cpu", pytest.param("ort-cuda", marks=pytest.mark.gpu),
+ENGINES = ["ort", "ort-cl-on-cpu", pytest.param("ort-cuda", marks=pytest.mark.gpu),
            pytest.param("trt", marks=pytest.mark.trt)]
 
 
-def _engine_factory(name, k=4):
+def _factory(name, k=None):
     def make(step):
-        if name == "ort-cuda-path-on-cpu":  # ort-cuda's device-resident path, on the CPU provider
-            from sead.runtime.engines.ort import OrtCudaEngine
-            return OrtCudaEngine(step, (k,), device_type="cpu")
-        return make_engine(step, name, k=k)
+        if name == "ort-cl-on-cpu":  # ort-cuda's layout, slots and bookkeeping, on the CPU provider
+            from sead.runtime.engines.ort import OrtEngine
+            return OrtEngine(step, "cpu", layout="cl", cuda_graphs=True)
+        return make_engine(step, name, k)
     return make
 
 
 def _engine(step, name):
     try:
-        return _engine_factory(name)(step)
+        return _factory(name)(step)
     except EngineUnavailable as exc:
-        pytest.skip(str(exc))
+        if exc.quiet:  # the package or the device is missing here
+            pytest.skip(str(exc))
+        raise
 
 
-def _plain_steps(step, x, n, state=None):
-    import onnxruntime as ort
+class Plain:
+    """The exported step run one step at a time: states[t] (B, C_s, *S) and classes[t] (B, *S)."""
 
-    sess = ort.InferenceSession(step.proto.SerializeToString(), providers=["CPUExecutionProvider"])
-    if state is None:
-        state = np.zeros((x.shape[0], step.metadata.state_channels, x.shape[2]), np.float32)
-    states = [state]
-    for _ in range(n):
-        state = sess.run(["next_state"], {"problem": x, "state": state})[0]
-        states.append(state)
-    return states, sess
+    def __init__(self, step, task, parsed, shape, steps):
+        import onnxruntime as ort
+
+        self.step, self.task = step, task
+        self.x = np.ascontiguousarray(task.encode_many(parsed, shape[0] if task.rank == 1 else shape))
+        session = ort.InferenceSession(step.proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        state = np.zeros((len(parsed), step.metadata.state_channels, *shape), np.float32)
+        self.states, self.classes = [], []
+        for _ in range(steps + 1):
+            nxt, logits = session.run(None, {"problem": self.x, "state": state})
+            self.states.append(state)
+            self.classes.append(logits.argmax(1))
+            state = nxt
+
+    def changed(self, t: int, cells=None) -> np.ndarray:
+        """(B,) whether step t changed each row (over `cells`, a boolean mask (B, *S), if given)."""
+        moved = (self.states[t] != self.states[t - 1]).any(axis=1)
+        if cells is not None:
+            moved &= cells
+        return moved.reshape(len(moved), -1).any(axis=1)
+
+    def last(self, row: int, first: int, upto: int, cells=None) -> int:
+        moved = [t for t in range(first, upto + 1) if self.changed(t, cells)[row]]
+        return moved[-1] - first + 1 if moved else 0
+
+    def codes(self, t: int) -> np.ndarray:
+        """The state after t steps as state codes (runtime/rule.py)."""
+        rule = Rule.from_step(self.step)
+        s = self.states[t]
+        if rule.state_code == "sign":
+            bits = ((s > 0) * (2 ** np.arange(rule.state_channels)).reshape(1, -1, *[1] * (s.ndim - 2))).sum(1)
+            code = np.where((s == 0).all(axis=1), rule.zero_code, bits)
+        else:
+            code = np.where((s == 0).all(axis=1), rule.zero_code, s.argmax(1))
+        return code.astype(rule.code_dtype)
 
 
-def _changed(states, t, cells=slice(None)):
-    """(B,) whether step t (1-based) changed each row, over `cells`."""
-    return (states[t][:, :, cells] != states[t - 1][:, :, cells]).any(axis=(1, 2))
+def _problems(task, rng, count, size):
+    parsed = [task.parse(task.random_line(rng, size, generations=8)) for _ in range(count)]
+    if task.boundary == "ring":
+        return parsed, (size,)
+    return parsed, tuple(max(task.shape(p)[i] for p in parsed) + 1 for i in range(task.rank))
 
 
-@pytest.mark.parametrize("empty_tail", [0, 1], ids=["full-rows", "rows-ending-empty"])  # CPU packs the latter
+def _codes(task, parsed, shape):
+    from sead.runtime.tasks import Problems
+    return task.codes(Problems.from_parsed(task, parsed), np.arange(len(parsed)), shape)
+
+
+MODELS = ["addition", "parity", "rule110", "multiplication", "addition_symbol", "multiplication_symbol"]
+
+
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("name", ENGINES)
-def test_engine_protocol(tiny_onnx, name, empty_tail):
-    step = load_step_model(tiny_onnx["addition"])
+def test_rows_count_read_out_and_keep(tiny_onnx, name, model):
+    step = load_step_model(tiny_onnx[model])
     engine = _engine(step, name)
-    task = get_task("addition")
+    task = get_task(step.metadata.task)
     rng = np.random.default_rng(0)
-    parsed = [task.parse(task.random_line(rng, 20)) for _ in range(6)]
-    x = np.stack([task.encode(p) for p in parsed])
-    x = np.concatenate([x, np.zeros((6, x.shape[1], empty_tail), np.float32)], axis=2)
-    states, sess = _plain_steps(step, x, 12)
-    batch = engine.start(x)
+    parsed, shape = _problems(task, rng, 6, 5 if task.rank == 2 else 20)
+    plain = Plain(step, task, parsed, shape, 16)
+    generations = task.convergence == "generations"
+    batch = engine.start(_codes(task, parsed, shape), wrap=task.boundary == "ring", generations=generations)
     assert batch.rows == 6
-    budget = np.minimum(np.arange(6), 4)  # row i runs min(i, 4) steps and then holds its state
-    last = batch.advance(budget, 4)
-    state, hot = batch.state(), batch.hot()
+    budget = np.array([0, 1, 2, 3, 4, 4]) if generations else None
+    last = batch.advance(4, budget)
+    ran = budget if generations else np.full(6, 4)
     for i in range(6):
-        ran = int(budget[i])
-        moved = [t for t in range(1, ran + 1) if _changed(states, t)[i]]
-        assert last[i] == (moved[-1] if moved else 0)
-        assert np.array_equal(state[i], states[ran][i])
-        final = (states[ran][i] != states[ran - 1][i]).any(axis=0) if ran else np.zeros(x.shape[2], bool)
-        assert np.array_equal(hot[i], final)
-    symbols = batch.symbols()
-    for i in (4, 5):
-        logits = sess.run(["logits"], {"problem": x[i:i + 1], "state": states[4][i:i + 1]})[0]
-        assert np.array_equal(symbols[i], logits[0].argmax(0))
-    batch.keep(np.array([4, 5]))
-    assert batch.rows == 2
-    batch.advance(np.full(2, 4, np.int64), 4)
-    assert np.array_equal(batch.state()[1], states[8][5])
-    assert np.array_equal(batch.symbols()[1], sess.run(["logits"], {"problem": x[5:6], "state": states[8][5:6]})[0][0].argmax(0))
+        assert last[i] == plain.last(i, 1, int(ran[i])), f"row {i}"
+        assert np.array_equal(batch.classes()[i], plain.classes[int(ran[i])][i])
+    batch.keep(np.array([1, 3, 4, 5]))  # 4 of 6: the rows stay in place
+    batch.advance(4, np.array([4, 4, 4, 4]) if generations else None)
+    for row, i in enumerate([1, 3, 4, 5]):
+        assert np.array_equal(batch.classes()[row], plain.classes[int(ran[i]) + 4][i])
+    batch.keep(np.array([3]))  # 1 of 6: the batch compacts, the state crossing as codes
+    assert batch.rows == 1
+    last = batch.advance(8, np.array([8]) if generations else None)
+    assert last[0] == plain.last(5, int(ran[5]) + 5, int(ran[5]) + 12)
+    assert np.array_equal(batch.classes()[0], plain.classes[int(ran[5]) + 12][5])
     batch.close()
     engine.close()
 
 
+@pytest.mark.parametrize("model", ["addition", "parity", "addition_symbol", "rule110"])
 @pytest.mark.parametrize("name", ENGINES)
-def test_settle_batches(name):
-    """settle=True (whole problems of a fixed-point task): advance() returns min(changing steps,
-    budget); a row that settled holds its fixed point and reads it out, after keep() too. The
-    shipped model: carry chains make some rows run longer than a call."""
+def test_tile_windows_hot_cells_and_owned_counts(tiny_onnx, name, model):
+    """run_windows: exactly k steps on cut rows (never wrapped, even for a ring task's windows),
+    from no state or from state codes; hot cells are those changed at step k; with `owned`, the
+    count is over owned cells only. classify reads state codes out."""
+    step = load_step_model(tiny_onnx[model])
+    engine = _engine(step, name)
+    task = get_task(step.metadata.task)
+    rng = np.random.default_rng(3)
+    parsed = [task.parse(task.random_line(rng, 30, generations=3)) for _ in range(3)]
+    length = max(p.length for p in parsed) + 1
+    codes = _codes(task, parsed, (length,))
+    if task.boundary == "ring":  # a ring task's windows are cut rows: the reference runs them as lines
+        plain = _line_plain(step, np.ascontiguousarray(task.encode_many(parsed, length)), 9)
+    else:
+        plain = Plain(step, task, parsed, (length,), 9)
+    states, hot = engine.run_windows(codes, None, 4)
+    assert np.array_equal(hot, (plain.states[4] != plain.states[3]).any(axis=1))
+    assert np.array_equal(states, plain.codes(4))
+    states, hot = engine.run_windows(codes, plain.codes(4), 4)
+    assert np.array_equal(hot, (plain.states[8] != plain.states[7]).any(axis=1))
+    assert np.array_equal(engine.classify(codes, states), plain.classes[8])
+    owned = np.zeros(codes.shape, bool)
+    owned[:, 10:20] = True
+    _, last = engine.run_windows(codes, plain.codes(2), 4, owned)
+    assert last == max(plain.last(i, 3, 6, owned) for i in range(3))
+    assert np.array_equal(engine.classify(codes, None), plain.classes[0])
+    engine.close()
+
+
+def _line_plain(step, x, steps):
+    """The plain loop over cut rows of a ring rule: wrapping turned off, as tile windows run."""
+    import onnxruntime as ort
+    from onnx import helper
+
+    proto = type(step.proto)()
+    proto.CopyFrom(step.proto)
+    graph = proto.graph
+    first = next(n for n in graph.node if n.op_type == "Conv")
+    wrap = next(n for n in graph.node if first.input[0] in n.output)
+    first.input[0] = wrap.input[1]  # the concat of [problem; state], unwrapped
+    del first.attribute[:]
+    first.attribute.append(helper.make_attribute("pads", [1, 1]))
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    plain = Plain.__new__(Plain)
+    plain.step, plain.x = step, x
+    state = np.zeros((x.shape[0], step.metadata.state_channels, x.shape[2]), np.float32)
+    plain.states, plain.classes = [], []
+    for _ in range(steps + 1):
+        nxt, logits = session.run(None, {"problem": x, "state": state})
+        plain.states.append(state)
+        plain.classes.append(logits.argmax(1))
+        state = nxt
+    return plain
+
+
+@pytest.mark.parametrize("name", ENGINES)
+def test_shipped_models_settle_exactly(name):
+    """The shipped addition rule: carry chains make some rows run longer than a call; every count
+    equals the plain loop's and every answer the oracle's."""
     step = load_step_model("addition")
     engine = _engine(step, name)
     task = get_task("addition")
     rng = np.random.default_rng(5)
     lines = ["0+0", "1+1", "99+1", "9" * 20 + "+1", "1+" + "9" * 12] + [task.random_line(rng, n) for n in (3, 9, 20)]
     parsed = [task.parse(line) for line in lines]
-    x = task.encode_many(parsed, 22)  # every row ends in empty cells: the CPU engine packs them
-    states, sess = _plain_steps(step, x, 30)
-    changing = [[t for t in range(1, 31) if _changed(states, t)[i]] for i in range(len(lines))]
+    plain = Plain(step, task, parsed, (22,), 30)
+    changing = [[t for t in range(1, 31) if plain.changed(t)[i]] for i in range(len(lines))]
     assert all(c == list(range(1, len(c) + 1)) for c in changing)  # a deterministic rule: steps 1..c change
-    assert any(len(c) < 4 for c in changing) and any(len(c) >= 4 for c in changing)
-    batch = engine.start(x, settle=True)
-    budget = np.array([4, 4, 2, 4, 3, 4, 1, 4])
-    got = batch.advance(budget, 4)
-    assert got.tolist() == [min(len(c), int(b)) for c, b in zip(changing, budget)]
-    settled = np.flatnonzero(got < budget)
-    state, symbols = batch.state(), batch.symbols()
-    for i in settled:
-        assert np.array_equal(state[i], states[len(changing[i])][i])
-        logits = sess.run(["logits"], {"problem": x[i:i + 1], "state": states[30][i:i + 1]})[0]
-        assert np.array_equal(symbols[i], logits[0].argmax(0))
-        assert task.decode(symbols[i], parsed[i]) == task.answer(parsed[i])
-    running = np.flatnonzero(got == budget)
-    batch.keep(running)
-    rest = batch.advance(np.full(len(running), 30, np.int64), 4)
-    for row, i in enumerate(running):  # 4 more steps from wherever the row stood (it may have run on)
-        if rest[row] < 4:
-            assert np.array_equal(batch.state()[row], states[30][i])
+    batch = engine.start(_codes(task, parsed, (22,)))
+    got = batch.advance(4)
+    assert got.tolist() == [min(len(c), 4) for c in changing]
+    classes = batch.classes()
+    for i in np.flatnonzero(got < 4):
+        assert task.decode(classes[i], parsed[i]) == task.answer(parsed[i])
     batch.close()
     engine.close()
-
-
-@pytest.mark.parametrize("name", ENGINES)
-def test_given_state_owned_cells_and_rings(tiny_onnx, name):
-    """A batch that starts from a given state counts only the cells it owns; rings wrap."""
-    step = load_step_model(tiny_onnx["addition"])
-    engine = _engine(step, name)
-    task = get_task("addition")
-    rng = np.random.default_rng(3)
-    x = np.stack([task.encode(task.parse(task.random_line(rng, 30))) for _ in range(3)])
-    x = np.concatenate([x, np.zeros((3, x.shape[1], 1), np.float32)], axis=2)
-    states, _ = _plain_steps(step, x, 6)
-    owned = np.zeros((3, 1, x.shape[2]), np.float32)
-    owned[:, :, 10:20] = 1
-    batch = engine.start(x, states[2], owned)
-    last = batch.advance(np.full(3, 4, np.int64), 4)
-    for i in range(3):
-        moved = [t for t in range(3, 7) if _changed(states, t, slice(10, 20))[i]]
-        assert last[i] == (moved[-1] - 2 if moved else 0)
-    assert np.array_equal(batch.state(), states[6])
-    batch.close()
-    engine.close()
-
-    ring_step = load_step_model(tiny_onnx["rule110"])
-    ring_engine = _engine(ring_step, name)
-    rule110 = get_task("rule110")
-    xr = np.stack([rule110.encode(rule110.parse(rule110.random_line(rng, 12, 4))) for _ in range(2)])
-    ring_states = [np.zeros((2, ring_step.metadata.state_channels, 12), np.float32)]
-    with torch.no_grad():  # the ring's reference: the PyTorch rule, which wraps by construction
-        from sead.train.baseline import model_from_onnx
-
-        model = model_from_onnx(ring_step)
-        for _ in range(4):
-            ring_states.append(model.step(torch.from_numpy(xr), torch.from_numpy(ring_states[-1])).numpy())
-    batch = ring_engine.start(xr, wrap=True)
-    batch.advance(np.full(2, 4, np.int64), 4)
-    assert np.array_equal(batch.state(), ring_states[4])
-    batch.close()
-    ring_engine.close()
 
 
 @pytest.mark.parametrize("name", ENGINES)
 def test_tiled_solves_on_every_engine(tiny_onnx, name):
     """Long tapes cut into 8-cell tiles run through the engine exactly like the dense `ort` loop."""
     rng = np.random.default_rng(11)
-    for task_name in ("addition", "rule110"):
-        path = str(tiny_onnx[task_name])
-        t = get_task(task_name)
-        lines = [t.random_line(rng, n, 9) if task_name == "rule110" else t.random_line(rng, n) for n in (50, 90, 130)]
-        cap = None if task_name == "rule110" else 30
+    for model in ("addition", "rule110", "addition_symbol"):
+        path = str(tiny_onnx[model])
+        t = get_task(model.removesuffix("_symbol"))
+        lines = [t.random_line(rng, n, 9) for n in (50, 90, 130)]
+        cap = None if model == "rule110" else 30
         with Runtime(path, "ort", tile_from=10**9, self_test=False) as dense:
             want = dense.solve(lines, max_steps=cap)
-        try:
-            tiled = Runtime(path, _engine_factory(name), tile_from=40, tile=(8, 2), self_test=False)
-        except EngineUnavailable as exc:
-            pytest.skip(str(exc))
-        with tiled:
+        _engine(load_step_model(path), name).close()  # skips where the engine is missing
+        with Runtime(path, _factory(name), tile_from=40, tile=(8, 2), self_test=False) as tiled:
             assert tiled.solve(lines, max_steps=cap) == want

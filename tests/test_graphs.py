@@ -1,0 +1,120 @@
+"""The graphs every engine runs (runtime/graph.py), checked without a GPU: built for every shipped
+model and every untrained test rule, each layout holds only operators that ONNX Runtime's CUDA
+provider and TensorRT's parser both take, with constant shape parameters, so that no node lands on
+the CPU (which would also forbid CUDA graphs); and a step graph that is not the exported pattern
+is refused before any graph is built from it."""
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+ort = pytest.importorskip("onnxruntime")
+
+from sead.runtime import graph as G  # noqa: E402
+from sead.runtime.errors import ModelFileError  # noqa: E402
+from sead.runtime.model_file import default_model_path, load_step_model  # noqa: E402
+from sead.runtime.rule import Rule  # noqa: E402
+
+GPU_OPS = {"Abs", "Add", "And", "ArgMax", "Cast", "Concat", "Conv", "Equal", "Floor", "Gather", "Greater", "MatMul",
+           "Mul", "Neg", "Not", "ReduceMax", "ReduceSum", "Relu", "Reshape", "Slice", "Squeeze", "Sub", "Unsqueeze",
+           "Where", "Identity", "Gemm", "Transpose", "Shape", "ConstantOfShape"}
+SHAPE_OPS = {"Shape", "ConstantOfShape"}  # read shapes on the host: allowed only outside advance graphs
+CONSTANT_INPUTS = {"Slice": (1, 2, 3, 4), "ReduceMax": (1,), "ReduceSum": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
+                   "Reshape": (1,)}
+TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL, onnx.TensorProto.INT64, onnx.TensorProto.UINT8,
+         onnx.TensorProto.UINT16}
+SHIPPED = ["addition", "parity", "rule110", "multiplication"]
+
+
+def _rules(tiny_onnx):
+    rules = {name: Rule.from_step(load_step_model(default_model_path(name))) for name in SHIPPED}
+    rules.update({f"tiny {name}": Rule.from_step(load_step_model(path)) for name, path in tiny_onnx.items()})
+    return rules
+
+
+def _graphs(rule):
+    yield "cl prepare", G.cl_prepare(rule, True)
+    yield "cl prepare from codes", G.cl_prepare(rule, False)
+    yield "cl finish", G.cl_finish(rule)
+    for mode in ("count", "budget", "hot", "owned"):
+        for k in (1, 8):
+            yield f"cl advance {mode} K={k}", G.cl_advance(rule, k, mode)
+    if rule.state_code == "sign":
+        for wrap in {False, rule.ring}:
+            yield "cf prepare", G.cf_prepare(rule, not wrap and rule.rank == 1, True, wrap)
+            yield f"cf advance K=4 wrap={wrap}", G.cf_advance(rule, 4, False, "count", wrap)
+        yield "cf finish", G.cf_finish(rule, False)
+
+
+def test_every_graph_uses_portable_operators_and_constant_shape_parameters(tiny_onnx):
+    for name, rule in _rules(tiny_onnx).items():
+        for label, model in _graphs(rule):
+            where = f"{name}: {label}"
+            onnx.checker.check_model(model, full_check=True)
+            initializers = {t.name for t in model.graph.initializer}
+            for node in model.graph.node:
+                assert node.op_type in GPU_OPS, f"{where}: {node.op_type} is not in the portable operator set"
+                if "advance" in label:
+                    assert node.op_type not in SHAPE_OPS, f"{where}: {node.op_type} would run on the host"
+                for i in CONSTANT_INPUTS.get(node.op_type, ()):
+                    if i < len(node.input) and node.input[i] and (node.op_type != "Reshape" or "advance" in label):
+                        assert node.input[i] in initializers, f"{where}: {node.op_type} input {i} is computed"
+            inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+            for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
+                assert value.type.tensor_type.elem_type in TYPES, f"{where}: {value.name} has an unexpected type"
+
+
+def test_onnx_runtime_keeps_advance_graphs_in_the_portable_set(tiny_onnx, tmp_path):
+    """After ONNX Runtime's provider-neutral rewrites the advance graphs still hold only the
+    portable operators, none that reads a shape (the proxy, without a GPU, for 'every node on the
+    CUDA provider', which CUDA graphs need)."""
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    for name, rule in list(_rules(tiny_onnx).items())[:4]:
+        model = G.cl_advance(rule, 4, "count")
+        opts.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+        ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        ops = {n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node}
+        assert ops <= GPU_OPS - SHAPE_OPS, f"{name}: ONNX Runtime rewrote into {ops - GPU_OPS}"
+
+
+def _doctor(tmp_path, change):
+    proto = onnx.load(str(default_model_path("addition")))
+    change(proto)
+    path = tmp_path / "doctored.onnx"
+    onnx.save(proto, str(path))
+    return load_step_model(path)
+
+
+def _set_constant(name, value):
+    def change(proto):
+        init = next(t for t in proto.graph.initializer if t.name == name)
+        init.CopyFrom(numpy_helper.from_array(np.asarray(value, np.float32), name))
+    return change
+
+
+def _drop_mask(proto):
+    mul = next(n for n in proto.graph.node if n.op_type == "Mul")
+    mul.input[1] = mul.input[0]  # next_state = sign * sign: no longer masked
+
+
+@pytest.mark.parametrize("change, words", [
+    (_set_constant("zero", 0.5), "Where(pre > 0, 1, -1)"),
+    (_set_constant("minus_one", 0.0), "Where(pre > 0, 1, -1)"),
+    (_drop_mask, "'next_state' should come from Mul"),
+])
+def test_a_step_that_is_not_the_exported_pattern_is_refused(tmp_path, change, words):
+    step = _doctor(tmp_path, change)
+    with pytest.raises(ModelFileError) as info:
+        Rule.from_step(step)
+    assert "not a sead step graph" in str(info.value) or words in str(info.value)
+
+
+def test_non_finite_weights_are_refused(tmp_path):
+    def poison(proto):
+        init = next(t for t in proto.graph.initializer if t.name == "rule_out.bias")
+        values = numpy_helper.to_array(init).copy()
+        values[0] = np.nan
+        init.CopyFrom(numpy_helper.from_array(values, init.name))
+    with pytest.raises(ModelFileError, match="NaN or infinite"):
+        Rule.from_step(_doctor(tmp_path, poison))
