@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from ..errors import InputError
 from .addition import Addition
-from .base import MAX_STEPS, Parsed, Task, one_hot_cells
+from .base import MAX_STEPS, Parsed, Problems, Task, one_hot_cells
 from .multiplication import Multiplication
 from .parity import Parity
 from .rule110 import Rule110, rule110_generation
@@ -32,4 +32,4 @@ def get_task(name: str) -> Task:
         raise InputError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
 
 
-__all__ = ["MAX_STEPS", "Parsed", "Task", "TASKS", "get_task", "one_hot_cells", "register", "rule110_generation"]
+__all__ = ["MAX_STEPS", "Parsed", "Problems", "Task", "TASKS", "get_task", "one_hot_cells", "register", "rule110_generation"]
