@@ -77,6 +77,8 @@ class Addition(Task):
         """Each row's first `length` digits without leading zeros ("0" if all are zero)."""
         classes = np.asarray(classes).astype(np.uint8, copy=False)
         lengths = problems.lengths[np.asarray(index, np.int64)]
+        if len(lengths) == 0:
+            return []
         nonzero = (classes != 0) & real_cells(lengths, classes.shape[1])
         first = np.where(nonzero.any(1), nonzero.argmax(1), lengths - 1)
         return row_texts(classes + np.uint8(48), first, lengths)

@@ -18,10 +18,11 @@ LONG_ROW = 2048  # cells from which a row is copied with slices, not gathered th
 
 def joined_lines(lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """All lines joined by b"\\n" as one (N,) uint8 buffer, with each line's (n,) int64 start and
-    end (exclusive) in it. None when a line holds a non-ASCII character or a "\\n": such a line is
-    invalid for every task with a fast path, and its task's own parse names what is wrong."""
+    end (exclusive) in it. None when a line holds a non-ASCII character or a "\\n", or no line
+    holds anything: such a line is invalid for every task with a fast path, and its task's own
+    parse names what is wrong."""
     text = "\n".join(lines)
-    if not text.isascii():
+    if not text or not text.isascii():
         return None
     data = np.frombuffer(text.encode("ascii"), np.uint8)
     newlines = np.flatnonzero(data == 10)
