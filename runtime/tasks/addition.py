@@ -6,7 +6,7 @@ import decimal
 import numpy as np
 
 from .base import Parsed, Problems, Task, digit_rows, digits, operands, random_digits, random_operands, symbol_texts
-from .bulk import joined_lines, line_of, non_digits, place_digits, real_cells, row_texts, vouch
+from .bulk import clear_padding, digit_texts, place_digits, real_cells, scan, vouch
 
 
 class Addition(Task):
@@ -40,13 +40,11 @@ class Addition(Task):
     # -- the bulk codec, vectorized: fields are each problem's operand offsets [a0, a1, b0, b1) ----
     def parse_many(self, lines) -> Problems:
         lines = list(lines)
-        joined = joined_lines(lines) if lines else None
-        if joined is None:  # no lines, or one that is surely bad: the generic path names it
+        lines_scan = scan(lines, "0", "9")
+        if lines_scan is None:  # no lines, or one that is surely bad: the generic path names it
             return super().parse_many(lines)
-        data, starts, ends = joined
-        odd = non_digits(data)
-        odd = odd[data[odd] != 10]  # the line separators are not odd
-        odd_line, is_plus = line_of(ends, odd), data[odd] == 43
+        data, starts, ends, odd, odd_line = lines_scan
+        is_plus = data[odd] == 43
         plus = ends.copy()
         plus[odd_line[is_plus]] = odd[is_plus]
         # the lines that are not plainly DIGITS+DIGITS: bad, or spaced ('12 + 34'), for parse to judge
@@ -70,8 +68,8 @@ class Addition(Task):
         a0, a1, b0, b1 = problems.fields[index].T
         cells = place_digits(problems.buffer, a0, a1 - a0, lengths - (a1 - a0), width)  # right-aligned
         cells += place_digits(problems.buffer, b0, b1 - b0, lengths - (b1 - b0), width)
-        cells += real_cells(lengths, width)  # code 1 + a_i + b_i on every real cell
-        return cells
+        cells += np.uint8(1)  # code 1 + a_i + b_i on every real cell
+        return clear_padding(cells, lengths)
 
     def decode_classes(self, classes: np.ndarray, problems: Problems, index: np.ndarray) -> list[str]:
         """Each row's first `length` digits without leading zeros ("0" if all are zero)."""
@@ -80,8 +78,9 @@ class Addition(Task):
         if len(lengths) == 0:
             return []
         nonzero = (classes != 0) & real_cells(lengths, classes.shape[1])
-        first = np.where(nonzero.any(1), nonzero.argmax(1), lengths - 1)
-        return row_texts(classes + np.uint8(48), first, lengths)
+        first = nonzero.argmax(1)  # the first nonzero digit; 0 in a row without one
+        first = np.where(nonzero[np.arange(len(first)), first], first, lengths - 1)
+        return digit_texts(classes, first, lengths)
 
     def answer(self, p: Parsed) -> str:
         """The exact sum. Python ints are quadratic to convert past a few thousand digits

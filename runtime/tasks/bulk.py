@@ -1,49 +1,49 @@
 """Array helpers for the tasks' bulk codecs (parse_many / codes / decode_classes): many lines held
 as one uint8 buffer, fields located by offsets into it, cells gathered and answers written with
-numpy, so that no Python object is made per problem.
+numpy, so that no Python object is made per problem and time is linear in bytes and cells.
 
-Rows of many cells (a long tape) are copied row by row instead: the vectorized gathers build
-int64 index arrays of the output's size, which would be eight times its memory.
+Per-cell work runs on uint8 and bool arrays, and cell-index tests on uint16 (uint64 past 65,535
+cells): an int64 temporary per cell would cost eight times the output's memory and most of the time.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import InputError
 
-LONG_ROW = 2048  # cells from which a row is copied with slices, not gathered through an index array
+
+class Scan(NamedTuple):
+    """Many lines as one buffer, and where its unexpected bytes lie."""
+
+    data: np.ndarray  # (N,) uint8: the lines joined by b"\n"
+    starts: np.ndarray  # (n,) int64: each line's first byte in data
+    ends: np.ndarray  # (n,) int64: each line's end (exclusive; its b"\n" if it has one)
+    odd: np.ndarray  # (k,) int64: positions of the bytes outside the expected range, ascending
+    odd_line: np.ndarray  # (k,) int64: the line (0-based) of each
 
 
-def joined_lines(lines: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """All lines joined by b"\\n" as one (N,) uint8 buffer, with each line's (n,) int64 start and
-    end (exclusive) in it. None when a line holds a non-ASCII character or a "\\n", or no line
-    holds anything: such a line is invalid for every task with a fast path, and its task's own
-    parse names what is wrong."""
+def scan(lines: Sequence[str], low: str, high: str) -> Scan | None:
+    """Join the lines into one buffer and find the bytes outside low..high (the separators aside).
+    None when there are no lines, no line holds anything, or a line holds a non-ASCII character
+    or a "\n": such a line is invalid for every task with a fast path, and the generic path,
+    through its task's own parse, names it."""
     text = "\n".join(lines)
     if not text or not text.isascii():
         return None
     data = np.frombuffer(text.encode("ascii"), np.uint8)
-    newlines = np.flatnonzero(data == 10)
+    marks = np.flatnonzero((data < ord(low)) | (data > ord(high)))  # the b"\n" separators included
+    is_newline = data[marks] == 10
+    newlines_before = np.cumsum(is_newline) - is_newline  # a line's number, without a binary search
+    newlines = marks[is_newline]
     if len(newlines) != len(lines) - 1:
         return None
-    ends = np.append(newlines, len(data))
-    starts = np.empty_like(ends)
-    starts[0] = 0
+    starts = np.zeros(len(lines), np.int64)
     starts[1:] = newlines + 1
-    return data, starts, ends
-
-
-def line_of(ends: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """The line (0-based) that holds each byte position, for positions inside lines (not on a
-    separating newline)."""
-    return np.searchsorted(ends, positions, side="right")
-
-
-def non_digits(data: np.ndarray) -> np.ndarray:
-    """Positions of the bytes that are not ASCII digits (separators included), ascending."""
-    return np.flatnonzero(data - np.uint8(48) > 9)  # uint8 wraps below '0': one test for both sides
+    odd = ~is_newline
+    return Scan(data, starts, np.append(newlines, len(data)), marks[odd], newlines_before[odd])
 
 
 def vouch(task, lines: Sequence[str], suspect: np.ndarray) -> dict[int, object]:
@@ -60,64 +60,88 @@ def vouch(task, lines: Sequence[str], suspect: np.ndarray) -> dict[int, object]:
     return valid
 
 
-def place_digits(data: np.ndarray, first: np.ndarray, count: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
-    """(m, width) uint8: row i holds the digit values data[first[i] + k] - 48 at cells at[i] + k
-    for k < count[i], and 0 on every other cell. first, count, at: (m,) int64; the run must fit."""
-    m = len(first)
-    out = np.zeros((m, width), np.uint8)
-    if m == 0 or width == 0:
-        return out
-    if width >= LONG_ROW:
-        for i, (f, c, a) in enumerate(zip(first.tolist(), count.tolist(), at.tolist())):
-            out[i, a: a + c] = data[f: f + c] - np.uint8(48)
-        return out
-    if (count == count[0]).all() and (at == at[0]).all():  # one layout for all rows: a plain gather
-        c, a = int(count[0]), int(at[0])
-        out[:, a: a + c] = data[first[:, None] + np.arange(c)] - np.uint8(48)
-        return out
-    rel = np.arange(width) - at[:, None]  # (m, width): the digit each cell holds, if any
-    inside = (rel >= 0) & (rel < count[:, None])
-    values = data.take(np.where(inside, rel + first[:, None], 0)) - np.uint8(48)
-    np.multiply(values, inside, out=out)
-    return out
+def byte_rows(data: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
+    """(m, width) uint8: row i is data[start[i]: start[i] + width], 0 where that runs off the buffer."""
+    lo, hi = int(start.min()), int(start.max()) + width
+    if lo < 0 or hi > len(data):  # rows at the buffer's ends: window a zero-padded copy of the span
+        span = np.zeros(hi - lo, np.uint8)
+        inner = slice(max(lo, 0), min(hi, len(data)))
+        span[inner.start - lo: inner.stop - lo] = data[inner]
+        data, start = span, start - lo
+    return sliding_window_view(data, width)[start]
+
+
+def cell_ranges(begin: np.ndarray, stop: np.ndarray, width: int) -> np.ndarray:
+    """(m, width) bool: True on cells begin[i] <= j < stop[i] of row i (begin <= stop)."""
+    unsigned = np.uint16 if width < 2**16 else np.uint32 if width < 2**32 else np.uint64
+    offset = np.arange(width, dtype=unsigned) - begin.astype(unsigned)[:, None]  # wraps below begin
+    return offset < (stop - begin).astype(unsigned)[:, None]
 
 
 def real_cells(lengths: np.ndarray, width: int) -> np.ndarray:
     """(m, width) bool: True on the first lengths[i] cells of row i."""
-    return np.arange(width) < lengths[:, None]
+    return cell_ranges(np.zeros_like(lengths), lengths, width)
 
 
-def right_aligned_numbers(data: np.ndarray, starts: np.ndarray, ends: np.ndarray, width: int) -> np.ndarray:
-    """(n,) int64: the decimal number written at data[starts[i]:ends[i]] (0 if empty), for fields
-    of at most `width` digits (width <= 18, so the value fits int64)."""
-    if len(starts) == 0:
-        return np.zeros(0, np.int64)
-    pos = ends[:, None] - width + np.arange(width)
-    values = data.take(pos, mode="clip").astype(np.int64) - 48
-    values[pos < starts[:, None]] = 0
-    return values @ (10 ** np.arange(width - 1, -1, -1, dtype=np.int64))
+def clear_padding(cells: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Zero each row's cells from lengths[i] on, in place; cells: (m, width) uint8."""
+    if len(lengths) and (lengths == lengths[0]).all():  # one bucket of equal problems: a slice
+        cells[:, lengths[0]:] = 0
+    else:
+        cells *= real_cells(lengths, cells.shape[1])
+    return cells
 
 
-def row_texts(chars: np.ndarray, first: np.ndarray, stop: np.ndarray) -> list[str]:
-    """chars: (m, width) uint8 ASCII bytes, no b"\\n" among them -> the text chars[i, first[i]:stop[i]]
-    of each row, made as one bytes buffer and one split (no Python object per row but its str)."""
-    m, width = chars.shape
+def place_digits(data: np.ndarray, first: np.ndarray, count: np.ndarray, at: np.ndarray, width: int) -> np.ndarray:
+    """(m, width) uint8: row i holds the digit values data[first[i] + k] - 48 at cells at[i] + k
+    for k < count[i], and 0 on every other cell. first, count, at: (m,) int64; the run must fit."""
+    if len(first) == 0 or width == 0:
+        return np.zeros((len(first), width), np.uint8)
+    rows = byte_rows(data, first - at, width)  # cell j of row i <- byte first[i] - at[i] + j
+    rows -= np.uint8(48)
+    if (count == count[0]).all() and (at == at[0]).all():  # one layout for every row (one bucket)
+        rows[:, : at[0]] = 0
+        rows[:, at[0] + count[0]:] = 0
+        return rows
+    rows *= cell_ranges(at, at + count, width)
+    return rows
+
+
+def digit_texts(classes: np.ndarray, first: np.ndarray, stop: np.ndarray) -> list[str]:
+    """classes: (m, width) uint8 digit values (below 80) -> the text of classes[i, first[i]:stop[i]]
+    for each row, as digits, made as one bytes buffer and one split (the str per row is all that
+    Python makes)."""
+    m, width = classes.shape
     if m == 0:
         return []
-    if width >= LONG_ROW:
-        return [chars[i, f:s].tobytes().decode() for i, (f, s) in enumerate(zip(first.tolist(), stop.tolist()))]
-    framed = np.empty((m, width + 1), np.uint8)  # each row, then a b"\n" column that ends its text
-    framed[:, :width] = chars
+    framed = np.empty((m, width + 1), np.uint8)  # each row's digits, then a b"\n" that ends its text
+    np.add(classes, np.uint8(48), out=framed[:, :width])
     framed[:, width] = 10
-    cols = np.arange(width + 1)
-    keep = (cols >= first[:, None]) & (cols < stop[:, None])
+    keep = cell_ranges(first, stop, width + 1)
     keep[:, width] = True
     return framed[keep].tobytes().decode().split("\n")[:m]
 
 
+def decimal_values(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """(n,) int64: the decimal number of ASCII digits at data[starts[i]:ends[i]] (0 if empty);
+    fields of at most 18 digits, so that every value fits int64."""
+    width = int((ends - starts).max()) if len(starts) else 0
+    values = np.zeros(len(starts), np.int64)
+    if width == 0:
+        return values
+    digits = byte_rows(data, ends - width, width) - np.uint8(48)  # each field right-aligned
+    digits *= cell_ranges(width - (ends - starts), np.full_like(starts, width), width)
+    for column in digits.T:  # a dozen columns at most: Horner's rule on (n,) int64
+        values *= 10
+        values += column
+    return values
+
+
 def tape_codes(buffer: np.ndarray, fields: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
-    """(m, width) uint8 codes of digit tapes at buffer[fields[i, 0]:fields[i, 1]] (lengths[i]
-    cells), from cell 0: 1 + the digit on a real cell, 0 after it."""
-    cells = place_digits(buffer, fields[:, 0], lengths, np.zeros_like(lengths), width)
-    cells += real_cells(lengths, width)
-    return cells
+    """(m, width) uint8 codes of the 0/1 tapes at buffer[fields[i, 0]:fields[i, 1]] (lengths[i]
+    cells), from cell 0: 1 + the bit on a real cell, 0 after it."""
+    if len(lengths) == 0 or width == 0:
+        return np.zeros((len(lengths), width), np.uint8)
+    cells = byte_rows(buffer, fields[:, 0], width)
+    cells -= np.uint8(47)  # '0' -> 1, '1' -> 2
+    return clear_padding(cells, lengths)

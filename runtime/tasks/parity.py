@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import BITS, Parsed, Problems, Task, check_symbols, digit_rows, digits, not_blank, random_bits, symbol_texts
-from .bulk import joined_lines, line_of, tape_codes, vouch
+from .bulk import scan, tape_codes, vouch
 
 
 class Parity(Task):
@@ -31,14 +31,12 @@ class Parity(Task):
     # -- the bulk codec, vectorized: fields are each bit string's offsets [start, end) ------------
     def parse_many(self, lines) -> Problems:
         lines = list(lines)
-        joined = joined_lines(lines) if lines else None
-        if joined is None:  # no lines, or one that is surely bad: the generic path names it
+        lines_scan = scan(lines, "0", "1")
+        if lines_scan is None:  # no lines, or one that is surely bad: the generic path names it
             return super().parse_many(lines)
-        data, starts, ends = joined
-        odd = np.flatnonzero(data - np.uint8(48) > 1)  # not '0' or '1'
-        odd = odd[data[odd] != 10]  # the line separators are not odd
+        data, starts, ends, _, odd_line = lines_scan
         suspect = starts == ends
-        suspect[line_of(ends, odd)] = True
+        suspect[odd_line] = True
         vouch(self, lines, suspect)  # raises for the first bad line: a suspect bit string is never valid
         return Problems.from_fields(self, lines, data, np.stack([starts, ends], axis=1), ends - starts)
 
