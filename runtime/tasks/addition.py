@@ -5,7 +5,8 @@ import decimal
 
 import numpy as np
 
-from .base import Parsed, Task, digit_rows, digits, operands, random_digits, random_operands, symbol_texts
+from .base import Parsed, Problems, Task, digit_rows, digits, operands, random_digits, random_operands, symbol_texts
+from .bulk import clear_padding, digit_texts, place_digits, real_cells, scan, vouch
 
 
 class Addition(Task):
@@ -35,6 +36,51 @@ class Addition(Task):
 
     def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
         return [t.lstrip("0") or "0" for t in symbol_texts(symbols, problems)]
+
+    # -- the bulk codec, vectorized: fields are each problem's operand offsets [a0, a1, b0, b1) ----
+    def parse_many(self, lines) -> Problems:
+        lines = list(lines)
+        lines_scan = scan(lines, "0", "9")
+        if lines_scan is None:  # no lines, or one that is surely bad: the generic path names it
+            return super().parse_many(lines)
+        data, starts, ends, odd, odd_line = lines_scan
+        is_plus = data[odd] == 43
+        plus = ends.copy()
+        plus[odd_line[is_plus]] = odd[is_plus]
+        # the lines that are not plainly DIGITS+DIGITS: bad, or spaced ('12 + 34'), for parse to judge
+        suspect = np.bincount(odd_line[is_plus], minlength=len(lines)) != 1
+        suspect[odd_line[~is_plus]] = True
+        suspect |= (plus == starts) | (plus + 1 >= ends)
+        fields = np.stack([starts, plus, plus + 1, ends], axis=1)
+        for k, p in vouch(self, lines, suspect).items():
+            a0 = starts[k] + lines[k].index(p.a)
+            b0 = starts[k] + lines[k].index(p.b, lines[k].index("+") + 1)
+            fields[k] = a0, a0 + len(p.a), b0, b0 + len(p.b)
+        lengths = np.maximum(fields[:, 1] - fields[:, 0], fields[:, 3] - fields[:, 2]) + 1
+        return Problems.from_fields(self, lines, data, fields, lengths)
+
+    def codes(self, problems: Problems, index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        if problems.fields is None:
+            return super().codes(problems, index, shape)
+        index = np.asarray(index, np.int64)
+        (width,) = shape
+        lengths = problems.lengths[index]
+        a0, a1, b0, b1 = problems.fields[index].T
+        cells = place_digits(problems.buffer, a0, a1 - a0, lengths - (a1 - a0), width)  # right-aligned
+        cells += place_digits(problems.buffer, b0, b1 - b0, lengths - (b1 - b0), width)
+        cells += np.uint8(1)  # code 1 + a_i + b_i on every real cell
+        return clear_padding(cells, lengths)
+
+    def decode_classes(self, classes: np.ndarray, problems: Problems, index: np.ndarray) -> list[str]:
+        """Each row's first `length` digits without leading zeros ("0" if all are zero)."""
+        classes = np.asarray(classes).astype(np.uint8, copy=False)
+        lengths = problems.lengths[np.asarray(index, np.int64)]
+        if len(lengths) == 0:
+            return []
+        nonzero = (classes != 0) & real_cells(lengths, classes.shape[1])
+        first = nonzero.argmax(1)  # the first nonzero digit; 0 in a row without one
+        first = np.where(nonzero[np.arange(len(first)), first], first, lengths - 1)
+        return digit_texts(classes, first, lengths)
 
     def answer(self, p: Parsed) -> str:
         """The exact sum. Python ints are quadratic to convert past a few thousand digits

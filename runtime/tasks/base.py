@@ -7,6 +7,12 @@ one-hot float32 form made from it here (`one_hot_cells`): channel 0 is the *mask
 cell and 0 on padding, then the one-hot symbol. The model multiplies its state by the mask, so a
 padded cell is exactly the world beyond the tape: padding on the right changes neither the answer
 nor the number of steps. A ring (boundary "ring") is never padded.
+
+In bulk, many problems are one `Problems` (arrays, no object per problem): `parse_many` makes
+it, `codes` gives its cells as uint8 codes (0: an empty cell, 1 + s: symbol s) and
+`decode_classes` turns readout classes into answers. Their defaults here go through parse,
+encode_cells and decode_many; a task may override them with numpy fast paths that must agree
+exactly (tests/test_bulk_codecs.py).
 """
 from __future__ import annotations
 
@@ -162,6 +168,33 @@ class Task:
     def decode(self, symbols: np.ndarray, p: Parsed) -> str:
         return self.decode_many(symbols[None], [p])[0]
 
+    # -- the bulk codec: many problems as arrays ------------------------------------------------
+    def parse_many(self, lines: Sequence[str]) -> Problems:
+        """Many lines -> Problems, or InputError(reason, line=k) for the first bad line (k 1-based)
+        with exactly the reason parse(lines[k - 1]) gives."""
+        lines = list(lines)
+        parsed = []
+        for number, line in enumerate(lines, 1):
+            try:
+                parsed.append(self.parse(line))
+            except InputError as exc:
+                raise InputError(exc.reason, line=number) from None
+        return Problems.from_parsed(self, parsed)
+
+    def codes(self, problems: Problems, index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        """(len(index), *shape) uint8: each selected problem's cell codes from its first cell, 0 on
+        an empty (padding) cell, 1 + s on a cell of symbol s (encode_cells + 1). shape: a row's
+        cells, (L,) on a tape, (H, W) on a grid; every selected problem fits in it."""
+        chosen = [problems.parsed(i) for i in np.asarray(index, np.int64).tolist()]
+        cells = self.encode_cells(chosen, shape[0] if self.rank == 1 else tuple(shape))
+        return (cells.astype(np.int16) + 1).astype(np.uint8)
+
+    def decode_classes(self, classes: np.ndarray, problems: Problems, index: np.ndarray) -> list[str]:
+        """classes: (len(index), *shape) uint8, the readout class of each cell (the argmax) -> each
+        selected problem's answer text, as decode_many gives it."""
+        chosen = [problems.parsed(i) for i in np.asarray(index, np.int64).tolist()]
+        return self.decode_many(np.asarray(classes), chosen)
+
     # -- the oracle and training ------------------------------------------------------------------
     def answer(self, p: Parsed) -> str:
         """The exact answer, computed without any model."""
@@ -209,6 +242,73 @@ class Task:
         """Training, tasks that run a given number of steps: (horizon + 1, *shape(p)) int64, the
         wanted readout class per cell after 0, 1, ..., horizon generations (p.generations aside)."""
         raise NotImplementedError
+
+
+class Problems:
+    """Many parsed problems of one task as arrays: what the runtime batches, encodes and decodes.
+
+    Per-problem arrays, all (n,) int64 but `shapes` (n, task.rank): `lengths` (cells, as
+    Parsed.length), `shapes` (task.shape), `generations` (for a "generations" task, else None),
+    `sizes` (task.size), `diameters` (task.diameter). Two layouts stand behind them: the generic
+    one keeps one Parsed per problem (`from_parsed`, the default parse_many); a task's fast
+    parse_many keeps instead all lines as one uint8 buffer (`buffer`) and, per problem, the byte
+    offsets of its fields in it (`fields`, (n, k) int64, laid out by that task), so that its codes
+    and decode_classes need no Python object per problem.
+    """
+
+    def __init__(self, task: Task, lines: list[str], lengths: np.ndarray, shapes: np.ndarray,
+                 generations: np.ndarray | None, sizes: np.ndarray, diameters: np.ndarray, *,
+                 parsed: list[Parsed] | None = None, buffer: np.ndarray | None = None,
+                 fields: np.ndarray | None = None):
+        self.task = task
+        self.lines = lines
+        self.lengths = lengths
+        self.shapes = shapes
+        self.generations = generations
+        self.sizes = sizes
+        self.diameters = diameters
+        self._parsed = parsed
+        self.buffer = buffer  # (N,) uint8, the lines joined; shared by every take()
+        self.fields = fields
+
+    @classmethod
+    def from_parsed(cls, task: Task, parsed: list[Parsed]) -> Problems:
+        """The generic layout, for any task: one Parsed per problem."""
+        parsed = list(parsed)
+        n = len(parsed)
+        generations = None
+        if task.convergence == "generations":
+            generations = np.fromiter((p.generations for p in parsed), np.int64, n)
+        return cls(task, [p.text for p in parsed], np.fromiter((p.length for p in parsed), np.int64, n),
+                   np.array([task.shape(p) for p in parsed], np.int64).reshape(n, task.rank), generations,
+                   np.fromiter((task.size(p) for p in parsed), np.int64, n),
+                   np.fromiter((task.diameter(p) for p in parsed), np.int64, n), parsed=parsed)
+
+    @classmethod
+    def from_fields(cls, task: Task, lines: list[str], buffer: np.ndarray, fields: np.ndarray,
+                    lengths: np.ndarray, generations: np.ndarray | None = None) -> Problems:
+        """A fast layout, for a tape task whose size and diameter are its cells (the defaults)."""
+        return cls(task, lines, lengths, lengths[:, None], generations, lengths, lengths,
+                   buffer=buffer, fields=fields)
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+    def parsed(self, i: int) -> Parsed:
+        """Problem i as a Parsed: the slow path (a long tape's tiles, error reports)."""
+        if self._parsed is not None:
+            return self._parsed[i]
+        return self.task.parse(self.lines[i])
+
+    def take(self, index: np.ndarray) -> Problems:
+        """The problems at `index` ((m,) int), in its order."""
+        index = np.asarray(index, np.int64).reshape(-1)
+        positions = index.tolist()
+        return Problems(self.task, [self.lines[i] for i in positions], self.lengths[index], self.shapes[index],
+                        None if self.generations is None else self.generations[index],
+                        self.sizes[index], self.diameters[index],
+                        parsed=None if self._parsed is None else [self._parsed[i] for i in positions],
+                        buffer=self.buffer, fields=None if self.fields is None else self.fields[index])
 
 
 def check_symbols(text: str, what: str, allowed: frozenset = ASCII_DIGITS) -> None:

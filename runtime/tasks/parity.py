@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BITS, Parsed, Task, check_symbols, digit_rows, digits, not_blank, random_bits, symbol_texts
+from .base import BITS, Parsed, Problems, Task, check_symbols, digit_rows, digits, not_blank, random_bits, symbol_texts
+from .bulk import scan, tape_codes, vouch
 
 
 class Parity(Task):
@@ -26,6 +27,30 @@ class Parity(Task):
 
     def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
         return [t[-1] for t in symbol_texts(symbols, problems)]
+
+    # -- the bulk codec, vectorized: fields are each bit string's offsets [start, end) ------------
+    def parse_many(self, lines) -> Problems:
+        lines = list(lines)
+        lines_scan = scan(lines, "0", "1")
+        if lines_scan is None:  # no lines, or one that is surely bad: the generic path names it
+            return super().parse_many(lines)
+        data, starts, ends, _, odd_line = lines_scan
+        suspect = starts == ends
+        suspect[odd_line] = True
+        vouch(self, lines, suspect)  # raises for the first bad line: a suspect bit string is never valid
+        return Problems.from_fields(self, lines, data, np.stack([starts, ends], axis=1), ends - starts)
+
+    def codes(self, problems: Problems, index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        if problems.fields is None:
+            return super().codes(problems, index, shape)
+        index = np.asarray(index, np.int64)
+        return tape_codes(problems.buffer, problems.fields[index], problems.lengths[index], *shape)
+
+    def decode_classes(self, classes: np.ndarray, problems: Problems, index: np.ndarray) -> list[str]:
+        """Each row's class at its last real cell."""
+        classes = np.asarray(classes).astype(np.uint8, copy=False)
+        last = problems.lengths[np.asarray(index, np.int64)] - 1
+        return list((classes[np.arange(len(last)), last] + np.uint8(48)).tobytes().decode())
 
     def answer(self, p: Parsed) -> str:
         return str(p.text.count("1") % 2)

@@ -4,7 +4,9 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .base import BITS, MAX_STEPS, Parsed, Task, check_symbols, digit_rows, digits, not_blank, random_bits, symbol_texts
+from .base import (BITS, MAX_STEPS, Parsed, Problems, Task, check_symbols, digit_rows, digits, not_blank, random_bits,
+                   symbol_texts)
+from .bulk import decimal_values, digit_texts, scan, tape_codes, vouch
 
 TRAIN_MAX_GENERATIONS = 6  # training problems run 0 to this many generations
 
@@ -38,6 +40,44 @@ class Rule110(Task):
 
     def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
         return symbol_texts(symbols, problems)
+
+    # -- the bulk codec, vectorized: fields are each tape's offsets [start, end) ---------------------
+    def parse_many(self, lines) -> Problems:
+        lines = list(lines)
+        lines_scan = scan(lines, "0", "1")  # the odd bytes: spaces, the digits 2-9 of N, and junk
+        if lines_scan is None:  # no lines, or one that is surely bad: the generic path names it
+            return super().parse_many(lines)
+        data, starts, ends, odd, odd_line = lines_scan
+        odd_byte = data[odd]
+        is_space = odd_byte == 32
+        space_count = np.bincount(odd_line[is_space], minlength=len(lines))
+        tape_end = ends.copy()
+        tape_end[odd_line[is_space]] = odd[is_space]
+        count_start = np.where(space_count > 0, tape_end + 1, ends)  # N: [count_start, ends)
+        # the lines that are not plainly 'BITS' or 'BITS N' with N of at most 13 digits, for parse to judge
+        suspect = (space_count > 1) | (tape_end == starts) | ((space_count > 0) & (count_start == ends))
+        in_tape = odd < tape_end[odd_line]
+        suspect[odd_line[~is_space & (in_tape | (odd_byte < 48) | (odd_byte > 57))]] = True
+        suspect |= ends - count_start > len(str(MAX_STEPS))
+        generations = np.where(suspect, 0, decimal_values(data, count_start, np.where(suspect, count_start, ends)))
+        generations[space_count == 0] = 1
+        suspect |= generations > MAX_STEPS
+        for k, p in vouch(self, lines, suspect).items():  # e.g. N with many leading zeros
+            tape_end[k], generations[k] = starts[k] + p.length, p.generations
+        return Problems.from_fields(self, lines, data, np.stack([starts, tape_end], axis=1), tape_end - starts,
+                                    generations)
+
+    def codes(self, problems: Problems, index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        if problems.fields is None:
+            return super().codes(problems, index, shape)
+        index = np.asarray(index, np.int64)
+        return tape_codes(problems.buffer, problems.fields[index], problems.lengths[index], *shape)
+
+    def decode_classes(self, classes: np.ndarray, problems: Problems, index: np.ndarray) -> list[str]:
+        """Each row's first `length` classes as bits."""
+        classes = np.asarray(classes).astype(np.uint8, copy=False)
+        lengths = problems.lengths[np.asarray(index, np.int64)]
+        return digit_texts(classes, np.zeros_like(lengths), lengths)
 
     def answer(self, p: Parsed) -> str:
         tape = np.frombuffer(p.a.encode(), np.uint8) - 48
