@@ -27,7 +27,8 @@ def run(
     input: str = typer.Option("-", "--input", "-i", help="Problem file, one per line ('-': stdin); a pipe or FIFO too."),
     output: str = typer.Option("-", "--output", "-o", help="Answer file ('-': stdout), replaced only on success."),
     format: Format = typer.Option(Format.text, "--format", "-f", help="text: one answer per line; jsonl: records."),
-    batch_size: int = typer.Option(4096, min=1, help="Problems per engine batch (at most)."),
+    batch_size: int = typer.Option(None, min=1, help="Problems per engine batch at most (default: the engine's "
+                                   "preferred batch of cells)."),
     max_steps: int = typer.Option(None, min=0, max=MAX_STEPS, help="Step cap per problem (default 2 x length + 16)."),
     skip_invalid: bool = typer.Option(False, help="Answer the valid lines; report each invalid one."),
     allow_unverified_sizes: bool = typer.Option(False, help="Also answer problems larger than the model was checked "

@@ -31,7 +31,6 @@ from .tasks import MAX_STEPS, Parsed, Problems, get_task
 from .tiles import RUN_TILES
 
 TILE_FROM = 1 << 11  # tapes longer than this run in tiles (README "Tiles": bench/tiles.py --sweep chose it)
-DEFAULT_MAX_BATCH_ROWS = 4096
 DEFAULT_MAX_QUEUE_CELLS = 1 << 26
 STREAM_CHUNK_LINES = 1 << 14
 
@@ -42,7 +41,7 @@ class Runtime:
     model: a shipped model's name or an exported .onnx path.
     engine: "auto", "ort", "ort-cuda", "trt", or a callable step -> Engine (for engine options).
     max_batch_cells: cells per engine batch at most (default: the engine's preferred size).
-    max_batch_rows: problems per engine batch at most.
+    max_batch_rows: problems per engine batch at most (default: as many as max_batch_cells holds).
     max_wait_ms: how long a short problem may wait for others to share its batch.
     max_queue_cells: cells of accepted, unfinished problems; past it submit() raises QueueFull.
     tile_from: tapes longer than this many cells run in tiles (runtime/tiles.py).
@@ -52,7 +51,7 @@ class Runtime:
     """
 
     def __init__(self, model: str = "addition", engine="auto", *, k: int | None = None,
-                 max_batch_cells: int | None = None, max_batch_rows: int = DEFAULT_MAX_BATCH_ROWS,
+                 max_batch_cells: int | None = None, max_batch_rows: int | None = None,
                  max_wait_ms: float = 0.0, max_queue_cells: int = DEFAULT_MAX_QUEUE_CELLS,
                  tile_from: int = TILE_FROM, tile: tuple[int, int] | None = None, workers: int | None = None,
                  self_test: bool = True, allow_unverified_sizes: bool = False):
@@ -66,7 +65,7 @@ class Runtime:
         self.engine_name = self.engine.name
         tile = tile or (max(64, self.engine.k_choices[-1]), RUN_TILES)
         self.scheduler = Scheduler(self.engine, self.task, max_batch_cells=max_batch_cells or self.engine.batch_cells,
-                                   max_batch_rows=max_batch_rows, max_wait_ms=max_wait_ms,
+                                   max_batch_rows=max_batch_rows or 1 << 40, max_wait_ms=max_wait_ms,
                                    max_queue_cells=max_queue_cells, tile_from=tile_from, tile=tile, workers=workers)
         self.closed = False
         if self_test:

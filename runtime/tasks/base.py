@@ -42,42 +42,6 @@ class Parsed(NamedTuple):
     shape: tuple[int, ...] | None = None  # a grid's (height, width); None on a tape: (length,)
 
 
-class Problems:
-    """Many parsed problems of one task as arrays: what the runtime batches, encodes and decodes."""
-
-    def __init__(self, task: "Task", lines: list[str], lengths: np.ndarray, shapes: np.ndarray,
-                 generations: np.ndarray | None, sizes: np.ndarray, diameters: np.ndarray, payload=None):
-        self.task, self.lines = task, lines
-        self.lengths, self.shapes, self.generations = lengths, shapes, generations
-        self.sizes, self.diameters = sizes, diameters
-        self.payload = payload  # the task's own form of the problems (generic: a list of Parsed)
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def parsed(self, i: int) -> Parsed:
-        """Problem i as a Parsed (the slow path: long tapes, errors)."""
-        if isinstance(self.payload, list):
-            return self.payload[i]
-        return self.task.parse(self.lines[i])
-
-    def take(self, index: np.ndarray) -> "Problems":
-        index = np.asarray(index, np.int64)
-        payload = [self.payload[i] for i in index.tolist()] if isinstance(self.payload, list) else None
-        return Problems(self.task, [self.lines[i] for i in index.tolist()], self.lengths[index], self.shapes[index],
-                        None if self.generations is None else self.generations[index], self.sizes[index],
-                        self.diameters[index], payload)
-
-    @classmethod
-    def from_parsed(cls, task: "Task", parsed: list[Parsed]) -> "Problems":
-        n = len(parsed)
-        shapes = np.array([task.shape(p) for p in parsed], np.int64).reshape(n, task.rank)
-        generations = np.array([p.generations for p in parsed], np.int64) if task.convergence == "generations" else None
-        return cls(task, [p.text for p in parsed], np.array([p.length for p in parsed], np.int64), shapes, generations,
-                   np.array([task.size(p) for p in parsed], np.int64),
-                   np.array([task.diameter(p) for p in parsed], np.int64), list(parsed))
-
-
 class Task:
     """A task: everything sead asks about one, in one object. Subclasses set the class attributes
     and implement the hooks that raise NotImplementedError; the rest is shared.
@@ -130,29 +94,6 @@ class Task:
     def decode_many(self, symbols: np.ndarray, problems: list[Parsed]) -> list[str]:
         """(B, L) readout classes -> each problem's answer text."""
         raise NotImplementedError
-
-    # -- the codec over many problems at once (the runtime's path; fast paths override these) --------
-    def parse_many(self, lines: Sequence[str]) -> Problems:
-        """Raise InputError(reason, line=k) for the first bad line (k 1-based), with the reason
-        parse(lines[k-1]) gives; nothing is returned then."""
-        parsed = []
-        for k, line in enumerate(lines, 1):
-            try:
-                parsed.append(self.parse(line))
-            except InputError as exc:
-                raise InputError(exc.reason, k) from None
-        return Problems.from_parsed(self, parsed)
-
-    def codes(self, problems: Problems, index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        """(len(index), *shape) uint8: each selected problem's cell codes from the first cell, 0 an
-        empty cell, 1 + s the cell's symbol s (encode_cells + 1)."""
-        parsed = [problems.parsed(i) for i in np.asarray(index).tolist()]
-        cells = self.encode_cells(parsed, shape[0] if self.rank == 1 else tuple(shape))
-        return (cells.astype(np.int16) + 1).astype(np.uint8)
-
-    def decode_classes(self, classes: np.ndarray, problems: Problems, index: np.ndarray) -> list[str]:
-        """(len(index), *shape) uint8 readout classes -> each selected problem's answer text."""
-        return self.decode_many(classes, [problems.parsed(i) for i in np.asarray(index).tolist()])
 
     def encode_many(self, problems: list[Parsed], shape) -> np.ndarray:
         """(B, C_in, *shape) float32: the mask channel, then the one-hot cell symbols. shape: a
