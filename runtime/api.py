@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import threading
 from collections import deque
 from concurrent.futures import Future
 from typing import Iterable, Iterator
@@ -33,6 +34,7 @@ from .tiles import RUN_TILES
 TILE_FROM = 1 << 11  # tapes longer than this run in tiles (README "Tiles": bench/tiles.py --sweep chose it)
 DEFAULT_MAX_QUEUE_CELLS = 1 << 26
 STREAM_CHUNK_LINES = 1 << 14
+SUBMIT_CHUNK_LINES = 1 << 18  # a larger call is validated and queued in parts, so engines start early
 
 
 class Runtime:
@@ -184,7 +186,21 @@ class Runtime:
         bad line and QueueFull when the queue is full, at once, with nothing queued. Cancelling
         the Future (future.cancel()) drops its problems: those waiting never run, and a job whose
         callers all cancelled stops at its next engine call."""
-        return self._submit(*self.validate(lines, max_steps))
+        lines = lines if isinstance(lines, list) else list(lines)
+        if len(lines) <= SUBMIT_CHUNK_LINES:
+            return self._submit(*self.validate(lines, max_steps))
+        # validate and queue part by part, so the engines work while later parts are parsed; a bad
+        # line anywhere cancels the parts already queued: the caller gets the error and no answers
+        parts: list[Future] = []
+        try:
+            for start in range(0, len(lines), SUBMIT_CHUNK_LINES):
+                part = lines[start: start + SUBMIT_CHUNK_LINES]
+                parts.append(self._submit(*self.validate(part, max_steps, start + 1)))
+        except BaseException:
+            for future in parts:
+                future.cancel()
+            raise
+        return _joined(parts)
 
     def submit_parsed(self, problems: list[Parsed] | Problems, max_steps: int | None = None, first_line: int = 1,
                       source: str | None = None) -> Future:
@@ -269,6 +285,35 @@ class Runtime:
     def _open(self) -> None:
         if self.closed:
             raise RuntimeClosed("the runtime is closed")
+
+
+def _joined(parts: list[Future]) -> Future:
+    """One Future of the parts' Results, concatenated in order; cancelling it cancels the parts."""
+    joined: Future = Future()
+    left = [len(parts)]
+    lock = threading.Lock()
+
+    def done(_):
+        with lock:
+            left[0] -= 1
+            if left[0]:
+                return
+        if joined.cancelled():
+            return
+        failed = next((f for f in parts if f.cancelled() or f.exception() is not None), None)
+        if not joined.set_running_or_notify_cancel():
+            return
+        if failed is None:
+            joined.set_result(Results.concat([f.result() for f in parts]))
+        elif failed.cancelled():
+            joined.set_exception(RuntimeClosed("part of this request was cancelled"))
+        else:
+            joined.set_exception(failed.exception())
+
+    joined.add_done_callback(lambda f: [p.cancel() for p in parts] if f.cancelled() else None)
+    for future in parts:
+        future.add_done_callback(done)
+    return joined
 
 
 def _stream_results(first: int, count: int, errors: dict, future: Future):

@@ -43,7 +43,7 @@ class _Request:
     """One submit(): its results in input order and the Future that gets them."""
 
     def __init__(self, size: int, cells: int):
-        self.answers: list = [None] * size
+        self.answers = np.full(size, None, object)  # filled by slices from each job's deliveries
         self.steps = np.zeros(size, np.int64)
         self.converged = np.zeros(size, bool)
         self.remaining, self.cells_left = size, cells
@@ -54,18 +54,17 @@ class _Request:
         return self.future.cancelled()
 
     def record(self, index: np.ndarray, answers: list, steps: np.ndarray, converged: np.ndarray) -> None:
-        if len(index) == len(self.answers):
-            self.answers = list(answers)
+        if len(index) == 1:
+            self.answers[index[0]] = answers[0]
         else:
-            for i, answer in zip(index.tolist(), answers):
-                self.answers[i] = answer
+            self.answers[index] = np.array(answers, object) if not isinstance(answers, np.ndarray) else answers
         self.steps[index] = steps
         self.converged[index] = converged
         self.remaining -= len(index)
 
 
 class _Waiting(NamedTuple):
-    """Consecutive problems of one request, waiting in a bucket."""
+    """Problems of one request waiting in a bucket: those from `start` on are still waiting."""
 
     request: _Request
     index: np.ndarray        # their positions in the request
@@ -73,6 +72,17 @@ class _Waiting(NamedTuple):
     evaluations: np.ndarray  # (n,) int64
     caps: np.ndarray         # (n,) int64
     since: float
+    start: int = 0
+
+    @property
+    def left(self) -> int:
+        return len(self.index) - self.start
+
+    def part(self, count: int) -> "_Waiting":
+        """The next `count` waiting problems (slices and views: no per-problem work)."""
+        a, b = self.start, self.start + count
+        return _Waiting(self.request, self.index[a:b], self.problems.slice(a, b), self.evaluations[a:b],
+                        self.caps[a:b], self.since)
 
 
 class _Rows(NamedTuple):
@@ -196,7 +206,7 @@ class Scheduler:
                 self._push(_TapeWork(tape, frozenset([request]), None))
             for shape, w in waiting:
                 self.buckets.setdefault(shape, deque()).append(w)
-                self.bucket_rows[shape] = self.bucket_rows.get(shape, 0) + len(w.index)
+                self.bucket_rows[shape] = self.bucket_rows.get(shape, 0) + w.left
                 self.bucket_plan.pop(shape, None)  # more problems: the next take plans the cut again
             self.cond.notify_all()
         return request.future
@@ -222,7 +232,7 @@ class Scheduler:
 
     def stats(self) -> dict:
         with self.cond:
-            waiting = sum(self.bucket_rows.values())
+            waiting = sum(w.left for q in self.buckets.values() for w in q if not w.request.dropped)
             return {"queued_cells": self.queued_cells, "queued_problems": self.queued_problems,
                     "in_flight_problems": self.queued_problems - waiting, **self.counters}
 
@@ -252,7 +262,7 @@ class Scheduler:
             self.counters["problems_solved"] += len(index)
             finished = request.remaining == 0
         if finished and request.future.set_running_or_notify_cancel():  # False: cancelled meanwhile
-            request.future.set_result(Results(request.answers, request.steps, request.converged))
+            request.future.set_result(Results(request.answers.tolist(), request.steps, request.converged))
 
     def _tape_deliverer(self, request: _Request, index: int, cells: int, tape: TapeJob):
         """A long tape's delivery: its one result."""
@@ -347,14 +357,12 @@ class Scheduler:
         while queue and count < rows:
             w = queue.popleft()
             room = rows - count
-            if len(w.index) > room:  # split: the rest stays at the head of the queue
-                queue.appendleft(w._replace(index=w.index[room:], problems=w.problems.take(np.arange(room, len(w.index))),
-                                            evaluations=w.evaluations[room:], caps=w.caps[room:]))
-                w = w._replace(index=w.index[:room], problems=w.problems.take(np.arange(room)),
-                               evaluations=w.evaluations[:room], caps=w.caps[:room])
-            count += len(w.index)
+            if w.left > room:  # the rest stays at the head of the queue
+                queue.appendleft(w._replace(start=w.start + room))
+            part = w.part(min(room, w.left))
+            count += len(part.index)
             if not w.request.dropped:  # cancelled callers' problems leave here, without running
-                taken.append(w)
+                taken.append(part)
         if queue:
             self.bucket_rows[shape] -= count
         else:

@@ -244,12 +244,23 @@ class Problems:
     def take(self, index: np.ndarray) -> Problems:
         """The problems at `index` ((m,) int), in its order."""
         index = np.asarray(index, np.int64).reshape(-1)
+        if len(index) and index[-1] - index[0] == len(index) - 1 and (np.diff(index) == 1).all():
+            return self.slice(int(index[0]), int(index[-1]) + 1)
         positions = index.tolist()
         return Problems(self.task, [self.lines[i] for i in positions], self.lengths[index], self.shapes[index],
                         None if self.generations is None else self.generations[index],
                         self.sizes[index], self.diameters[index],
                         parsed=None if self._parsed is None else [self._parsed[i] for i in positions],
                         buffer=self.buffer, fields=None if self.fields is None else self.fields[index])
+
+    def slice(self, start: int, stop: int) -> Problems:
+        """Problems start..stop-1: views of the arrays, a slice of the lines (no per-problem work)."""
+        part = np.s_[start:stop]
+        return Problems(self.task, self.lines[part], self.lengths[part], self.shapes[part],
+                        None if self.generations is None else self.generations[part],
+                        self.sizes[part], self.diameters[part],
+                        parsed=None if self._parsed is None else self._parsed[part],
+                        buffer=self.buffer, fields=None if self.fields is None else self.fields[part])
 
 
 def check_symbols(text: str, what: str, allowed: frozenset = ASCII_DIGITS) -> None:
