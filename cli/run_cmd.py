@@ -10,7 +10,7 @@ import typer
 
 from sead.runtime.errors import InputError, QueueFull
 from sead.runtime.files import Output, open_input, refuse_same_file
-from sead.runtime.lines import iter_lines
+from sead.runtime.lines import iter_lines, line_limit
 from sead.runtime.tasks import MAX_STEPS
 from .main import app
 
@@ -68,7 +68,7 @@ def run(
                                                   max_batch_rows=batch_size,
                                                   allow_unverified_sizes=allow_unverified_sizes))
             invalid, total = 0, 0
-            for number, text in iter_lines(stream):
+            for number, text in iter_lines(stream, line_limit(runtime.size_limit), source):
                 total += 1
                 try:
                     runtime.limits([runtime.parse(text, number, source)], max_steps, number, source)

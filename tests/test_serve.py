@@ -19,6 +19,7 @@ uvicorn = pytest.importorskip("uvicorn")
 from sead.runtime.model_file import default_model_path  # noqa: E402
 from sead.serve.app import create_app  # noqa: E402
 from sead.serve.config import ServeConfig  # noqa: E402
+from sead.serve.http_server import make_server  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not default_model_path("addition").is_file(), reason="shipped models not built")
 LIMITS = dict(max_body_bytes=20_000, max_problems=50, max_line_length=5_000, max_queue_cells=8_000)
@@ -36,7 +37,7 @@ def serving(runtime=None, **limits):
     """A real uvicorn server in a thread; yields (base url, the app)."""
     config = ServeConfig(model="addition", engine="ort", port=free_port(), **limits)
     app = create_app(config, runtime)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning"))
+    server = make_server(config, app, log_level="warning")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{config.port}"
@@ -302,12 +303,14 @@ def test_serve_imports_no_torch_and_only_the_public_runtime_api():
 
     import sead.serve
 
-    probe = ("import sys; import sead.cli.main, sead.serve.app, sead.serve.server, sead.serve.ray_data; "
+    probe = ("import sys; import sead.cli.main, sead.serve.app, sead.serve.server, sead.serve.http_server, "
+             "sead.serve.ray_data; "
              "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     public = {"sead": {"Runtime", "Result"}, "sead.runtime": {"Runtime", "Result"},
-              "sead.runtime.errors": {"SeadError", "InputError", "QueueFull", "RuntimeClosed"}}
+              "sead.runtime.errors": {"SeadError", "InputError", "QueueFull", "RuntimeClosed"},
+              "sead.runtime.tasks": {"MAX_STEPS"}, "sead.runtime.lines": {"line_limit"}}
     for path in Path(sead.serve.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sead":
