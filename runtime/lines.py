@@ -16,6 +16,7 @@ from .errors import InputError
 BOM = b"\xef\xbb\xbf"
 MAX_LINE = 1 << 26  # bytes in one line at most, whatever the model (64 MiB)
 COPY_CHUNK = 1 << 20
+SLACK = len(BOM) + 2  # bytes a line may have past its text: a BOM on line 1, then CR LF
 
 
 def line_limit(size_limit: int = 0) -> int:
@@ -31,10 +32,10 @@ def too_long(limit: int, line: int | None = None, source: str | None = None) -> 
 
 def iter_lines(stream: BinaryIO, limit: int = MAX_LINE, source: str | None = None) -> Iterator[tuple[int, str]]:
     """Yield (line number, text) from a binary stream, without the line ending. Raises InputError
-    for a line over `limit` bytes (its ending aside) after reading at most limit + 2 of them."""
+    for a line over `limit` bytes (its ending and a BOM aside) after reading at most limit + 5."""
     number = 0
     while True:
-        raw = stream.readline(limit + 2)  # + the line ending, which is not part of the problem
+        raw = stream.readline(limit + SLACK)  # a line cut short here is over the limit: never yielded
         if not raw:
             return
         number += 1
@@ -44,7 +45,7 @@ def iter_lines(stream: BinaryIO, limit: int = MAX_LINE, source: str | None = Non
             raw = raw[:-1]
         if raw.endswith(b"\r"):
             raw = raw[:-1]
-        if len(raw) > limit:  # all of it, or the first limit + 2 bytes of a longer line
+        if len(raw) > limit:  # all of it, or the first limit + SLACK bytes of a longer line
             raise too_long(limit, number, source)
         # bytes that are not UTF-8 become U+FFFD, which every task rejects by position
         yield number, raw.decode("utf-8", errors="replace")
@@ -66,6 +67,6 @@ def copy_lines(src: BinaryIO, dst: BinaryIO, name: str, limit: int = MAX_LINE) -
         else:
             lines += chunk.count(b"\n")
             run = len(chunk) - newline - 1
-        if run > limit + 4:  # + a CR, and a BOM on line 1, which iter_lines does not count
+        if run > limit + SLACK:
             raise too_long(limit, lines + 1, name)
         dst.write(chunk)

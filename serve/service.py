@@ -36,6 +36,8 @@ class ApiError(Exception):
 
     def response(self) -> JSONResponse:
         headers = {"Retry-After": RETRY_AFTER} if self.status in (429, 503) else None
+        if self.status == 408:  # the rest of the body may still come: this connection cannot go on
+            headers = {"Connection": "close"}
         return JSONResponse({"error": self.code, "message": self.message, **self.extra}, self.status, headers)
 
 
