@@ -221,20 +221,21 @@ async def solve_json(service: Service, request: Request, max_steps: int | None) 
             service.check_work(work)
             ticket = service.admit(work)
             future = await asyncio.to_thread(submit, rt, req.problems, cap) if big else submit(rt, req.problems, cap)
-        except ApiError as exc:
+        except BaseException as exc:  # cancelled too: the share taken must come back
             if ticket is not None:
                 ticket.release()
-            invalid = len(exc.extra.get("invalid", ()))
-            if invalid:
-                metrics.problems.labels("invalid").inc(invalid)
-            if len(req.problems) > invalid:
-                metrics.problems.labels("refused").inc(len(req.problems) - invalid)
+            if isinstance(exc, ApiError):
+                invalid = len(exc.extra.get("invalid", ()))
+                if invalid:
+                    metrics.problems.labels("invalid").inc(invalid)
+                if len(req.problems) > invalid:
+                    metrics.problems.labels("refused").inc(len(req.problems) - invalid)
             raise
         ticket.attach(future)
         left = asyncio.Event()
         watch = asyncio.create_task(watch_disconnect(request, left))
         try:
-            results = await service.wait(asyncio.wrap_future(future), left=left)
+            results = await service.results(future, left)
         finally:
             watch.cancel()
     metrics.count_results(results)

@@ -209,8 +209,10 @@ class _Submitter:
             if ticket is not None:
                 try:
                     future = await self._call(offload, runtime.submit, texts, cap)
-                except QueueFull:
+                except BaseException as exc:  # QueueFull is waited out; anything else (cancelled too) ends it
                     ticket.release()
+                    if not isinstance(exc, QueueFull):
+                        raise
                 else:
                     ticket.attach(future)
                     return future
@@ -244,7 +246,7 @@ async def _records(service: Service, runtime, request, max_steps: int | None, st
             if not inflight:
                 break
             group, future = inflight.popleft()
-            results = iter(await service.wait(asyncio.wrap_future(future), left=left) if future is not None else ())
+            results = iter(await service.results(future, left) if future is not None else ())
             out = []
             for index, _, error in group:
                 if error is not None:
@@ -260,10 +262,10 @@ async def _records(service: Service, runtime, request, max_steps: int | None, st
             yield fatal.record()
     except ClientLeft:  # nothing can reach it: end without a word
         outcome = "disconnected"
-    except ApiError as exc:  # the drain period ended
-        outcome = exc.code
+    except ApiError as exc:  # the drain period ended, or the runtime failed; the status line is gone,
+        outcome = exc.code  # so the error can only be the last record
         yield _Fatal(None, exc.message, exc.code).record()
-    except SeadError as exc:  # the status line is gone: the error can only be the last record
+    except SeadError as exc:  # from submit() or work()
         closed = isinstance(exc, RuntimeClosed)
         outcome = "unavailable" if closed else "internal"
         yield _Fatal(None, "the server is shutting down" if closed else str(exc), outcome).record()

@@ -11,6 +11,7 @@ cancelled in the runtime) and when the drain period ends (the server stops: 503)
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from concurrent.futures import Future
 
@@ -25,6 +26,7 @@ from .metrics import Metrics
 RETRY_AFTER = "1"  # seconds, on 429 and 503
 OFFLOAD_CHARS = 1 << 16  # requests with more text than this are validated on a thread, not the loop
 STOPPED = "the server is shutting down; this request was stopped unfinished"
+log = logging.getLogger("sead.serve")
 
 
 class ApiError(Exception):
@@ -184,6 +186,19 @@ class Service:
         if self.stopping.is_set():
             raise ApiError(503, "unavailable", STOPPED)
         raise TimeoutError
+
+    async def results(self, future: Future, left: asyncio.Event) -> list:
+        """A submit() future's results; what the runtime raised instead -> ApiError (503, or 500
+        for a failure that is sead's, logged with its traceback)."""
+        try:
+            return await self.wait(asyncio.wrap_future(future), left=left)
+        except (ApiError, ClientLeft):
+            raise
+        except RuntimeClosed:
+            raise ApiError(503, "unavailable", STOPPED) from None
+        except Exception as exc:  # an engine or codec failure: the client gets one line, the log the rest
+            log.error("solving a request failed", exc_info=exc)
+            raise ApiError(500, "internal", f"internal error: {type(exc).__name__}: {exc}") from None
 
 
 async def watch_disconnect(request, left: asyncio.Event) -> None:

@@ -28,6 +28,7 @@ pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
 from sead import Runtime  # noqa: E402
+from sead.runtime import make_engine  # noqa: E402
 from sead.runtime.model_file import default_model_path  # noqa: E402
 from sead.runtime.tasks import MAX_STEPS  # noqa: E402
 from sead.serve import ndjson  # noqa: E402
@@ -70,9 +71,9 @@ class Records(logging.Handler):
 
 
 @contextlib.contextmanager
-def serving(model: str = "rule110", **limits):
+def serving(model: str = "rule110", engine="ort", **limits):
     """A real server in a thread, on a Runtime of one worker; yields what a test inspects."""
-    runtime = Runtime(model, "ort", workers=1)
+    runtime = Runtime(model, engine, workers=1)
     config = ServeConfig(model=model, engine="ort", port=free_port(), **{"drain_seconds": 0.5, **limits})
     app = create_app(config, runtime)
     server = make_server(config, app, log_level="warning")
@@ -263,6 +264,37 @@ def test_a_failure_inside_the_body_reader_still_ends_the_stream(monkeypatch):
         s.logs.records.clear()
 
 
+class Breakable:
+    """An engine that can be made to fail, as a broken device or library would."""
+
+    def __init__(self, engine):
+        self.engine, self.broken = engine, False
+
+    def __getattr__(self, name):
+        return getattr(self.engine, name)
+
+    def start(self, *args, **kwargs):
+        if self.broken:
+            raise RuntimeError("the device fell over")
+        return self.engine.start(*args, **kwargs)
+
+
+def test_an_engine_failure_is_a_500_json_error_and_a_last_record():
+    engines = []
+    with serving(engine=lambda step: engines.append(Breakable(make_engine(step, "ort"))) or engines[0]) as s:
+        engines[0].broken = True
+        r = httpx.post(s.url + "/v1/solve", json={"problems": ["0110 3"]})
+        assert r.status_code == 500 and r.json() == {"error": "internal", "message": "internal error: RuntimeError: "
+                                                                                     "the device fell over"}
+        r = httpx.post(s.url + "/v1/solve", content=b'"0110 3"\n', headers=NDJSON)
+        assert [json.loads(line) for line in r.text.splitlines()] == [
+            {"error": "internal error: RuntimeError: the device fell over", "fatal": True}]
+        assert len(s.logs.errors()) == 2 and all("the device fell over" in e for e in s.logs.errors())
+        s.logs.records.clear()
+        engines[0].broken = False
+        assert httpx.post(s.url + "/v1/solve", json={"problems": ["0110 3"]}).json()["results"][0]["output"] == "1110"
+
+
 # -- slow and idle clients -----------------------------------------------------------------------
 
 def test_idle_and_slow_header_connections_are_capped_and_closed():
@@ -346,7 +378,8 @@ def test_large_bodies_at_once_are_bounded():
 def test_sigterm_stops_work_still_running_after_the_drain_and_answers_503():
     port, drain = free_port(), 1.0
     proc = subprocess.Popen([sys.executable, "-m", "sead.cli", "serve", "--model", "rule110", "--engine", "ort",
-                             "--port", str(port), "--drain-seconds", str(drain)],
+                             "--port", str(port), "--drain-seconds", str(drain), "--max-steps", "1000000",
+                             "--max-request-work", "4000000", "--max-inflight-work", "8000000"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     url, replies = f"http://127.0.0.1:{port}", {}
     try:
