@@ -32,7 +32,7 @@ from sead.runtime.tasks import MAX_STEPS
 from . import ndjson
 from .config import ServeConfig
 from .schemas import ErrorBody, ModelInfo, SolveRequest, SolveResponse
-from .service import (OFFLOAD_CHARS, ApiError, ClientLeft, Service, request_work, result_dict, submit,
+from .service import (OFFLOAD_CHARS, ApiError, ClientLeft, Flag, Service, request_work, result_dict, submit,
                       watch_disconnect)
 
 JSON, NDJSON = "application/json", ndjson.NDJSON
@@ -232,7 +232,7 @@ async def solve_json(service: Service, request: Request, max_steps: int | None) 
                     metrics.problems.labels("refused").inc(len(req.problems) - invalid)
             raise
         ticket.attach(future)
-        left = asyncio.Event()
+        left = Flag()
         watch = asyncio.create_task(watch_disconnect(request, left))
         try:
             results = await service.results(future, left)

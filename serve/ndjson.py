@@ -33,7 +33,7 @@ from starlette.responses import StreamingResponse
 
 from sead.runtime.errors import InputError, QueueFull, RuntimeClosed, SeadError
 
-from .service import OFFLOAD_CHARS, ApiError, ClientLeft, Service, result_dict, watch_disconnect
+from .service import OFFLOAD_CHARS, ApiError, ClientLeft, Flag, Service, result_dict, watch_disconnect
 
 NDJSON = "application/x-ndjson"
 GROUP_LINES = 4096
@@ -81,7 +81,7 @@ class _GroupReader:
     """The request body -> groups of [index, text, error] entries on `queue`, then _END or a _Fatal;
     after the body, it watches for the client leaving (`left`)."""
 
-    def __init__(self, service: Service, queue: asyncio.Queue, left: asyncio.Event):
+    def __init__(self, service: Service, queue: asyncio.Queue, left: Flag):
         self.service, self.cfg, self.queue, self.left = service, service.config, queue, left
         self.line_limit = service.line_limit
         self.group: list = []
@@ -173,7 +173,7 @@ def _entry(index: int, raw: bytes) -> list:
 class _Submitter:
     """A stream's groups into the runtime, within its work bound and the server's in-flight bound."""
 
-    def __init__(self, service: Service, runtime, max_steps: int | None, left: asyncio.Event):
+    def __init__(self, service: Service, runtime, max_steps: int | None, left: Flag):
         self.service, self.runtime, self.max_steps, self.left = service, runtime, max_steps, left
         self.work = 0  # of the stream's problems so far
 
@@ -227,7 +227,7 @@ class _Submitter:
 async def _records(service: Service, runtime, request, max_steps: int | None, start: float):
     metrics = service.metrics
     groups: asyncio.Queue = asyncio.Queue()
-    left = asyncio.Event()
+    left = Flag()
     reader = asyncio.create_task(_GroupReader(service, groups, left).run(request))
     submitter = _Submitter(service, runtime, max_steps, left)
     inflight: collections.deque = collections.deque()

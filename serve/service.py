@@ -47,6 +47,29 @@ class ClientLeft(Exception):
     """The client closed its connection: nothing more can reach it, and its work is cancelled."""
 
 
+class Flag:
+    """A one-shot flag that asyncio.wait() watches as a future: an Event would need a task of its
+    own for each wait, and every request waits several times. Set it on the loop's thread."""
+
+    def __init__(self):
+        self._set, self._future = False, None
+
+    def set(self) -> None:
+        self._set = True
+        if self._future is not None and not self._future.done():
+            self._future.set_result(None)
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def future(self) -> asyncio.Future:
+        if self._future is None:  # made on first use, in the loop that serves
+            self._future = asyncio.get_running_loop().create_future()
+            if self._set:
+                self._future.set_result(None)
+        return self._future
+
+
 class Ticket:
     """A request's share of the in-flight work, given back once: when its runtime future is done
     (answered, failed or cancelled), or by release() when it never got one."""
@@ -76,7 +99,7 @@ class Service:
         self.load_error: str | None = None
         self.on_load_error = None  # the server's hooks: stop serving when the model cannot load,
         self.on_loaded = None  # and say when it can
-        self.stopping = asyncio.Event()  # set when the drain period ends: every wait gives up
+        self.stopping = Flag()  # set when the drain period ends: every wait gives up
         self.lock = threading.Lock()  # runtime futures finish on worker threads
         self.inflight_work = 0
         self.futures: set[Future] = set()  # of admitted requests, for stop() to cancel
@@ -166,17 +189,15 @@ class Service:
         self.large_bodies -= 1
 
     # -- waiting -----------------------------------------------------------------------------------
-    async def wait(self, awaitable, *, left: asyncio.Event | None = None, timeout: float | None = None):
+    async def wait(self, awaitable, *, left: Flag | None = None, timeout: float | None = None):
         """-> awaitable's result, unless first the drain period ends (ApiError 503), `left` is set
         (ClientLeft) or `timeout` seconds pass (TimeoutError). Then the awaitable is cancelled, and
         with it the runtime's work when it wraps a submit() future."""
         task = asyncio.ensure_future(awaitable)
-        watches = [asyncio.ensure_future(event.wait()) for event in (self.stopping, left) if event is not None]
+        watches = [flag.future() for flag in (self.stopping, left) if flag is not None]
         try:
             await asyncio.wait([task, *watches], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:  # also when this coroutine is cancelled itself
-            for watch in watches:
-                watch.cancel()
             if not task.done():
                 task.cancel()
         if task.done() and not task.cancelled():
@@ -187,7 +208,7 @@ class Service:
             raise ApiError(503, "unavailable", STOPPED)
         raise TimeoutError
 
-    async def results(self, future: Future, left: asyncio.Event) -> list:
+    async def results(self, future: Future, left: Flag) -> list:
         """A submit() future's results; what the runtime raised instead -> ApiError (503, or 500
         for a failure that is sead's, logged with its traceback)."""
         try:
@@ -201,7 +222,7 @@ class Service:
             raise ApiError(500, "internal", f"internal error: {type(exc).__name__}: {exc}") from None
 
 
-async def watch_disconnect(request, left: asyncio.Event) -> None:
+async def watch_disconnect(request, left: Flag) -> None:
     """Set `left` when the client goes. Only once the body is read: then the next ASGI message
     is the disconnect (or the end of the response, when this has been cancelled)."""
     while (await request.receive())["type"] != "http.disconnect":
