@@ -6,8 +6,8 @@
     GET  /healthz    the process answers           GET /readyz    the model is loaded (503 until then)
 
 Every error is one JSON object {"error": code, "message": one line, ...} (codes and statuses: the
-README's Serving section). Runtime work never runs on the event loop: small requests are validated
-and submitted on it, large ones on a thread. A JSON request is bounded before it is parsed (bytes,
+README's Serving section). Solving never runs on the event loop: small requests are validated and
+queued on it, large ones on a thread. A JSON request is bounded before it is parsed (bytes,
 strings, time to arrive, large bodies at once) and before it is queued (step cap, work, in-flight
 work: service.py); a client that leaves has its problems cancelled and counts as "disconnected".
 """
@@ -212,7 +212,7 @@ async def solve_json(service: Service, request: Request, max_steps: int | None) 
         big = len(body) > OFFLOAD_CHARS
         req = await asyncio.to_thread(parse_request, body, cfg, service.line_limit) if big \
             else parse_request(body, cfg, service.line_limit)
-        del body
+        del body  # a large request's problems are in memory once, not twice, while it runs
         cap = service.step_cap(req.max_steps if req.max_steps is not None else max_steps)
         ticket = None
         try:

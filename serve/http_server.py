@@ -56,6 +56,7 @@ class _Guard:
         super().connection_made(transport)
         self._header_timer = None
         self._waiting = None  # the request that was current when the header deadline was armed
+        self._received = False  # any bytes since then
         self._in_headers, self._header_bytes = False, 0
         if len(self.connections) > self.config.max_connections:
             transport.write(_reply("503 Service Unavailable", "unavailable",
@@ -67,15 +68,20 @@ class _Guard:
     def _await_headers(self) -> None:
         if self._header_timer is not None:
             self._header_timer.cancel()
-        self._waiting = self.cycle
+        self._waiting, self._received = self.cycle, False
         self._header_timer = self.loop.call_later(self.config.header_timeout, self._headers_late)
 
     def _headers_late(self) -> None:
         self._header_timer = None
         if self.cycle is self._waiting and not self.transport.is_closing():  # no request has begun since
-            self.transport.write(_reply("408 Request Timeout", "timeout", "no request headers within "
-                                        f"{self.config.header_timeout:g} s (sead serve --header-timeout)"))
+            if self._received:  # a request was on its way; an idle connection is just closed
+                self.transport.write(_reply("408 Request Timeout", "timeout", "the request's headers did not "
+                                            f"arrive within {self.config.header_timeout:g} s (sead serve --header-timeout)"))
             self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        self._received = True
+        super().data_received(data)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()

@@ -4,9 +4,10 @@ runtime calls turned into HTTP errors.
 
 Work is a request's cells x step cap (x generations for rule110): `Runtime.work()`, an upper bound
 on what solving it may cost. A request over max_request_work is refused (413); one that would take
-the work accepted and unfinished past max_inflight_work waits for none of it: 429, as for a full
-queue. Every wait on a client or the runtime gives way when the client leaves (its problems are
-cancelled in the runtime) and when the drain period ends (the server stops: 503).
+the work accepted and unfinished past max_inflight_work is refused at once (429), as for a full
+queue (an NDJSON stream waits instead). Every wait on a client or the runtime gives way when the
+client leaves (its problems are cancelled in the runtime) and when the drain period ends (the
+server stops: 503).
 """
 from __future__ import annotations
 

@@ -317,3 +317,22 @@ def test_serve_imports_no_torch_and_only_the_public_runtime_api():
                 assert node.module in public, f"{path.name} imports {node.module}"
                 assert {a.name for a in node.names} <= public[node.module], f"{path.name}: {ast.unparse(node)}"
             assert not (isinstance(node, ast.Import) and any(a.name.startswith("sead") for a in node.names))
+
+
+def test_every_serve_flag_reaches_the_config(monkeypatch):
+    from typer.testing import CliRunner
+
+    import sead.serve.server
+    from sead.cli.main import app
+
+    got = []
+    monkeypatch.setattr(sead.serve.server, "serve", got.append)
+    flags = {"max_steps": 5000, "max_request_work": 10**6, "max_inflight_work": 10**7, "max_large_bodies": 3,
+             "max_connections": 9, "header_timeout": 1.5, "keep_alive_timeout": 2.5, "body_timeout": 3.5,
+             "drain_seconds": 4.5, "max_line_length": 700, "max_problems": 11, "max_body_bytes": 12345}
+    args = [f"--{name.replace('_', '-')}={value}" for name, value in flags.items()]
+    result = CliRunner().invoke(app, ["serve", *args])
+    assert result.exit_code == 0, result.output
+    assert {name: getattr(got[0], name) for name in flags} == flags
+    result = CliRunner().invoke(app, ["serve", f"--max-steps={10**12 + 1}"])
+    assert result.exit_code == 2 and "--max-steps" in result.output
