@@ -9,7 +9,7 @@ import typer
 
 from sead.runtime.errors import InputError
 from sead.runtime.files import Output, open_input, refuse_same_file
-from sead.runtime.lines import iter_lines
+from sead.runtime.lines import iter_lines, line_limit
 from sead.runtime.tasks import MAX_STEPS
 from .options import Engine, engine_option, model_option, plural
 
@@ -68,7 +68,8 @@ def run(
             if ray is not None:  # the same command, solved on a Ray cluster
                 from .ray_run import ray_answers
 
-                answers = ray_answers(ray, model_path, engine.value, iter_lines(stream), source, max_steps, ray_actors)
+                answers = ray_answers(ray, model_path, engine.value, iter_lines(stream, line_limit(runtime.size_limit), source),
+                                      source, max_steps, ray_actors)
             else:
                 answers = _local_answers(runtime, stream, source, max_steps, total)
             not_converged = _write(answers, out, format, source)
@@ -82,7 +83,7 @@ def _validate(runtime, stream, source: str, max_steps, report: bool) -> tuple[in
     """Check every line before anything is solved, in chunks (bounded memory). -> (invalid, total);
     with report, each invalid line is named on stderr."""
     invalid = total = 0
-    for chunk in _chunks(iter_lines(stream)):
+    for chunk in _chunks(iter_lines(stream, line_limit(runtime.size_limit), source)):
         total += len(chunk)
         try:
             runtime.validate([text for _, text in chunk], max_steps, chunk[0][0], source)
@@ -114,7 +115,8 @@ def _local_answers(runtime, stream, source: str, max_steps, total: int):
     from .progress import RunProgress
 
     with RunProgress(runtime, total):
-        yield from runtime.stream((text for _, text in iter_lines(stream)), max_steps, skip_invalid=True,
+        yield from runtime.stream((text for _, text in iter_lines(stream, line_limit(runtime.size_limit), source)),
+                                  max_steps, skip_invalid=True,
                                   source=source, chunk=CHUNK_LINES)
 
 

@@ -2,7 +2,8 @@
 
 - `open_input(path)`: a seekable binary stream at offset 0. A regular file is read in place;
   anything else (a pipe, a FIFO, /dev/stdin, a terminal) is copied to a temporary file first,
-  because the CLI reads its input twice (validate, then solve).
+  because the CLI reads its input twice (validate, then solve); a line too long to be a problem
+  stops the copy (lines.copy_lines), so an endless stream without newlines is refused.
 - `Output(path)`: a regular file (new or existing) is written to a temporary file beside it and
   renamed over it only when the `with` block ends without an error, so Ctrl-C, a full disk or a
   bad line leave any earlier file as it was. Character devices (/dev/null), FIFOs and '-'
@@ -16,7 +17,6 @@ caller (BrokenPipeError), which ends quietly.
 from __future__ import annotations
 
 import os
-import shutil
 import stat
 import sys
 import tempfile
@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from typing import BinaryIO, Iterator
 
 from .errors import InputError, OutputError
+from .lines import copy_lines
 
 
 def _stat(target: str | int) -> os.stat_result | None:
@@ -66,7 +67,7 @@ def open_input(path: str) -> Iterator[BinaryIO]:
             return
         with tempfile.TemporaryFile(prefix="sead-input-") as spool:
             try:
-                shutil.copyfileobj(raw, spool, 1 << 20)
+                copy_lines(raw, spool, name)
             except OSError as exc:
                 raise InputError(f"{name}: cannot copy the input to a temporary file ({exc.strerror})") from None
             spool.seek(0)

@@ -6,15 +6,18 @@
     GET  /healthz    the process answers           GET /readyz    the model is loaded (503 until then)
 
 Every error is one JSON object {"error": code, "message": one line, ...} (codes and statuses: the
-README's Serving section). Runtime
-work never runs on the event loop: small requests await `solve_async`, large ones are validated and
-submitted on a thread.
+README's Serving section). Solving never runs on the event loop: small requests are validated and
+queued on it, large ones on a thread. A JSON request is bounded before it is parsed (bytes,
+strings, time to arrive, large bodies at once) and before it is queued (step cap, work, in-flight
+work: service.py); a client that leaves has its problems cancelled and counts as "disconnected".
 """
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
+import re
 import time
 from contextlib import asynccontextmanager
 
@@ -24,28 +27,71 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import ValidationError
 
+from sead.runtime.tasks import MAX_STEPS
+
 from . import ndjson
 from .config import ServeConfig
 from .schemas import ErrorBody, ModelInfo, SolveRequest, SolveResponse
-from .service import OFFLOAD_CHARS, ApiError, Service, result_dict, submit
+from .service import (OFFLOAD_CHARS, ApiError, ClientLeft, Flag, Service, request_work, result_dict, submit,
+                      watch_disconnect)
 
 JSON, NDJSON = "application/json", ndjson.NDJSON
+LARGE_BODY = 1 << 20  # bytes: a JSON body past this takes one of max_large_bodies slots
+_ESCAPES = re.compile(rb"\\.", re.DOTALL)
+GONE = 499  # nginx's "client closed request": never sent, the connection is gone
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    length = request.headers.get("content-length", "")
+class StringCount:
+    """The JSON strings in a body so far, counted as it arrives at C speed: once escapes are
+    dropped, every quote opens or closes one. A valid request holds its problems and at most two
+    keys, so more than max_problems + 2 strings is refused before the body is parsed (13 million
+    one-character problems are 64 MiB of body but 800 MB of Python strings)."""
+
+    def __init__(self):
+        self.quotes, self.escaped = 0, False  # escaped: the last piece ended inside an escape
+
+    def feed(self, chunk: bytes) -> int:
+        if self.escaped:
+            chunk, self.escaped = chunk[1:], False
+        if b"\\" in chunk:
+            chunk = _ESCAPES.sub(b"", chunk)  # only a lone backslash at the very end is left
+            self.escaped = chunk.endswith(b"\\")
+        self.quotes += chunk.count(b'"')
+        return self.quotes // 2
+
+
+async def read_body(service: Service, request: Request, held: contextlib.ExitStack) -> bytearray:
+    """The whole JSON body, within body_timeout; refused (413) as soon as it is too long or holds
+    too many strings, and (429) when it is large and max_large_bodies others are being read."""
+    cfg = service.config
+    limit, length = cfg.max_body_bytes, request.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:
         raise ApiError(413, "too_large", f"the body has {length} bytes; the limit is {limit}")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+    body, strings, large = bytearray(), StringCount(), False
+    deadline = asyncio.get_running_loop().time() + cfg.body_timeout
+    more = True
+    while more:
+        try:
+            message = await service.wait(request.receive(), timeout=deadline - asyncio.get_running_loop().time())
+        except TimeoutError:
+            raise ApiError(408, "timeout", f"the body did not arrive within {cfg.body_timeout:g} s "
+                                           "(sead serve --body-timeout)") from None
+        if message["type"] == "http.disconnect":
+            raise ClientLeft
+        chunk, more = message.get("body", b""), message.get("more_body", False)
+        if len(body) + len(chunk) > limit:
             raise ApiError(413, "too_large", f"the body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+        if strings.feed(chunk) > cfg.max_problems + 2:
+            raise ApiError(413, "too_large", f"more than {cfg.max_problems} problems; the limit is per request")
+        if not large and (len(body) + len(chunk) > LARGE_BODY or (length.isdigit() and int(length) > LARGE_BODY)):
+            service.take_large_body()
+            held.callback(service.give_large_body)
+            large = True
+        body += chunk
+    return body
 
 
-def parse_request(body: bytes, cfg: ServeConfig) -> SolveRequest:
+def parse_request(body: bytes, cfg: ServeConfig, line_limit: int) -> SolveRequest:
     try:
         req = SolveRequest.model_validate_json(body)
     except ValidationError as exc:
@@ -59,9 +105,9 @@ def parse_request(body: bytes, cfg: ServeConfig) -> SolveRequest:
         raise ApiError(413, "too_large", f"{len(req.problems)} problems; the limit is {cfg.max_problems} per request")
     chars = 0
     for index, line in enumerate(req.problems):
-        if len(line) > cfg.max_line_length:
+        if len(line) > line_limit:
             raise ApiError(413, "too_large", f"problem {index} has {len(line)} characters; "
-                                             f"the limit is {cfg.max_line_length}", index=index)
+                                             f"the limit is {line_limit}", index=index)
         chars += len(line)
     if chars > cfg.max_queue_cells:  # a problem has at most as many cells as characters
         raise ApiError(413, "too_large", f"the problems total {chars} characters, more than the queue holds "
@@ -128,9 +174,10 @@ def create_app(config: ServeConfig, runtime=None) -> FastAPI:
             JSON: {"schema": SolveRequest.model_json_schema()},
             NDJSON: {"schema": {"type": "string", "description": ndjson.BODY_DOC}}}}},
         responses={200: {"content": {NDJSON: {"schema": {"type": "string", "description": ndjson.RESPONSE_DOC}}}},
-                   **{s: {"model": ErrorBody} for s in (400, 413, 415, 422, 429, 503)}})
+                   **{s: {"model": ErrorBody} for s in (400, 408, 413, 415, 422, 429, 503)}})
     async def solve(request: Request, max_steps: int | None = Query(
-            None, ge=0, le=2**31 - 1, description="The step cap per problem (a JSON body's max_steps wins)")):
+            None, ge=0, le=MAX_STEPS, description="The step cap per problem (a JSON body's max_steps wins); "
+                                                  "at most the server's --max-steps")):
         """JSON: every problem is validated first; one invalid problem -> 400 listing each, nothing solved.
         NDJSON: one JSON string per line in, one record per problem out, in order."""
         mode = "ndjson" if media_type(request) == NDJSON else "json"
@@ -140,6 +187,9 @@ def create_app(config: ServeConfig, runtime=None) -> FastAPI:
                 outcome = None  # a stream counts itself when it ends
                 return ndjson.response(service, request, max_steps, start)
             return await solve_json(service, request, max_steps)
+        except ClientLeft:
+            outcome = "disconnected"
+            return Response(status_code=GONE)
         except ApiError as exc:
             outcome = exc.code
             return exc.response()
@@ -157,18 +207,38 @@ async def solve_json(service: Service, request: Request, max_steps: int | None) 
     rt = service.ready_runtime()
     if media_type(request) not in ("", JSON):
         raise ApiError(415, "unsupported_media_type", f"send {JSON} or {NDJSON}, not {media_type(request)!r}")
-    body = await read_body(request, cfg.max_body_bytes)
-    big = len(body) > OFFLOAD_CHARS
-    req = await asyncio.to_thread(parse_request, body, cfg) if big else parse_request(body, cfg)
-    try:
-        results = await submit(rt, req.problems, req.max_steps if req.max_steps is not None else max_steps, big)
-    except ApiError as exc:
-        invalid = len(exc.extra.get("invalid", ()))
-        if invalid:
-            metrics.problems.labels("invalid").inc(invalid)
-        if len(req.problems) > invalid:
-            metrics.problems.labels("refused").inc(len(req.problems) - invalid)
-        raise
+    with contextlib.ExitStack() as held:
+        body = await read_body(service, request, held)
+        big = len(body) > OFFLOAD_CHARS
+        req = await asyncio.to_thread(parse_request, body, cfg, service.line_limit) if big \
+            else parse_request(body, cfg, service.line_limit)
+        del body  # a large request's problems are in memory once, not twice, while it runs
+        cap = service.step_cap(req.max_steps if req.max_steps is not None else max_steps)
+        ticket = None
+        try:
+            work = await asyncio.to_thread(request_work, rt, req.problems, cap) if big \
+                else request_work(rt, req.problems, cap)
+            service.check_work(work)
+            ticket = service.admit(work)
+            future = await asyncio.to_thread(submit, rt, req.problems, cap) if big else submit(rt, req.problems, cap)
+        except BaseException as exc:  # cancelled too: the share taken must come back
+            if ticket is not None:
+                ticket.release()
+            if isinstance(exc, ApiError):
+                invalid = len(exc.extra.get("invalid", ()))
+                if invalid:
+                    metrics.problems.labels("invalid").inc(invalid)
+                if len(req.problems) > invalid:
+                    metrics.problems.labels("refused").inc(len(req.problems) - invalid)
+            raise
+        ticket.attach(future)
+        left = Flag()
+        watch = asyncio.create_task(watch_disconnect(request, left))
+        try:
+            results = await service.results(future, left)
+        finally:
+            watch.cancel()
     metrics.count_results(results)
     payload = {"model": cfg.model_name, "results": [result_dict(r) for r in results]}
     return Response(json.dumps(payload, separators=(",", ":")), media_type=JSON)
+

@@ -1,11 +1,13 @@
 """Prometheus metrics of one service, in a registry of its own (two apps in one process never clash).
 
-Request and problem outcomes and latencies are counted by the app; batch sizes come from the
-runtime's batch listener; queue depth and cell-updates are read from `Runtime.stats()` at scrape.
+Request and problem outcomes and latencies are counted by the app (a request's outcome is "ok", an
+error code, or "disconnected" for a client that left first); batch sizes come from the runtime's
+batch listener; queue depth and cell-updates are read from `Runtime.stats()` at scrape, and the
+work admitted and unfinished from the service.
 """
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from sead.runtime.errors import RuntimeClosed
@@ -16,7 +18,7 @@ CELL_BUCKETS = tuple(2 ** i for i in range(4, 25, 2))
 
 
 class Metrics:
-    def __init__(self):
+    def __init__(self, service):
         self.registry = CollectorRegistry()
         self.requests = Counter("sead_requests", "POST /v1/solve requests by mode (json, ndjson) and outcome",
                                 ("mode", "outcome"), registry=self.registry)
@@ -28,6 +30,9 @@ class Metrics:
                                     registry=self.registry)
         self.batch_cells = Histogram("sead_batch_cells", "Tape cells per engine batch", buckets=CELL_BUCKETS,
                                      registry=self.registry)
+        inflight = Gauge("sead_inflight_work", "Cell-steps (an upper bound) of the requests admitted and unfinished",
+                         registry=self.registry)
+        inflight.set_function(lambda: service.inflight_work)
         self.runtime = None
         self.registry.register(self)  # collect() below: the runtime's gauges and counters
 

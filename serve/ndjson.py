@@ -7,29 +7,33 @@ problem does not stop the stream: the status line (200) went out with the first 
 other problems are independent, so they are answered, as `sead run --skip-invalid --format jsonl`
 does.
 
-A limit ends the stream instead: a body over max_body_bytes, a line over max_line_length (+2 bytes
-for the JSON quotes), more than max_problems problems. The last record is then
-{"index", "error", "fatal": true}, and nothing after that index is read. A client that sees no
-`fatal` record got one record for every problem.
+A limit ends the stream instead: a body over max_body_bytes, a line over the line limit (+2 bytes
+for the JSON quotes), more than max_problems problems, problems whose work passes
+max_request_work (the bound is per stream), a body that stops arriving for body_timeout, the
+server's drain period ending, an internal error. The last record is then {"index", "error",
+"fatal": true} (no index when the server stopped), and nothing after that index is answered. A
+client that sees no `fatal` record got one record for every problem. Every stream ends.
 
 The body is read as it arrives (never blocked by answers the client has not read yet, so a client
 that sends everything before reading cannot deadlock), cut into groups of the lines of each
 arriving chunk (at most GROUP_LINES), and at most PIPELINE groups are in the runtime at once. A
-group that finds the runtime's queue full waits and retries rather than failing.
+group that finds the runtime's queue or the in-flight work bound full waits and retries rather
+than failing. A client that leaves has its groups cancelled in the runtime; the stream then
+counts as "disconnected".
 """
 from __future__ import annotations
 
 import asyncio
 import collections
 import json
+import logging
 import time
 
-from starlette.requests import ClientDisconnect
 from starlette.responses import StreamingResponse
 
 from sead.runtime.errors import InputError, QueueFull, RuntimeClosed, SeadError
 
-from .service import OFFLOAD_CHARS, ApiError, Service, result_dict
+from .service import OFFLOAD_CHARS, ApiError, ClientLeft, Flag, Service, result_dict, watch_disconnect
 
 NDJSON = "application/x-ndjson"
 GROUP_LINES = 4096
@@ -37,16 +41,21 @@ PIPELINE = 4
 BODY_DOC = 'One JSON string per line, e.g. "123+877"; the step cap goes in the max_steps query parameter.'
 RESPONSE_DOC = ('One JSON object per problem, in order: {"index","output","steps","converged"}, or '
                 '{"index","error"} for an invalid one; a last {"index","error","fatal":true} if a limit cut the stream.')
+NOT_A_STRING = 'not a JSON string; send one problem per line, e.g. "123+877"'
 _END = object()
+log = logging.getLogger("sead.serve")
 
 
 class _Fatal(Exception):
-    def __init__(self, index: int, message: str):
+    """What ends a stream early: the last record, and the request outcome it counts as."""
+
+    def __init__(self, index: int | None, message: str, code: str):
         super().__init__(message)
-        self.index, self.message = index, message
+        self.index, self.message, self.code = index, message, code
 
     def record(self) -> str:
-        return _dumps({"index": self.index, "error": self.message, "fatal": True}) + "\n"
+        head = {} if self.index is None else {"index": self.index}
+        return _dumps({**head, "error": self.message, "fatal": True}) + "\n"
 
 
 class DuplexStream(StreamingResponse):
@@ -64,14 +73,17 @@ def response(service: Service, request, max_steps: int | None, start: float) -> 
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > cfg.max_body_bytes:
         raise ApiError(413, "too_large", f"the body has {length} bytes; the limit is {cfg.max_body_bytes}")
-    return DuplexStream(_records(service, runtime, request, max_steps, start), media_type=NDJSON)
+    cap = service.step_cap(max_steps)
+    return DuplexStream(_records(service, runtime, request, cap, start), media_type=NDJSON)
 
 
 class _GroupReader:
-    """The request body -> groups of [index, text, error] entries on `queue`, then _END or a _Fatal."""
+    """The request body -> groups of [index, text, error] entries on `queue`, then _END or a _Fatal;
+    after the body, it watches for the client leaving (`left`)."""
 
-    def __init__(self, cfg, queue: asyncio.Queue):
-        self.cfg, self.queue = cfg, queue
+    def __init__(self, service: Service, queue: asyncio.Queue, left: Flag):
+        self.service, self.cfg, self.queue, self.left = service, service.config, queue, left
+        self.line_limit = service.line_limit
         self.group: list = []
         self.chars = self.sent = 0  # characters in the group; problems in groups already queued
 
@@ -80,37 +92,56 @@ class _GroupReader:
         return self.sent + len(self.group)
 
     async def run(self, request) -> None:
-        cfg, buf, size = self.cfg, bytearray(), 0
         try:
-            async for chunk in request.stream():
-                size += len(chunk)
-                if size > cfg.max_body_bytes:
-                    raise _Fatal(self.index, f"the body is over the limit of {cfg.max_body_bytes} bytes")
-                buf += chunk
-                *lines, rest = buf.split(b"\n")
-                buf = bytearray(rest)
-                for raw in lines:
-                    if raw.strip():
-                        self.add(raw.strip())
-                self.flush()  # answer what has arrived before waiting for more
-                if len(buf) > cfg.max_line_length + 2:
-                    self.add(bytes(buf))  # fails: the line is already too long
-            if buf.strip():  # a last line without a newline
-                self.add(bytes(buf.strip()))
-            self.flush()
-            self.queue.put_nowait(_END)
+            await self.read(request)
         except _Fatal as fatal:
             self.flush()
             self.queue.put_nowait(fatal)
-        except ClientDisconnect:
+        except ClientLeft:
+            self.left.set()
+        except ApiError:  # the server stopped: the stream's own wait says so
+            pass
+        except Exception as exc:  # a bug here must still end the stream, with a record that says so
+            log.exception("reading an NDJSON body failed")
+            self.queue.put_nowait(_Fatal(self.index, f"internal error reading the body: {type(exc).__name__}",
+                                         "internal"))
+        else:
             self.queue.put_nowait(_END)
+            await watch_disconnect(request, self.left)
+
+    async def read(self, request) -> None:
+        cfg, buf, size, more = self.cfg, bytearray(), 0, True
+        while more:
+            try:
+                message = await self.service.wait(request.receive(), timeout=cfg.body_timeout)
+            except TimeoutError:
+                raise _Fatal(self.index, f"the body stopped: nothing arrived for {cfg.body_timeout:g} s "
+                                         "(sead serve --body-timeout)", "timeout") from None
+            if message["type"] == "http.disconnect":
+                raise ClientLeft
+            chunk, more = message.get("body", b""), message.get("more_body", False)
+            size += len(chunk)
+            if size > cfg.max_body_bytes:
+                raise _Fatal(self.index, f"the body is over the limit of {cfg.max_body_bytes} bytes", "too_large")
+            buf += chunk
+            *lines, rest = buf.split(b"\n")
+            buf = bytearray(rest)
+            for raw in lines:
+                if raw.strip():
+                    self.add(raw.strip())
+            self.flush()  # answer what has arrived before waiting for more
+            if len(buf) > self.line_limit + 2:
+                self.add(bytes(buf))  # fails: the line is already too long
+        if buf.strip():  # a last line without a newline
+            self.add(bytes(buf.strip()))
+        self.flush()
 
     def add(self, raw: bytes) -> None:
         cfg, index = self.cfg, self.index
-        if len(raw) > cfg.max_line_length + 2:  # + the JSON quotes
-            raise _Fatal(index, f"problem {index} is over the limit of {cfg.max_line_length} characters")
+        if len(raw) > self.line_limit + 2:  # + the JSON quotes
+            raise _Fatal(index, f"problem {index} is over the limit of {self.line_limit} characters", "too_large")
         if index >= cfg.max_problems:
-            raise _Fatal(index, f"more than {cfg.max_problems} problems; the limit is per stream")
+            raise _Fatal(index, f"more than {cfg.max_problems} problems; the limit is per stream", "too_large")
         self.group.append(_entry(index, raw))
         self.chars += len(raw)
         if len(self.group) >= GROUP_LINES or self.chars >= cfg.max_queue_cells // 4:
@@ -128,57 +159,94 @@ def _dumps(record: dict) -> str:
 
 
 def _entry(index: int, raw: bytes) -> list:
+    if not raw.startswith(b'"'):  # not a string: never decoded, so no nesting can reach the parser
+        return [index, None, NOT_A_STRING]
     try:
         text = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # every way json.loads fails on bytes
         text = None
     if not isinstance(text, str):
-        return [index, None, 'not a JSON string; send one problem per line, e.g. "123+877"']
+        return [index, None, NOT_A_STRING]
     return [index, text, None]
 
 
-async def _submit(runtime, group: list, max_steps: int | None):
-    """Queue a group's valid problems -> a Future, or None if it has none. Invalid ones get their
-    reason in place; a full queue is waited out."""
-    delay = 0.001
-    while True:
+class _Submitter:
+    """A stream's groups into the runtime, within its work bound and the server's in-flight bound."""
+
+    def __init__(self, service: Service, runtime, max_steps: int | None, left: Flag):
+        self.service, self.runtime, self.max_steps, self.left = service, runtime, max_steps, left
+        self.work = 0  # of the stream's problems so far
+
+    async def submit(self, group: list):
+        """Queue a group's valid problems -> a Future, or None if it has none. Invalid ones get
+        their reason in place; a full queue or in-flight bound is waited out."""
+        runtime, cap = self.runtime, self.max_steps
         texts = [e[1] for e in group if e[2] is None]
         if not texts:
             return None
+        offload = sum(map(len, texts)) > OFFLOAD_CHARS
         try:
-            if sum(map(len, texts)) > OFFLOAD_CHARS:
-                return await asyncio.to_thread(runtime.submit, texts, max_steps)
-            return runtime.submit(texts, max_steps)
-        except InputError:  # rare: give each invalid problem its reason, then submit the rest
+            work = await self._call(offload, runtime.work, texts, cap)
+        except InputError:  # rare: give each invalid problem its reason, then take the rest
             pending = [entry for entry in group if entry[2] is None]
-            invalid = runtime.invalid([entry[1] for entry in pending], max_steps)
-            for exc in invalid:
+            for exc in await self._call(offload, runtime.invalid, texts, cap):
                 pending[exc.line - 1][2] = exc.reason
-            if not invalid:
-                raise
-        except QueueFull:
-            await asyncio.sleep(delay)
+            texts = [e[1] for e in group if e[2] is None]
+            if not texts:
+                return None
+            work = await self._call(offload, runtime.work, texts, cap)
+        self.work += work
+        try:
+            self.service.check_work(self.work, "stream")
+        except ApiError as exc:
+            raise _Fatal(group[0][0], exc.message, exc.code) from None
+        delay = 0.001
+        while True:
+            try:
+                ticket = self.service.admit(work)
+            except ApiError:  # the in-flight bound is full: wait for others' work to finish
+                ticket = None
+            if ticket is not None:
+                try:
+                    future = await self._call(offload, runtime.submit, texts, cap)
+                except BaseException as exc:  # QueueFull is waited out; anything else (cancelled too) ends it
+                    ticket.release()
+                    if not isinstance(exc, QueueFull):
+                        raise
+                else:
+                    ticket.attach(future)
+                    return future
+            await self.service.wait(asyncio.sleep(delay), left=self.left)
             delay = min(2 * delay, 0.05)
+
+    @staticmethod
+    async def _call(offload: bool, fn, *args):
+        return await asyncio.to_thread(fn, *args) if offload else fn(*args)
 
 
 async def _records(service: Service, runtime, request, max_steps: int | None, start: float):
     metrics = service.metrics
     groups: asyncio.Queue = asyncio.Queue()
-    reader = asyncio.create_task(_GroupReader(service.config, groups).run(request))
+    left = Flag()
+    reader = asyncio.create_task(_GroupReader(service, groups, left).run(request))
+    submitter = _Submitter(service, runtime, max_steps, left)
     inflight: collections.deque = collections.deque()
     reading, fatal, outcome = True, None, "ok"
     try:
         while True:
             while reading and len(inflight) < PIPELINE and not (inflight and groups.empty()):
-                item = await groups.get()
+                item = await service.wait(groups.get(), left=left)
                 if item is _END or isinstance(item, _Fatal):
                     reading, fatal = False, (item if item is not _END else None)
                     break
-                inflight.append((item, await _submit(runtime, item, max_steps)))
+                try:
+                    inflight.append((item, await submitter.submit(item)))
+                except _Fatal as exc:  # the stream's work bound: answer what is in flight, then stop
+                    reading, fatal = False, exc
             if not inflight:
                 break
             group, future = inflight.popleft()
-            results = iter(await asyncio.wrap_future(future) if future is not None else ())
+            results = iter(await service.results(future, left) if future is not None else ())
             out = []
             for index, _, error in group:
                 if error is not None:
@@ -190,13 +258,25 @@ async def _records(service: Service, runtime, request, max_steps: int | None, st
                     out.append(_dumps({"index": index, **result_dict(r)}))
             yield "\n".join(out) + "\n"
         if fatal is not None:
-            outcome = "too_large"
+            outcome = fatal.code
             yield fatal.record()
-    except SeadError as exc:  # the status line is gone: the error can only be the last record
+    except ClientLeft:  # nothing can reach it: end without a word
+        outcome = "disconnected"
+    except ApiError as exc:  # the drain period ended, or the runtime failed; the status line is gone,
+        outcome = exc.code  # so the error can only be the last record
+        yield _Fatal(None, exc.message, exc.code).record()
+    except SeadError as exc:  # from submit() or work()
         closed = isinstance(exc, RuntimeClosed)
         outcome = "unavailable" if closed else "internal"
-        yield _dumps({"error": "the server is shutting down" if closed else str(exc), "fatal": True}) + "\n"
+        yield _Fatal(None, "the server is shutting down" if closed else str(exc), outcome).record()
+    except Exception as exc:  # a bug must still end the stream, with a record that says so
+        log.exception("an NDJSON stream failed")
+        outcome = "internal"
+        yield _Fatal(None, f"internal error: {type(exc).__name__}", outcome).record()
     finally:
         reader.cancel()
+        for _, future in inflight:  # a stream cut short: its problems still queued go
+            if future is not None:
+                future.cancel()
         metrics.requests.labels("ndjson", outcome).inc()
         metrics.latency.labels("ndjson").observe(time.perf_counter() - start)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sead.runtime.tasks import MAX_STEPS
+
 
 class SolveRequest(BaseModel):
     """POST /v1/solve with Content-Type: application/json."""
@@ -11,8 +13,9 @@ class SolveRequest(BaseModel):
 
     problems: list[str] = Field(description="Problem lines in the model's task format, e.g. '123+877'.",
                                 examples=[["123+877", "99999999+1"]])
-    max_steps: int | None = Field(None, ge=0, le=2**31 - 1,
-                                  description="Step cap per problem (default 2 x tape length + 16).")
+    max_steps: int | None = Field(None, ge=0, le=MAX_STEPS,
+                                  description="Step cap per problem (default 2 x tape length + 16; rule110: the "
+                                              "most generations a problem may ask); at most the server's --max-steps.")
 
 
 class ResultRecord(BaseModel):
@@ -43,8 +46,9 @@ class InvalidLine(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    error: str = Field(description="A stable code: invalid_problems, malformed_json, invalid_request, "
-                                   "too_large, unsupported_media_type, queue_full, unavailable, internal")
+    error: str = Field(description="A stable code: invalid_problems, malformed_json, invalid_request, timeout, "
+                                   "too_large, too_much_work, unsupported_media_type, queue_full, busy, "
+                                   "unavailable, internal")
     message: str = Field(description="One line for a human")
     invalid: list[InvalidLine] | None = None
     details: list[dict] | None = None

@@ -1,14 +1,12 @@
-"""`sead serve`: the app on uvicorn. It binds first, then loads the model (GET /readyz says when);
-if the model cannot load, it stops and the command fails with one line. On SIGTERM or Ctrl-C,
-uvicorn stops accepting connections, lets in-flight requests finish (up to drain_seconds), then the
-app closes the runtime, and the process exits 0."""
+"""`sead serve`: the app on uvicorn (http_server.py). It binds first, then loads the model (GET /readyz
+says when); if the model cannot load, it stops and the command fails with one line. On SIGTERM or
+Ctrl-C, uvicorn stops accepting connections and lets in-flight requests finish for up to
+drain_seconds; what is still running then is cancelled between engine calls and its clients get
+503; the app closes the runtime, and the process exits 0."""
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import sys
-import threading
 
 from sead.runtime.errors import SeadError
 
@@ -24,31 +22,9 @@ def require_serve_extra() -> None:
         raise SeadError(f"sead serve needs the 'serve' extra ({exc.name} is missing): pip install 'sead[serve]'") from None
 
 
-def _server_class():
-    import uvicorn
-
-    class Server(uvicorn.Server):
-        @contextlib.contextmanager
-        def capture_signals(self):
-            """uvicorn's, less the end: after a graceful shutdown it re-raises the signal, so the
-            process would die by SIGTERM; a drained `sead serve` exits 0 instead."""
-            if threading.current_thread() is not threading.main_thread():
-                yield
-                return
-            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                yield
-            finally:
-                for sig, handler in original.items():
-                    signal.signal(sig, handler)
-
-    return Server
-
-
 def serve(config: ServeConfig) -> None:
     """Serve until SIGTERM / Ctrl-C; raises SeadError if the model cannot be loaded."""
     require_serve_extra()
-    import uvicorn
 
     # The event loop shares the GIL with the runtime's workers, whose Python parts (encoding,
     # decoding, the loop) would hold it for up to the default 5 ms switch interval each time. At
@@ -56,12 +32,11 @@ def serve(config: ServeConfig) -> None:
     sys.setswitchinterval(0.0005)
 
     from .app import create_app
+    from .http_server import make_server
 
     app = create_app(config)
     service = app.state.service
-    server = _server_class()(uvicorn.Config(
-        app, host=config.host, port=config.port, access_log=False, log_level="info",
-        timeout_graceful_shutdown=max(1, round(config.drain_seconds))))
+    server = make_server(config, app)
     log = logging.getLogger("uvicorn.error")
 
     def failed() -> None:

@@ -19,6 +19,7 @@ uvicorn = pytest.importorskip("uvicorn")
 from sead.runtime.model_file import default_model_path  # noqa: E402
 from sead.serve.app import create_app  # noqa: E402
 from sead.serve.config import ServeConfig  # noqa: E402
+from sead.serve.http_server import make_server  # noqa: E402
 
 pytestmark = pytest.mark.skipif(not default_model_path("addition").is_file(), reason="shipped models not built")
 LIMITS = dict(max_body_bytes=20_000, max_problems=50, max_line_length=5_000, max_queue_cells=8_000)
@@ -36,7 +37,7 @@ def serving(runtime=None, **limits):
     """A real uvicorn server in a thread; yields (base url, the app)."""
     config = ServeConfig(model="addition", engine="ort", port=free_port(), **limits)
     app = create_app(config, runtime)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=config.port, log_level="warning"))
+    server = make_server(config, app, log_level="warning")
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{config.port}"
@@ -302,15 +303,36 @@ def test_serve_imports_no_torch_and_only_the_public_runtime_api():
 
     import sead.serve
 
-    probe = ("import sys; import sead.cli.main, sead.serve.app, sead.serve.server, sead.serve.ray_data; "
+    probe = ("import sys; import sead.cli.main, sead.serve.app, sead.serve.server, sead.serve.http_server, "
+             "sead.serve.ray_data; "
              "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
     public = {"sead": {"Runtime", "Result"}, "sead.runtime": {"Runtime", "Result"},
-              "sead.runtime.errors": {"SeadError", "InputError", "QueueFull", "RuntimeClosed"}}
+              "sead.runtime.errors": {"SeadError", "InputError", "QueueFull", "RuntimeClosed"},
+              "sead.runtime.tasks": {"MAX_STEPS"}, "sead.runtime.lines": {"line_limit"}}
     for path in Path(sead.serve.__file__).parent.glob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "sead":
                 assert node.module in public, f"{path.name} imports {node.module}"
                 assert {a.name for a in node.names} <= public[node.module], f"{path.name}: {ast.unparse(node)}"
             assert not (isinstance(node, ast.Import) and any(a.name.startswith("sead") for a in node.names))
+
+
+def test_every_serve_flag_reaches_the_config(monkeypatch):
+    from typer.testing import CliRunner
+
+    import sead.serve.server
+    from sead.cli.main import app
+
+    got = []
+    monkeypatch.setattr(sead.serve.server, "serve", got.append)
+    flags = {"max_steps": 5000, "max_request_work": 10**6, "max_inflight_work": 10**7, "max_large_bodies": 3,
+             "max_connections": 9, "header_timeout": 1.5, "keep_alive_timeout": 2.5, "body_timeout": 3.5,
+             "drain_seconds": 4.5, "max_line_length": 700, "max_problems": 11, "max_body_bytes": 12345}
+    args = [f"--{name.replace('_', '-')}={value}" for name, value in flags.items()]
+    result = CliRunner().invoke(app, ["serve", *args])
+    assert result.exit_code == 0, result.output
+    assert {name: getattr(got[0], name) for name in flags} == flags
+    result = CliRunner().invoke(app, ["serve", f"--max-steps={10**12 + 1}"])
+    assert result.exit_code == 2 and "--max-steps" in result.output
