@@ -21,7 +21,7 @@ INDEX = "README.md"
 
 # (file name prefix, script that writes files of that name, what they measure); first match wins
 ABOUT = [
-    ("activity_rule110", "bench/seeds.py's format (the shipped seed)",
+    ("activity_rule110", "bench/seeds.py --tasks rule110 --seeds 0",
      "The shipped rule110 rule through the PyTorch reference loop, exact against direct simulation, with its "
      "activity; the last row is every ring of 1 to 14 cells for 60 generations."),
     ("agreement_", "bench/agreement.py",
