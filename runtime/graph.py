@@ -235,9 +235,10 @@ def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) 
     return b.model(inputs, [state_io, _io("last", FLOAT, ["rows"])])
 
 
-def cf_finish(rule: Rule, packed: bool) -> onnx.ModelProto:
-    """codes (B, *S) uint8, state (B, C_s, *S) -> state_codes (B, *S), classes (B, *S) uint8.
-    The readout runs channels last (the cl readout): its problem part is a table lookup."""
+def cf_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelProto:
+    """codes (B, *S) uint8, state (B, C_s, *S) -> state_codes (B, *S), and with readout classes
+    (B, *S) uint8. The readout runs channels last (the cl readout): its problem part is a table
+    lookup."""
     b = _Builder("sead_cf_finish")
     codes = b.op("Cast", ["codes"], to=INT64)
     real = b.op("Greater", [codes, b.const(np.int64(0))])
@@ -247,15 +248,17 @@ def cf_finish(rule: Rule, packed: bool) -> onnx.ModelProto:
                             b.const([1])])
     code = b.op("Where", [b.op("And", [real, b.op("Not", [fresh])]), bits, b.const(np.float32(rule.zero_code))])
     b.op("Cast", [code], "state_codes", to=_code_type(rule))
-    last_axis = list(range(rule.rank + 2))
-    perm = [0, *last_axis[2:], 1]  # (B, C, *S) -> (B, *S, C)
-    mask = b.op("Unsqueeze", [b.op("Cast", [real], to=FLOAT), b.const([1])])
-    sign = b.op("Transpose", [b.op("Sub", [b.op("Mul", ["state", b.const(np.float32(2))]), mask])], perm=perm)
-    _readout(b, rule, codes, sign, axis=rule.rank + 1)
     cells_axes = _cf_cells(rule, packed)
+    outputs = [_io("state_codes", _code_type(rule), ["batch", *cells_axes])]
+    if readout:
+        last_axis = list(range(rule.rank + 2))
+        perm = [0, *last_axis[2:], 1]  # (B, C, *S) -> (B, *S, C)
+        mask = b.op("Unsqueeze", [b.op("Cast", [real], to=FLOAT), b.const([1])])
+        sign = b.op("Transpose", [b.op("Sub", [b.op("Mul", ["state", b.const(np.float32(2))]), mask])], perm=perm)
+        _readout(b, rule, codes, sign, axis=rule.rank + 1)
+        outputs.append(_io("classes", UINT8, ["batch", *cells_axes]))
     return b.model([_io("codes", UINT8, ["batch", *cells_axes]),
-                    _io("state", FLOAT, ["batch", rule.state_channels, *cells_axes])],
-                   [_io("state_codes", _code_type(rule), ["batch", *cells_axes]), _io("classes", UINT8, ["batch", *cells_axes])])
+                    _io("state", FLOAT, ["batch", rule.state_channels, *cells_axes])], outputs)
 
 
 def _readout(b: _Builder, rule: Rule, codes: str, sign: str, axis: int) -> None:
@@ -412,23 +415,30 @@ def cl_advance(rule: Rule, k: int, mode: str) -> onnx.ModelProto:
     return b.model(inputs, [state_io, _io("last", FLOAT, ["batch"])])
 
 
-def cl_finish(rule: Rule) -> onnx.ModelProto:
-    """codes (B, L) uint8, state -> state_codes (B, L), classes (B, L) uint8."""
+def cl_finish(rule: Rule, readout: bool = True) -> onnx.ModelProto:
+    """codes (B, L) uint8, state -> state_codes (B, L), and classes (B, L) uint8 with readout
+    (tile windows between calls need only their codes)."""
     b = _Builder("sead_cl_finish")
     codes = b.op("Cast", ["codes"], to=INT64)
     real = b.op("Greater", [codes, b.const(np.int64(0))])
     if rule.state_code == "symbol":
         b.op("Cast", ["state"], "state_codes", to=_code_type(rule))
         zero = b.op("Equal", ["state", b.const(np.int64(rule.zero_code))])
+        if not readout:
+            zero = None
         # the exported step reads a symbol state as its logits: the zero state reads as class 0
-        b.op("Cast", [b.op("Where", [zero, b.const(np.int64(0)), "state"])], "classes", to=UINT8)
+        if readout:
+            b.op("Cast", [b.op("Where", [zero, b.const(np.int64(0)), "state"])], "classes", to=UINT8)
         state_io = _io("state", INT64, ["batch", "cells"])
     else:
         positive = b.op("Cast", [b.op("Greater", ["state", b.const(np.float32(0))])], to=FLOAT)
         w = (2.0 ** np.arange(rule.state_channels)).reshape(-1, 1).astype(np.float32)
         bits = b.op("Squeeze", [b.op("MatMul", [positive, b.const(w)]), b.const([2])])
         b.op("Cast", [b.op("Where", [real, bits, b.const(np.float32(rule.zero_code))])], "state_codes", to=_code_type(rule))
-        _readout(b, rule, codes, "state", axis=2)
+        if readout:
+            _readout(b, rule, codes, "state", axis=2)
         state_io = _io("state", FLOAT, ["batch", "cells", rule.state_channels])
-    return b.model([_io("codes", UINT8, ["batch", "cells"]), state_io],
-                   [_io("state_codes", _code_type(rule), ["batch", "cells"]), _io("classes", UINT8, ["batch", "cells"])])
+    outputs = [_io("state_codes", _code_type(rule), ["batch", "cells"])]
+    if readout:
+        outputs.append(_io("classes", UINT8, ["batch", "cells"]))
+    return b.model([_io("codes", UINT8, ["batch", "cells"]), state_io], outputs)

@@ -54,7 +54,7 @@ class OrtEngine:
 
     def __init__(self, step: StepModel, device: str = "cpu", layout: str | None = None,
                  k_choices: tuple[int, ...] | None = None, cores: int | None = None,
-                 cuda_graphs: bool | None = None, device_id: int = 0):
+                 cuda_graphs: bool | None = None, device_id: int = 0, window_layout: str | None = None):
         ort = _onnxruntime()
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise EngineUnavailable("engine 'ort-cuda' needs onnxruntime-gpu and a CUDA GPU: pip install 'sead[cuda]' "
@@ -63,7 +63,9 @@ class OrtEngine:
         self.ort, self.step, self.device, self.device_id = ort, step, device, device_id
         self.rule = Rule.from_step(step)
         self.layout = layout or ("cf" if device == "cpu" and self.rule.state_code == "sign" else "cl")
-        if self.layout == "cf" and self.rule.state_code != "sign":
+        # tile windows are few cells and many steps: the layout with fewer kernels per step may win
+        self.window_layout = window_layout or self.layout
+        if "cf" in (self.layout, self.window_layout) and self.rule.state_code != "sign":
             raise ValueError("the cf layout runs sign states; a symbol state runs cl")
         self.name = "ort" if device == "cpu" else "ort-cuda"
         self.k_choices = tuple(k_choices or (K_CHOICES if device == "cpu" else K_CHOICES_CUDA))
@@ -90,29 +92,30 @@ class OrtEngine:
         self._slots: dict[tuple, _Slot] = {}
         self._seen: dict[tuple, int] = {}
         packs = self.layout == "cf" and r.rank == 1 and not r.ring
-        self.session(("advance", self.k_choices[0], "count", packs, r.ring and self.layout == "cf"))  # fails here, not mid-solve
+        self.session((self.layout, "advance", self.k_choices[0], "count", packs, r.ring and self.layout == "cf"))  # fails here
 
     # -- sessions and buffers ------------------------------------------------------------------------
     def max_rows(self, row_cells: int) -> int:
         return MAX_ELEMENTS // (self.elements_per_cell * max(row_cells, 1))
 
     def _graph(self, key: tuple):
+        layout, key = key[0], key[1:]
         kind, r = key[0], self.rule
-        if self.layout == "cf":
+        if layout == "cf":
             if kind == "prepare":
                 return graph.cf_prepare(r, packed=key[2], fresh=key[1], wrap=key[3])
             if kind == "advance":
                 return graph.cf_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4])
-            return graph.cf_finish(r, packed=key[1])
+            return graph.cf_finish(r, packed=key[1], readout=key[2])
         if kind == "prepare":
             return graph.cl_prepare(r, fresh=key[1])
         if kind == "advance":
             return graph.cl_advance(r, key[1], mode=key[2])
-        return graph.cl_finish(r)
+        return graph.cl_finish(r, readout=key[2])
 
     def session(self, key: tuple, graphs: bool = False):
-        """key: ("prepare", fresh, packed, wrap) | ("advance", k, mode, packed, wrap) | ("finish", packed).
-        graphs: a session that captures CUDA graphs (advance only)."""
+        """key: (layout, "prepare", fresh, packed, wrap) | (layout, "advance", k, mode, packed, wrap) |
+        (layout, "finish", packed, readout). graphs: a session that captures CUDA graphs (advance only)."""
         with self._lock:
             full = key + (graphs,)
             if full not in self._sessions:
@@ -180,11 +183,12 @@ class OrtEngine:
 
     # -- the protocol ---------------------------------------------------------------------------------
     def start(self, codes: np.ndarray, wrap: bool = False, generations: bool = False) -> "OrtBatch":
-        return OrtBatch(self, np.ascontiguousarray(codes, np.uint8), None, wrap, "budget" if generations else "count")
+        return OrtBatch(self, np.ascontiguousarray(codes, np.uint8), None, wrap, "budget" if generations else "count",
+                        layout=self.layout)
 
     def run_windows(self, codes, state_codes, k, owned=None):
         batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False,
-                         "hot" if owned is None else "owned", owned=owned)
+                         "hot" if owned is None else "owned", owned=owned, layout=self.window_layout)
         try:
             out = batch.advance(k)
             return batch.state_codes(), (batch.hot() if owned is None else int(out.max(initial=0)))
@@ -192,7 +196,8 @@ class OrtEngine:
             batch.close()
 
     def classify(self, codes, state_codes):
-        batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False, "count")
+        batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False, "count",
+                         layout=self.window_layout)
         try:
             return batch.classes()
         finally:
@@ -218,9 +223,9 @@ class OrtBatch:
     """Whole problems (modes count and budget) or tile windows (hot, owned) on the device."""
 
     def __init__(self, engine: OrtEngine, codes: np.ndarray, state_codes: np.ndarray | None, wrap: bool,
-                 mode: str, owned: np.ndarray | None = None):
+                 mode: str, owned: np.ndarray | None = None, layout: str = "cl"):
         e, r = engine, engine.rule
-        self.engine, self.mode, self.wrap = engine, mode, wrap
+        self.engine, self.mode, self.wrap, self.layout = engine, mode, wrap, layout
         self.shape = codes.shape[1:]
         if not wrap and codes.size and codes.reshape(len(codes), -1)[:, -1].any():
             raise InternalError("a row handed to the engine does not end in an empty cell")
@@ -230,14 +235,14 @@ class OrtBatch:
         if self.b > engine.max_rows(self.row_cells):
             raise InternalError(f"a batch of {self.b} rows of {self.row_cells} cells passes the engine's element limit")
         # cf packs rows end to end when it can (whole problems of a fixed-point task, or windows)
-        self.packed = e.layout == "cf" and r.rank == 1 and not wrap and mode != "budget"
-        self.cf_wrap = wrap and e.layout == "cf"  # cl wraps through its neighbour table
+        self.packed = layout == "cf" and r.rank == 1 and not wrap and mode != "budget"
+        self.cf_wrap = wrap and layout == "cf"  # cl wraps through its neighbour table
         self.codes = codes
-        if e.layout == "cf":
+        if layout == "cf":
             self.cells_shape = (1, self.b * self.row_cells) if self.packed else codes.shape
         else:
             self.cells_shape = (self.b, self.row_cells)
-        key = (self.mode, self.cells_shape, wrap, state_codes is None)
+        key = (layout, self.mode, self.cells_shape, wrap, state_codes is None)
         self.slot = engine.slot(key) if mode in ("count", "budget", "hot") else None
         self.current = 0
         self._hot = None
@@ -260,14 +265,16 @@ class OrtBatch:
         codes = self._tensor("codes", cells, np.uint8)
         codes.update_inplace(self.codes.reshape(cells))
         inputs = {"codes": codes}
-        if e.layout == "cl":
+        if self.layout == "cl":
             table = neighbour_table(tuple(self.shape), self.wrap)
+            fresh_buffer = "neighbours" not in (self.slot.tensors if self.slot is not None else self.tensors)
             inputs["neighbours"] = self._tensor("neighbours", table.shape, np.int64)
-            inputs["neighbours"].update_inplace(np.ascontiguousarray(table))
+            if fresh_buffer or self.slot is None:  # a slot's table is its shape's: uploaded once
+                inputs["neighbours"].update_inplace(np.ascontiguousarray(table))
         if state_codes is not None:
             inputs["state_codes"] = self._tensor("state_codes_in", cells, r.code_dtype)
             inputs["state_codes"].update_inplace(np.ascontiguousarray(state_codes, r.code_dtype).reshape(cells))
-        if e.layout == "cf":
+        if self.layout == "cf":
             channels = lambda c: (cells[0], c, *cells[1:])
             shapes = {"features": (channels(r.hidden), np.float32), "pre_bias": (channels(r.state_channels), np.float32),
                       "state": (channels(r.state_channels), np.float32)}
@@ -280,9 +287,9 @@ class OrtBatch:
         outputs = {name: self._tensor(name if name != "state" else "state0", shape, dtype)
                    for name, (shape, dtype) in shapes.items()}
         self.codes_value = codes
-        self._run(e.session(("prepare", state_codes is None, self.packed, self.cf_wrap)), inputs, outputs)
+        self._run(e.session((self.layout, "prepare", state_codes is None, self.packed, self.cf_wrap)), inputs, outputs)
         self.inputs = {k: v for k, v in outputs.items() if k != "state"}
-        if e.layout == "cl":
+        if self.layout == "cl":
             self.inputs["neighbours"] = inputs["neighbours"]
         if self.packed and self.mode != "hot":
             self.inputs["rows"] = self._tensor("rows", (2,), np.int64)
@@ -294,7 +301,7 @@ class OrtBatch:
             self.inputs["budget"] = self._tensor("budget", rows, np.float32)
         if self.mode == "owned":
             mask = np.ascontiguousarray(owned, np.float32)
-            shape = (cells[0], 1, *cells[1:]) if e.layout == "cf" else cells
+            shape = (cells[0], 1, *cells[1:]) if self.layout == "cf" else cells
             self.inputs["owned"] = self._tensor("owned", shape, np.float32)
             self.inputs["owned"].update_inplace(mask.reshape(shape))
         if self.mode == "hot":
@@ -325,7 +332,7 @@ class OrtBatch:
             src, dst = self.states[self.current], self.states[1 - self.current]
             inputs = dict(self.inputs, state=src)
             outputs = {"state_out": dst, ("hot" if self.mode == "hot" else "last"): self.result}
-            key = ("advance", k, self.mode, self.packed, self.cf_wrap)
+            key = (self.layout, "advance", k, self.mode, self.packed, self.cf_wrap)
             graphed = self.slot is not None and e.cuda_graphs
             if graphed:
                 try:
@@ -346,21 +353,22 @@ class OrtBatch:
         with self.engine.device_lock():
             return self.result.numpy().reshape(self.b, *self.shape)
 
-    def _finish(self) -> tuple[np.ndarray, np.ndarray]:
+    def _finish(self, readout: bool) -> dict[str, np.ndarray]:
         e, r = self.engine, self.engine.rule
         with e.device_lock():
-            outputs = {"state_codes": self._tensor("state_codes", self.cells_shape, r.code_dtype),
-                       "classes": self._tensor("classes", self.cells_shape, np.uint8)}
-            self._run(e.session(("finish", self.packed)), {"codes": self.codes_value,
-                                                           "state": self.states[self.current]}, outputs)
+            outputs = {"state_codes": self._tensor("state_codes", self.cells_shape, r.code_dtype)}
+            if readout:
+                outputs["classes"] = self._tensor("classes", self.cells_shape, np.uint8)
+            self._run(e.session((self.layout, "finish", self.packed, readout)),
+                      {"codes": self.codes_value, "state": self.states[self.current]}, outputs)
             shape = (self.b, *self.shape)
-            return outputs["state_codes"].numpy().reshape(shape), outputs["classes"].numpy().reshape(shape)
+            return {name: value.numpy().reshape(shape) for name, value in outputs.items()}
 
     def state_codes(self) -> np.ndarray:
-        return self._finish()[0][self.live]
+        return self._finish(readout=False)["state_codes"][self.live]
 
     def classes(self) -> np.ndarray:
-        return self._finish()[1][self.live]
+        return self._finish(readout=True)["classes"][self.live]
 
     def keep(self, rows: np.ndarray) -> None:
         self.live = self.live[np.asarray(rows, np.int64)]
@@ -370,7 +378,7 @@ class OrtBatch:
         state_codes = self.state_codes()
         codes = self.codes[self.live]
         self.close()
-        self.__init__(self.engine, codes, state_codes, self.wrap, self.mode)
+        self.__init__(self.engine, codes, state_codes, self.wrap, self.mode, layout=self.layout)
 
     def close(self) -> None:
         """Hand a slot back to the engine; private buffers go with the batch."""
