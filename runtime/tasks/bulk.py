@@ -40,11 +40,11 @@ def scan(task, lines: Sequence[str], low: str, high: str) -> Scan | None:
         is_newline = data[marks] == 10
         newlines = marks[is_newline]
         if len(newlines) == len(lines) - 1:
-            newlines_before = np.cumsum(is_newline) - is_newline  # a line's number, with no binary search
+            odd = ~is_newline
+            odd_line = np.cumsum(is_newline)[odd]  # the newlines before a byte: its line, with no search
             starts = np.zeros(len(lines), np.int64)
             starts[1:] = newlines + 1
-            odd = ~is_newline
-            return Scan(data, starts, np.append(newlines, len(data)), marks[odd], newlines_before[odd])
+            return Scan(data, starts, np.append(newlines, len(data)), marks[odd], odd_line)
     unscannable = next(k for k, line in enumerate(lines) if not line.isascii() or "\n" in line)
     task.parse_many(lines[:unscannable])  # an earlier bad line comes first
     vouch(task, lines, np.array([unscannable]))

@@ -59,8 +59,9 @@ class Rule110(Task):
         in_tape = odd < tape_end[odd_line]
         suspect[odd_line[~is_space & (in_tape | (odd_byte < 48) | (odd_byte > 57))]] = True
         suspect |= ends - count_start > len(str(MAX_STEPS))
-        generations = np.where(suspect, 0, decimal_values(data, count_start, np.where(suspect, count_start, ends)))
-        generations[space_count == 0] = 1
+        generations = np.ones(len(lines), np.int64)  # no N: one generation
+        counted = ~suspect & (space_count > 0)  # a suspect's N may hold junk, or overflow int64
+        generations[counted] = decimal_values(data, count_start[counted], ends[counted])
         suspect |= generations > MAX_STEPS
         for k, p in vouch(self, lines, np.flatnonzero(suspect)).items():  # e.g. N with many leading zeros
             tape_end[k], generations[k] = starts[k] + p.length, p.generations
