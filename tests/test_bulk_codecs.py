@@ -8,7 +8,7 @@ import pytest
 hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import given, settings, strategies as st  # noqa: E402
 
-from sead.runtime.errors import InputError  # noqa: E402
+from sead.runtime.errors import InputError, InternalError  # noqa: E402
 from sead.runtime.tasks import Parsed, Problems, Task, get_task  # noqa: E402
 from sead.runtime.tasks.base import BITS, check_symbols, digit_rows, not_blank, symbol_texts  # noqa: E402
 
@@ -65,8 +65,8 @@ def lines_of(task: str, valid_only: bool = False):
     valid = VALID[task]
     if valid_only:
         return st.lists(valid, max_size=12)
-    line = st.one_of(valid, valid, valid, nearly_valid(task), st.sampled_from(EDGES[task]), st.text(TROUBLE, max_size=8),
-                     st.text(max_size=6))
+    line = st.one_of(valid, valid, valid, nearly_valid(task), st.sampled_from(EDGES[task]),
+                     st.text(TROUBLE, max_size=8), st.text(max_size=6))
     return st.lists(line, max_size=12)
 
 
@@ -246,7 +246,8 @@ def test_spaced_lines_among_plain_ones_keep_the_fast_layout():
 @pytest.mark.parametrize("name, lines, reason, number", [
     ("addition", ["1+1", "2+2", "1+2+3", "+"], "expected one '+' in 'A+B', found 2", 3),
     ("addition", ["1+1", "", "\u0663+1"], "blank line; expected 'A+B'", 2),
-    ("addition", ["1+1", "\u0663+1", ""], "the first operand has '\u0663' at position 1; only ASCII digits are allowed", 2),
+    ("addition", ["1+1", "\u0663+1", ""],
+     "the first operand has '\u0663' at position 1; only ASCII digits are allowed", 2),
     ("addition", ["1+1", "1\n+2"], "the first operand has '\\n' at position 2; only ASCII digits are allowed", 2),
     ("addition", ["1+1\r"], "line endings are bare CR (old Mac); convert to LF", 1),
     ("parity", ["0", "1", "012"], "the bit string has '2' at position 3; only '0' and '1' are allowed", 3),
@@ -329,4 +330,27 @@ def test_a_new_task_gets_the_bulk_codec_from_its_per_problem_codec():
     assert invert.decode_classes(classes, problems, np.array([0, 2])) == ["1001", "01"]
     with pytest.raises(InputError) as err:
         invert.parse_many(["01", "0 1"])
-    assert (err.value.reason, err.value.line) == ("the bit string has ' ' at position 2; only '0' and '1' are allowed", 2)
+    assert err.value.line == 2
+    assert err.value.reason == "the bit string has ' ' at position 2; only '0' and '1' are allowed"
+
+
+def test_a_line_past_ascii_is_named_after_the_lines_before_it():
+    addition = get_task("addition")
+    with pytest.raises(InputError) as err:
+        addition.parse_many(["1+1"] * 1000 + ["\u0663+1", "x"])
+    assert err.value.line == 1001 and "'\u0663' at position 1" in err.value.reason
+    with pytest.raises(InputError) as err:
+        addition.parse_many(["1+1", "1+x", "\u0663+1"])
+    assert err.value.line == 2 and "'x' at position 1" in err.value.reason
+
+
+@pytest.mark.parametrize("name", ["addition", "parity", "rule110", "multiplication"])
+def test_rows_too_short_for_a_problem_are_refused(name):
+    """A row narrower than its problem would drop cells: a bug of the caller's, said so."""
+    task = get_task(name)
+    problems = task.parse_many(task.canonical_lines())
+    longest = int(problems.lengths.argmax())
+    short = tuple(int(v) - 1 for v in problems.shapes[longest])
+    for layout in (problems, Problems.from_parsed(task, [problems.parsed(i) for i in range(len(problems))])):
+        with pytest.raises(InternalError, match="does not fit rows of shape"):
+            task.codes(layout, np.array([longest]), short)

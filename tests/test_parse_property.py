@@ -5,6 +5,7 @@ Rule 110), never computed by the code under test."""
 import io
 import re
 
+import numpy as np
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -100,3 +101,29 @@ def test_any_bytes_through_iter_lines_parse_or_raise_input_error(task, data):
     for _, text in lines:
         assert "\n" not in text
         check(task, text)
+
+
+@pytest.mark.parametrize("task", ["addition", "parity", "rule110", "multiplication"])
+@SETTINGS
+@given(lines=st.lists(LINES, max_size=6))
+def test_parse_many_refuses_the_first_invalid_line_and_decodes_the_oracles_answers(task, lines):
+    """In bulk: the first line the regular expression refuses is the one named; otherwise the
+    answers decoded from each problem's targets are the oracle's."""
+    codec = get_task(task)
+    verdicts = [expected(task, line) for line in lines]
+    first_bad = next((k for k, (valid, _) in enumerate(verdicts) if not valid), None)
+    try:
+        problems = codec.parse_many(lines)
+    except InputError as exc:
+        assert first_bad is not None and exc.line == first_bad + 1, f"{lines!r}: {exc}"
+        return
+    assert first_bad is None, f"{lines!r}: line {first_bad + 1} is invalid but parsed"
+    known = np.array([k for k, (_, answer) in enumerate(verdicts) if answer is not None], np.int64)
+    if len(known) == 0:
+        return
+    shape = tuple(int(v) for v in problems.shapes[known].max(0))
+    classes = np.zeros((len(known), *shape), np.uint8)
+    for row, k in zip(classes, known.tolist()):
+        target = codec.targets(problems.parsed(k))
+        row[tuple(slice(0, s) for s in target.shape)] = target
+    assert codec.decode_classes(classes, problems, known) == [verdicts[k][1] for k in known.tolist()]

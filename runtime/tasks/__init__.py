@@ -32,4 +32,5 @@ def get_task(name: str) -> Task:
         raise InputError(f"unknown task {name!r}; known tasks: {', '.join(TASKS)}") from None
 
 
-__all__ = ["MAX_STEPS", "Parsed", "Problems", "Task", "TASKS", "get_task", "one_hot_cells", "register", "rule110_generation"]
+__all__ = ["MAX_STEPS", "Parsed", "Problems", "Task", "TASKS", "get_task", "one_hot_cells", "register",
+           "rule110_generation"]

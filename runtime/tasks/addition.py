@@ -6,7 +6,7 @@ import decimal
 import numpy as np
 
 from .base import Parsed, Problems, Task, digit_rows, digits, operands, random_digits, random_operands, symbol_texts
-from .bulk import clear_padding, digit_texts, place_digits, real_cells, scan, vouch
+from .bulk import check_fit, clear_padding, digit_texts, place_digits, real_cells, scan, vouch
 
 
 class Addition(Task):
@@ -40,8 +40,8 @@ class Addition(Task):
     # -- the bulk codec, vectorized: fields are each problem's operand offsets [a0, a1, b0, b1) ----
     def parse_many(self, lines) -> Problems:
         lines = list(lines)
-        lines_scan = scan(lines, "0", "9")
-        if lines_scan is None:  # no lines, or one that is surely bad: the generic path names it
+        lines_scan = scan(self, lines, "0", "9")
+        if lines_scan is None:
             return super().parse_many(lines)
         data, starts, ends, odd, odd_line = lines_scan
         is_plus = data[odd] == 43
@@ -52,7 +52,7 @@ class Addition(Task):
         suspect[odd_line[~is_plus]] = True
         suspect |= (plus == starts) | (plus + 1 >= ends)
         fields = np.stack([starts, plus, plus + 1, ends], axis=1)
-        for k, p in vouch(self, lines, suspect).items():
+        for k, p in vouch(self, lines, np.flatnonzero(suspect)).items():
             a0 = starts[k] + lines[k].index(p.a)
             b0 = starts[k] + lines[k].index(p.b, lines[k].index("+") + 1)
             fields[k] = a0, a0 + len(p.a), b0, b0 + len(p.b)
@@ -65,6 +65,7 @@ class Addition(Task):
         index = np.asarray(index, np.int64)
         (width,) = shape
         lengths = problems.lengths[index]
+        check_fit(lengths[:, None], shape)
         a0, a1, b0, b1 = problems.fields[index].T
         cells = place_digits(problems.buffer, a0, a1 - a0, lengths - (a1 - a0), width)  # right-aligned
         cells += place_digits(problems.buffer, b0, b1 - b0, lengths - (b1 - b0), width)

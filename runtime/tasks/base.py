@@ -22,6 +22,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from ..errors import InputError
+from .bulk import check_fit
 
 ASCII_DIGITS = frozenset("0123456789")
 BITS = frozenset("01")
@@ -120,13 +121,15 @@ class Task:
                 parsed.append(self.parse(line))
             except InputError as exc:
                 raise InputError(exc.reason, line=number) from None
-        return Problems.from_parsed(self, parsed)
+        return Problems.from_parsed(self, parsed, lines)
 
     def codes(self, problems: Problems, index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         """(len(index), *shape) uint8: each selected problem's cell codes from its first cell, 0 on
         an empty (padding) cell, 1 + s on a cell of symbol s (encode_cells + 1). shape: a row's
         cells, (L,) on a tape, (H, W) on a grid; every selected problem fits in it."""
-        chosen = [problems.parsed(i) for i in np.asarray(index, np.int64).tolist()]
+        index = np.asarray(index, np.int64)
+        check_fit(problems.shapes[index], tuple(shape))
+        chosen = [problems.parsed(i) for i in index.tolist()]
         cells = self.encode_cells(chosen, shape[0] if self.rank == 1 else tuple(shape))
         return (cells.astype(np.int16) + 1).astype(np.uint8)
 
@@ -213,14 +216,16 @@ class Problems:
         self.fields = fields
 
     @classmethod
-    def from_parsed(cls, task: Task, parsed: list[Parsed]) -> Problems:
-        """The generic layout, for any task: one Parsed per problem."""
+    def from_parsed(cls, task: Task, parsed: list[Parsed], lines: list[str] | None = None) -> Problems:
+        """The generic layout, for any task: one Parsed per problem. lines: the texts they were
+        parsed from (default: each Parsed's text)."""
         parsed = list(parsed)
         n = len(parsed)
         generations = None
         if task.convergence == "generations":
             generations = np.fromiter((p.generations for p in parsed), np.int64, n)
-        return cls(task, [p.text for p in parsed], np.fromiter((p.length for p in parsed), np.int64, n),
+        lines = [p.text for p in parsed] if lines is None else list(lines)
+        return cls(task, lines, np.fromiter((p.length for p in parsed), np.int64, n),
                    np.array([task.shape(p) for p in parsed], np.int64).reshape(n, task.rank), generations,
                    np.fromiter((task.size(p) for p in parsed), np.int64, n),
                    np.fromiter((task.diameter(p) for p in parsed), np.int64, n), parsed=parsed)

@@ -2,8 +2,9 @@
 as one uint8 buffer, fields located by offsets into it, cells gathered and answers written with
 numpy, so that no Python object is made per problem and time is linear in bytes and cells.
 
-Per-cell work runs on uint8 and bool arrays, and cell-index tests on uint16 (uint64 past 65,535
-cells): an int64 temporary per cell would cost eight times the output's memory and most of the time.
+Per-cell work runs on uint8 and bool arrays, and cell-index tests on uint16 (wider only past
+65,535 cells): an int64 temporary per cell would cost eight times the output's memory and most of
+the time.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..errors import InputError
+from ..errors import InputError, InternalError
 
 
 class Scan(NamedTuple):
@@ -25,39 +26,52 @@ class Scan(NamedTuple):
     odd_line: np.ndarray  # (k,) int64: the line (0-based) of each
 
 
-def scan(lines: Sequence[str], low: str, high: str) -> Scan | None:
+def scan(task, lines: Sequence[str], low: str, high: str) -> Scan | None:
     """Join the lines into one buffer and find the bytes outside low..high (the separators aside).
-    None when there are no lines, no line holds anything, or a line holds a non-ASCII character
-    or a "\n": such a line is invalid for every task with a fast path, and the generic path,
-    through its task's own parse, names it."""
+    None when no line holds anything (the generic path is as fast). A line with a non-ASCII
+    character or a "\n" is invalid for every task with a fast path: the lines before it are parsed
+    in bulk, then the task's own parse names what is wrong with it (InputError)."""
     text = "\n".join(lines)
-    if not text or not text.isascii():
+    if not text:
         return None
-    data = np.frombuffer(text.encode("ascii"), np.uint8)
-    marks = np.flatnonzero((data < ord(low)) | (data > ord(high)))  # the b"\n" separators included
-    is_newline = data[marks] == 10
-    newlines_before = np.cumsum(is_newline) - is_newline  # a line's number, without a binary search
-    newlines = marks[is_newline]
-    if len(newlines) != len(lines) - 1:
-        return None
-    starts = np.zeros(len(lines), np.int64)
-    starts[1:] = newlines + 1
-    odd = ~is_newline
-    return Scan(data, starts, np.append(newlines, len(data)), marks[odd], newlines_before[odd])
+    if text.isascii():
+        data = np.frombuffer(text.encode("ascii"), np.uint8)
+        marks = np.flatnonzero((data < ord(low)) | (data > ord(high)))  # the b"\n" separators included
+        is_newline = data[marks] == 10
+        newlines = marks[is_newline]
+        if len(newlines) == len(lines) - 1:
+            odd = ~is_newline
+            odd_line = np.cumsum(is_newline)[odd]  # the newlines before a byte: its line, with no search
+            starts = np.zeros(len(lines), np.int64)
+            starts[1:] = newlines + 1
+            return Scan(data, starts, np.append(newlines, len(data)), marks[odd], odd_line)
+    unscannable = next(k for k, line in enumerate(lines) if not line.isascii() or "\n" in line)
+    task.parse_many(lines[:unscannable])  # an earlier bad line comes first
+    vouch(task, lines, np.array([unscannable]))
+    raise InternalError(f"{task.name}: line {unscannable + 1} ({lines[unscannable]!r}) parsed, but the bulk "
+                        "parser holds such a line invalid")
 
 
-def vouch(task, lines: Sequence[str], suspect: np.ndarray) -> dict[int, object]:
-    """Parse the lines a vectorized check could not vouch for with the task's own parse, in
-    order: the first bad one raises InputError(reason, line=k) with k 1-based, which is the
-    batch's first bad line since every other line was checked valid. -> {index: Parsed} of the
-    suspects that are valid after all (e.g. spaces around '+')."""
+def vouch(task, lines: Sequence[str], suspects: np.ndarray) -> dict[int, object]:
+    """Parse the lines a vectorized check could not vouch for (suspects: ascending (k,) indices)
+    with the task's own parse, in order: the first bad one raises InputError(reason, line=k) with
+    k 1-based, which is the batch's first bad line since every line before it was checked valid.
+    -> {index: Parsed} of the suspects that are valid after all (e.g. spaces around '+')."""
     valid = {}
-    for k in np.flatnonzero(suspect).tolist():
+    for k in suspects.tolist():
         try:
             valid[k] = task.parse(lines[k])
         except InputError as exc:
             raise InputError(exc.reason, line=k + 1) from None
     return valid
+
+
+def check_fit(shapes: np.ndarray, shape: tuple[int, ...]) -> None:
+    """shapes: (m, rank) int64, the selected problems' cell shapes. The caller's rows of `shape`
+    must hold every one: a short row would drop cells silently."""
+    if len(shapes) and (shapes.max(0) > np.asarray(shape)).any():
+        widest = tuple(shapes.max(0).tolist())
+        raise InternalError(f"a problem of shape {widest} does not fit rows of shape {tuple(shape)}")
 
 
 def byte_rows(data: np.ndarray, start: np.ndarray, width: int) -> np.ndarray:
@@ -140,6 +154,7 @@ def decimal_values(data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np
 def tape_codes(buffer: np.ndarray, fields: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
     """(m, width) uint8 codes of the 0/1 tapes at buffer[fields[i, 0]:fields[i, 1]] (lengths[i]
     cells), from cell 0: 1 + the bit on a real cell, 0 after it."""
+    check_fit(lengths[:, None], (width,))
     if len(lengths) == 0 or width == 0:
         return np.zeros((len(lengths), width), np.uint8)
     cells = byte_rows(buffer, fields[:, 0], width)

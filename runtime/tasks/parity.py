@@ -31,13 +31,13 @@ class Parity(Task):
     # -- the bulk codec, vectorized: fields are each bit string's offsets [start, end) ------------
     def parse_many(self, lines) -> Problems:
         lines = list(lines)
-        lines_scan = scan(lines, "0", "1")
-        if lines_scan is None:  # no lines, or one that is surely bad: the generic path names it
+        lines_scan = scan(self, lines, "0", "1")
+        if lines_scan is None:
             return super().parse_many(lines)
         data, starts, ends, _, odd_line = lines_scan
         suspect = starts == ends
         suspect[odd_line] = True
-        vouch(self, lines, suspect)  # raises for the first bad line: a suspect bit string is never valid
+        vouch(self, lines, np.flatnonzero(suspect))  # raises: a suspect bit string is never valid
         return Problems.from_fields(self, lines, data, np.stack([starts, ends], axis=1), ends - starts)
 
     def codes(self, problems: Problems, index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

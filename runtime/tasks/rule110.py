@@ -44,8 +44,8 @@ class Rule110(Task):
     # -- the bulk codec, vectorized: fields are each tape's offsets [start, end) ---------------------
     def parse_many(self, lines) -> Problems:
         lines = list(lines)
-        lines_scan = scan(lines, "0", "1")  # the odd bytes: spaces, the digits 2-9 of N, and junk
-        if lines_scan is None:  # no lines, or one that is surely bad: the generic path names it
+        lines_scan = scan(self, lines, "0", "1")  # the odd bytes: spaces, the digits 2-9 of N, and junk
+        if lines_scan is None:
             return super().parse_many(lines)
         data, starts, ends, odd, odd_line = lines_scan
         odd_byte = data[odd]
@@ -59,10 +59,11 @@ class Rule110(Task):
         in_tape = odd < tape_end[odd_line]
         suspect[odd_line[~is_space & (in_tape | (odd_byte < 48) | (odd_byte > 57))]] = True
         suspect |= ends - count_start > len(str(MAX_STEPS))
-        generations = np.where(suspect, 0, decimal_values(data, count_start, np.where(suspect, count_start, ends)))
-        generations[space_count == 0] = 1
+        generations = np.ones(len(lines), np.int64)  # no N: one generation
+        counted = ~suspect & (space_count > 0)  # a suspect's N may hold junk, or overflow int64
+        generations[counted] = decimal_values(data, count_start[counted], ends[counted])
         suspect |= generations > MAX_STEPS
-        for k, p in vouch(self, lines, suspect).items():  # e.g. N with many leading zeros
+        for k, p in vouch(self, lines, np.flatnonzero(suspect)).items():  # e.g. N with many leading zeros
             tape_end[k], generations[k] = starts[k] + p.length, p.generations
         return Problems.from_fields(self, lines, data, np.stack([starts, tape_end], axis=1), tape_end - starts,
                                     generations)
