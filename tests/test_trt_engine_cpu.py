@@ -59,7 +59,7 @@ from sead.runtime.model_file import load_step_model  # noqa: E402
 from sead.runtime.rule import Rule  # noqa: E402
 from sead.runtime.tasks import get_task  # noqa: E402
 
-HINT = "engine 'trt' needs TensorRT and a CUDA GPU: pip install 'sead[tensorrt]'"
+HINT = "engine 'trt' needs TensorRT and a CUDA GPU: pip install 'sead[tensorrt]' (CUDA 12; 'sead[tensorrt-cu13]'"
 SHIPPED = ("addition", "parity", "rule110", "multiplication")
 
 

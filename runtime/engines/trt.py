@@ -39,7 +39,8 @@ from ..layout import neighbour_table
 from ..model_file import StepModel
 from ..rule import Rule
 
-HINT = "engine 'trt' needs TensorRT and a CUDA GPU: pip install 'sead[tensorrt]'"
+HINT = ("engine 'trt' needs TensorRT and a CUDA GPU: pip install 'sead[tensorrt]' "
+        "(CUDA 12; 'sead[tensorrt-cu13]' for CUDA 13; docs/tensorrt.md)")
 MAX_ELEMENTS = (1 << 31) - 1           # TensorRT's per-tensor element limit
 MAX_ROW_CELLS = {1: 1 << 12, 2: 1 << 16}  # tapes are tiled past this; a grid is one row (200 x 200 digits fit)
 OPT_CELLS = {1: 64, 2: 256}            # profile shapes where TensorRT times tactics: a typical short row ...
