@@ -8,9 +8,9 @@ Runtime on the CPU and checks what TensorRT and CUDA would refuse:
 - the ONNX parser refuses operators TensorRT lacks (SUPPORTED, from onnx-tensorrt's operator
   table for TensorRT 10), data types it lacks (uint16, uint32) or takes only at the graph's edge
   (uint8), and axes that are not constants;
-- the builder needs exactly one valid optimization profile covering every input (min <= opt <=
-  max, fixed dims as the graph says), refuses (-1) an invalid one, and refuses to build when a
-  tensor at the profile's largest shapes reaches its element limit;
+- add_optimization_profile answers -1 for a profile without min <= opt <= max, and does not add
+  it; the builder needs exactly one profile, covering every input with the graph's fixed dims, and
+  refuses to build when a tensor at the profile's largest shapes passes its element limit;
 - a plan is bytes holding TensorRT's version: another version, a truncation or junk deserializes
   to None; it records whether TF32 was cleared;
 - IO tensors keep their own dtypes (uint8, int32, int64, bool, float32), read and written as such;
@@ -361,8 +361,14 @@ def fake_tensorrt(cudart: FakeCudart, version: str = "10.16.1", zero_activation:
         clear_flag = lambda self, flag: self.flags.discard(flag)
 
         def add_optimization_profile(self, profile) -> int:
+            """The profile's index, or -1 (and not added) when min <= opt <= max fails anywhere."""
+            valid = all(len(a) == len(b) == len(c) and all(1 <= x <= y <= z for x, y, z in zip(a, b, c))
+                        for a, b, c in profile.shapes.values())
+            if invalid_profile or not valid:
+                trt.errors.append("add_optimization_profile: invalid profile")
+                return -1
             self.profiles.append(profile)
-            return len(self.profiles) - 1 if not invalid_profile else -1
+            return len(self.profiles) - 1
 
     def profile_problem(network, profile) -> str | None:
         for v in network.model.graph.input:
@@ -723,8 +729,9 @@ def test_plans_are_cached_on_disk_and_built_as_tensorrt_should(monkeypatch, tmp_
     assert len(trt.builds) == 3 and capfd.readouterr().err.count("sead: building the TensorRT") == 3
     assert all(not b["tf32"] for b in trt.builds)  # fp32 products, as the other engines compute them
     dtypes = {name: dtype for b in trt.builds for name, _, dtype in b["io"]}
-    assert dtypes == {"codes": "UINT8", "neighbours": "INT64", "features": "FLOAT", "mask": "FLOAT", "minus_mask": "FLOAT",
-                      "state": "FLOAT", "state_out": "FLOAT", "last": "FLOAT", "state_codes": "INT32", "classes": "UINT8"}
+    assert dtypes == {"codes": "UINT8", "neighbours": "INT64", "features": "FLOAT", "mask": "FLOAT",
+                      "minus_mask": "FLOAT", "state": "FLOAT", "state_out": "FLOAT", "last": "FLOAT",
+                      "state_codes": "INT32", "classes": "UINT8"}  # uint16 codes cross as int32
     again = trt_module.TrtEngine(step, k=4)
     assert len(trt.builds) == 3 and capfd.readouterr().err == ""  # all three from the cache
     engine.close(), again.close()
@@ -749,7 +756,8 @@ def test_a_bad_cache_file_is_rebuilt_never_run(damage, monkeypatch, tmp_path, ca
     elif damage == "flipped":
         path.write_bytes(data[:-5] + bytes([data[-5] ^ 1]) + data[-4:])
     elif damage == "other-tensorrt":
-        other = data[head:].replace(b'"version": "10.16.1"', b'"version": "10.15.0"')
+        other = data[head:].replace(f'"version": "{trt.__version__}"'.encode(), b'"version": "10.15.0"')
+        assert other != data[head:]
         path.write_bytes(trt_module.MAGIC + key + trt_module.hashlib.sha256(other).digest() + other)
     elif damage == "another-plan":
         prepare = next((tmp_path / "cache").glob("*-prepare-*.engine")).read_bytes()
@@ -781,17 +789,25 @@ def test_limits_and_the_profile_that_covers_them(monkeypatch, tmp_path):
     batch.close()
     with pytest.raises(SeadError, match="at most 10 of them"):
         engine.start(_random_codes(rule, np.random.default_rng(7), 11, (64,)))
-    engine.close()
+    lines = _lines("parity", np.random.default_rng(8), 40)  # batches of 10 rows; tapes past 32 cells in tiles
+    check_solves_like_ort("parity", lambda s: engine, lines, cudart, k=2, tile=(8, 2))
     trt.MAX_ELEMENTS //= 2  # a profile past the builder's limit is not built
     monkeypatch.setenv("SEAD_TRT_CACHE", str(tmp_path / "other"))
     with pytest.raises(EngineUnavailable, match="cannot run this model here"):
         trt_module.TrtEngine(step, k=2, max_row_cells=64)
 
 
-def test_an_invalid_profile_is_a_clear_error(monkeypatch, tmp_path):
-    install_fakes(monkeypatch, tmp_path, invalid_profile=True)
-    with pytest.raises(EngineUnavailable, match="cannot run this model here: TensorRT refused the optimization profile"):
+@pytest.mark.parametrize("how", ["min-past-max", "refused-by-tensorrt"])
+def test_an_invalid_profile_is_a_clear_error(how, monkeypatch, tmp_path):
+    """add_optimization_profile's -1 is checked: the engine stops there with a clear message."""
+    trt, _ = install_fakes(monkeypatch, tmp_path, invalid_profile=how == "refused-by-tensorrt")
+    if how == "min-past-max":
+        profile = trt_module.TrtEngine.profile
+        monkeypatch.setattr(trt_module.TrtEngine, "profile", lambda self, model: {
+            n: (high, opt, low) for n, (low, opt, high) in profile(self, model).items()})
+    with pytest.raises(EngineUnavailable, match="cannot run this model here: TensorRT refused the optimization"):
         trt_module.TrtEngine(load_step_model("addition"), k=2)
+    assert trt.errors == ["add_optimization_profile: invalid profile"] and not trt.builds
 
 
 def test_an_operator_tensorrt_lacks_is_a_clear_error(monkeypatch, tmp_path):
@@ -801,7 +817,7 @@ def test_an_operator_tensorrt_lacks_is_a_clear_error(monkeypatch, tmp_path):
     shift = helper.make_node("BitShift", ["codes", "codes"], ["classes"], direction="LEFT")
     model = helper.make_model(helper.make_graph([shift], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 18)])
     monkeypatch.setattr(trt_module.TrtEngine, "_graph", lambda self, key: model)
-    with pytest.raises(EngineUnavailable, match="cannot run this model here: TensorRT's ONNX parser refused .*BitShift"):
+    with pytest.raises(EngineUnavailable, match="cannot run this model here: TensorRT's ONNX parser .*BitShift"):
         trt_module.TrtEngine(load_step_model("addition"), k=2)
 
 

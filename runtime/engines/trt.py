@@ -175,10 +175,11 @@ class TrtEngine:
     def max_rows(self, row_cells: int) -> int:
         return self.rows_limit if row_cells <= self.max_row_cells else 0
 
-    def start(self, codes: np.ndarray, wrap: bool = False, generations: bool = False):
+    def start(self, codes: np.ndarray, wrap: bool = False, generations: bool = False) -> "TrtBatch":
         return self._batch(codes, None, wrap, "budget" if generations else "count")
 
-    def run_windows(self, codes, state_codes, k, owned=None):
+    def run_windows(self, codes: np.ndarray, state_codes: np.ndarray | None, k: int,
+                    owned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | int]:
         batch = self._batch(codes, state_codes, False, "hot" if owned is None else "owned", owned)
         try:
             out = batch.advance(k)
@@ -186,7 +187,7 @@ class TrtEngine:
         finally:
             batch.close()
 
-    def classify(self, codes, state_codes):
+    def classify(self, codes: np.ndarray, state_codes: np.ndarray | None) -> np.ndarray:
         batch = self._batch(codes, state_codes, False, "count")
         try:
             return batch.classes()
@@ -317,7 +318,8 @@ class PlanLoader:
         trt = self.trt
         onnx_bytes, io = model.SerializeToString(), self.io(model)
         digest = hashlib.sha256()
-        for part in (onnx_bytes, trt.__version__, self.device, repr(sorted(profile.items())), f"no-tf32 {self.opt_level}"):
+        flags = f"no-tf32 {self.opt_level}"
+        for part in (onnx_bytes, trt.__version__, self.device, repr(sorted(profile.items())), flags):
             digest.update(hashlib.sha256(part if isinstance(part, bytes) else part.encode()).digest())
         path = self.cache_dir / f"{self.label}-{kind}-{digest.hexdigest()[:32]}.engine"
         engine, why = self._read(path, digest.digest(), io)
