@@ -409,7 +409,7 @@ class TrtBatch:
             raise InternalError("a row handed to the engine does not end in an empty cell")
         self.codes, self.live, self.current = codes, np.arange(self.b), 0
         self.buffers: dict[str, tuple[int, tuple, np.dtype]] = {}  # name -> (device pointer, shape, dtype)
-        self.contexts: dict[str, tuple] = {}  # plan name -> (execution context, its activation bytes)
+        self.contexts: dict[str, object] = {}  # plan name -> its IExecutionContext in this batch
         self.scratch, self.scratch_bytes = 0, 0
         self.pending: list[np.ndarray] = []  # host arrays a queued copy reads or writes: alive until _sync
         self.closed, self.stream = False, None
@@ -469,8 +469,8 @@ class TrtBatch:
                     self.cu("cudaFreeAsync", self.scratch, self.stream)
                     self.scratch, self.scratch_bytes = 0, 0
                 self.scratch, self.scratch_bytes = self.cu("cudaMallocAsync", need, self.stream), need
-            self.contexts[plan.name] = (ctx, need)
-        return self.contexts[plan.name][0]
+            self.contexts[plan.name] = ctx
+        return self.contexts[plan.name]
 
     def _run(self, plan: _Plan, rename: dict[str, str]) -> None:
         """Queue the plan on the stream: IO tensor t reads or writes buffer rename.get(t, t);
