@@ -1,19 +1,30 @@
-"""TensorRT engine `trt` (TensorRT >= 10 and cuda-python; both imported lazily).
+"""TensorRT engine `trt`: the channels-last graphs (runtime/graph.py "cl") as TensorRT engines,
+with the state resident on the GPU between calls (TensorRT 10 or 11, cuda-python 12 or 13; both
+imported lazily).
 
-The advance and readout graphs are built into serialized engines once per model, TensorRT
-version and GPU, and cached on disk. A batch keeps the problem and the state on the device; each
-advance() is one CUDA graph launch (budget upload, the K steps, step-count download) once the batch
-shape has run once, and the state ping-pongs between two buffers by swapping tensor addresses.
+Checked only by a simulation (tests/test_trt_engine_cpu.py: a fake TensorRT and CUDA runtime
+that run the graphs with ONNX Runtime on the CPU and check what TensorRT and CUDA would refuse).
+Neither TensorRT nor a GPU was available where this was written: the calls follow TensorRT's
+documented Python API (docs/tensorrt.md lists the names relied on), never a run on hardware.
 
-One optimization profile: rows of at most `max_row_cells` cells (the loop cuts longer tapes into
-tiles), and at most `max_rows(length)` rows, so that no tensor, not even at the profile's max
-corner, reaches TensorRT's 2**31-1 element limit for convolutions. start() raises SeadError beyond.
-On a grid (rank 2) the profile spans rows, height and width, each side at most GRID_SIDE cells.
+Plans (one serialized TensorRT engine per graph): prepare (fresh, or from state codes), advance
+(one per K and mode: count, budget, hot, owned) and finish. Each is built once per model, TensorRT
+version, GPU and profile, and cached on disk (SEAD_TRT_CACHE, default ~/.cache/sead/trt) in an
+envelope with a checksum: a damaged or stale file is rebuilt, never run. prepare, the shallowest
+count advance and finish are built when the engine starts (so a model TensorRT cannot take fails
+there); the others when first asked for, each announced on stderr.
+
+One optimization profile per plan: rows of 1..max_row_cells cells, 1..rows_limit rows, so that no
+tensor at the profile's largest shapes reaches 2^31 elements (TensorRT's limit). A batch is one
+CUDA stream with its own device buffers, one execution context per plan it runs, and one block of
+activation memory that those contexts share (they run one after another on the stream).
+
+TensorRT has no uint16: state codes of up to 16-bit travel as int32 (every code is < 2^17).
 """
 from __future__ import annotations
 
-import ctypes
 import hashlib
+import math
 import os
 import sys
 import tempfile
@@ -22,28 +33,31 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import EngineUnavailable, SeadError
+from .. import graph
+from ..errors import EngineUnavailable, InternalError, SeadError
+from ..layout import neighbour_table
 from ..model_file import StepModel
+from ..rule import Rule
 
-HINT = "engine 'trt' needs TensorRT and a CUDA GPU: pip install 'sead[tensorrt]'"
-MAX_ELEMENTS = 2**31 - 1  # TensorRT's per-tensor element limit for convolutions
-OPT_CELLS = 1 << 20  # tactics are timed at about this many cells (the loop's default batch)
-MAX_ROW_CELLS = 1 << 12  # the longest row; the loop tiles longer tapes
-GRID_SIDE = 1 << 8  # a grid row's longest side (grids are not tiled): 65,536 cells at most
-# what a deserialized engine must expose: {graph: {tensor: is_input}}, all float32
-IO = {"advance": {"problem": True, "state": True, "budget": True, "owned": True,
-                  "state_out": False, "changed_at": False, "last": False},
-      "readout": {"problem": True, "state": True, "logits": False}}
+HINT = ("engine 'trt' needs TensorRT and a CUDA GPU: pip install 'sead[tensorrt]' "
+        "(CUDA 12; 'sead[tensorrt-cu13]' for CUDA 13; docs/tensorrt.md)")
+MAX_ELEMENTS = (1 << 31) - 1           # TensorRT's per-tensor element limit
+MAX_ROW_CELLS = {1: 1 << 12, 2: 1 << 16}  # tapes are tiled past this; a grid is one row (200 x 200 digits fit)
+OPT_CELLS = {1: 64, 2: 256}            # profile shapes where TensorRT times tactics: a typical short row ...
+OPT_ROWS = 1 << 12                     # ... and the runtime's default max_batch_rows
+BATCH_CELLS = 1 << 20                  # a GPU call's launch cost is worth spreading over this many cells
+MAGIC = b"SEADTRT1"                    # cache envelope: MAGIC, sha256(key), sha256(plan), plan
 
 
 def _modules():
+    """-> (tensorrt, cuda runtime bindings), or EngineUnavailable saying what is missing."""
     try:
         import tensorrt as trt
     except Exception as exc:  # ImportError, or OSError when its CUDA libraries are missing
         raise EngineUnavailable(f"{HINT} ({type(exc).__name__}: {exc})", quiet=isinstance(exc, ImportError)) from None
     try:
         try:
-            from cuda.bindings import runtime as cudart
+            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6 (the only place in 13)
         except ImportError:
             from cuda import cudart  # cuda-python < 12.6
     except Exception as exc:
@@ -53,7 +67,7 @@ def _modules():
 
 
 class _Cuda:
-    """cu("cudaMalloc", n): calls the runtime API, raises SeadError naming the call on failure."""
+    """cu("cudaMallocAsync", n, stream): calls the CUDA runtime; SeadError naming the call on failure."""
 
     def __init__(self, cudart):
         self.rt = cudart
@@ -65,411 +79,543 @@ class _Cuda:
         return out[1] if len(out) == 2 else out[1:] or None
 
 
-def _max_channels(step: StepModel) -> int:
-    """The widest channel axis of any tensor: conv weights are (out, in, width)."""
-    dims = {t.name: list(t.dims) for t in step.proto.graph.initializer}
-    widths = [d for n in step.proto.graph.node if n.op_type == "Conv" for d in dims.get(n.input[1], [])[:2]]
-    meta = step.metadata
-    return max(widths + [meta.input_channels + meta.state_channels, meta.classes])
+def _k_choices(k: int) -> tuple[int, ...]:
+    """Powers of two below k, and k: 1 and 2 always (a generations tape's last steps need them)."""
+    return tuple(sorted({1, 2, k, *(1 << i for i in range(k.bit_length()) if 1 << i < k)}))
+
+
+def _trt_types(model):
+    """The graph with uint16/uint32 state codes as int32 (its graph IO and the Cast that makes
+    them): TensorRT has no unsigned type wider than 8 bits."""
+    from onnx import TensorProto
+    wide = (TensorProto.UINT16, TensorProto.UINT32)
+    for io in (*model.graph.input, *model.graph.output):
+        if io.type.tensor_type.elem_type in wide:
+            io.type.tensor_type.elem_type = TensorProto.INT32
+    for node in model.graph.node:
+        for a in node.attribute:
+            if node.op_type == "Cast" and a.name == "to" and a.i in wide:
+                a.i = TensorProto.INT32
+    return model
+
+
+class _Plan:
+    """One built graph: its ICudaEngine and IO, {name: (is_input, dims, numpy dtype)}; dims hold
+    "batch" and "cells" where a batch's B and L go."""
+
+    def __init__(self, name: str, engine, io: dict, memory_bound: int):
+        self.name, self.engine, self.io, self.memory_bound = name, engine, io, memory_bound
+
+    def shape(self, tensor: str, b: int, cells: int) -> tuple[int, ...]:
+        return tuple(b if d == "batch" else cells if d == "cells" else d for d in self.io[tensor][1])
+
+    def inputs(self) -> list[str]:
+        return [n for n, (is_input, _, _) in self.io.items() if is_input]
 
 
 class TrtEngine:
+    """Engine `trt` (runtime/engines/protocol.py) for one exported step. k: the deepest number of
+    steps per call (k_choices: the powers of two below it, and k). max_row_cells: the longest row
+    (default by rank: MAX_ROW_CELLS); the profile's rows limit follows from it."""
+
     name = "trt"
 
-    def __init__(self, step: StepModel, k: int = 8, cache_dir: str | None = None, max_row_cells: int = MAX_ROW_CELLS):
+    def __init__(self, step: StepModel, k: int = 8, cache_dir: str | None = None, max_row_cells: int | None = None):
         self.trt, self.cudart = _modules()
         self.cu = _Cuda(self.cudart)
-        try:
-            count = self.cu("cudaGetDeviceCount")
-            if count < 1:
-                raise SeadError("no CUDA device")
-            props = self.cu("cudaGetDeviceProperties", 0)
-        except SeadError as exc:
-            raise EngineUnavailable(f"{HINT} ({exc})") from None
-        gpu = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
-        self.device = f"{gpu.rstrip(chr(0))} (sm_{props.major}{props.minor})"
-        self.step, self.k = step, k
-        self.k_choices = (k,)  # each depth is an engine build (minutes): one depth only
-        self.workers = 2  # each batch has its own stream: one computes while another copies
-        self.batch_cells = OPT_CELLS
-        self.max_row_cells = max_row_cells
-        meta = step.metadata
-        self.rank = meta.rank
-        if self.rank == 2:
-            self.max_row_cells = GRID_SIDE * GRID_SIDE
-        self.max_channels = _max_channels(step)
-        self.pad = 2 if meta.boundary == "ring" else 0  # a whole ring is wrapped to L + 2 cells before its conv
-        self.rows_limit = MAX_ELEMENTS // (self.max_channels * (self.max_row_cells + self.pad))
+        self.device = self._device()
+        self.step, self.rule = step, Rule.from_step(step)
+        r = self.rule
+        if k < 1:
+            raise SeadError(f"engine 'trt' needs k >= 1 steps per call, not {k}")
+        self.k_choices = _k_choices(k)
+        self.workers = 2  # one batch computes while the other's counts cross the bus
+        self.batch_cells = BATCH_CELLS
+        self.max_row_cells = max_row_cells or MAX_ROW_CELLS[r.rank]
+        readout = r.read_in.shape[0] if r.read_in is not None else 1
+        # the most values any tensor of a call holds per cell (the cl gathers hold taps x H), as engine 'ort'
+        self.elements_per_cell = max(r.taps * r.hidden, r.taps * r.state_channels, r.input_channels + r.state_channels,
+                                     readout, r.classes, 1)
+        self.rows_limit = MAX_ELEMENTS // (self.elements_per_cell * self.max_row_cells)
         if self.rows_limit < 1:
-            raise SeadError(f"rows of {self.max_row_cells} cells pass TensorRT's {MAX_ELEMENTS}-element limit")
-        self.cache_dir = Path(cache_dir or os.environ.get("SEAD_TRT_CACHE") or Path.home() / ".cache" / "sead" / "trt")
-        self.opt_level = os.environ.get("SEAD_TRT_OPT_LEVEL")  # builder_optimization_level 0..5 (default 3)
-        self.cuda_graphs = os.environ.get("SEAD_TRT_CUDA_GRAPHS", "1") != "0"  # cleared once a capture fails
-        self.logger = self.trt.Logger(self.trt.Logger.ERROR)
-        self.runtime = self.trt.Runtime(self.logger)
-        self.graphs = {("advance", False): advance_graph(step, k).SerializeToString(),
-                       ("readout", False): readout_graph(step).SerializeToString()}
-        if meta.boundary == "ring":  # whole short rings wrap; tiles of long rings do not
-            self.graphs[("advance", True)] = advance_graph(step, k, wrap=True).SerializeToString()
-        self._engines: dict = {}
-        self._lock = threading.Lock()
-        try:  # build (or load) every engine now, so a graph TensorRT cannot take fails here, not mid-solve
-            for key in self.graphs:
-                self.engine(*key)
+            raise EngineUnavailable(f"engine 'trt' cannot run this model here: one row of {self.max_row_cells:,} "
+                                    f"cells passes TensorRT's {MAX_ELEMENTS:,}-element limit")
+        cache = Path(cache_dir or os.environ.get("SEAD_TRT_CACHE") or Path.home() / ".cache" / "sead" / "trt")
+        self.loader = PlanLoader(self.trt, self.device, cache, step.metadata.task)
+        self.h2d = self.cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        self.d2h = self.cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._plans: dict[tuple, _Plan] = {}
+        self._lock = threading.RLock()
+        try:  # the plans every solve needs, now: a model TensorRT cannot take fails here, not mid-solve
+            for key in (("prepare", True), ("advance", self.k_choices[0], "count"), ("finish",)):
+                self.plan(key)
+        except EngineUnavailable:
+            raise
         except SeadError as exc:
             raise EngineUnavailable(f"engine 'trt' cannot run this model here: {exc}") from None
 
-    def max_rows(self, length: int) -> int:
-        """The most rows of `length` cells one batch may hold (0: the rows are too long)."""
-        return self.rows_limit if length <= self.max_row_cells else 0
+    def _device(self) -> str:
+        """The GPU, as the cache keys name it; EngineUnavailable without one, or without
+        stream-ordered allocation (batches allocate on their streams: cudaFree would stall every
+        stream of the device)."""
+        rt = self.cudart
+        try:
+            if self.cu("cudaGetDeviceCount") < 1:
+                raise SeadError("no CUDA device")
+            props = self.cu("cudaGetDeviceProperties", 0)
+            pools = self.cu("cudaDeviceGetAttribute", rt.cudaDeviceAttr.cudaDevAttrMemoryPoolsSupported, 0)
+        except SeadError as exc:
+            raise EngineUnavailable(f"{HINT} ({exc})") from None
+        if not pools:
+            raise EngineUnavailable("engine 'trt' needs a GPU with stream-ordered allocation (cudaMallocAsync)")
+        name = props.name.decode(errors="replace") if isinstance(props.name, bytes) else str(props.name)
+        return f"{name.rstrip(chr(0))} (sm_{props.major}{props.minor})"
 
-    def start(self, problem: np.ndarray, state: np.ndarray | None = None, owned: np.ndarray | None = None,
-              wrap: bool = False, settle: bool = False) -> "TrtBatch":
-        problem = np.ascontiguousarray(problem, np.float32)
-        c_in = self.step.metadata.input_channels
-        if problem.ndim != 2 + self.rank or problem.shape[1] != c_in:
-            layout = f"(B, {c_in}, L)" if self.rank == 1 else f"(B, {c_in}, H, W)"
-            raise SeadError(f"expected a {layout} problem, got {problem.shape}")
-        rows, length = problem.shape[0], int(np.prod(problem.shape[2:]))
-        if self.rank == 2 and max(problem.shape[2:]) > GRID_SIDE:
-            raise SeadError(f"engine 'trt' takes grids of at most {GRID_SIDE} x {GRID_SIDE} cells, "
-                            f"not {problem.shape[2]} x {problem.shape[3]}")
-        if rows > self.max_rows(length):
-            raise SeadError(f"engine 'trt' cannot take {rows} rows of {length} cells in one batch (rows of at most "
-                            f"{self.max_row_cells} cells, at most {self.rows_limit} rows)")
-        return TrtBatch(self, problem, state, owned, wrap)
+    # -- the protocol ---------------------------------------------------------------------------------
+    def max_rows(self, row_cells: int) -> int:
+        return self.rows_limit if row_cells <= self.max_row_cells else 0
+
+    def start(self, codes: np.ndarray, wrap: bool = False, generations: bool = False) -> "TrtBatch":
+        return self._batch(codes, None, wrap, "budget" if generations else "count")
+
+    def run_windows(self, codes: np.ndarray, state_codes: np.ndarray | None, k: int,
+                    owned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | int]:
+        batch = self._batch(codes, state_codes, False, "hot" if owned is None else "owned", owned)
+        try:
+            out = batch.advance(k)
+            return batch.state_codes(), (batch.hot() if owned is None else int(out.max(initial=0)))
+        finally:
+            batch.close()
+
+    def classify(self, codes: np.ndarray, state_codes: np.ndarray | None) -> np.ndarray:
+        batch = self._batch(codes, state_codes, False, "count")
+        try:
+            return batch.classes()
+        finally:
+            batch.close()
 
     def close(self) -> None:
         with self._lock:
-            self._engines.clear()
+            self._plans.clear()
 
-    # -- engines --------------------------------------------------------------------------------
-    def _shapes(self, graph: str) -> dict:
-        """{input: (min, opt, max)} for the one profile; opt is where tactics are timed."""
-        rows = self.rows_limit
-        if self.rank == 1:
-            most, typical = (self.max_row_cells,), (min(self.max_row_cells, 64),)
-        else:
-            most, typical = (GRID_SIDE, GRID_SIDE), (8, 8)
-        opt = max(1, min(rows, OPT_CELLS // 64))  # many short rows: the common batch
-        meta = self.step.metadata
-        channels = {"problem": meta.input_channels, "state": meta.state_channels, "budget": 1, "owned": 1}
-        dims = lambda n, b, cells: (b, channels[n], *((1,) * self.rank if n == "budget" else cells))
-        names = [n for n, is_input in IO[graph].items() if is_input]
-        return {n: (dims(n, 1, (1,) * self.rank), dims(n, opt, typical), dims(n, rows, most)) for n in names}
+    def _batch(self, codes, state_codes, wrap: bool, mode: str, owned=None):
+        codes = np.ascontiguousarray(codes, np.uint8)
+        if codes.ndim != 1 + self.rule.rank:
+            raise InternalError(f"engine 'trt' takes codes (B, {'L' if self.rule.rank == 1 else 'H, W'}), "
+                                f"got shape {codes.shape}")
+        if not len(codes):
+            return _EmptyBatch(self, codes.shape[1:], mode)
+        row_cells = math.prod(codes.shape[1:])
+        if len(codes) > self.max_rows(row_cells):
+            raise InternalError(f"engine 'trt' takes rows of at most {self.max_row_cells:,} cells, at most "
+                                f"{self.rows_limit:,} of them: got {len(codes):,} rows of {row_cells:,} cells")
+        return TrtBatch(self, codes, state_codes, wrap, mode, owned)
 
-    def engine(self, graph: str, wrap: bool):
-        """The ICudaEngine for a graph: from memory, the disk cache, or a build."""
+    # -- plans: load or build -------------------------------------------------------------------------
+    def plan(self, key: tuple) -> _Plan:
+        """key: ("prepare", fresh) | ("advance", k, mode) | ("finish",) -> its plan, from memory, the
+        disk cache or a build."""
         with self._lock:
-            key = (graph, wrap)
-            if key not in self._engines:
+            if key not in self._plans:
                 try:
-                    self._engines[key] = self._load_or_build(graph, wrap)
+                    model = self._graph(key)
+                    kind = "-".join(map(str, key)).replace("True", "fresh").replace("False", "codes")
+                    self._plans[key] = self.loader.load(kind, model, self.profile(model))
                 except SeadError:
                     raise
                 except Exception as exc:  # TensorRT's bindings raise RuntimeError/TypeError
-                    raise SeadError(f"TensorRT failed on the {graph} engine: {type(exc).__name__}: {exc}") from exc
-            return self._engines[key]
+                    raise SeadError(f"TensorRT failed on the {key[0]} graph: {type(exc).__name__}: {exc}") from exc
+            return self._plans[key]
 
-    def _io_problem(self, engine, graph: str) -> str | None:
-        """Why a deserialized engine does not fit `graph`'s IO (names, directions, float32), or None."""
-        trt = self.trt
-        found = {}
+    def _graph(self, key: tuple):
+        r = self.rule
+        if key[0] == "prepare":
+            model = graph.cl_prepare(r, fresh=key[1])
+        elif key[0] == "advance":
+            model = graph.cl_advance(r, key[1], mode=key[2])
+        else:
+            model = graph.cl_finish(r)
+        return _trt_types(model)
+
+    def profile(self, model) -> dict[str, tuple[tuple, tuple, tuple]]:
+        """{input: (min, opt, max) shape} of the one optimization profile: rows 1..rows_limit,
+        cells 1..max_row_cells."""
+        cells = (1, min(OPT_CELLS[self.rule.rank], self.max_row_cells), self.max_row_cells)
+        rows = (1, min(OPT_ROWS, self.rows_limit), self.rows_limit)
+        out = {}
+        for io in model.graph.input:
+            dims = [d.dim_param or d.dim_value for d in io.type.tensor_type.shape.dim]
+            if any(isinstance(d, str) and d not in ("batch", "cells") for d in dims):
+                raise InternalError(f"graph input {io.name!r} has a dimension the profile does not know: {dims}")
+            out[io.name] = tuple(tuple(rows[i] if d == "batch" else cells[i] if d == "cells" else d for d in dims)
+                                 for i in range(3))
+        return out
+
+    def activation_bytes(self, plan: _Plan, context) -> int:
+        """Activation memory a context needs for the input shapes set on it. 0 is a valid answer
+        (a graph TensorRT runs without scratch, e.g. one Identity), so it is never an error here;
+        update_device_memory_size_for_shapes also answers 0 on failure, so its 0 takes the
+        profile's bound instead."""
+        if plan.memory_bound == 0:
+            return 0
+        need = int(context.update_device_memory_size_for_shapes())
+        return need if need > 0 else plan.memory_bound
+
+
+class PlanLoader:
+    """Builds TensorRT plans from ONNX graphs and caches them on disk, apart from running them.
+    A cache file is MAGIC, sha256 of its key, sha256 of the plan, then the plan; the key covers the
+    graph, TensorRT's version, the GPU, the profile and the build flags. A file that fails a check,
+    or that TensorRT will not load, or whose engine's IO differs from its graph's, is rebuilt."""
+
+    def __init__(self, trt, device: str, cache_dir: Path, label: str):
+        self.trt, self.device, self.cache_dir, self.label = trt, device, cache_dir, label
+        self.opt_level = os.environ.get("SEAD_TRT_OPT_LEVEL")  # builder_optimization_level 0..5 (TensorRT's default: 3)
+        self.logger = trt.Logger(trt.Logger.ERROR)
+        self.runtime = trt.Runtime(self.logger)
+        self.dtypes = {trt.DataType.FLOAT: np.dtype(np.float32), trt.DataType.INT32: np.dtype(np.int32),
+                       trt.DataType.INT64: np.dtype(np.int64), trt.DataType.BOOL: np.dtype(np.bool_),
+                       trt.DataType.UINT8: np.dtype(np.uint8)}
+
+    @staticmethod
+    def io(model) -> dict:
+        """{name: (is_input, dims, numpy dtype)} of a graph's inputs and outputs."""
+        from onnx import helper
+        io = {}
+        for is_input, values in ((True, model.graph.input), (False, model.graph.output)):
+            for v in values:
+                t = v.type.tensor_type
+                io[v.name] = (is_input, tuple(d.dim_param or d.dim_value for d in t.shape.dim),
+                              np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type)))
+        return io
+
+    def io_problem(self, engine, io: dict) -> str | None:
+        """Why a deserialized engine does not fit its graph's IO (names, directions, dtypes), or None."""
+        trt, found = self.trt, {}
         for i in range(engine.num_io_tensors):
             name = engine.get_tensor_name(i)
-            found[name] = (engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT, engine.get_tensor_dtype(name))
-        want = {n: (is_input, trt.DataType.FLOAT) for n, is_input in IO[graph].items()}
-        return None if found == want else f"its tensors are {sorted(found)}, expected {sorted(want)} (float32)"
+            found[name] = (engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT,
+                           self.dtypes.get(engine.get_tensor_dtype(name)))
+        want = {n: (is_input, dtype) for n, (is_input, _, dtype) in io.items()}
+        return None if found == want else f"its tensors are {found}, expected {want}"
 
-    def _load_or_build(self, graph: str, wrap: bool):
-        trt, onnx_bytes, shapes = self.trt, self.graphs[(graph, wrap)], self._shapes(graph)
+    @staticmethod
+    def memory_bound(engine) -> int:
+        """The activation memory a context of this engine needs at most (any shapes of its profile).
+        0 is valid: TensorRT may run a graph without scratch. TensorRT >= 10.1 has the _v2 names;
+        10.0 only the first ones; 11 only _v2."""
+        for name in ("get_device_memory_size_for_profile_v2", "get_device_memory_size_for_profile"):
+            if hasattr(engine, name):
+                return int(getattr(engine, name)(0))
+        for name in ("device_memory_size_v2", "device_memory_size"):
+            if hasattr(engine, name):
+                return int(getattr(engine, name))
+        raise SeadError("this TensorRT reports no device memory size (device_memory_size_v2)")
+
+    def load(self, kind: str, model, profile: dict) -> _Plan:
+        """The plan of an ONNX graph with the one optimization profile {input: (min, opt, max)}:
+        from the disk cache, or built (announced on stderr) and cached."""
+        trt = self.trt
+        onnx_bytes, io = model.SerializeToString(), self.io(model)
         digest = hashlib.sha256()
-        for part in (onnx_bytes, trt.__version__, self.device, repr(sorted(shapes.items())), f"no-tf32 {self.opt_level}"):
+        flags = f"no-tf32 {self.opt_level}"
+        for part in (onnx_bytes, trt.__version__, self.device, repr(sorted(profile.items())), flags):
             digest.update(hashlib.sha256(part if isinstance(part, bytes) else part.encode()).digest())
-        kind = f"{graph}{'-ring' if wrap else ''}"
-        path = self.cache_dir / f"{self.step.metadata.task}-{kind}-{digest.hexdigest()[:32]}.engine"
+        path = self.cache_dir / f"{self.label}-{kind}-{digest.hexdigest()[:32]}.engine"
+        engine, why = self._read(path, digest.digest(), io)
+        if engine is None:
+            if why:
+                print(f"sead: the cached TensorRT {kind} engine {path} is {why}; rebuilding it (a while, once)",
+                      file=sys.stderr, flush=True)
+            else:
+                print(f"sead: building the TensorRT {kind} engine for {self.label} on {self.device} "
+                      f"(a while, once; then cached in {self.cache_dir})", file=sys.stderr, flush=True)
+            blob = self.build(kind, onnx_bytes, profile)
+            self._write(path, digest.digest(), blob)
+            engine = self.runtime.deserialize_cuda_engine(blob)
+            if engine is None:
+                raise SeadError(f"TensorRT could not load the {kind} engine it just built")
+            problem = self.io_problem(engine, io)
+            if problem:
+                raise SeadError(f"TensorRT's {kind} engine does not match its graph: {problem}")
+        return _Plan(kind, engine, io, self.memory_bound(engine))
+
+    def _read(self, path: Path, key: bytes, io: dict):
+        """-> (ICudaEngine, None) from a sound cache file; (None, None) if there is none; (None, why)
+        for a damaged or stale one, which is never run."""
         try:
-            engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
-            if engine is not None and self._io_problem(engine, graph) is None:
-                return engine  # else a stale or damaged file: rebuild and overwrite it
-        except OSError:
-            pass  # not cached yet (or unreadable): build
-        print(f"sead: building the TensorRT {kind} engine for {self.step.metadata.task} (rows of up to "
-              f"{self.max_row_cells} cells) on {self.device}; this takes a while once, then it is cached in "
-              f"{self.cache_dir}", file=sys.stderr, flush=True)
-        blob = self._build(graph, onnx_bytes, shapes)
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        except OSError as exc:
+            return None, f"unreadable ({exc})"
+        head = len(MAGIC) + 64
+        if data[: len(MAGIC)] != MAGIC or data[len(MAGIC): len(MAGIC) + 32] != key \
+                or hashlib.sha256(data[head:]).digest() != data[len(MAGIC) + 32: head]:
+            return None, "damaged (truncated, or not this plan)"
+        engine = self.runtime.deserialize_cuda_engine(data[head:])
+        if engine is None:
+            return None, "stale (this TensorRT or GPU cannot load it)"
+        problem = self.io_problem(engine, io)
+        return (engine, None) if problem is None else (None, f"stale ({problem})")
+
+    def _write(self, path: Path, key: bytes, blob: bytes) -> None:
         try:  # atomic: a concurrent reader sees the old file or the whole new one
             self.cache_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=self.cache_dir, suffix=".tmp")
             with os.fdopen(fd, "wb") as f:
-                f.write(blob)
+                f.write(MAGIC + key + hashlib.sha256(blob).digest() + blob)
             os.replace(tmp, path)
         except OSError as exc:
-            print(f"sead: could not cache the TensorRT engine in {self.cache_dir}: {exc}", file=sys.stderr)
-        engine = self.runtime.deserialize_cuda_engine(blob)
-        if engine is None:
-            raise SeadError(f"TensorRT could not load the {kind} engine it just built")
-        problem = self._io_problem(engine, graph)
-        if problem:
-            raise SeadError(f"TensorRT's {kind} engine does not match its graph: {problem}")
-        return engine
+            print(f"sead: could not cache the TensorRT engine in {self.cache_dir}: {exc}", file=sys.stderr, flush=True)
 
-    def _build(self, graph: str, onnx_bytes: bytes, shapes: dict) -> bytes:
+    def build(self, kind: str, onnx_bytes: bytes, profile: dict) -> bytes:
         trt = self.trt
         builder = trt.Builder(self.logger)
-        network = builder.create_network(0)  # TensorRT 10: explicit batch is the only mode
+        network = builder.create_network(0)  # explicit batch is the only mode in TensorRT 10 and 11
         parser = trt.OnnxParser(network, self.logger)
         if not parser.parse(onnx_bytes):
             errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-            raise SeadError(f"TensorRT could not parse the {graph} graph: {errors}")
+            raise EngineUnavailable(f"engine 'trt' cannot run this model here: TensorRT's ONNX parser refused "
+                                    f"the {kind} graph: {errors}")
         config = builder.create_builder_config()
-        config.clear_flag(trt.BuilderFlag.TF32)  # exact fp32: the sign test must agree with the other engines
+        config.clear_flag(trt.BuilderFlag.TF32)  # fp32 products: decisions must agree with the other engines
         if self.opt_level is not None:
             config.builder_optimization_level = int(self.opt_level)
-        profile = builder.create_optimization_profile()
-        for name, (low, opt, high) in shapes.items():
-            profile.set_shape(name, low, opt, high)
-        config.add_optimization_profile(profile)
+        shapes = builder.create_optimization_profile()
+        for name, (low, opt, high) in profile.items():
+            shapes.set_shape(name, low, opt, high)
+        if config.add_optimization_profile(shapes) < 0:  # -1: TensorRT found the profile invalid
+            raise EngineUnavailable(f"engine 'trt' cannot run this model here: TensorRT refused the optimization "
+                                    f"profile of the {kind} graph ({profile})")
         blob = builder.build_serialized_network(network, config)
         if blob is None:
-            raise SeadError(f"TensorRT could not build the {graph} engine (see the TensorRT errors above)")
+            raise SeadError(f"TensorRT could not build the {kind} engine (its errors are above)")
         return bytes(blob)
 
 
-class _Context:
-    """An execution context whose activation memory is ours, sized for the current shapes
-    (the default would reserve it for the profile's max corner)."""
-
-    def __init__(self, engine: TrtEngine, trt_engine):
-        self.cu = engine.cu
-        self.ctx = trt_engine.create_execution_context(engine.trt.ExecutionContextAllocationStrategy.USER_MANAGED)
-        if self.ctx is None:
-            raise SeadError("TensorRT could not create an execution context")
-        self.memory, self.capacity = 0, 0
-
-    def set_shapes(self, shapes: dict) -> None:
-        for name, shape in shapes.items():
-            if not self.ctx.set_input_shape(name, shape):
-                raise SeadError(f"TensorRT rejected shape {shape} for {name!r}")
-        need = self.ctx.update_device_memory_size_for_shapes()
-        if need <= 0:  # TensorRT reports a failure to size the activations as 0
-            raise SeadError(f"TensorRT could not size its activation memory for shapes {shapes}")
-        if need > self.capacity:
-            if self.memory:
-                self.cu("cudaFree", self.memory)
-                self.memory = 0
-            self.memory, self.capacity = self.cu("cudaMalloc", need), need
-        if hasattr(self.ctx, "set_device_memory"):  # TensorRT >= 10.1
-            self.ctx.set_device_memory(self.memory, self.capacity)
-        else:
-            self.ctx.device_memory = self.memory
-
-    def run(self, stream, **addresses) -> None:
-        for name, ptr in addresses.items():
-            if not self.ctx.set_tensor_address(name, ptr):
-                raise SeadError(f"TensorRT rejected the address of {name!r}")
-        if not self.ctx.execute_async_v3(int(stream)):
-            raise SeadError("TensorRT execute_async_v3 failed")
-
-
 class TrtBatch:
-    def __init__(self, engine: TrtEngine, problem: np.ndarray, state: np.ndarray | None, owned: np.ndarray | None,
-                 wrap: bool):
-        self.engine, self.cu, rt = engine, engine.cu, engine.cudart
-        self.closed, self.stream, self.graphs, self.device, self.pinned, self.contexts = False, None, [], [], [], []
-        meta = engine.step.metadata
-        b, self.cells = problem.shape[0], problem.shape[2:]  # (L,) or (H, W)
-        self.length = int(np.prod(self.cells))  # cells per row
-        if owned is None:
-            owned = np.ones((b, 1, *self.cells), np.float32)
-        # the problem and owned cells never change on the device: keep() re-uploads rows from here
-        self.host_problem, self.host_owned = problem, np.ascontiguousarray(owned, np.float32)
-        self.c_in, self.c_s, self.classes = meta.input_channels, meta.state_channels, meta.classes
-        self.row_state = self.c_s * self.length * 4  # bytes per row; rows are contiguous blocks
-        self.h2d, self.d2h = rt.cudaMemcpyKind.cudaMemcpyHostToDevice, rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
+    """Whole problems (modes count and budget) or tile windows (hot, owned) on the GPU. Device
+    buffers by name, each (B, L[, C]) with L = a row's cells: codes uint8, neighbours (L, taps)
+    int64, prepare's outputs, state0/state1 (the state, ping-ponged), budget (B,) float32, owned
+    (B, L) float32, last (B,) float32 or hot (B, L) bool, state_codes, classes uint8."""
+
+    def __init__(self, engine: TrtEngine, codes: np.ndarray, state_codes: np.ndarray | None, wrap: bool,
+                 mode: str, owned: np.ndarray | None = None):
+        self.engine, self.cu, self.mode, self.wrap = engine, engine.cu, mode, wrap
+        self.shape, self.b = codes.shape[1:], len(codes)
+        self.cells = math.prod(self.shape)
+        if not wrap and codes.reshape(self.b, -1)[:, -1].any():
+            raise InternalError("a row handed to the engine does not end in an empty cell")
+        self.codes, self.live, self.current = codes, np.arange(self.b), 0
+        self.buffers: dict[str, tuple[int, tuple, np.dtype]] = {}  # name -> (device pointer, shape, dtype)
+        self.contexts: dict[str, object] = {}  # plan name -> its IExecutionContext in this batch
+        self.scratch, self.scratch_bytes = 0, 0
+        self.pending: list[np.ndarray] = []  # host arrays a queued copy reads or writes: alive until _sync
+        self.closed, self.stream = False, None
         try:
-            self.stream = self.cu("cudaStreamCreateWithFlags", rt.cudaStreamNonBlocking)
-            self.problem, self.owned = self._malloc(problem.nbytes), self._malloc(self.host_owned.nbytes)
-            self.state_buffers = [self._malloc(b * self.row_state), self._malloc(b * self.row_state)]
-            self.budget, self.last = self._malloc(b * 4), self._malloc(b * 4)
-            self.changed_at = self._malloc(b * self.length * 4)
-            self.last_budget = np.zeros(b, np.float32)
-            self.host_budget, self.host_last = self._pinned(b), self._pinned(b)
-            self.logits, self.logits_bytes = 0, 0
-            self.current = 0  # state_buffers[current] holds the state
-            self._upload(self.problem, problem)
-            self._upload(self.owned, self.host_owned)
-            if state is None:
-                self.cu("cudaMemsetAsync", self.state_buffers[0], 0, b * self.row_state, self.stream)  # zeros at step 0
-            else:
-                state = np.ascontiguousarray(state, np.float32)
-                self._upload(self.state_buffers[0], state)
-            self.advance_ctx = _Context(engine, engine.engine("advance", wrap))
-            self.readout_ctx = _Context(engine, engine.engine("readout", False))  # the readout is per cell: no wrap
-            self.contexts = [self.advance_ctx, self.readout_ctx]
-            self._resize(b)
-            self.cu("cudaStreamSynchronize", self.stream)  # pageable host sources must outlive their copies
+            self.stream = self.cu("cudaStreamCreateWithFlags", engine.cudart.cudaStreamNonBlocking)
+            self._prepare(state_codes, owned)
         except BaseException:
             self.close()
             raise
 
-    def _upload(self, dst: int, host: np.ndarray) -> None:
-        self.cu("cudaMemcpyAsync", dst, host.ctypes.data, host.nbytes, self.h2d, self.stream)
+    # -- device work ----------------------------------------------------------------------------------
+    def _buffer(self, name: str, shape: tuple, dtype) -> int:
+        """The device pointer of buffer `name`, made on first use (stream-ordered)."""
+        shape, dtype = tuple(shape), np.dtype(dtype)
+        if name not in self.buffers:
+            nbytes = max(1, math.prod(shape) * dtype.itemsize)
+            self.buffers[name] = (self.cu("cudaMallocAsync", nbytes, self.stream), shape, dtype)
+        elif self.buffers[name][1:] != (shape, dtype):
+            raise InternalError(f"buffer {name!r} is {self.buffers[name][1:]}, asked for {(shape, dtype)}")
+        return self.buffers[name][0]
 
-    def _download(self, shape: tuple, src: int) -> np.ndarray:
-        host = np.empty(shape, np.float32)
-        self.cu("cudaMemcpyAsync", host.ctypes.data, src, host.nbytes, self.d2h, self.stream)
-        self.cu("cudaStreamSynchronize", self.stream)
+    def _upload(self, name: str, host: np.ndarray) -> None:
+        ptr, shape, dtype = self.buffers[name]
+        host = np.ascontiguousarray(host, dtype).reshape(shape)
+        self.cu("cudaMemcpyAsync", ptr, host.ctypes.data, host.nbytes, self.engine.h2d, self.stream)
+        self.pending.append(host)
+
+    def _download(self, name: str) -> np.ndarray:
+        """The buffer's contents once _sync() has returned (the copy is queued on the stream)."""
+        ptr, shape, dtype = self.buffers[name]
+        host = np.empty(shape, dtype)
+        self.cu("cudaMemcpyAsync", host.ctypes.data, ptr, host.nbytes, self.engine.d2h, self.stream)
+        self.pending.append(host)
         return host
 
-    def _malloc(self, nbytes: int) -> int:
-        ptr = self.cu("cudaMalloc", max(nbytes, 4))
-        self.device.append(ptr)
-        return ptr
+    def _sync(self) -> None:
+        self.cu("cudaStreamSynchronize", self.stream)
+        self.pending.clear()
 
-    def _pinned(self, n: int) -> np.ndarray:
-        """Page-locked floats: copies from and to them can be captured in a CUDA graph."""
-        ptr = self.cu("cudaMallocHost", max(n, 1) * 4)
-        self.pinned.append(ptr)
-        return np.ctypeslib.as_array((ctypes.c_float * max(n, 1)).from_address(ptr))
+    def _context(self, plan: _Plan):
+        """The batch's execution context for a plan: input shapes set once (they never change in a
+        batch), its activation memory counted into the batch's shared block."""
+        if plan.name not in self.contexts:
+            trt = self.engine.trt
+            ctx = plan.engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            if ctx is None:
+                raise SeadError("TensorRT could not create an execution context")
+            for name in plan.inputs():
+                shape = plan.shape(name, self.b, self.cells)
+                if not ctx.set_input_shape(name, shape):
+                    raise SeadError(f"TensorRT refused shape {shape} for {name!r} of the {plan.name} engine "
+                                    f"(its profile: {self.engine.rows_limit:,} rows of {self.engine.max_row_cells:,} "
+                                    "cells at most)")
+            need = self.engine.activation_bytes(plan, ctx)
+            if need > self.scratch_bytes:  # stream-ordered: the old block is freed after the work queued on it
+                if self.scratch:
+                    self.cu("cudaFreeAsync", self.scratch, self.stream)
+                    self.scratch, self.scratch_bytes = 0, 0
+                self.scratch, self.scratch_bytes = self.cu("cudaMallocAsync", need, self.stream), need
+            self.contexts[plan.name] = ctx
+        return self.contexts[plan.name]
 
-    def _resize(self, b: int) -> None:
-        self.b = b
-        problem, state = (b, self.c_in, *self.cells), (b, self.c_s, *self.cells)
-        self.advance_ctx.set_shapes({"problem": problem, "state": state, "budget": (b, 1, *(1,) * len(self.cells)),
-                                     "owned": (b, 1, *self.cells)})
-        self.readout_ctx.set_shapes({"problem": problem, "state": state})
-        self._drop_graphs()
+    def _run(self, plan: _Plan, rename: dict[str, str]) -> None:
+        """Queue the plan on the stream: IO tensor t reads or writes buffer rename.get(t, t);
+        output buffers are made here."""
+        ctx = self._context(plan)
+        for tensor, (is_input, _, dtype) in plan.io.items():
+            name = rename.get(tensor, tensor)
+            if is_input and name not in self.buffers:
+                raise InternalError(f"the {plan.name} engine reads {tensor!r}, which the batch does not hold")
+            ptr = self._buffer(name, plan.shape(tensor, self.b, self.cells), dtype)
+            if not ctx.set_tensor_address(tensor, ptr):
+                raise SeadError(f"TensorRT refused the address of {tensor!r} ({plan.name} engine)")
+        if hasattr(ctx, "set_device_memory"):  # TensorRT >= 10.1; a null block is documented valid for size 0
+            ctx.set_device_memory(self.scratch, self.scratch_bytes)
+        else:
+            ctx.device_memory = self.scratch
+        if not ctx.execute_async_v3(int(self.stream)):
+            raise SeadError(f"TensorRT could not enqueue the {plan.name} engine")
 
+    def _prepare(self, state_codes, owned) -> None:
+        e = self.engine
+        plan = e.plan(("prepare", state_codes is None))
+        cells = (self.b, self.cells)
+        table = neighbour_table(tuple(self.shape), self.wrap)
+        host = {"codes": self.codes.reshape(cells), "neighbours": table}
+        if state_codes is not None:
+            host["state_codes"] = np.asarray(state_codes).reshape(cells)
+        for name, array in host.items():
+            self._buffer(name, plan.shape(name, self.b, self.cells), plan.io[name][2])
+            self._upload(name, array)
+        self._run(plan, {"state": "state0"})
+        _, shape, dtype = self.buffers["state0"]
+        self._buffer("state1", shape, dtype)
+        if self.mode == "budget":
+            self._buffer("budget", (self.b,), np.float32)
+        if self.mode == "owned":
+            self._buffer("owned", cells, np.float32)
+            self._upload("owned", np.asarray(owned, np.float32).reshape(cells))
+        self._sync()  # the host sources must outlive their copies; prepare's errors surface here
+
+    # -- the protocol ---------------------------------------------------------------------------------
     @property
     def rows(self) -> int:
-        return self.b
+        return len(self.live)
 
-    # -- advance ------------------------------------------------------------------------------
-    def _enqueue(self, d: int) -> None:
-        """Budget up, K steps from state d into state 1 - d, the last steps down (all async)."""
-        n = self.b * 4
-        self.cu("cudaMemcpyAsync", self.budget, self.host_budget.ctypes.data, n, self.h2d, self.stream)
-        self.advance_ctx.run(self.stream, problem=self.problem, state=self.state_buffers[d], owned=self.owned,
-                             budget=self.budget, state_out=self.state_buffers[1 - d], last=self.last,
-                             changed_at=self.changed_at)
-        self.cu("cudaMemcpyAsync", self.host_last.ctypes.data, self.last, n, self.d2h, self.stream)
-
-    def advance(self, budget: np.ndarray, k: int | None = None) -> np.ndarray:
-        if k not in (None, self.engine.k):
-            raise SeadError(f"engine 'trt' was built for {self.engine.k} steps per call, not {k}")
-        self.host_budget[: self.b] = budget
-        self.last_budget = np.asarray(budget, np.float32)
-        if self.graphs:
-            self.cu("cudaGraphLaunch", self.graphs[self.current], self.stream)
-        else:
-            self._enqueue(self.current)
-        self.cu("cudaStreamSynchronize", self.stream)
-        last = self.host_last[: self.b].astype(np.int64)
+    def advance(self, k: int, budget: np.ndarray | None = None) -> np.ndarray:
+        plan = self.engine.plan(("advance", k, self.mode))
+        if self.mode == "budget":
+            full = np.zeros(self.b, np.float32)  # rows that left the batch hold their state
+            full[self.live] = budget
+            self._upload("budget", full)
+        self._run(plan, {"state": f"state{self.current}", "state_out": f"state{1 - self.current}"})
         self.current ^= 1
-        if not self.graphs and self.engine.cuda_graphs:
-            self._capture()  # the plain call above was the warm-up TensorRT wants after a shape change
-        return last
-
-    def state(self) -> np.ndarray:
-        return self._download((self.b, self.c_s, *self.cells), self.state_buffers[self.current])
+        if self.mode == "hot":
+            self._sync()
+            return np.zeros(0, np.int64)
+        last = self._download("last")
+        self._sync()
+        return last[self.live].astype(np.int64)
 
     def hot(self) -> np.ndarray:
-        return hot_cells(self._download((self.b, *self.cells), self.changed_at), self.last_budget)
+        """(B, *S) bool: the cells that changed at the last step (mode hot)."""
+        hot = self._download("hot")
+        self._sync()
+        return hot.reshape(self.b, *self.shape)
 
-    def _capture(self) -> None:
-        """One graph per ping-pong direction; on any failure, stop trying for this engine."""
-        rt = self.engine.cudart
-        try:
-            for d in (0, 1):
-                self.cu("cudaStreamBeginCapture", self.stream, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
-                failure = None
-                try:
-                    self._enqueue(d)
-                except Exception as exc:
-                    failure = exc
-                err, graph = rt.cudaStreamEndCapture(self.stream)  # always end the capture we began
-                if failure is not None or err != rt.cudaError_t.cudaSuccess:
-                    if err == rt.cudaError_t.cudaSuccess:
-                        rt.cudaGraphDestroy(graph)
-                    raise failure or SeadError(f"CUDA call cudaStreamEndCapture failed: {getattr(err, 'name', err)}")
-                try:
-                    self.graphs.append(self.cu("cudaGraphInstantiate", graph, 0))
-                finally:
-                    self.cu("cudaGraphDestroy", graph)  # the executable graph keeps what it needs
-        except Exception as exc:
-            rt.cudaGetLastError()  # clear the error the failed capture left behind
-            self._drop_graphs()
-            self.engine.cuda_graphs = False
-            print(f"sead: CUDA graph capture failed ({exc}); engine 'trt' continues without graphs",
-                  file=sys.stderr, flush=True)
+    def _finish(self) -> tuple[np.ndarray, np.ndarray]:
+        self._run(self.engine.plan(("finish",)), {"state": f"state{self.current}"})
+        codes, classes = self._download("state_codes"), self._download("classes")
+        self._sync()
+        shape = (self.b, *self.shape)
+        return codes.astype(self.engine.rule.code_dtype).reshape(shape), classes.reshape(shape)
 
-    def _drop_graphs(self) -> None:
-        graphs, self.graphs = self.graphs, []
-        for g in graphs:
-            self.cu("cudaGraphExecDestroy", g)
+    def state_codes(self) -> np.ndarray:
+        return self._finish()[0][self.live]
 
-    # -- readout and compaction ---------------------------------------------------------------
-    def symbols(self) -> np.ndarray:
-        """(B, *cells) int64: the readout's class per cell for the current state."""
-        shape = (self.b, self.classes, *self.cells)
-        nbytes = 4 * self.b * self.classes * self.length
-        if nbytes > self.logits_bytes:
-            if self.logits:
-                self.device.remove(self.logits)
-                self.cu("cudaFree", self.logits)
-                self.logits = 0
-            self.logits, self.logits_bytes = self._malloc(nbytes), nbytes
-        self.readout_ctx.run(self.stream, problem=self.problem, state=self.state_buffers[self.current], logits=self.logits)
-        return self._download(shape, self.logits).argmax(1)
+    def classes(self) -> np.ndarray:
+        return self._finish()[1][self.live]
 
     def keep(self, rows: np.ndarray) -> None:
-        """Keep only `rows`. Compaction is rare (at most log2(B) times a batch), so the kept rows
-        make one round trip through the host."""
-        rows = np.asarray(rows, np.int64)
-        if len(rows) == self.b and (rows == np.arange(self.b)).all():
-            return
-        state = np.ascontiguousarray(self.state()[rows])
-        self.host_problem = np.ascontiguousarray(self.host_problem[rows])
-        self.host_owned = np.ascontiguousarray(self.host_owned[rows])
-        for dst, host in ((self.problem, self.host_problem), (self.owned, self.host_owned),
-                          (self.state_buffers[self.current], state)):
-            self._upload(dst, host)
-        self.cu("cudaStreamSynchronize", self.stream)  # the pageable host sources must outlive the copies
-        self._resize(len(rows))
+        self.live = self.live[np.asarray(rows, np.int64)]
+        if 4 * len(self.live) >= self.b or not len(self.live):
+            return  # idle rows run on (their results are out) and cost at most 3x the live ones
+        # compaction: rare (at most log4(B) times a batch); the state crosses as codes, 1-4 bytes a cell
+        state_codes = self.state_codes()
+        codes = self.codes[self.live]
+        self.close()
+        self.__init__(self.engine, codes, state_codes, self.wrap, self.mode)
 
-    # -- memory -------------------------------------------------------------------------------
     def close(self) -> None:
-        """Free the batch's device memory now (also done when it is garbage collected)."""
+        """Free the batch's device memory (stream-ordered, after its queued work) and its stream."""
         if self.closed:
             return
         self.closed = True
-        rt, failed = self.engine.cudart, []
+        failed = []
 
-        def call(name, arg):  # best effort: free everything, then report what failed
-            if getattr(rt, name)(arg)[0] != rt.cudaError_t.cudaSuccess:
-                failed.append(name)
+        def call(name, *args):  # best effort: release everything, then report what failed
+            try:
+                self.cu(name, *args)
+            except SeadError as exc:
+                failed.append(str(exc))
 
         if self.stream is not None:
-            call("cudaStreamSynchronize", self.stream)
-        for g in self.graphs:
-            call("cudaGraphExecDestroy", g)
-        memory = [c.memory for c in self.contexts if c.memory] + self.device
-        for c in self.contexts:
-            c.ctx = None  # contexts go before the memory they use
-        for ptr in memory:
-            call("cudaFree", ptr)
-        self.host_budget = self.host_last = None  # views into the pinned memory go first
-        for ptr in self.pinned:
-            call("cudaFreeHost", ptr)
+            try:
+                self._sync()
+            except SeadError as exc:
+                failed.append(str(exc))
+        self.contexts.clear()  # contexts go before the memory they use
+        for ptr in [p for p, _, _ in self.buffers.values()] + ([self.scratch] if self.scratch else []):
+            call("cudaFreeAsync", ptr, self.stream)
+        self.buffers, self.scratch, self.scratch_bytes = {}, 0, 0
         if self.stream is not None:
-            call("cudaStreamDestroy", self.stream)
-        self.graphs, self.contexts, self.device, self.pinned, self.stream = [], [], [], [], None
+            call("cudaStreamDestroy", self.stream)  # its queued work (the frees) still completes
+            self.stream = None
+        self.pending.clear()  # only now: a copy still queued may read or write these
         if failed:
-            raise SeadError(f"CUDA calls failed while freeing a TensorRT batch: {', '.join(failed)}")
+            raise SeadError(f"CUDA failed while releasing a TensorRT batch: {'; '.join(failed)}")
 
     def __del__(self):
         try:
             self.close()
         except Exception:
             pass  # at interpreter exit the CUDA runtime may already be gone
+
+
+class _EmptyBatch:
+    """A batch of no rows: nothing to run (a profile starts at one row)."""
+
+    def __init__(self, engine: TrtEngine, shape: tuple, mode: str):
+        self.engine, self.shape, self.mode, self.rows = engine, shape, mode, 0
+
+    def advance(self, k: int, budget=None) -> np.ndarray:
+        return np.zeros(0, np.int64)
+
+    def hot(self) -> np.ndarray:
+        return np.zeros((0, *self.shape), bool)
+
+    def state_codes(self) -> np.ndarray:
+        return np.zeros((0, *self.shape), self.engine.rule.code_dtype)
+
+    def classes(self) -> np.ndarray:
+        return np.zeros((0, *self.shape), np.uint8)
+
+    def keep(self, rows) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
