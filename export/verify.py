@@ -65,9 +65,14 @@ class RuntimeForms:
         from sead.runtime.model_file import StepMetadata, StepModel
         from sead.runtime.rule import Rule
 
+        from sead.runtime.errors import ModelFileError
+
         proto = onnx.load_from_string(onnx_bytes)
         meta = StepMetadata.from_props({p.key: p.value for p in proto.metadata_props})
-        self.rule = Rule.from_step(StepModel("<export>", proto, meta))
+        try:
+            self.rule = Rule.from_step(StepModel("<export>", proto, meta))
+        except ModelFileError as exc:  # the graph the exporter wrote cannot be what the runtime runs
+            raise ExportMismatch(str(exc).removeprefix("<export>: ")) from None
         self.sessions = {}
 
     def _session(self, key, build):
