@@ -133,13 +133,27 @@ class Runtime:
     def invalid(self, lines: Iterable[str], max_steps: int | None = None) -> list[InputError]:
         """Every invalid line (not just the first), each an InputError with its 1-based line:
         what submit() would refuse, for a caller that reports them all."""
-        errors = []
-        for i, line in enumerate(lines, 1):
+        return list(self.split_invalid(lines, max_steps)[1].values())
+
+    def split_invalid(self, lines: Iterable[str], max_steps: int | None = None, first_line: int = 1,
+                      source: str | None = None) -> tuple[list[int], dict[int, InputError]]:
+        """-> (offsets of the valid lines, {offset: InputError} of each invalid one, its line
+        numbered from first_line). The one skip-invalid rule: `sead run --skip-invalid`,
+        Runtime.stream, the NDJSON service and Ray all answer the valid lines of a block this way."""
+        lines = lines if isinstance(lines, list) else list(lines)
+        try:
+            self.validate(lines, max_steps, first_line, source)
+            return list(range(len(lines))), {}
+        except InputError:  # line by line, to name each bad one
+            pass
+        valid, errors = [], {}
+        for offset, line in enumerate(lines):
             try:
-                self.validate([line], max_steps, i)
+                self.validate([line], max_steps, first_line + offset, source)
+                valid.append(offset)
             except InputError as exc:
-                errors.append(exc)
-        return errors
+                errors[offset] = exc
+        return valid, errors
 
     def limits(self, problems: Problems, max_steps: int | None = None, first_line: int = 1,
                source: str | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -249,13 +263,7 @@ class Runtime:
         except InputError:
             if not skip_invalid:
                 raise
-            keep = []
-            for offset, line in enumerate(block):
-                try:
-                    self.validate([line], max_steps, first + offset, source)
-                    keep.append(offset)
-                except InputError as exc:
-                    errors[offset] = exc
+            keep, errors = self.split_invalid(block, max_steps, first, source)
             valid = self.validate([block[i] for i in keep], max_steps, first, source)
         while True:
             try:

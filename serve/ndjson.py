@@ -189,8 +189,9 @@ class _Submitter:
             work = await self._call(offload, runtime.work, texts, cap)
         except InputError:  # rare: give each invalid problem its reason, then take the rest
             pending = [entry for entry in group if entry[2] is None]
-            for exc in await self._call(offload, runtime.invalid, texts, cap):
-                pending[exc.line - 1][2] = exc.reason
+            _, errors = await self._call(offload, runtime.split_invalid, texts, cap)
+            for offset, exc in errors.items():
+                pending[offset][2] = exc.reason
             texts = [e[1] for e in group if e[2] is None]
             if not texts:
                 return None

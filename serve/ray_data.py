@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from sead.runtime.errors import InputError, SeadError
+from sead.runtime.errors import SeadError
 
 BLOCK_LINES = 8192
 GPU_ENGINES = ("ort-cuda", "trt")
@@ -67,13 +67,11 @@ class LineSolver:
         import pyarrow as pa
 
         texts = block.column("text").to_pylist()
+        valid, invalid = self.runtime.split_invalid(texts, self.max_steps)  # only --skip-invalid leaves any
         errors: list[str | None] = [None] * len(texts)
-        try:
-            results = iter(self.runtime.solve(texts, self.max_steps))
-        except InputError:  # only with --skip-invalid: answer the valid ones
-            for exc in self.runtime.invalid(texts, self.max_steps):
-                errors[exc.line - 1] = exc.reason
-            results = iter(self.runtime.solve([t for t, e in zip(texts, errors) if e is None], self.max_steps))
+        for offset, exc in invalid.items():
+            errors[offset] = exc.reason
+        results = iter(self.runtime.solve([texts[i] for i in valid], self.max_steps))
         rows = [None if e is not None else next(results) for e in errors]
         return pa.table({
             "line": block.column("line"),
