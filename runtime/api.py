@@ -23,6 +23,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
+from .batching import TILE_FROM_DEFAULT as TILE_FROM
 from .batching import Scheduler
 from .engines import make_engine
 from .errors import InputError, ModelFileError, QueueFull, RuntimeClosed, SeadError
@@ -31,7 +32,6 @@ from .model_file import load_step_model
 from .tasks import MAX_STEPS, Parsed, Problems, get_task
 from .tiles import RUN_TILES
 
-TILE_FROM = 1 << 11  # tapes longer than this run in tiles (README "Tiles": bench/tiles.py --sweep chose it)
 DEFAULT_MAX_QUEUE_CELLS = 1 << 26
 STREAM_CHUNK_LINES = 1 << 14
 SUBMIT_CHUNK_LINES = 1 << 18  # a larger call is validated and queued in parts, so engines start early

@@ -26,7 +26,7 @@ from .engines.protocol import Engine
 from .errors import InternalError
 from .tasks import Parsed, Problems
 from .tasks.base import default_step_cap  # noqa: F401 (the cap of a tape of L cells: default_step_cap(L))
-from .tiles import RUN_TILES, TILE, TiledTape
+from .tiles import GRID_TILE, RUN_TILES, TILE, TiledGrid, TiledTape
 
 DEEPEN_BELOW_CELLS = 1 << 12  # below this many cells a call's launch cost dwarfs a step: deepen freely
 FIRST_K = 4  # calls start this deep (the engines also offer 1 and 2, for the last steps of generations)
@@ -235,15 +235,16 @@ class RowJob:
 
 
 class Chunk(NamedTuple):
-    """Rows of one tape that one engine call runs: spans of owned cells, all padded to row_length."""
+    """Windows of one tiled problem that one engine call runs: spans of owned cells, each window
+    padded with empty cells to `shape` ((L,) on a tape, (H, W) on a grid)."""
 
-    spans: list[tuple[int, int]]
-    row_length: int
+    spans: list[tuple]
+    shape: tuple[int, ...]
 
 
 class TapeJob:
-    """One long tape in tiles. start() and each chunk return the chunks that can run next: a
-    round's chunks run side by side, and the last one to finish plans the next round.
+    """One long tape (or a large grid) in tiles. start() and each chunk return the chunks that can
+    run next: a round's chunks run side by side, and the last one to finish plans the next round.
 
     evaluations: steps it may take (cap + 1, or its generations); cap: reported if it runs out."""
 
@@ -256,7 +257,7 @@ class TapeJob:
         self.tile, self.run_tiles = tile, run_tiles
         self.schedule = KSchedule(engine.k_choices)
         self.steps, self.k_run = 0, 0
-        self.tape: TiledTape | None = None
+        self.tape: TiledTape | TiledGrid | None = None
         self.lock = threading.Lock()
         self.pending, self.results = 0, []
         self.reading = False
@@ -274,9 +275,12 @@ class TapeJob:
 
     # -- rounds --------------------------------------------------------------------------------
     def start(self) -> list[Chunk]:
-        codes = self.task.codes(Problems.from_parsed(self.task, [self.problem]), np.zeros(1, np.int64),
-                                (self.problem.length,))[0]
-        self.tape = TiledTape(codes, self.ring, self.tile, self.run_tiles)
+        shape = tuple(self.task.shape(self.problem))
+        codes = self.task.codes(Problems.from_parsed(self.task, [self.problem]), np.zeros(1, np.int64), shape)[0]
+        if self.task.rank == 2:
+            self.tape = TiledGrid(codes, GRID_TILE, bands=max(1, self.engine.workers))
+        else:
+            self.tape = TiledTape(codes, self.ring, self.tile, self.run_tiles)
         if self.evaluations <= 0:  # rule110 with 0 generations
             return self._readout()
         return self._round()
@@ -285,32 +289,36 @@ class TapeJob:
         # at most a tile's width per call, as the activity rule (runtime/tiles.py) needs, and
         # halos short enough that a one-tile row fits the engine
         widest = (self.engine.max_row_cells - self.tape.tile - 1) // 2
-        self.k_run = step_choice(self.engine.k_choices, self.schedule.k, min(self.tape.tile, widest,
+        # a grid window has a halo on four sides: half a tile keeps it to a fraction of the box
+        deepest = self.tape.tile if self.tape.rank == 1 else self.tape.tile // 2
+        self.k_run = step_choice(self.engine.k_choices, self.schedule.k, min(deepest, widest,
                                                                             self.evaluations - self.steps))
         spans = self.tape.spans(self.engine.max_row_cells - 2 * self.k_run - 1)
         return self._chunks(spans, self.k_run)
 
     def _readout(self) -> list[Chunk]:
         self.reading = True
-        self.classes = np.zeros(self.tape.length, np.uint8)
+        self.classes = np.zeros(self.tape.codes.shape, np.uint8)
         return self._chunks(self.tape.all_spans(self.engine.max_row_cells - 1), 0)
 
-    def _chunks(self, spans: list[tuple[int, int]], halo: int) -> list[Chunk]:
-        """Group rows into batches of about the engine's preferred size; similar widths together."""
+    def _chunks(self, spans: list[tuple], halo: int) -> list[Chunk]:
+        """Group windows into batches of about the engine's preferred size; similar sizes together,
+        each padded to the group's largest shape."""
         if not spans:  # a round always has a hot tile's neighbourhood to run, or it would not start
-            raise InternalError("a tiled tape has no active tiles left to run")
-        spans = sorted(spans, key=lambda s: s[0] - s[1])
-        chunks, group = [], []
+            raise InternalError("a tiled problem has no active tiles left to run")
+        spans = sorted(spans, key=lambda s: -self.tape.window_length(s, halo))
+        chunks, group, shape = [], [], None
         for span in spans:
-            width = self.tape.window_length(span, halo)
-            row_length = self.tape.window_length(group[0], halo) if group else width
-            rows = len(group) + 1
-            if group and (rows * row_length > self.engine.batch_cells or rows > self.engine.max_rows(row_length)):
-                chunks.append(Chunk(group, self.tape.window_length(group[0], halo)))
-                group = []
+            wider = tuple(np.maximum(shape, self.tape.window_shape(span, halo))) if group else \
+                self.tape.window_shape(span, halo)
+            cells, rows = math.prod(wider), len(group) + 1
+            if group and (rows * cells > self.engine.batch_cells or rows > self.engine.max_rows(cells)):
+                chunks.append(Chunk(group, shape))
+                group, wider = [], self.tape.window_shape(span, halo)
             group.append(span)
+            shape = tuple(int(n) for n in wider)
         if group:
-            chunks.append(Chunk(group, self.tape.window_length(group[0], halo)))
+            chunks.append(Chunk(group, shape))
         with self.lock:
             self.pending, self.results = len(chunks), []
         return chunks
@@ -318,10 +326,10 @@ class TapeJob:
     def run_chunk(self, chunk: Chunk) -> list[Chunk]:
         """Run one chunk; the last chunk of a round ends it. -> the chunks that can run next."""
         if self.reading:
-            codes, states, _ = self.tape.gather(chunk.spans, 0, chunk.row_length)
+            codes, states, _ = self.tape.gather(chunk.spans, 0, chunk.shape)
             classes = self.engine.classify(codes, states)
-            for row, (a, b) in enumerate(chunk.spans):
-                self.classes[a:b] = classes[row, : b - a]
+            for row, span in enumerate(chunk.spans):
+                self.classes[self.tape.region(span)] = classes[row][self.tape.window_region(span, 0)]
             with self.lock:
                 self.pending -= 1
                 if self.pending:
@@ -332,12 +340,12 @@ class TapeJob:
             self.deliver(finish(answer, self.steps, self.ran_out, self.fixed_point, self.cap))
             return []
         halo, k = self.k_run, self.k_run
-        codes, states, owned = self.tape.gather(chunk.spans, halo, chunk.row_length)
+        codes, states, owned = self.tape.gather(chunk.spans, halo, chunk.shape)
         new_states, hot = self.engine.run_windows(codes, states, k)
         results = self.tape.owned_results(chunk.spans, halo, new_states, hot)
         with self.lock:
             self.results.append((chunk, codes, states, owned, results))
-            self.cell_steps += len(chunk.spans) * chunk.row_length * halo
+            self.cell_steps += len(chunk.spans) * math.prod(chunk.shape) * halo
             self.pending -= 1
             if self.pending:
                 return []
@@ -363,7 +371,7 @@ class TapeJob:
             # nothing changed at the final step: a fixed point, so the remaining generations change
             # nothing either (and no tile would run them)
             self.steps = self.evaluations
-        self.schedule.after_call(True, int(self.tape.active.sum()) * self.tape.tile)
+        self.schedule.after_call(True, int(self.tape.active.sum()) * self.tape.tile ** self.tape.rank)
         if settled or self.steps >= self.evaluations:
             return self._readout()
         return self._round()

@@ -24,9 +24,12 @@ import numpy as np
 
 TILE = 64        # cells per tile: the activity grain; at least the deepest K a call runs
 RUN_TILES = 64   # at most this many consecutive active tiles per row (4,096 owned cells)
+GRID_TILE = 16   # a grid's tiles are GRID_TILE x GRID_TILE cells
 
 
 class TiledTape:
+    rank = 1
+
     def __init__(self, codes: np.ndarray, ring: bool, tile: int = TILE, run_tiles: int = RUN_TILES):
         """codes: (L,) uint8, the task's codes of one problem (0 empty, 1 + symbol)."""
         self.codes = np.ascontiguousarray(codes, np.uint8)
@@ -55,9 +58,20 @@ class TiledTape:
         """Cells in the row of a span: the span, a halo each side, and the empty cell at its end."""
         return span[1] - span[0] + 2 * halo + 1
 
-    def gather(self, spans: list[tuple[int, int]], halo: int, row_length: int):
+    def window_shape(self, span: tuple[int, int], halo: int) -> tuple[int, ...]:
+        return (self.window_length(span, halo),)
+
+    def region(self, span: tuple[int, int]):
+        """Where a span's cells lie in tape-shaped arrays; window_region: in its window row."""
+        return np.s_[span[0]: span[1]]
+
+    def window_region(self, span: tuple[int, int], halo: int):
+        return np.s_[halo: halo + span[1] - span[0]]
+
+    def gather(self, spans: list[tuple[int, int]], halo: int, shape: tuple[int, ...]):
         """-> codes (R, row_length) uint8, state codes (R, row_length) or None before the first
         step, owned (R, row_length) bool, for the rows of `spans`, padded with empty cells."""
+        (row_length,) = shape
         starts = np.array([a - halo for a, _ in spans], np.int64)
         widths = np.array([b - a + 2 * halo for a, b in spans], np.int64)
         columns = np.arange(row_length, dtype=np.int64)
@@ -104,3 +118,117 @@ class TiledTape:
     def all_spans(self, max_cells: int | None = None) -> list[tuple[int, int]]:
         step = self.tile * (self.run_tiles if max_cells is None else max(1, min(self.run_tiles, max_cells // self.tile)))
         return [(a, min(a + step, self.length)) for a in range(0, self.length, step)]
+
+
+class TiledGrid:
+    """A long grid problem (rank 2) at rest, compact, cut into GRID_TILE x GRID_TILE tiles.
+
+    The same activity rule in two dimensions: a cell changes only if a cell within one cell of it
+    (its 3x3 neighbourhood) changed at the step before, so after a call of at most a tile's width
+    of steps only the hot tiles and their eight neighbours can change. A call runs the bounding
+    box of the active tiles, cut into bands of whole tile rows (one per window, so workers can run
+    them side by side), each with a halo of k cells on every side and an empty last row and
+    column. On a product the active region is a front that shrinks as rows settle: the box follows
+    it (runtime/tasks/multiplication.py; docs/grids.md)."""
+
+    rank = 2
+
+    def __init__(self, codes: np.ndarray, tile: int = GRID_TILE, bands: int = 2):
+        self.codes = np.ascontiguousarray(codes, np.uint8)  # (H, W)
+        self.height, self.width = codes.shape
+        self.length = codes.size
+        self.tile, self.bands = tile, bands
+        self.states: np.ndarray | None = None
+        self.active = np.ones((-(-self.height // tile), -(-self.width // tile)), bool)
+
+    @property
+    def tiles(self) -> int:
+        return self.active.size
+
+    def _box(self, active: np.ndarray) -> tuple[int, int, int, int]:
+        rows, cols = np.flatnonzero(active.any(1)), np.flatnonzero(active.any(0))
+        return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+
+    def spans(self, max_cells: int | None = None) -> list[tuple[int, int, int, int]]:
+        """Owned rectangles (r0, r1, c0, c1) in cells: the active tiles' bounding box, in bands of
+        whole tile rows (at most `bands`, more if one would pass max_cells)."""
+        if not self.active.any():
+            return []
+        t0, t1, u0, u1 = self._box(self.active)
+        rows = t1 - t0
+        width = (u1 - u0) * self.tile
+        per_band = -(-rows // self.bands)
+        if max_cells is not None:
+            per_band = max(1, min(per_band, max_cells // max(width * self.tile, 1)))
+        out = []
+        for a in range(t0, t1, per_band):
+            b = min(t1, a + per_band)
+            out.append((a * self.tile, min(b * self.tile, self.height), u0 * self.tile, min(u1 * self.tile, self.width)))
+        return out
+
+    def window_shape(self, span, halo: int) -> tuple[int, int]:
+        r0, r1, c0, c1 = span
+        return r1 - r0 + 2 * halo + 1, c1 - c0 + 2 * halo + 1
+
+    def window_length(self, span, halo: int) -> int:
+        h, w = self.window_shape(span, halo)
+        return h * w
+
+    def region(self, span):
+        r0, r1, c0, c1 = span
+        return np.s_[r0:r1, c0:c1]
+
+    def window_region(self, span, halo: int):
+        r0, r1, c0, c1 = span
+        return np.s_[halo: halo + r1 - r0, halo: halo + c1 - c0]
+
+    def gather(self, spans, halo: int, shape: tuple[int, int]):
+        """-> codes (R, h, w) uint8, state codes or None, owned (R, h, w) bool: each span's cells
+        with the halo, empty beyond the grid and in the padding after."""
+        h, w = shape
+        rows = np.arange(h)[None, :, None]
+        cols = np.arange(w)[None, None, :]
+        r0 = np.array([s[0] - halo for s in spans])[:, None, None] + rows
+        c0 = np.array([s[2] - halo for s in spans])[:, None, None] + cols
+        extent_r = np.array([s[1] - s[0] + 2 * halo for s in spans])[:, None, None]
+        extent_c = np.array([s[3] - s[2] + 2 * halo for s in spans])[:, None, None]
+        valid = (rows < extent_r) & (cols < extent_c) & (r0 >= 0) & (r0 < self.height) & (c0 >= 0) & (c0 < self.width)
+        ri, ci = np.clip(r0, 0, self.height - 1), np.clip(c0, 0, self.width - 1)
+        codes = np.where(valid, self.codes[ri, ci], np.uint8(0))
+        states = None if self.states is None else self.states[ri, ci]
+        owned = (rows >= halo) & (rows < extent_r - halo) & (cols >= halo) & (cols < extent_c - halo)
+        return codes, states, np.broadcast_to(owned, codes.shape)
+
+    def owned_results(self, spans, halo: int, states: np.ndarray, hot: np.ndarray):
+        out = []
+        for row, (r0, r1, c0, c1) in enumerate(spans):
+            own = np.s_[row, halo: halo + r1 - r0, halo: halo + c1 - c0]
+            cells_hot = hot[own]
+            th, tw = -(-(r1 - r0) // self.tile), -(-(c1 - c0) // self.tile)
+            padded = np.zeros((th * self.tile, tw * self.tile), bool)
+            padded[: r1 - r0, : c1 - c0] = cells_hot
+            tiles_hot = padded.reshape(th, self.tile, tw, self.tile).any(axis=(1, 3))
+            out.append(((r0, r1, c0, c1), states[own], tiles_hot))
+        return out
+
+    def apply(self, results) -> bool:
+        """Store a call's owned results and choose the next call's tiles: the hot ones and their
+        eight neighbours. -> whether any tile is hot."""
+        hot = np.zeros_like(self.active)
+        for (r0, r1, c0, c1), states, tiles_hot in results:
+            if self.states is None:
+                self.states = np.zeros((self.height, self.width), states.dtype)
+            self.states[r0:r1, c0:c1] = states
+            a, b = r0 // self.tile, c0 // self.tile
+            hot[a: a + tiles_hot.shape[0], b: b + tiles_hot.shape[1]] |= tiles_hot
+        padded = np.pad(hot, 1)
+        active = np.zeros_like(hot)
+        for dr in (0, 1, 2):
+            for dc in (0, 1, 2):
+                active |= padded[dr: dr + hot.shape[0], dc: dc + hot.shape[1]]
+        self.active = active
+        return bool(hot.any())
+
+    def all_spans(self, max_cells: int | None = None):
+        band = self.tile * max(1, (max_cells or self.length) // max(self.width * self.tile, 1))
+        return [(a, min(a + band, self.height), 0, self.width) for a in range(0, self.height, band)]

@@ -9,6 +9,7 @@ from sead.runtime import Runtime  # noqa: E402
 from sead.runtime.loop import default_step_cap  # noqa: E402
 from sead.runtime.tasks import get_task  # noqa: E402
 from sead.runtime.tiles import TiledTape  # noqa: E402
+from sead.runtime.tasks.base import random_digits  # noqa: E402
 
 DENSE = 10**9  # tile_from: never tile
 
@@ -153,7 +154,7 @@ def test_activity_dilates_by_one_tile_and_wraps_on_rings():
     ring.apply(ring.owned_results([(0, 8)], 2, window_states, hot))
     assert ring.active.tolist() == [True, True, False, False, True]
     assert ring.spans() == [(0, 16), (32, 40)]
-    codes, states, owned = ring.gather([(32, 40)], 2, 13)
+    codes, states, owned = ring.gather([(32, 40)], 2, (13,))
     assert owned[0].tolist() == [False] * 2 + [True] * 8 + [False] * 3  # halo, owned cells, halo, the empty end
     assert codes[0].tolist() == [1] * 12 + [0]  # a ring's halo wraps to real cells; then the empty cell
     # cells 30..39 were never written (0); the right halo wraps to cells 0 and 1 (7)
@@ -181,3 +182,30 @@ def test_a_ring_at_a_fixed_point_still_counts_its_generations():
         assert got == dense.solve(lines)
     assert [r.steps for r in got] == [90, 90] and got[0].answer == "0" * 300
     assert got[1].answer == get_task("rule110").answer(get_task("rule110").parse(lines[1]))
+
+
+@pytest.mark.parametrize("model", ["multiplication", "multiplication_symbol"])
+def test_tiled_grids_equal_dense_grids_and_the_reference(model, tiny_onnx, tiny_checkpoints, reference):
+    """Grids in 16 x 16 tiles (runtime/tiles.py TiledGrid): answers, steps and converged flags of
+    untrained rules (arbitrary dynamics, some capped) equal the dense loop's and PyTorch's."""
+    t = get_task("multiplication")
+    rng = np.random.default_rng(4)
+    lines = [f"{random_digits(rng, a)}*{random_digits(rng, b)}" for a, b in ((30, 30), (45, 12), (8, 40))]
+    with Runtime(str(tiny_onnx[model]), "ort", tile_from=10**9, self_test=False) as dense:
+        want = dense.solve(lines, max_steps=30)
+    with Runtime(str(tiny_onnx[model]), "ort", tile_from=100, self_test=False) as tiled:
+        got = tiled.solve(lines, max_steps=30)
+        assert tiled.stats()["tile_cell_steps"] > 0  # they did run in tiles
+    assert got == want
+    assert _key(got) == reference(tiny_checkpoints[model], lines, 30)
+
+
+def test_a_shipped_product_in_tiles_is_exact_and_skips_the_settled_rows():
+    line = "7" * 150 + "*" + "3" * 149 + "1"
+    with Runtime("multiplication", "ort", tile_from=1000) as tiled:
+        got = tiled.solve([line])[0]
+        work = tiled.stats()["tile_cell_steps"]
+    t = get_task("multiplication")
+    assert got.answer == t.answer(t.parse(line))
+    dense_work = 151 * 150 * got.steps
+    assert work < 0.9 * dense_work  # settled rows leave the box
