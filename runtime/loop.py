@@ -293,7 +293,7 @@ class TapeJob:
         deepest = self.tape.tile if self.tape.rank == 1 else self.tape.tile // 2
         self.k_run = step_choice(self.engine.k_choices, self.schedule.k, min(deepest, widest,
                                                                             self.evaluations - self.steps))
-        spans = self.tape.spans(self.engine.max_row_cells - 2 * self.k_run - 1)
+        spans = self.tape.spans(self.engine.max_row_cells, self.k_run)
         return self._chunks(spans, self.k_run)
 
     def _readout(self) -> list[Chunk]:

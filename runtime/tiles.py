@@ -42,9 +42,12 @@ class TiledTape:
     def tiles(self) -> int:
         return len(self.active)
 
-    def spans(self, max_cells: int | None = None) -> list[tuple[int, int]]:
+    def spans(self, max_cells: int | None = None, halo: int = 0) -> list[tuple[int, int]]:
         """The owned cell ranges [a, b) of this call's rows: runs of active tiles, split at
-        run_tiles tiles, or fewer so that a span holds at most max_cells cells."""
+        run_tiles tiles, or fewer so that a window (the span, its halos, its empty end cell)
+        holds at most max_cells cells."""
+        if max_cells is not None:
+            max_cells -= 2 * halo + 1
         run = self.run_tiles if max_cells is None else max(1, min(self.run_tiles, max_cells // self.tile))
         edges = np.flatnonzero(np.diff(np.concatenate(([False], self.active, [False])).astype(np.int8)))
         spans = []
@@ -149,17 +152,17 @@ class TiledGrid:
         rows, cols = np.flatnonzero(active.any(1)), np.flatnonzero(active.any(0))
         return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
-    def spans(self, max_cells: int | None = None) -> list[tuple[int, int, int, int]]:
+    def spans(self, max_cells: int | None = None, halo: int = 0) -> list[tuple[int, int, int, int]]:
         """Owned rectangles (r0, r1, c0, c1) in cells: the active tiles' bounding box, in bands of
-        whole tile rows (at most `bands`, more if one would pass max_cells)."""
+        whole tile rows (at most `bands`, more if a window would pass max_cells with its halo)."""
         if not self.active.any():
             return []
         t0, t1, u0, u1 = self._box(self.active)
         rows = t1 - t0
-        width = (u1 - u0) * self.tile
+        width = (u1 - u0) * self.tile + 2 * halo + 1
         per_band = -(-rows // self.bands)
         if max_cells is not None:
-            per_band = max(1, min(per_band, max_cells // max(width * self.tile, 1)))
+            per_band = max(1, min(per_band, (max_cells // width - 2 * halo - 1) // self.tile))
         out = []
         for a in range(t0, t1, per_band):
             b = min(t1, a + per_band)

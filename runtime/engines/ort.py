@@ -30,6 +30,9 @@ from ..rule import Rule
 K_CHOICES = (1, 2, 4, 8, 16, 32, 64)                 # CPU: deeper calls gain nothing there
 K_CHOICES_CUDA = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # a GPU call's launch cost is worth spreading
 MAX_ELEMENTS = (1 << 31) - 1  # ONNX Runtime's kernels (CUDA's especially) index tensors with int32
+# the largest tensor one call may make, in bytes: a step holds a few such at once (a 1,000-digit
+# product's 1,000,000 cells gathered 9 x 64 values each are 2.3 GB: dense, it ran out of 24 GB)
+TENSOR_BYTES = {"cpu": 1 << 29, "cuda": 1 << 32}
 
 
 def _onnxruntime():
@@ -83,9 +86,11 @@ class OrtEngine:
         r = self.rule
         readout = r.read_in.shape[0] if r.read_in is not None else 1
         # the most float32 values any tensor of a call holds per cell (the cl gathers hold taps x H)
-        self.elements_per_cell = max(r.taps * r.hidden, r.taps * r.state_channels, r.input_channels + r.state_channels,
+        gathered_state = r.taps * r.state_channels if r.state_code == "sign" else r.taps  # a symbol state: its classes
+        self.elements_per_cell = max(r.taps * r.hidden, gathered_state, r.input_channels + r.state_channels,
                                      readout, r.classes, 1)
-        self.max_row_cells = max(1, min(1 << 20, MAX_ELEMENTS // self.elements_per_cell))
+        self.max_elements = min(MAX_ELEMENTS, TENSOR_BYTES[device] // 4)
+        self.max_row_cells = max(1, min(1 << 20, self.max_elements // self.elements_per_cell))
         self._sessions: dict = {}
         self._lock = threading.RLock()
         self._device_lock = threading.RLock()
@@ -96,7 +101,7 @@ class OrtEngine:
 
     # -- sessions and buffers ------------------------------------------------------------------------
     def max_rows(self, row_cells: int) -> int:
-        return MAX_ELEMENTS // (self.elements_per_cell * max(row_cells, 1))
+        return self.max_elements // (self.elements_per_cell * max(row_cells, 1))
 
     def _graph(self, key: tuple):
         layout, key = key[0], key[1:]
