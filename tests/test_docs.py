@@ -97,3 +97,13 @@ def test_the_gpu_check_gets_a_summary(tmp_path):
     assert lines[0].startswith("GPU: NVIDIA H200; onnxruntime-gpu 1.22.0")
     assert "| conformance | ok | 40.2 | rows 12 |" in lines
     assert "| step | failed | 1 | RuntimeError: boom |" in lines
+
+
+def test_the_readme_gpu_table_is_generated_from_the_committed_results():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run([sys.executable, str(root / "bench" / "gpu_table.py"), "--check"])
+    assert done.returncode == 0, "README.md's GPU table differs from bench/gpu_table.py's output: run it"
