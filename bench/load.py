@@ -2,7 +2,7 @@
 
     python bench/load.py                       # the full run: 30 s per load, ~2 minutes in all
     python bench/load.py --seconds 5           # a quick check of the script
-    python bench/load.py --table               # print the README's load table from the results JSON
+    python bench/load.py --table               # print the load table (docs/serving.md) from the results JSON
 
 It starts `sead serve` as a subprocess on a free loopback port, then:
 
@@ -183,7 +183,7 @@ def start_server(args, port: int) -> subprocess.Popen:
 
 
 def table(load_path: Path, ray_path: Path) -> str:
-    """The README's load table and notes, from the results JSON."""
+    """The load table and notes of docs/serving.md, from the results JSON."""
     d, r = json.loads(load_path.read_text()), json.loads(ray_path.read_text())
     c, long = d["config"], d["load2"]["long"]
 
@@ -225,7 +225,7 @@ def main() -> None:
     ap.add_argument("--model", default="addition")
     ap.add_argument("--engine", default="ort")
     ap.add_argument("--out", type=Path, default=RESULTS)
-    ap.add_argument("--table", action="store_true", help="only print the README table from --out and ray.json")
+    ap.add_argument("--table", action="store_true", help="only print the load table from --out and ray.json")
     ap.add_argument("serve_args", nargs="*", help="more `sead serve` options, after --")
     args = ap.parse_args()
     if args.table:

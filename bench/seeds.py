@@ -4,7 +4,7 @@ exactly at long lengths against the oracles (Python integers / decimal, counts, 
 
     python bench/seeds.py [--tasks addition parity rule110 multiplication] [--seeds 0 1 2] [--minutes 15]
                           [--out bench/out/seeds.json]
-    python bench/seeds.py --markdown bench/results/seeds_parity.json     # the README's tables
+    python bench/seeds.py --markdown bench/results/seeds_parity.json     # the tables of docs/models-and-recipes.md
 
 Each row also gives the rule's activity: changed cells per step, the most changes of any one cell
 and dense cell-updates (cells x steps) per changed-cell event.
@@ -99,7 +99,7 @@ def main() -> None:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--retrain", action="store_true", help="train the shipped seed too instead of loading the shipped model")
     ap.add_argument("--out", type=Path, default=Path("bench/out/seeds.json"))
-    ap.add_argument("--markdown", type=Path, help="print a results file as the README's tables and exit")
+    ap.add_argument("--markdown", type=Path, help="print a results file as markdown tables and exit")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1, as export/ship.py: the same rule from a seed)")
     ap.add_argument("--minutes", type=float, help="each seed's training time limit (default: the recipe's)")
     ap.add_argument("--save", type=Path, help="a folder to keep each trained seed's checkpoint in (TASK_seedN.pt)")

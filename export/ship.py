@@ -28,7 +28,7 @@ from .exporter import export_checkpoint
 def ship(task: str, threads: int = 1, trained: Path | None = None, claim: int | None = None) -> None:
     """trained: a checkpoint the recipe already made from the shipped seed (bench/seeds.py --save).
     claim: the verified size to ship with, the largest size that checks beyond this table (named in
-    the README) found exact; refused above a size where this table found the model wrong."""
+    docs/grids.md) found exact; refused above a size where this table found the model wrong."""
     torch.set_num_threads(threads)  # as bench/seeds.py and bench/sweep.py: a seed then gives the same rule everywhere
     if trained is None:
         model, record = train(recipe(task, seed=SHIPPED_SEEDS[task]))

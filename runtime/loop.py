@@ -92,7 +92,7 @@ def bucket_shape(boundary: str, shape: tuple[int, ...]) -> tuple[int, ...]:
 def bucket_length(length: int) -> int:
     """The padded length of a short line problem: at least one empty cell past its end (what lies
     beyond a problem, and the protocol's rule for rows), exact up to 64 cells, then multiples of
-    1/16 of the next power of two (at most ~6% wasted cells)."""
+    1/16 of the largest power of two at or below it (at most ~6% wasted cells)."""
     if length < 64:
         return length + 1
     grain = 1 << max(0, length.bit_length() - 5)

@@ -6,7 +6,7 @@
     GET  /healthz    the process answers           GET /readyz    the model is loaded (503 until then)
 
 Every error is one JSON object {"error": code, "message": one line, ...} (codes and statuses: the
-README's Serving section). Solving never runs on the event loop: small requests are validated and
+docs/serving.md). Solving never runs on the event loop: small requests are validated and
 queued on it, large ones on a thread. A JSON request is bounded before it is parsed (bytes,
 strings, time to arrive, large bodies at once) and before it is queued (step cap, work, in-flight
 work: service.py); a client that leaves has its problems cancelled and counts as "disconnected".

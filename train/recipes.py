@@ -14,7 +14,7 @@ RECIPES = {
     # the settle hinge comes on half way: on from the start it freezes parity before it is learned,
     # and without it some seeds cycle instead of settling. The activity hinge ramps in from 30% to
     # 50% of training, once parity is learned; weight 2 sits between one that leaves a seed with up
-    # to 7 changes per cell (1) and one that makes a seed forget parity (3) (README: parity's recipe)
+    # to 7 changes per cell (1) and one that makes a seed forget parity (3) (docs/models-and-recipes.md)
     "parity": TrainConfig(task="parity", steps=2000, lr=3e-3, hidden=32, readout_hidden=32,
                           settle_weight=0.3, settle_from=0.5, hunt_from=0.5, activity_weight=2.0),
     # unrolls of up to 12 generations: with up to 6, a seed drifts after many generations
@@ -25,7 +25,7 @@ RECIPES = {
     # it lower short accuracy (bench/results/train_multiplication_deadline_seed0.json), and sign states
     # with unrolled losses reach 0.37 at best. The anneal phase (14,000 steps at peak lr 1e-3) makes
     # the shipped seed exact up to 200 digits, where the first phase alone is wrong on a few products
-    # from 24 digits on (bench/results/*first_phase*.json; README: Grids)
+    # from 24 digits on (bench/results/*first_phase*.json; docs/grids.md)
     "multiplication": TrainConfig(task="multiplication", steps=28000, lr=3e-3, max_len=6, hidden=64, state="symbol",
                                   read_digits=10, deadline_weight=1.0, unroll_from=1.0, mine_every=1000,
                                   anneal_steps=14000, anneal_lr=1e-3,

@@ -53,7 +53,6 @@ class OrtEngine:
     SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only the slots, for tests of their bookkeeping)."""
 
     GRAPH_SLOTS = 16            # batch shapes that own buffers (and graphs) for good
-    GRAPH_MAX_CELLS = 1 << 20   # larger batches are compute-bound: launch costs are noise there
 
     def __init__(self, step: StepModel, device: str = "cpu", layout: str | None = None,
                  k_choices: tuple[int, ...] | None = None, cores: int | None = None,
@@ -76,7 +75,7 @@ class OrtEngine:
             self.k_choices = tuple(sorted({1, 2, *self.k_choices}))  # a generations tape's last steps need them
         if device == "cpu":
             self.workers = cores or max(1, len(os.sched_getaffinity(0)))
-            self.batch_cells = 1 << 14  # a step's activations stay in cache (README "Engines")
+            self.batch_cells = 1 << 14  # a step's activations stay in cache (docs/engines.md)
         else:
             self.workers = 2  # one batch computes while the other's counts cross the bus
             self.batch_cells = 1 << 20
