@@ -39,6 +39,9 @@ ABOUT = [
     ("load", "bench/load.py",
      "`sead serve` under load over loopback (64 concurrent clients), and the library (Runtime.submit from "
      "64 threads) on the same problems; every answer checked against Python integers."),
+    ("margins", "bench/margins.py",
+     "The shipped rules' smallest decision margins on the states export's check visits, and how many decisions "
+     "the runtime's forms (cf, cl) round differently from the PyTorch step there."),
     ("model_speed_", "bench/model_speed.py",
      "The shipped model against an earlier commit's model of the same task, on one runtime, interleaved "
      "rounds; best of repeated solves."),
