@@ -201,6 +201,28 @@ def _cf_code(b: _Builder, rule: Rule, state: str) -> str:
     return b.op("Conv", [state, "code_weights"])
 
 
+def _unroll(b: _Builder, k: int, mode: str, step, code_of, budget_shape: list[int]):
+    """K copies of `step` from the input "state"; writes state_out. -> (the last state, the one
+    before it, changed_at: per cell the last step 1..K that changed it (0 if none), None in hot
+    mode). budget mode: a row steps while its budget (reshaped to budget_shape) exceeds the step."""
+    state, previous, changed_at = "state", None, None
+    if mode == "budget":
+        budget = b.op("Reshape", ["budget", b.const(budget_shape)])
+    code = code_of(state) if mode != "hot" else None
+    for i in range(k):
+        nxt = step(state)
+        if mode == "budget":
+            nxt = b.op("Where", [b.op("Greater", [budget, b.const(np.float32(i))]), nxt, state])
+        if mode != "hot":
+            new_code = code_of(nxt)
+            moved = b.op("Not", [b.op("Equal", [new_code, code])])
+            changed_at = b.op("Where", [moved, b.const(np.float32(i + 1)), changed_at or b.const(np.float32(0))])
+            code = new_code
+        previous, state = state, nxt
+    b.op("Identity", [state], "state_out")
+    return state, previous, changed_at
+
+
 def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) -> onnx.ModelProto:
     """K steps. inputs features, pre_bias, state (from prepare) and, by mode:
 
@@ -217,22 +239,9 @@ def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) 
     if packed and (mode == "budget" or wrap):
         raise ValueError("only rows that end in an empty cell and need no budget are packed")
     b = _Builder(f"sead_cf_advance_{mode}_{k}")
-    state, changed_at, previous = "state", None, None
     spatial = list(range(2, 2 + rule.rank))
-    if mode == "budget":
-        budget = b.op("Reshape", ["budget", b.const([-1, 1, *[1] * rule.rank])])
-    code = _cf_code(b, rule, state) if mode != "hot" else None
-    for i in range(k):
-        nxt = _cf_step(b, rule, state, wrap)
-        if mode == "budget":
-            nxt = b.op("Where", [b.op("Greater", [budget, b.const(np.float32(i))]), nxt, state])
-        if mode != "hot":
-            new_code = _cf_code(b, rule, nxt)
-            moved = b.op("Not", [b.op("Equal", [new_code, code])])
-            changed_at = b.op("Where", [moved, b.const(np.float32(i + 1)), changed_at or b.const(np.float32(0))])
-            code = new_code
-        previous, state = state, nxt
-    b.op("Identity", [state], "state_out")
+    state, previous, changed_at = _unroll(b, k, mode, lambda s: _cf_step(b, rule, s, wrap),
+                                          lambda s: _cf_code(b, rule, s), [-1, 1, *[1] * rule.rank])
     cells = _cf_cells(rule, packed)
     state_io = _io("state_out", FLOAT, ["batch", rule.state_channels, *cells])
     inputs = [_io("features", FLOAT, ["batch", rule.hidden, *cells]),
@@ -283,22 +292,6 @@ def _readout_lookup(b: _Builder, rule: Rule, codes: str, state_codes: str) -> No
     width = np.int64((1 << rule.state_channels) + 1)
     index = b.op("Add", [b.op("Mul", [codes, b.const(width)]), state_codes])
     b.op("Gather", [b.const(rule.readout_table().reshape(-1)), index], "classes")
-
-
-def _readout(b: _Builder, rule: Rule, codes: str, sign: str, axis: int) -> None:
-    """classes (uint8, shaped as codes) of cells whose codes (int64) and -1/0/+1 state (channels
-    last) are given: R_out relu(R_in [problem; state] + r_in) + r_out, argmax. Flat (cells, C):
-    two fused matrix products; the problem part of R_in, with the bias, is a table lookup."""
-    r_problem = rule.read_in[:, : rule.input_channels].astype(np.float64)  # (R, C_in)
-    table = np.zeros((rule.input_channels, rule.read_in.shape[0]), np.float64)
-    table[1:] = (r_problem[:, :1] + r_problem[:, 1:]).T
-    table += rule.read_in_bias  # every cell reads exactly one row
-    part = b.op("Gather", [b.const(table.astype(np.float32)), b.op("Reshape", [codes, b.const([-1])])])  # (N, R)
-    flat = b.op("Reshape", [sign, b.const([-1, rule.state_channels])])
-    hidden = b.op("Relu", [b.op("Gemm", [flat, b.const(rule.read_in[:, rule.input_channels:].T.copy()), part])])
-    logits = b.op("Gemm", [hidden, b.const(rule.read_out.T.copy()), b.const(rule.read_out_bias)])
-    best = b.op("ArgMax", [logits], axis=1, keepdims=0)
-    b.op("Cast", [b.op("Reshape", [best, b.op("Shape", [codes])])], "classes", to=UINT8)
 
 
 # -- cl: channels last, rows of cells with a neighbour table --------------------------------------
@@ -401,21 +394,8 @@ def cl_advance(rule: Rule, k: int, mode: str) -> onnx.ModelProto:
     (L, taps), features, and the working state from cl_prepare."""
     b = _Builder(f"sead_cl_advance_{mode}_{k}")
     symbol = rule.state_code == "symbol"
-    state, changed_at, previous = "state", None, None
-    if mode == "budget":
-        budget = b.op("Reshape", ["budget", b.const([-1, 1] if symbol else [-1, 1, 1])])
-    code = _cl_code(b, rule, state) if mode != "hot" else None
-    for i in range(k):
-        nxt = _cl_step(b, rule, state)
-        if mode == "budget":
-            nxt = b.op("Where", [b.op("Greater", [budget, b.const(np.float32(i))]), nxt, state])
-        if mode != "hot":
-            new_code = _cl_code(b, rule, nxt)
-            moved = b.op("Not", [b.op("Equal", [new_code, code])])
-            changed_at = b.op("Where", [moved, b.const(np.float32(i + 1)), changed_at or b.const(np.float32(0))])
-            code = new_code
-        previous, state = state, nxt
-    b.op("Identity", [state], "state_out")
+    state, previous, changed_at = _unroll(b, k, mode, lambda s: _cl_step(b, rule, s), lambda s: _cl_code(b, rule, s),
+                                          [-1, 1] if symbol else [-1, 1, 1])
     state_io = _io("state_out", INT64, ["batch", "cells"]) if symbol else \
         _io("state_out", FLOAT, ["batch", "cells", rule.state_channels])
     inputs = [_io("neighbours", INT64, ["cells", rule.taps]), _io("features", FLOAT, ["batch", "cells", rule.hidden])]
