@@ -82,11 +82,12 @@ def _code_type(rule: Rule) -> int:
 # The working state is b = (s + mask) / 2 per channel: 1 or 0 on a real cell (s = +1 or -1), 0 on
 # an empty one, 0.5 on a real cell before its first step (s = 0). Then the rule's state part is
 # conv(s) = conv(2b) - conv(mask) (the second is fixed: prepare folds it into the features), and
-# the next state is one comparison and a cast: an empty cell's pre-activation carries -1e30
-# (pre_bias), so it stays 0. ONNX Runtime's CPU provider runs this much faster than a select
-# between +mask and -mask.
+# the next state is one comparison and a cast. The comparison W_out h + b_out > 0 is made as
+# W_out h > -b_out (the same for finite floats: a rounded sum is never zero unless the exact one
+# is), against a per-cell threshold that is +1e30 on an empty cell, so it stays 0. ONNX Runtime's
+# CPU provider runs this much faster than a select between +mask and -mask.
 
-FAR = np.float32(1e30)  # an empty cell's pre-activation bias: no finite rule output outweighs it
+FAR = np.float32(1e30)  # an empty cell's threshold: no finite rule output passes it
 TRIPLE_TABLE_ELEMENTS = 1 << 22  # a tape's problem share by (left, own, right) codes, if the table is this small
 
 
@@ -131,7 +132,7 @@ def _cf_channels(rule: Rule, a: np.ndarray) -> np.ndarray:
 
 def cf_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onnx.ModelProto:
     """codes (B, *S) uint8 [, state_codes (B, *S)] -> features (B, H, *S) (the problem's share of
-    the first layer with its bias, less conv(mask)), pre_bias (B, C_s, *S) (b_out, or -1e30 on an
+    the first layer with its bias, less conv(mask)), threshold (B, C_s, *S) (-b_out, or +1e30 on an
     empty cell) and state (B, C_s, *S) in the 0/1 form above. Packed: B = 1, S = (cells,).
     wrap: each row is a whole ring (a ring task's whole problems; its tile windows are not)."""
     assert rule.state_code == "sign"
@@ -162,7 +163,7 @@ def cf_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onn
         folded = _cf_conv(b, rule, wrap, mask, w_state.sum(axis=1, keepdims=True))  # conv(mask) of the state part
         b.op("Sub", [features, folded], "features")
     far = b.op("Mul", [b.op("Sub", [mask, b.const(np.float32(1))]), b.const(FAR)])  # 0 real, -1e30 empty
-    b.op("Add", [far, b.const(_cf_channels(rule, rule.b_out))], "pre_bias")
+    b.op("Sub", [b.op("Neg", [far]), b.const(_cf_channels(rule, rule.b_out))], "threshold")
     half = b.op("Mul", [mask, b.const(np.float32(0.5))])
     if fresh:
         b.op("Mul", [half, b.const(np.ones((1, rule.state_channels, *[1] * rule.rank), np.float32))], "state")
@@ -178,7 +179,7 @@ def cf_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onn
                   _io("state_codes", _code_type(rule), ["batch", *_cf_cells(rule, packed)])]
     cells = _cf_cells(rule, packed)
     outputs = [_io("features", FLOAT, ["batch", rule.hidden, *cells]),
-               _io("pre_bias", FLOAT, ["batch", rule.state_channels, *cells]),
+               _io("threshold", FLOAT, ["batch", rule.state_channels, *cells]),
                _io("state", FLOAT, ["batch", rule.state_channels, *cells])]
     return b.model(inputs, outputs)
 
@@ -190,8 +191,7 @@ def _cf_step(b: _Builder, rule: Rule, state: str, wrap: bool) -> str:
         b.const(np.float32(0), "zero")
     x = _cf_wrap(b, state) if wrap else state
     hidden = b.op("Relu", [b.op("Add", [b.op("Conv", [x, "w_state2"], pads=_cf_pads(rule, wrap)), "features"])])
-    pre = b.op("Add", [b.op("Conv", [hidden, "w_out"]), "pre_bias"])
-    return b.op("Cast", [b.op("Greater", [pre, "zero"])], to=FLOAT)
+    return b.op("Cast", [b.op("Greater", [b.op("Conv", [hidden, "w_out"]), "threshold"])], to=FLOAT)
 
 
 def _cf_code(b: _Builder, rule: Rule, state: str) -> str:
@@ -224,7 +224,7 @@ def _unroll(b: _Builder, k: int, mode: str, step, code_of, budget_shape: list[in
 
 
 def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) -> onnx.ModelProto:
-    """K steps. inputs features, pre_bias, state (from prepare) and, by mode:
+    """K steps. inputs features, threshold, state (from prepare) and, by mode:
 
         count       (rows int64 [B, L] when packed) -> state_out, last (B,) float: the last step
                     of the K that changed the row (0 if none): its count of changing steps
@@ -245,7 +245,7 @@ def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) 
     cells = _cf_cells(rule, packed)
     state_io = _io("state_out", FLOAT, ["batch", rule.state_channels, *cells])
     inputs = [_io("features", FLOAT, ["batch", rule.hidden, *cells]),
-              _io("pre_bias", FLOAT, ["batch", rule.state_channels, *cells]),
+              _io("threshold", FLOAT, ["batch", rule.state_channels, *cells]),
               _io("state", FLOAT, ["batch", rule.state_channels, *cells])]
     if mode == "hot":
         diff = b.op("ReduceMax", [b.op("Abs", [b.op("Sub", [state, previous])]), b.const([1])], keepdims=0)
@@ -291,7 +291,8 @@ def _readout_lookup(b: _Builder, rule: Rule, codes: str, state_codes: str) -> No
     one lookup in Rule.readout_table."""
     width = np.int64((1 << rule.state_channels) + 1)
     index = b.op("Add", [b.op("Mul", [codes, b.const(width)]), state_codes])
-    b.op("Gather", [b.const(rule.readout_table().reshape(-1)), index], "classes")
+    table = rule.readout_table().reshape(-1).astype(np.int32)  # uint8 only at a graph's edge (TensorRT)
+    b.op("Cast", [b.op("Gather", [b.const(table), index])], "classes", to=UINT8)
 
 
 # -- cl: channels last, rows of cells with a neighbour table --------------------------------------
@@ -365,18 +366,19 @@ def cl_prepare(rule: Rule, fresh: bool) -> onnx.ModelProto:
 
 
 def _cl_step(b: _Builder, rule: Rule, state: str) -> str:
-    w_out, b_out = b.const(rule.w_out.T.copy(), "w_out"), b.const(rule.b_out, "b_out")
+    w_out = b.const(rule.w_out.T.copy(), "w_out")
     if rule.state_code == "sign":
         x = b.op("Reshape", [_cl_neighbours(b, state), b.const([0, 0, -1], "flat_taps")])  # (B, L, taps * C_s)
         w = rule.tap_weights("state").transpose(0, 2, 1).reshape(-1, rule.hidden)  # (taps * C_s, H)
         hidden = b.op("Relu", [b.op("Add", [b.op("MatMul", [x, b.const(w, "w_state")]), "features"])])
-        pre = b.op("Add", [b.op("MatMul", [hidden, w_out]), b_out])
-        return b.op("Where", [b.op("Greater", [pre, b.const(np.float32(0), "zero")]), "mask", "minus_mask"])
+        # W_out h + b_out > 0 as W_out h > -b_out: one kernel fewer a step, the same decision
+        positive = b.op("Greater", [b.op("MatMul", [hidden, w_out]), b.const(-rule.b_out, "minus_b_out")])
+        return b.op("Where", [positive, "mask", "minus_mask"])
     offsets = b.const((np.arange(rule.taps) * (rule.state_channels + 1)).astype(np.int64), "state_tap_offsets")
     rows = b.op("Add", [_cl_neighbours(b, state), offsets])  # (B, L, taps)
     parts = b.op("Gather", [b.const(_cl_state_tables(rule), "state_tables"), rows])  # (B, L, taps, H)
     hidden = b.op("Relu", [b.op("Add", [b.op("ReduceSum", [parts, b.const([2], "tap_axis")], keepdims=0), "features"])])
-    pre = b.op("Add", [b.op("MatMul", [hidden, w_out]), b_out])
+    pre = b.op("Add", [b.op("MatMul", [hidden, w_out]), b.const(rule.b_out, "b_out")])
     best = b.op("ArgMax", [pre], axis=2, keepdims=0)  # the first largest, as the exported step's ArgMax
     return b.op("Where", ["is_real", best, b.const(np.int64(rule.zero_code), "zero_state")])
 

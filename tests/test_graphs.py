@@ -21,8 +21,8 @@ GPU_OPS = {"Abs", "Add", "And", "ArgMax", "Cast", "Concat", "Conv", "Equal", "Fl
 SHAPE_OPS = {"Shape", "ConstantOfShape"}  # read shapes on the host: allowed only outside advance graphs
 CONSTANT_INPUTS = {"Slice": (1, 2, 3, 4), "ReduceMax": (1,), "ReduceSum": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
                    "Reshape": (1,)}
-TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL, onnx.TensorProto.INT64, onnx.TensorProto.UINT8,
-         onnx.TensorProto.UINT16}
+TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.BOOL, onnx.TensorProto.INT64, onnx.TensorProto.INT32,
+         onnx.TensorProto.UINT8, onnx.TensorProto.UINT16}
 SHIPPED = ["addition", "parity", "rule110", "multiplication"]
 
 

@@ -284,7 +284,7 @@ class OrtBatch:
             inputs["state_codes"].update_inplace(np.ascontiguousarray(state_codes, r.code_dtype).reshape(cells))
         if self.layout == "cf":
             channels = lambda c: (cells[0], c, *cells[1:])
-            shapes = {"features": (channels(r.hidden), np.float32), "pre_bias": (channels(r.state_channels), np.float32),
+            shapes = {"features": (channels(r.hidden), np.float32), "threshold": (channels(r.state_channels), np.float32),
                       "state": (channels(r.state_channels), np.float32)}
         elif r.state_code == "sign":
             shapes = {"features": (cells + (r.hidden,), np.float32), "mask": (cells + (1,), np.float32),
