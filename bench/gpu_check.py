@@ -453,15 +453,14 @@ def long_tapes(quick: bool) -> dict:
     for model, label, line, expected in (("addition", f"nines {n1:,}", "9" * n1 + "+1", n1 + 1),
                                          ("parity", f"parity {n1:,} bits", bits(n1), None)):
         times = {}
-        for layout in ("cl", "cf"):
+        for layout in LONG_LAYOUTS:
             if time.perf_counter() < DEADLINE:
                 times[layout] = case(model, label, line, layout, expected)["seconds"]
         chosen[model] = min(times, key=times.get) if times else "cl"
     out["window_layout_chosen"] = chosen
-    for model, label, line, expected in (("addition", f"nines {n2:,}", "9" * n2 + "+1", n2 + 1),
-                                         ("parity", f"parity {n2:,} bits", bits(n2), None),
-                                         ("addition", f"random sum of {10 * n2:,} digits", digit_lines(rng, 1, 10 * n2)[0],
-                                          None)):
+    longest = [("addition", f"nines {n2:,}", "9" * n2 + "+1", n2 + 1), ("parity", f"parity {n2:,} bits", bits(n2), None)]
+    for model, label, line, expected in (longest if LONGEST else []) + [
+            ("addition", f"random sum of {10 * n2:,} digits", digit_lines(rng, 1, 10 * n2)[0], None)]:
         if time.perf_counter() > DEADLINE:
             out["cases"].append({"case": label, "skipped": "time budget"})
             continue
@@ -514,18 +513,24 @@ def products(quick: bool) -> dict:
 
 STAND_IN = False
 DEADLINE = 0.0
+LONG_LAYOUTS = ("cl", "cf")  # --long-layouts: the tile-window layouts compared on the 100,000-cell tapes
+LONGEST = True  # --no-longest: skip the 1,000,000-cell tapes
 
 
 def main(argv=None) -> int:
-    global OUT, STAND_IN, DEADLINE
+    global OUT, STAND_IN, DEADLINE, LONG_LAYOUTS, LONGEST
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_check_out"))
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     parser.add_argument("--cpu-stand-in", action="store_true", help="run the ort-cuda rows on the CPU provider")
     parser.add_argument("--budget", type=float, default=330.0, help="no section starts after this many seconds")
     parser.add_argument("--sections", nargs="+", default=["conformance", "short", "step", "long", "products"])
+    parser.add_argument("--long-layouts", nargs="+", default=["cl", "cf"], choices=["cl", "cf"],
+                        help="the tile-window layouts compared on the 100,000-cell tapes")
+    parser.add_argument("--no-longest", action="store_true", help="skip the 1,000,000-cell tapes")
     args = parser.parse_args(argv)
     OUT, STAND_IN = args.out, args.cpu_stand_in
+    LONG_LAYOUTS, LONGEST = tuple(args.long_layouts), not args.no_longest
     quick = args.quick or args.cpu_stand_in
     DEADLINE = T0 + args.budget
     import_sead()
