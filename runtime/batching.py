@@ -36,7 +36,7 @@ from .loop import Chunk, Result, Results, RowJob, TapeJob, bucket_lengths
 from .tasks import Problems
 
 TILE_FROM_DEFAULT = 1 << 11  # tapes longer than this run in tiles (bench/tiles.py --sweep chose it)
-GRID_TILE_FROM = 1 << 14  # grids, unless told otherwise: a product of about 128-digit operands
+GRID_TILE_FROM = 1 << 14  # grids, unless told otherwise: a product of about 128-digit operands (CPU)
 SLICE_SECONDS = 0.02  # a RowJob yields its worker after this long, so others get a turn
 MIN_BATCH_CELLS = 1 << 12  # when splitting a bucket across idle workers, no batch smaller than this
 
@@ -142,8 +142,13 @@ class Scheduler:
         self.max_wait, self.max_queue_cells = max_wait_ms / 1000, max_queue_cells
         # problems with more cells than this run in tiles; smaller ones as whole rows (which must fit
         # the engine). A grid's tiles have a halo on four sides: it tiles only from GRID_TILE_FROM.
-        self.tile_from = min(tile_from if task.rank == 1 or tile_from != TILE_FROM_DEFAULT else GRID_TILE_FROM,
-                             engine.max_row_cells // 2)
+        if task.rank == 2 and tile_from == TILE_FROM_DEFAULT:
+            # a grid tiles once it fills the engine's preferred batch many times over: on a GPU, where a
+            # call costs more than its steps, an H200 ran 200- and 400-digit products faster dense
+            # (bench/results/gpu_check_h200_window_layouts.json) and 1,000-digit ones faster tiled
+            # (bench/results/gpu_check_h200.json)
+            tile_from = max(GRID_TILE_FROM, engine.batch_cells)
+        self.tile_from = min(tile_from, engine.max_row_cells // 2)
         self.tile = tile  # (cells per tile, tiles per row at most)
         self.cond = threading.Condition()
         self.buckets: dict[tuple[int, ...], deque[_Waiting]] = {}  # by a row's padded cell shape
