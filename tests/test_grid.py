@@ -300,7 +300,8 @@ def test_a_shipped_model_claims_the_sizes_it_was_exact_at():
 
     row = lambda length, exact, problems: EvalRow("multiplication", "random", length, problems, exact,
                                                   converged=problems, steps_mean=1.0, steps_max=1)
-    assert verified_size([row(6, 8, 8), row(12, 8, 8), row(24, 8, 8)]) == 0  # exact everywhere: no limit
+    assert verified_size([row(6, 8, 8), row(12, 8, 8), row(24, 8, 8)]) == 0  # a tape rule exact everywhere: no limit
+    assert verified_size([row(6, 8, 8), row(12, 8, 8), row(24, 8, 8)], rank=2) == 24  # a grid rule: what was checked
     assert verified_size([row(6, 8, 8), row(12, 8, 8), row(24, 7, 8), row(48, 8, 8)]) == 12
     with pytest.raises(SystemExit, match="nothing to ship"):
         verified_size([row(6, 7, 8), row(12, 8, 8)])
