@@ -51,6 +51,9 @@ ABOUT = [
     ("multiplication_eval128_", "sead eval CKPT --problems 128 --json",
      "A multiplication rule made by the full recipe, through the PyTorch reference loop: five families at "
      "6, 12, 24 and 48 digits."),
+    ("multiplication_1000_", "bench/product_1000.py",
+     "One random product of two 1,000-digit numbers (bench/gpu_check.py's) on the CPU engine, against "
+     "Python's decimal arithmetic: the same answer, one wrong digit, as on the GPU."),
     ("multiplication_first_phase_sizes_", "bench/multiplication_sizes.py",
      "A first-phase multiplication rule through the runtime at sizes past its training range, exact against "
      "Python's decimal arithmetic."),
