@@ -33,6 +33,7 @@ def pytest_collection_modifyitems(config, items):
     if dropped:
         config.hook.pytest_deselected(items=dropped)
         items[:] = kept
+    _may_skip.update(item.nodeid for item in items if any(item.get_closest_marker(m) for m in ALLOWED_SKIPS))
     if _named(markexpr, "heavy"):
         return
     skip = pytest.mark.skip(reason="heavy: run with pytest -m heavy")
@@ -45,6 +46,7 @@ def pytest_collection_modifyitems(config, items):
 # A broken install (an extra missing, a model not built) turns whole files into skips through
 # importorskip and skipif; in CI that must fail, not pass quietly.
 _unexplained_skips: list[str] = []
+_may_skip: set[str] = set()  # node ids of the tests that carry one of ALLOWED_SKIPS's markers
 
 
 def _strict() -> bool:
@@ -64,20 +66,21 @@ def pytest_collectreport(report):
 def pytest_runtest_logreport(report):
     if not (_strict() and report.skipped) or hasattr(report, "wasxfail"):
         return
-    if not any(marker in report.keywords for marker in ALLOWED_SKIPS):
+    if report.nodeid not in _may_skip:
         _unexplained_skips.append(f"{report.nodeid}: {_skip_reason(report)}")
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if not _unexplained_skips:
-        return
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_sep("=", f"SEAD_STRICT_SKIPS=1: {len(_unexplained_skips)} skip(s) not marked "
-                                f"{'/'.join(ALLOWED_SKIPS)}", red=True)
+    if _unexplained_skips:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unexplained_skips:
+        terminalreporter.write_sep("=", f"SEAD_STRICT_SKIPS=1: {len(_unexplained_skips)} skip(s) of a test not "
+                                        f"marked {'/'.join(ALLOWED_SKIPS)} fail the run", red=True)
         for line in _unexplained_skips:
-            reporter.write_line(line)
-    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture(scope="session")
