@@ -146,3 +146,62 @@ def torch_reference(checkpoint, lines, max_steps=None):
 def reference():
     pytest.importorskip("torch")
     return torch_reference
+
+
+# -- waiting on events, never on the clock ---------------------------------------------------------
+HOLD_SECONDS = 120  # a bound on every wait below, so that a bug fails a test instead of hanging it
+
+
+class Gate:
+    """Holds one tile-window call of an engine until the test releases it, so that a long tape
+    (runtime/loop.py: TapeJob, run in tile windows) is in flight for exactly as long as a test
+    needs, whatever the machine's speed. The first `after` window calls pass; the next one sets
+    `held` and waits for `release`; later calls pass. `steps`: the steps window calls ran."""
+
+    def __init__(self, after: int = 0):
+        import threading
+
+        self.after, self.calls, self.steps = after, 0, 0
+        self.held, self.release = threading.Event(), threading.Event()
+        self.lock = threading.Lock()
+
+    def engine(self, name: str = "ort"):
+        """-> an engine factory for Runtime(model, gate.engine()): engine `name`, its windows gated."""
+        def make(step):
+            from sead.runtime.engines import make_engine
+            return _GatedEngine(make_engine(step, name), self)
+        return make
+
+    def wait_held(self) -> None:
+        assert self.held.wait(HOLD_SECONDS), f"no tile window reached the gate in {HOLD_SECONDS} s"
+
+
+class _GatedEngine:
+    def __init__(self, engine, gate: Gate):
+        self.engine, self.gate = engine, gate
+
+    def __getattr__(self, name):  # everything but run_windows is the engine's own
+        return getattr(self.engine, name)
+
+    def run_windows(self, codes, state_codes, k, owned=None):
+        gate = self.gate
+        with gate.lock:
+            gate.calls += 1
+            hold = gate.calls == gate.after + 1
+        if hold:
+            gate.held.set()
+            if not gate.release.wait(HOLD_SECONDS):
+                raise AssertionError(f"the gate was not released in {HOLD_SECONDS} s")
+        out = self.engine.run_windows(codes, state_codes, k, owned)
+        if owned is None:  # with owned, a settled round's steps are counted again, not run
+            with gate.lock:
+                gate.steps += k
+        return out
+
+
+@pytest.fixture
+def gate():
+    """A Gate for one test; released at teardown, so no worker thread is left waiting."""
+    g = Gate()
+    yield g
+    g.release.set()
