@@ -94,12 +94,15 @@ def test_final_newline_is_not_a_line_and_empty_input_is_fine():
     assert sead("run", stdin="") == (0, "", "")
 
 
-def test_missing_model_or_input_is_one_clear_line(tmp_path):
+def test_a_missing_model_is_one_clear_line(tmp_path):
     code, out, err = sead("run", "--model", str(tmp_path / "nope.onnx"), stdin="1+1\n")
     assert code == 2 and "no such model file" in err and "Traceback" not in err
-    if SHIPPED:
-        code, out, err = sead("run", "-i", str(tmp_path / "absent.txt"))
-        assert code == 2 and "absent.txt" in err and "Traceback" not in err
+
+
+@needs_models
+def test_a_missing_input_is_one_clear_line(tmp_path):
+    code, out, err = sead("run", "-i", str(tmp_path / "absent.txt"))
+    assert code == 2 and "absent.txt" in err and "Traceback" not in err
 
 
 def test_usage_errors_exit_2():
