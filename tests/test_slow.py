@@ -1,8 +1,12 @@
-"""Long problems at the sizes the README claims, on families the training generators do not
-produce (each task's training_line: random operands of at most 16 digits with some carry chains,
-random bit strings with all-zero and single-one strings, random rings of at most 16 cells for at
-most 6 generations, products of at most 6 digits). Every answer is checked against the task's
-exact oracle (Python's exact arithmetic, a direct Rule 110 simulation), never against a model.
+"""Long problems at the sizes the README claims, on held-out inputs. The training generators
+(each task's training_line) make random operands of at most 16 digits with some carry chains,
+random bit strings with all-zero and single-one ones, random rings of at most 16 cells for at most
+6 generations, and products of at most 6 digits (random, unequal, nines, zeros, powers of ten).
+So the patterned families here (4545... + 5454..., separate chains in one sum, alternating and
+all-one bits, the Rule 110 ether, repunits, 55...5 x 22...2) are never produced, and the rest
+(random, unequal lengths, a power of ten) only at sizes thousands of times smaller. Every answer
+is checked against the task's exact oracle (Python's exact arithmetic, a direct Rule 110
+simulation), never against a model.
 
 Marked slow: deselected unless -m names them. `pytest -m slow` (CI) runs them in about a minute
 and a half on 2 cores. The largest sizes (10^6 digits and nines, a 10^6-cell ring, 400-digit
