@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install --quiet --constraint constraints.txt
 
-.PHONY: demo test test-heavy models bench load gpu-check clean
+.PHONY: demo test test-heavy test-slow models bench load gpu-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,12 @@ test: $(BIN)/python
 test-heavy: $(BIN)/python
 	$(PIP) -e '.[cpu,train,dev,serve,ray]'
 	$(BIN)/python -m pytest -q -m heavy
+
+# Long problems at the README's sizes on held-out families (tests/test_slow.py), deselected by `make test`:
+# the ones marked slow (CI runs them: pytest -m slow), and the largest sizes, marked slowest.
+test-slow: $(BIN)/python
+	$(PIP) -e '.[cpu,train,dev,serve,ray]'
+	$(BIN)/python -m pytest -q -m "slow or slowest"
 
 # Retrain and re-export the shipped default models (seeds in train/recipes.py; ~10 minutes on 2 cores).
 models: $(BIN)/python

@@ -4,7 +4,6 @@ close(), and the load-time self-test that keeps a model that fails its task from
 import asyncio
 import os
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -14,6 +13,8 @@ pytest.importorskip("onnxruntime")
 from sead import Runtime  # noqa: E402
 from sead.runtime.errors import InputError, ModelFileError, QueueFull, RuntimeClosed, SeadError  # noqa: E402
 from sead.runtime.tasks import get_task  # noqa: E402
+
+HOLD_SECONDS = 120  # a bound on each wait, so that a bug fails a test instead of hanging it
 
 
 def _sums(lines):
@@ -33,17 +34,19 @@ def test_submit_and_solve_async_give_results_in_input_order():
 
 
 def test_requests_from_many_threads_share_batches():
-    """With max_wait_ms, single-problem requests from 32 threads are coalesced into far fewer
-    engine batches than requests, and every caller gets its own answer."""
+    """Single-problem requests from 32 threads are coalesced into one engine batch, and every
+    caller gets its own answer. The batch is due when its bucket holds max_batch_cells (32 rows
+    of 4 cells: a 2-digit sum, its leading cell and one of padding), never by the clock:
+    max_wait_ms is far longer than any wait here."""
     batches = []
-    with Runtime("addition", "ort", max_wait_ms=50) as rt:
-        rt.add_batch_listener(lambda rows, cells: batches.append(rows))
-        lines = [f"{i}+{2 * i}" for i in range(32)]
+    with Runtime("addition", "ort", max_batch_cells=32 * 4, max_wait_ms=HOLD_SECONDS * 10_000, self_test=False) as rt:
+        rt.add_batch_listener(lambda rows, cells: batches.append((rows, cells)))
+        lines = [f"{10 + i}+{20 + 2 * i}" for i in range(32)]
         got, start = [None] * 32, threading.Barrier(32)
 
         def call(i):
             start.wait()
-            got[i] = rt.solve([lines[i]])[0].answer
+            got[i] = rt.submit([lines[i]]).result(HOLD_SECONDS)[0].answer
 
         threads = [threading.Thread(target=call, args=(i,)) for i in range(32)]
         for t in threads:
@@ -51,18 +54,25 @@ def test_requests_from_many_threads_share_batches():
         for t in threads:
             t.join()
     assert got == _sums(lines)
-    assert sum(batches) == 32 and len(batches) < 16
+    assert batches == [(32, 32 * 4)]
 
 
-def test_a_short_request_is_not_held_behind_a_long_one():
-    with Runtime("addition", "ort") as rt:
+def test_a_batch_that_never_fills_goes_after_max_wait_ms():
+    """A lone problem in a bucket far from full is answered: the max_wait_ms timer lets it go."""
+    with Runtime("addition", "ort", max_batch_cells=1 << 20, max_wait_ms=20, self_test=False) as rt:
+        assert rt.submit(["40+2"]).result(HOLD_SECONDS)[0].answer == "42"
+
+
+def test_a_short_request_is_not_held_behind_a_long_one(gate):
+    """A short request is answered while a long tape is mid-run: one of the tape's tile windows
+    is held at a gate, so the tape cannot finish before the short answer is in."""
+    with Runtime("addition", gate.engine(), workers=2) as rt:
         long = rt.submit(["9" * 20_000 + "+1"])
-        time.sleep(0.2)  # the long tape is running
-        start = time.perf_counter()
-        short = rt.submit(["99+1"]).result()
-        waited = time.perf_counter() - start
-        assert short[0].answer == "100" and not long.done() and waited < 2.0
-        assert long.result()[0].answer == "1" + "0" * 20_000
+        gate.wait_held()  # a worker is inside the long tape
+        short = rt.submit(["99+1"]).result(HOLD_SECONDS)  # the other worker answers it
+        assert short[0].answer == "100" and not long.done()
+        gate.release.set()
+        assert long.result(HOLD_SECONDS)[0].answer == "1" + "0" * 20_000
 
 
 def test_the_queue_is_bounded_and_refuses_at_once():
@@ -124,17 +134,20 @@ def test_a_model_that_fails_its_self_test_never_answers(tiny_onnx):
     assert _workers() <= before  # the refused runtime released its workers
 
 
-def test_cancel_drops_work_not_started():
-    rt = Runtime("addition", "ort", workers=1)
+def test_cancel_drops_work_not_started(gate):
+    """close(cancel=True) drops what waits and stops a tape mid-run: the one worker is held inside
+    the running tape until close() has failed the waiting request; neither request finishes, and
+    the engine ran a fraction of the running tape's 30,001 steps."""
+    rt = Runtime("addition", gate.engine(), workers=1)
     running = rt.submit(["9" * 30_000 + "+1"])
-    time.sleep(0.3)
+    gate.wait_held()
     waiting = rt.submit(["1+1"] * 10 + ["9" * 20_000 + "+1"])
-    start = time.perf_counter()
-    rt.close(cancel=True)
-    assert time.perf_counter() - start < 2.0  # no waiting for the long tapes to finish
+    waiting.add_done_callback(lambda _: gate.release.set())  # close() fails it; then the worker goes on
+    rt.close(cancel=True)  # returns once the worker has stopped
     for future in (running, waiting):
         with pytest.raises(RuntimeClosed):
-            future.result()
+            future.result(timeout=0)
+    assert gate.steps < 30_000
 
 
 def test_invalid_lists_every_refused_line():

@@ -1,7 +1,9 @@
 """The `sead` command run for real in a subprocess: answers, formats, exit codes, bad input."""
+import io
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -92,12 +94,15 @@ def test_final_newline_is_not_a_line_and_empty_input_is_fine():
     assert sead("run", stdin="") == (0, "", "")
 
 
-def test_missing_model_or_input_is_one_clear_line(tmp_path):
+def test_a_missing_model_is_one_clear_line(tmp_path):
     code, out, err = sead("run", "--model", str(tmp_path / "nope.onnx"), stdin="1+1\n")
     assert code == 2 and "no such model file" in err and "Traceback" not in err
-    if SHIPPED:
-        code, out, err = sead("run", "-i", str(tmp_path / "absent.txt"))
-        assert code == 2 and "absent.txt" in err and "Traceback" not in err
+
+
+@needs_models
+def test_a_missing_input_is_one_clear_line(tmp_path):
+    code, out, err = sead("run", "-i", str(tmp_path / "absent.txt"))
+    assert code == 2 and "absent.txt" in err and "Traceback" not in err
 
 
 def test_usage_errors_exit_2():
@@ -113,32 +118,73 @@ def test_run_path_never_imports_torch():
     assert out.strip() == "False"
 
 
-@needs_models
-def test_a_long_solve_shows_steps_and_active_tiles_on_a_terminal(tmp_path):
-    """One long carry chain is one problem for seconds: on a terminal, stderr shows its steps so
-    far and its active tiles while it runs; the answer on stdout is untouched."""
-    import os
-    import pty
+class _Terminal(io.StringIO):
+    """stderr as a terminal: isatty() is true, and a test can wait for what has been written."""
 
+    def __init__(self):
+        super().__init__()
+        self.written = threading.Condition()
+
+    def isatty(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        with self.written:
+            count = super().write(text)
+            self.written.notify_all()
+            return count
+
+    def wait_for(self, *parts: str, seconds: float = 120) -> bool:
+        with self.written:
+            return self.written.wait_for(lambda: all(p in self.getvalue() for p in parts), seconds)
+
+
+@needs_models
+def test_a_long_solve_shows_steps_and_active_tiles_on_a_terminal(tmp_path, monkeypatch, gate):
+    """One long carry chain is one problem for seconds: on a terminal, `sead run` shows its steps
+    so far and its active tiles while it runs; the answer is untouched. The tape is held at a gate
+    (one of its tile windows waits) until the bar has shown it, so no solve has to last long
+    enough to be seen: the bar must show the tape's state at the gate, as Runtime.progress() has it."""
+    import sead.runtime
+    from sead.cli import progress, run_cmd
+    from sead.cli.options import Engine
+
+    runtimes, plain_runtime = [], sead.runtime.Runtime
+
+    def gated_runtime(model, engine, **options):  # what run_cmd builds, with its engine's windows gated
+        runtimes.append(plain_runtime(model, gate.engine(engine), **options))
+        return runtimes[-1]
+
+    monkeypatch.setattr(sead.runtime, "Runtime", gated_runtime)
+    monkeypatch.setattr(progress, "SHOW_AFTER_SECONDS", 0)
+    monkeypatch.setattr(progress, "POLL_SECONDS", 0.005)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    gate.after = 3  # a few rounds first, so there are steps to show
     (tmp_path / "in.txt").write_text("9" * 30_000 + "+1\n")
-    master, slave = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "sead.cli", "run", "-i", str(tmp_path / "in.txt")],
-                            stdout=subprocess.PIPE, stderr=slave)
-    os.close(slave)
-    shown = b""
-    while True:
+    out, failed = tmp_path / "out.txt", []
+
+    def run():
         try:
-            data = os.read(master, 4096)
-        except OSError:  # the child closed the terminal
-            break
-        if not data:
-            break
-        shown += data
-    out = proc.stdout.read().decode()
-    assert proc.wait(timeout=300) == 0
-    assert out == "1" + "0" * 30_000 + "\n"
-    text = shown.decode(errors="replace")
-    assert "30,001-cell tape: step" in text and "tiles active" in text
+            run_cmd.run(model="addition", engine=Engine.ort, input=str(tmp_path / "in.txt"), output=str(out),
+                        format=run_cmd.Format.text, batch_size=None, max_steps=None, skip_invalid=False,
+                        allow_unverified_sizes=False, ray=None, ray_actors=None)
+        except BaseException as exc:
+            failed.append(exc)
+
+    solving = threading.Thread(target=run)
+    solving.start()
+    try:
+        gate.wait_held()
+        (tape,) = runtimes[0].progress()
+        assert tape["cells"] == 30_001 and tape["steps"] > 0 and 0 < tape["active_tiles"] < tape["tiles"]
+        assert terminal.wait_for(f"30,001-cell tape: step {tape['steps']:,}, ",
+                                 f"{tape['active_tiles']:,}/{tape['tiles']:,} tiles active"), terminal.getvalue()
+    finally:
+        gate.release.set()
+        solving.join(120)
+    assert not solving.is_alive() and failed == []
+    assert out.read_text() == "1" + "0" * 30_000 + "\n"
 
 
 @needs_models

@@ -96,6 +96,12 @@ def test_output_that_is_the_model_is_refused(tmp_path, problems):
 
 @needs_models
 def test_ctrl_c_exits_130_and_leaves_the_earlier_output(tmp_path):
+    """Ctrl-C while a tape is being solved: exit 130, no traceback, the earlier output and its mode
+    kept, no temporary file left. stderr is a terminal, so `sead run` shows its progress bar once
+    the tape is in flight: that line, not a sleep, says when to press Ctrl-C."""
+    import pty
+    import select
+
     # a million generations of a 100,000-cell rule110 ring, where most cells change every
     # generation: hours of work, so the run is surely still going when Ctrl-C comes
     rng = random.Random(0)
@@ -104,17 +110,33 @@ def test_ctrl_c_exits_130_and_leaves_the_earlier_output(tmp_path):
     out = tmp_path / "out.txt"
     out.write_text("earlier answers\n")
     os.chmod(out, 0o640)
+    terminal, child_end = pty.openpty()
     # a shell's background job inherits SIGINT ignored, and so would sead: restore the default
     proc = subprocess.Popen([*SEAD, "run", "--model", "rule110", "-i", str(tmp_path / "long.txt"), "-o", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=child_end,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 120
-    while not leftovers(tmp_path) and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.02)  # the temporary output appears once the input is open
-    time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and b"Traceback" not in err, err
+    os.close(child_end)
+    shown, deadline = b"", time.monotonic() + 120
+    try:
+        while b"tiles active" not in shown:  # the 100,000-cell tape is in flight
+            assert proc.poll() is None and time.monotonic() < deadline, shown.decode(errors="replace")
+            if select.select([terminal], [], [], 1)[0]:
+                shown += os.read(terminal, 4096)
+        assert len(leftovers(tmp_path)) == 1  # the temporary output, beside the earlier one
+        proc.send_signal(signal.SIGINT)
+        while True:  # the rest of stderr, to the child's end of the terminal closing
+            try:
+                data = os.read(terminal, 4096) if select.select([terminal], [], [], 120)[0] else b""
+            except OSError:  # EIO: the child has gone
+                break
+            if not data:
+                break
+            shown += data
+        assert proc.wait(120) == 130 and b"Traceback" not in shown, shown.decode(errors="replace")
+    finally:
+        os.close(terminal)
+        if proc.poll() is None:
+            proc.kill()
     assert out.read_text() == "earlier answers\n" and oct(out.stat().st_mode & 0o777) == oct(0o640)
     assert leftovers(tmp_path) == []
 

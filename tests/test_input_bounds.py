@@ -16,7 +16,21 @@ from sead.runtime.model_file import default_model_path
 SEAD = [sys.executable, "-m", "sead.cli"]
 needs_models = pytest.mark.skipif(not all(default_model_path(m).is_file() for m in ("addition", "multiplication")),
                                   reason="shipped models not built")
-as_root = os.geteuid() == 0  # root reads and writes through any file mode
+
+
+def _drop_file_mode_override() -> None:
+    """preexec_fn: drop CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH (1, 2) from the bounding set, so
+    that the command, run as root, is held to file modes as any user is."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):
+        if libc.prctl(24, capability, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+# root reads and writes through any file mode: its commands run without that power here
+FILE_MODES_APPLY = {"preexec_fn": _drop_file_mode_override} if os.geteuid() == 0 else {}
 
 
 def sead(*args, **run) -> tuple[int, str, str]:
@@ -126,12 +140,11 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
     code, out, err = sead("run", "-i", tmp_path / "in.txt", "-o", tmp_path / "file" / "out.txt")
     assert code == 2 and out == ""
     one_line(err, "cannot write the output (Not a directory)")
-    if not as_root:
-        (tmp_path / "ro.txt").write_bytes(b"earlier\n")
-        os.chmod(tmp_path / "ro.txt", 0o444)
-        code, _, err = sead("run", "-i", tmp_path / "in.txt", "-o", tmp_path / "ro.txt")
-        assert code == 2 and (tmp_path / "ro.txt").read_bytes() == b"earlier\n"
-        one_line(err, "cannot write the output (Permission denied)")
+    (tmp_path / "ro.txt").write_bytes(b"earlier\n")
+    os.chmod(tmp_path / "ro.txt", 0o444)
+    code, _, err = sead("run", "-i", tmp_path / "in.txt", "-o", tmp_path / "ro.txt", **FILE_MODES_APPLY)
+    assert code == 2 and (tmp_path / "ro.txt").read_bytes() == b"earlier\n"
+    one_line(err, "cannot write the output (Permission denied)")
 
 
 @needs_models
@@ -139,9 +152,8 @@ def test_an_input_that_cannot_be_read_is_one_line(tmp_path):
     code, out, err = sead("run", "-i", tmp_path)
     assert code == 2 and out == ""
     one_line(err, "cannot read the input file (Is a directory)")
-    if not as_root:
-        (tmp_path / "secret.txt").write_bytes(b"1+2\n")
-        os.chmod(tmp_path / "secret.txt", 0)
-        code, out, err = sead("run", "-i", tmp_path / "secret.txt")
-        assert code == 2 and out == ""
-        one_line(err, "cannot read the input file (Permission denied)")
+    (tmp_path / "secret.txt").write_bytes(b"1+2\n")
+    os.chmod(tmp_path / "secret.txt", 0)
+    code, out, err = sead("run", "-i", tmp_path / "secret.txt", **FILE_MODES_APPLY)
+    assert code == 2 and out == ""
+    one_line(err, "cannot read the input file (Permission denied)")

@@ -45,6 +45,7 @@ def test_repeating_shapes_get_slots_that_later_batches_reuse():
         first = rt.solve(lines)
         assert e.graph_shapes  # the first batch saw the shape, the second got a slot
         slots = dict(e._slots)
+        assert slots  # the checks below are over these: none would pass them vacuously
         assert not any(slot.busy for slot in slots.values())  # handed back when their batches ended
         tensors = {key: dict(slot.tensors) for key, slot in slots.items()}
         task = get_task("addition")

@@ -67,10 +67,13 @@ def server():
 
 
 def metric(client, name: str) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
+    """The value of an unlabelled metric on /metrics; a metric that is not there fails the test
+    (it must never read as 0)."""
+    text = client.get("/metrics").text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
             return float(line.rsplit(" ", 1)[1])
-    return 0.0
+    raise AssertionError(f"no metric {name} on /metrics:\n{text}")
 
 
 def additions(rng: random.Random, n: int, digits: int = 16) -> list[tuple[str, int]]:
@@ -224,30 +227,35 @@ def test_models_health_metrics_and_docs(server):
     assert "/v1/solve" in server.get("/openapi.json").json()["paths"]
 
 
-def wait_in_flight(client) -> None:
-    deadline = time.monotonic() + 30
-    while metric(client, "sead_in_flight_problems") < 1 and time.monotonic() < deadline:
+def wait_in_flight(client, seconds: float = 60) -> None:
+    """Wait, within a bound, for a problem to be in an engine batch, as /metrics shows it."""
+    deadline = time.monotonic() + seconds
+    while metric(client, "sead_in_flight_problems") < 1:
+        assert time.monotonic() < deadline, f"no problem in flight after {seconds} s"
         time.sleep(0.002)
 
 
-def test_queue_full_is_429_with_retry_after():
-    # one worker, busy with CHAIN: two more 1,501-cell problems cannot both wait in 3,000 cells
-    with serving(max_queue_cells=3_000, max_line_length=3_000, workers=1) as (url, _):
+def test_queue_full_is_429_with_retry_after(gate):
+    """One worker, busy with CHAIN (in tiles, one of its windows held at a gate): a 1,501-cell
+    problem more cannot wait beside its 2,002 cells in 3,000, so both other requests are refused
+    at once; once the gate opens, CHAIN is answered and the queue takes one again."""
+    from sead import Runtime
+
+    runtime = Runtime("addition", gate.engine(), workers=1, max_queue_cells=3_000, tile_from=1_000)
+    with serving(runtime, max_queue_cells=3_000, max_line_length=3_000) as (url, _):
         with httpx.Client(base_url=url, timeout=120) as client:
-            slow = threading.Thread(target=client.post, args=("/v1/solve",), kwargs={"json": {"problems": [CHAIN]}})
+            chain = {}
+            slow = threading.Thread(target=lambda: chain.update(r=client.post("/v1/solve", json={"problems": [CHAIN]})))
             slow.start()
-            wait_in_flight(client)
-            replies = []
-            others = [threading.Thread(target=lambda: replies.append(
-                client.post("/v1/solve", json={"problems": ["1" * 1500 + "+1"]}))) for _ in range(2)]
-            for t in others:
-                t.start()
-            for t in others + [slow]:
-                t.join()
-            refused = [r for r in replies if r.status_code == 429]
-            assert refused and all(r.headers["retry-after"] == "1" and r.json()["error"] == "queue_full"
-                                   for r in refused)
-            assert all(r.json()["results"][0]["output"] == "1" * 1499 + "2" for r in replies if r.status_code == 200)
+            try:
+                gate.wait_held()
+                replies = [client.post("/v1/solve", json={"problems": ["1" * 1500 + "+1"]}) for _ in range(2)]
+            finally:
+                gate.release.set()
+                slow.join()
+            assert [r.status_code for r in replies] == [429, 429]
+            assert all(r.headers["retry-after"] == "1" and r.json()["error"] == "queue_full" for r in replies)
+            assert chain["r"].json()["results"][0]["output"] == "1" + "0" * 2000
             r = client.post("/v1/solve", json={"problems": ["1" * 1500 + "+1"]})
             assert r.status_code == 200 and r.json()["results"][0]["output"] == "1" * 1499 + "2"
 

@@ -94,6 +94,7 @@ def test_rows_stay_bounded_and_tapes_rest_compact():
         result = rt.solve([line])[0]
         engine = rt.engine
     assert result.answer == "1" + "0" * 20_000 and 20_000 <= result.steps <= 20_002
+    assert calls  # the tape ran in tile windows: the bounds below hold for each of them
     for (rows, length), k in calls:
         assert length <= 64 * 64 + 2 * 64 + 1 and rows * length <= max(engine.batch_cells, length)
         assert rows <= engine.max_rows(length)  # no tensor, even the widest activation, near int32 indexing
