@@ -90,10 +90,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     ctx: typer.Context,
-    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors."),
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors, and the engines' "
+                               "own warnings (ONNX Runtime logs errors only otherwise)."),
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
 ) -> None:
     ctx.obj = Settings(debug=debug)
+    if debug:
+        os.environ["SEAD_DEBUG"] = "1"  # read where an engine first imports its backend (runtime/engines/ort.py)
 
 
 app.command()(run_cmd.run)

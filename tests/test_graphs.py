@@ -118,3 +118,16 @@ def test_non_finite_weights_are_refused(tmp_path):
         init.CopyFrom(numpy_helper.from_array(values, init.name))
     with pytest.raises(ModelFileError, match="NaN or infinite"):
         Rule.from_step(_doctor(tmp_path, poison))
+
+
+def test_a_model_with_non_finite_weights_never_answers_even_without_its_self_test(tmp_path):
+    from sead.runtime import Runtime
+
+    def poison(proto):
+        init = next(t for t in proto.graph.initializer if t.name == "rule_in.weight")
+        values = numpy_helper.to_array(init).copy()
+        values.flat[3] = np.inf
+        init.CopyFrom(numpy_helper.from_array(values, init.name))
+    step = _doctor(tmp_path, poison)
+    with pytest.raises(ModelFileError, match="NaN or infinite"):
+        Runtime(step.path, "ort", self_test=False)
