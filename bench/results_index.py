@@ -39,6 +39,9 @@ ABOUT = [
     ("load", "bench/load.py",
      "`sead serve` under load over loopback (64 concurrent clients), and the library (Runtime.submit from "
      "64 threads) on the same problems; every answer checked against Python integers."),
+    ("short_sums_", "bench/short_sums.py",
+     "200,000 random 16-digit sums through Runtime.solve against a plain Python loop computing the same "
+     "answers, rounds interleaved in one run, best of each: their ratio (issue #21's CPU target)."),
     ("margins", "bench/margins.py",
      "The shipped rules' smallest decision margins on the states export's check visits, and how many decisions "
      "the runtime's forms (cf, cl) round differently from the PyTorch step there."),
