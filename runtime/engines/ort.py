@@ -269,6 +269,7 @@ class OrtBatch:
     def _prepare(self, state_codes, owned) -> None:
         e, r = self.engine, self.engine.rule
         self.tensors: dict = {}
+        self._bindings: dict = {}
         cells = self.cells_shape
         codes = self._tensor("codes", cells, np.uint8)
         codes.update_inplace(self.codes.reshape(cells))
@@ -318,11 +319,17 @@ class OrtBatch:
             self.result = self._tensor("last", rows, np.float32)
 
     def _run(self, session, inputs: dict, outputs: dict, run_options=None) -> None:
-        binding = session.io_binding()
-        for name, value in inputs.items():
-            binding.bind_ortvalue_input(name, value)
-        for name, value in outputs.items():
-            binding.bind_ortvalue_output(name, value)
+        """Run with IO binding; a binding is made once per session and set of buffers and reused
+        (the buffers outlive the calls: the state ping-pongs between two)."""
+        key = (id(session),) + tuple((n, id(v)) for n, v in inputs.items()) + tuple((n, id(v)) for n, v in outputs.items())
+        binding = self._bindings.get(key)
+        if binding is None:
+            binding = session.io_binding()
+            for name, value in inputs.items():
+                binding.bind_ortvalue_input(name, value)
+            for name, value in outputs.items():
+                binding.bind_ortvalue_output(name, value)
+            self._bindings[key] = binding
         session.run_with_iobinding(binding, run_options)
 
     # -- the protocol ---------------------------------------------------------------------------------
