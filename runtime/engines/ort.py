@@ -232,7 +232,7 @@ class OrtBatch:
 
     def __init__(self, engine: OrtEngine, codes: np.ndarray, state_codes: np.ndarray | None, wrap: bool,
                  mode: str, owned: np.ndarray | None = None, layout: str = "cl"):
-        e, r = engine, engine.rule
+        r = engine.rule
         self.engine, self.mode, self.wrap, self.layout = engine, mode, wrap, layout
         self.shape = codes.shape[1:]
         if not wrap and codes.size and codes.reshape(len(codes), -1)[:, -1].any():
@@ -253,7 +253,6 @@ class OrtBatch:
         key = (layout, self.mode, self.cells_shape, wrap, state_codes is None)
         self.slot = engine.slot(key) if mode in ("count", "budget", "hot") else None
         self.current = 0
-        self._hot = None
         with engine.device_lock():
             self._prepare(state_codes, owned)
 
