@@ -123,8 +123,9 @@ def gpu_engine(graphs: bool = True, layout: str | None = None, window_layout: st
     from sead.runtime.engines.ort import K_CHOICES_CUDA, OrtEngine
     if STAND_IN:
         return lambda step: OrtEngine(step, "cpu", layout=layout or "cl", k_choices=K_CHOICES_CUDA, cuda_graphs=graphs,
-                                      window_layout=window_layout)
-    return lambda step: OrtEngine(step, "cuda", layout=layout, cuda_graphs=graphs, window_layout=window_layout)
+                                      window_layout=window_layout, graph_rows=GRAPH_ROWS)
+    return lambda step: OrtEngine(step, "cuda", layout=layout, cuda_graphs=graphs, window_layout=window_layout,
+                                  graph_rows=GRAPH_ROWS)
 
 
 def runtime(model: str, engine, **kw):
@@ -515,10 +516,11 @@ STAND_IN = False
 DEADLINE = 0.0
 LONG_LAYOUTS = ("cl", "cf")  # --long-layouts: the tile-window layouts compared on the 100,000-cell tapes
 LONGEST = True  # --no-longest: skip the 1,000,000-cell tapes
+GRAPH_ROWS = False  # --graph-rows: CUDA graphs for batches of whole problems too (the engine's option)
 
 
 def main(argv=None) -> int:
-    global OUT, STAND_IN, DEADLINE, LONG_LAYOUTS, LONGEST
+    global OUT, STAND_IN, DEADLINE, LONG_LAYOUTS, LONGEST, GRAPH_ROWS
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or "gpu_check_out"))
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
@@ -528,9 +530,10 @@ def main(argv=None) -> int:
     parser.add_argument("--long-layouts", nargs="+", default=["cl", "cf"], choices=["cl", "cf"],
                         help="the tile-window layouts compared on the 100,000-cell tapes")
     parser.add_argument("--no-longest", action="store_true", help="skip the 1,000,000-cell tapes")
+    parser.add_argument("--graph-rows", action="store_true", help="CUDA graphs for batches of whole problems too")
     args = parser.parse_args(argv)
     OUT, STAND_IN = args.out, args.cpu_stand_in
-    LONG_LAYOUTS, LONGEST = tuple(args.long_layouts), not args.no_longest
+    LONG_LAYOUTS, LONGEST, GRAPH_ROWS = tuple(args.long_layouts), not args.no_longest, args.graph_rows
     quick = args.quick or args.cpu_stand_in
     DEADLINE = T0 + args.budget
     import_sead()

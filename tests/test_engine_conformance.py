@@ -25,7 +25,7 @@ def _factory(name, k=None):
     def make(step):
         if name == "ort-cl-on-cpu":  # ort-cuda's layout, slots and bookkeeping, on the CPU provider
             from sead.runtime.engines.ort import OrtEngine
-            return OrtEngine(step, "cpu", layout="cl", cuda_graphs=True)
+            return OrtEngine(step, "cpu", layout="cl", cuda_graphs=True, graph_rows=True)
         return make_engine(step, name, k)
     return make
 

@@ -86,7 +86,7 @@ def test_the_device_resident_path_runs_grids(model, tiny_onnx, tiny_checkpoints,
     from sead.runtime.engines.ort import OrtEngine
 
     want = reference(tiny_checkpoints[model], LINES, 12)
-    engine = lambda step: OrtEngine(step, "cpu", layout="cl", cuda_graphs=True)
+    engine = lambda step: OrtEngine(step, "cpu", layout="cl", cuda_graphs=True, graph_rows=True)
     with Runtime(str(tiny_onnx[model]), engine, self_test=False, workers=1) as rt:
         for _ in range(2):  # the second pass runs on the graph slots the first pass's shapes earned
             assert [(r.answer, r.steps, r.converged) for r in rt.solve(LINES * 2, max_steps=12)] == want * 2

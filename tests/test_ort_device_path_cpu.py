@@ -13,7 +13,7 @@ from sead.runtime.tasks import get_task  # noqa: E402
 
 def _runtime(model: str, max_batch_rows: int = 4096) -> Runtime:
     # one worker: batches in order, so the second batch of a shape finds the first's slot free
-    return Runtime(model, lambda step: OrtEngine(step, "cpu", layout="cl", cuda_graphs=True),
+    return Runtime(model, lambda step: OrtEngine(step, "cpu", layout="cl", cuda_graphs=True, graph_rows=True),
                    max_batch_rows=max_batch_rows, workers=1)
 
 

@@ -48,15 +48,17 @@ def _onnxruntime():
 
 class OrtEngine:
     """device "cpu" (engine `ort`) or "cuda" (`ort-cuda`). layout: "cf" or "cl" (default: cf for a
-    sign state on the CPU, else cl; symbol states always run cl). cuda_graphs: give repeating batch
-    shapes engine-owned slots and capture CUDA graphs on them (default on for CUDA unless
-    SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only the slots, for tests of their bookkeeping)."""
+    sign state on the CPU, else cl; symbol states always run cl). cuda_graphs: give repeating tile
+    window shapes engine-owned slots and capture CUDA graphs on them (default on for CUDA unless
+    SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only the slots, for tests of their bookkeeping);
+    graph_rows: batches of whole problems too."""
 
     GRAPH_SLOTS = 16            # batch shapes that own buffers (and graphs) for good
 
     def __init__(self, step: StepModel, device: str = "cpu", layout: str | None = None,
                  k_choices: tuple[int, ...] | None = None, cores: int | None = None,
-                 cuda_graphs: bool | None = None, device_id: int = 0, window_layout: str | None = None):
+                 cuda_graphs: bool | None = None, device_id: int = 0, window_layout: str | None = None,
+                 graph_rows: bool = False):
         ort = _onnxruntime()
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise EngineUnavailable("engine 'ort-cuda' needs onnxruntime-gpu and a CUDA GPU: pip install 'sead[cuda]' "
@@ -82,6 +84,11 @@ class OrtEngine:
         if cuda_graphs is None:
             cuda_graphs = device == "cuda" and os.environ.get("SEAD_ORT_CUDA_GRAPHS", "1") != "0"
         self.cuda_graphs = bool(cuda_graphs)
+        # On an H200 a second pass over batches of whole problems ran 5-18x slower with graphs than
+        # without in 8 of 9 cases (each new batch shape and K is a capture), and tile windows, one
+        # shape for thousands of calls, ran a carry chain 1.9x faster with them
+        # (bench/results/gpu_check_h200.json, conformance): graphs for windows, rows if asked
+        self.graph_rows = graph_rows
         r = self.rule
         readout = r.read_in.shape[0] if r.read_in is not None else 1
         # the most float32 values any tensor of a call holds per cell (the cl gathers hold taps x H)
@@ -251,7 +258,8 @@ class OrtBatch:
         else:
             self.cells_shape = (self.b, self.row_cells)
         key = (layout, self.mode, self.cells_shape, wrap, state_codes is None)
-        self.slot = engine.slot(key) if mode in ("count", "budget", "hot") else None
+        wants_slot = mode == "hot" or (engine.graph_rows and mode in ("count", "budget"))
+        self.slot = engine.slot(key) if wants_slot else None
         self.current = 0
         with engine.device_lock():
             self._prepare(state_codes, owned)
