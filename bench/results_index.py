@@ -293,6 +293,12 @@ def ray(d: dict) -> list[str]:
 
 def history_summary(history: list[dict]) -> str:
     acc = [(h.get("step", h.get("step_seen")), h["short_accuracy"]) for h in history if "short_accuracy" in h]
+    polished = [h for h in history if "polish_round" in h]
+    if polished:  # a coded rule (train/coded.py): wrong bits of one step from random states
+        last = polished[-1]
+        return (f"after {num(len(polished))} polish rounds, {num(last['fresh_bits_wrong'])} wrong bits of one "
+                f"step from fresh random states ({num(last['bits_wrong_in_set'])} in the polish set of "
+                f"{num(last['batches'])} batches)")
     if not acc:
         return "no short accuracy recorded"
     best = max(a for _, a in acc)
@@ -303,8 +309,10 @@ def history_summary(history: list[dict]) -> str:
 
 def train_run(d: dict) -> list[str]:
     cfg = d["train_config"]
-    keys = ("state", "hidden", "state_channels", "steps", "lr", "anneal_steps", "anneal_lr", "read_digits")
-    keys = [k for k in keys if k in cfg and not (k == "state_channels" and cfg.get("state") == "symbol")]
+    keys = ("state", "hidden", "state_channels", "steps", "lr", "anneal_steps", "anneal_lr", "read_digits", "code",
+            "wide_hidden", "nuclear_weight", "narrow_lr", "polish_rounds")
+    keys = [k for k in keys if k in cfg and cfg[k] not in ("", None)
+            and not (k == "state_channels" and (cfg.get("state") == "symbol" or cfg.get("code")))]
     config = ", ".join(f"{k} {cfg[k]}" for k in keys)  # (a symbol state has one channel per class)
     out = [f"Command: `{d['command']}`" + (f" (commit {d['commit']})" if "commit" in d else ""), ""]
     if "note" in d:

@@ -4,6 +4,7 @@ exactly at long lengths against the oracles (Python integers / decimal, counts, 
 
     python bench/seeds.py [--tasks addition parity rule110 multiplication] [--seeds 0 1 2] [--minutes 15]
                           [--out bench/out/seeds.json]
+    python bench/seeds.py --tasks multiplication_compact           # a recipe of another name: its task's plan
     python bench/seeds.py --markdown bench/results/seeds_parity.json     # the tables of docs/models-and-recipes.md
 
 Each row also gives the rule's activity: changed cells per step, the most changes of any one cell
@@ -31,7 +32,7 @@ from sead.runtime.tasks import get_task
 from sead.train.checkpoint import load_checkpoint, save_checkpoint
 from sead.train.evaluate import EvalRow, evaluate_lines, family_lines, format_table
 from sead.train.loop import train
-from sead.train.recipes import SHIPPED_SEEDS, recipe
+from sead.train.recipes import RECIPES, SHIPPED_SEEDS, recipe
 
 # (family, length, problems)
 PLAN = {
@@ -70,7 +71,8 @@ def markdown(report: list[dict]) -> str:
     first = report[0]
     times = ", ".join(f"seed {r['seed']}: {r['train_seconds']:.0f} s" for r in report)
     flops = f"; {first['flops_per_cell_update']:,} FLOPs per cell update" if "flops_per_cell_update" in first else ""
-    out = [f"**{first['task']}** ({first['parameters']:,} parameters{flops}; train time {times})", ""]
+    name = first.get("recipe", first["task"])
+    out = [f"**{name}** ({first['parameters']:,} parameters{flops}; train time {times})", ""]
     for title, cell in (("exact / fixed point / steps mean (max)", _exact_cell),
                         ("changed cells per step / max changes of a cell / dense ÷ changed", _activity_cell)):
         out += ["| family | length | problems | " + " | ".join(f"seed {s}: {title}" for s in seeds) + " |",
@@ -95,7 +97,7 @@ def _activity_cell(row: dict) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--tasks", nargs="+", default=list(PLAN))
+    ap.add_argument("--tasks", nargs="+", default=list(PLAN), help="tasks or recipe names (train/recipes.py)")
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--retrain", action="store_true", help="train the shipped seed too instead of loading the shipped model")
     ap.add_argument("--out", type=Path, default=Path("bench/out/seeds.json"))
@@ -111,30 +113,31 @@ def main() -> None:
         return
     torch.set_num_threads(args.threads)
     report = []
-    for task in args.tasks:
+    for name in args.tasks:
+        task = RECIPES[name].task if name in RECIPES else name
         for seed in args.seeds:
             shipped = default_model_path(task, ".pt")
-            if seed == SHIPPED_SEEDS.get(task) and not args.retrain and shipped.is_file():
+            if name == task and seed == SHIPPED_SEEDS.get(task) and not args.retrain and shipped.is_file():
                 model, payload = load_checkpoint(shipped)
                 record = payload["record"]
             else:
                 limit = {} if args.minutes is None else {"max_minutes": args.minutes}
-                kept = args.first_phase / f"{task}_seed{seed}.pt" if args.first_phase else None
+                kept = args.first_phase / f"{name}_seed{seed}.pt" if args.first_phase else None
                 first = load_checkpoint(kept) if kept and kept.is_file() else None
-                model, record = train(recipe(task, seed=seed, **limit),
+                model, record = train(recipe(name, seed=seed, **limit),
                                       first_phase=(first[0], first[1]["record"]) if first else None)
                 if args.save:
-                    save_checkpoint(args.save / f"{task}_seed{seed}.pt", model, record)
-            print(f"{task} seed {seed}: {model.num_parameters()} parameters, trained {record['seconds']} s "
+                    save_checkpoint(args.save / f"{name}_seed{seed}.pt", model, record)
+            print(f"{name} seed {seed}: {model.num_parameters()} parameters, trained {record['seconds']} s "
                   f"({record['steps_done']} steps)", flush=True)
             rows = check(model, task, seed)
             print(format_table(rows), flush=True)
-            report.append({"task": task, "seed": seed, "train_seconds": record["seconds"],
+            report.append({"task": task, **({"recipe": name} if name != task else {}), "seed": seed, "train_seconds": record["seconds"],
                            "parameters": model.num_parameters(), "flops_per_cell_update": model.flops_per_cell_update(),
                            "rows": [dict(vars(r)) for r in rows]})
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps(report, indent=1))
-    bad = [(r["task"], r["seed"]) for r in report if any(row["exact"] < row["problems"] for row in r["rows"])]
+    bad = [(r.get("recipe", r["task"]), r["seed"]) for r in report if any(row["exact"] < row["problems"] for row in r["rows"])]
     print("every seed exact on every row" if not bad else f"NOT exact: {bad}")
 
 

@@ -197,7 +197,7 @@ def test_multiplication_past_its_verified_size_is_refused_unless_allowed():
     assert limit >= 6
     big = "1" + "0" * limit + "*7"
     code, out, err = sead("run", "--model", "multiplication", stdin=f"12*34\n{big}\n")
-    assert code == 2 and out == "" and f"<stdin>:2: has size {limit + 1} (digits in the longer operand)" in err
+    assert code == 2 and out == "" and f"<stdin>:2: has size {limit + 1:,} (digits in the longer operand)" in err
     code, out, err = sead("run", "--model", "multiplication", "--allow-unverified-sizes", stdin=f"12*34\n{big}\n")
     assert code == 0 and out.splitlines() == ["408", "7" + "0" * limit]
 
@@ -267,10 +267,10 @@ def test_bench_measures_a_grid_model_beside_its_baselines(tmp_path, monkeypatch)
                                       "--baselines", "ort-loop,torch", "--seconds", "0.01", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "bench.json").read_text())
-    flops = 2 * 64 * (39 + 100) * 3 * 3 + 2 * 100 * 64  # hidden 64; 39 input and 100 state channels; 3x3 cells
-    assert report["costs"] == {"flops_per_cell_update": flops, "bytes_per_cell_update": 4 * (39 + 2 * 100)}
+    flops = 2 * 3 * (39 + 13) * 3 * 3 + 2 * 13 * 3  # hidden 3; 39 input and 13 state channels; 3x3 cells
+    assert report["costs"] == {"flops_per_cell_update": flops, "bytes_per_cell_update": 4 * (39 + 2 * 13)}
     assert model_from_onnx(load_step_model("multiplication")).flops_per_cell_update() == flops
-    assert f"model multiplication: {flops} FLOPs and 956 bytes per cell-update" in result.stdout
+    assert f"model multiplication: {flops} FLOPs and 260 bytes per cell-update" in result.stdout
     assert report["roofline"]["cell_updates_per_s"] == 50e9 / flops  # compute-bound
     (row,) = report["rows"]
     assert (row["length"], row["batch"], row["ort"]["converged"]) == (42, 3, 3)

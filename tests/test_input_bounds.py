@@ -11,7 +11,7 @@ import pytest
 
 from sead.runtime.errors import InputError
 from sead.runtime.lines import MAX_LINE, copy_lines, iter_lines, line_limit
-from sead.runtime.model_file import default_model_path
+from sead.runtime.model_file import default_model_path, load_step_model
 
 SEAD = [sys.executable, "-m", "sead.cli"]
 needs_models = pytest.mark.skipif(not all(default_model_path(m).is_file() for m in ("addition", "multiplication")),
@@ -104,10 +104,11 @@ def test_an_endless_input_is_refused_at_once(how):
 
 @needs_models
 def test_a_line_longer_than_any_problem_the_model_takes_is_refused():
-    # multiplication is checked exact up to 200 digits: 4 x 200 + 64 characters at most
-    code, out, err = sead("run", "--model", "multiplication", input=b"12*34\n" + b"1" * 865 + b"*2\n")
+    # multiplication is checked exact up to its verified size n: 4 n + 64 characters at most
+    limit = 4 * load_step_model(default_model_path("multiplication")).metadata.verified_size + 64
+    code, out, err = sead("run", "--model", "multiplication", input=b"12*34\n" + b"1" * (limit + 1) + b"*2\n")
     assert code == 2 and out == ""
-    one_line(err, "<stdin>:2: the line is longer than 864 bytes")
+    one_line(err, f"<stdin>:2: the line is longer than {limit:,} bytes")
 
 
 @needs_models

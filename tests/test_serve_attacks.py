@@ -29,7 +29,7 @@ pytest.importorskip("uvicorn")
 
 from sead import Runtime  # noqa: E402
 from sead.runtime import make_engine  # noqa: E402
-from sead.runtime.model_file import default_model_path  # noqa: E402
+from sead.runtime.model_file import default_model_path, load_step_model  # noqa: E402
 from sead.runtime.tasks import MAX_STEPS  # noqa: E402
 from sead.serve import ndjson  # noqa: E402
 from sead.serve.app import create_app  # noqa: E402
@@ -207,13 +207,14 @@ def test_work_per_request_and_in_flight_are_bounded_and_a_client_that_leaves_fre
 
 
 def test_the_line_bound_is_the_models_over_http():
-    # multiplication was checked exact up to 200 digits: no line past 4 x 200 + 64 characters is read
+    # multiplication was checked exact up to its verified size n: no line past 4 n + 64 characters is read
+    limit = 4 * load_step_model(default_model_path("multiplication")).metadata.verified_size + 64
     with serving("multiplication") as s:
-        r = httpx.post(s.url + "/v1/solve", json={"problems": ["12*34", "1" * 865 + "*2"]})
-        assert r.status_code == 413 and r.json()["index"] == 1 and "the limit is 864" in r.json()["message"]
-        r = httpx.post(s.url + "/v1/solve", content=b'"12*34"\n"' + b"1" * 2000 + b'*2"\n', headers=NDJSON)
+        r = httpx.post(s.url + "/v1/solve", json={"problems": ["12*34", "1" * (limit + 1) + "*2"]})
+        assert r.status_code == 413 and r.json()["index"] == 1 and f"the limit is {limit}" in r.json()["message"]
+        r = httpx.post(s.url + "/v1/solve", content=b'"12*34"\n"' + b"1" * (limit + 1000) + b'*2"\n', headers=NDJSON)
         records = [json.loads(line) for line in r.text.splitlines()]
-        assert records[0]["output"] == "408" and records[1]["fatal"] is True and "864" in records[1]["error"]
+        assert records[0]["output"] == "408" and records[1]["fatal"] is True and str(limit) in records[1]["error"]
 
 
 # -- clients that leave --------------------------------------------------------------------------

@@ -207,17 +207,18 @@ def products(rng: np.random.Generator, n: int) -> list[str]:
 
 @pytest.mark.parametrize("n", [pytest.param(50, id="50"), pytest.param(100, id="100"), pytest.param(200, id="200")])
 def test_multiplication_up_to_the_verified_size(runtimes, n):
-    """Held-out products up to 200 digits, the shipped model's sead.verified_size."""
+    """Held-out products up to 200 digits, within the shipped model's sead.verified_size (1,000)."""
     rt = runtimes("multiplication")
-    assert rt.size_limit == 200
+    assert rt.size_limit == 1000
     results = solve_exact(rt, products(np.random.default_rng(n), n))
     assert results.answers[0] == str(int("1" * n) ** 2)  # 123...n...321 with carries: the oracle's own check
 
 
 @pytest.mark.slowest
-def test_multiplication_at_400_digits(runtimes):
-    """Past the verified size (allow_unverified_sizes), where the README reports two 400-digit
-    products exact: the repunit square and 55...5 x 22...2, a power of ten, unequal lengths."""
-    rng = np.random.default_rng(400)
-    lines = products(rng, 400)
-    solve_exact(runtimes("multiplication", allow_unverified_sizes=True), lines[:3] + lines[4:5])
+@pytest.mark.parametrize("n", [pytest.param(400, id="400"), pytest.param(1000, id="1000")])
+def test_multiplication_at_the_largest_sizes(runtimes, n):
+    """The repunit square, 55...5 x 22...2, a power of ten times a random number and unequal
+    lengths, at 400 digits and at the verified size itself (1,000: about 2 minutes here)."""
+    rng = np.random.default_rng(n)
+    lines = products(rng, n)
+    solve_exact(runtimes("multiplication"), lines[:3] + lines[4:5])

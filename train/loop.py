@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from sead.runtime.tasks import Parsed, get_task
+from .coded import train_coded
+from .codes import get_code, rounding_readout
 from .data import MAX_TRAIN_CELLS, due_batch, encode_batch, sample_lines
 from .model import SEAD, ModelConfig, solve
 
@@ -65,6 +67,16 @@ class TrainConfig:
     # unroll: about ten times cheaper) before the unrolled losses start
     unroll_from: float = 0.0
     read_digits: int = 0  # symbol states: the rule reads a class by its digits in this base (train/model.py)
+    # sign states: a fixed code of each cell's state (train/codes.py), whose channels the state has;
+    # the rule learns the code's automaton (train/coded.py: no unroll, no mining), first `wide_hidden`
+    # units wide for `wide_share` of the steps (pulled towards rank `hidden` by nuclear_weight), then
+    # factored to `hidden` units and trained at narrow_lr, then polished by L-BFGS (polish_rounds)
+    code: str = ""
+    wide_hidden: int = 0
+    wide_share: float = 0.25
+    nuclear_weight: float = 0.0
+    narrow_lr: float = 0.0
+    polish_rounds: int = 0
     # a second phase after `steps`: the same losses for anneal_steps more, on a fresh one-cycle schedule
     # peaking at anneal_lr, a fresh pool and seed + ANNEAL_SEED_OFFSET (0: no second phase)
     anneal_steps: int = 0
@@ -79,11 +91,16 @@ def build_model(cfg: TrainConfig) -> SEAD:
                          "answer state")
     if cfg.read_digits and cfg.state != "symbol":
         raise ValueError("read_digits needs state='symbol': digits are read from a class")
-    channels = task.classes if cfg.state == "symbol" else cfg.state_channels
-    return SEAD(ModelConfig(task=task.name, input_channels=task.input_channels, classes=task.classes,
-                            boundary=task.boundary, state_channels=channels, hidden=cfg.hidden,
-                            readout_hidden=cfg.readout_hidden, rank=task.rank, state=cfg.state,
-                            read_digits=cfg.read_digits))
+    if cfg.code and (cfg.state != "sign" or get_code(cfg.code).task != task.name):
+        raise ValueError(f"code {cfg.code!r} is a sign state's code for task {get_code(cfg.code).task!r}")
+    channels = task.classes if cfg.state == "symbol" else get_code(cfg.code).channels if cfg.code else cfg.state_channels
+    model = SEAD(ModelConfig(task=task.name, input_channels=task.input_channels, classes=task.classes,
+                             boundary=task.boundary, state_channels=channels, hidden=cfg.hidden,
+                             readout_hidden=cfg.readout_hidden, rank=task.rank, state=cfg.state,
+                             read_digits=cfg.read_digits))
+    if cfg.code:
+        rounding_readout(model)
+    return model
 
 
 def ramp(cfg: TrainConfig, step: int) -> float:
@@ -252,6 +269,10 @@ def train(cfg: TrainConfig, log=True, first_phase: tuple[SEAD, dict] | None = No
     first_phase: (model, record) that a run of this cfg without its anneal phase made (a checkpoint
     bench/seeds.py --save kept): only the anneal phase runs, on that model; the result is the one
     a run from scratch gives, since the anneal phase starts from the weights alone."""
+    if cfg.code:
+        if first_phase is not None or cfg.anneal_steps:
+            raise ValueError("a coded rule trains in one run (train/coded.py): no first-phase checkpoint, no anneal phase")
+        return train_coded(cfg, build_model, log)
     start = time.time()
     if first_phase is None:
         torch.manual_seed(cfg.seed)

@@ -143,6 +143,7 @@ class SEAD(nn.Module):
         super().__init__()
         self.config = config
         self.code = STATE_CODES[config.state]
+        self.linear_hidden = False  # training only (train/coded.py): the hidden layer without its relu
         seen = config.state_channels
         if config.read_digits:  # not a learned weight: a fixed recoding of the state
             self.register_buffer("digits", digit_matrix(config.classes, config.read_digits), persistent=False)
@@ -167,7 +168,8 @@ class SEAD(nn.Module):
         if self.config.read_digits:
             state = torch.einsum("dk,bk...->bd...", self.digits, state)
         z = self.pad(torch.cat([problem, state], dim=1))
-        return self.rule_out(F.relu(self.rule_in(z)))
+        hidden = self.rule_in(z)
+        return self.rule_out(hidden if self.linear_hidden else F.relu(hidden))
 
     def step_weights(self) -> dict[str, torch.Tensor]:
         """The weights of the step as exported: the first convolution over [problem; state]. With

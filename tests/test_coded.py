@@ -1,0 +1,129 @@
+"""Coded rules (train/codes.py, train/coded.py): the code's automaton is exact on its own, and each
+move of its training keeps the rule the same function."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from sead.runtime.tasks import get_task
+from sead.train.coded import factor, fit_readout, fold_relu, transition_loss
+from sead.train.codes import code_batch, get_code
+from sead.train.data import encode_batch
+from sead.train.loop import build_model
+from sead.train.recipes import recipe
+
+CODE = get_code("carry_thermometer")
+TASK = get_task("multiplication")
+
+
+def _batch(lines):
+    parsed = [TASK.parse(line) for line in lines]
+    x, y, _ = encode_batch("multiplication", parsed)
+    return parsed, x, y
+
+
+def test_the_code_automaton_settles_from_any_state_on_the_exact_product():
+    """Iterated from random ±1 states, the automaton reaches the code of the carry-save array's fixed
+    point, whose digits along the L edge are the product (Python's integers, not the array)."""
+    rng = np.random.default_rng(0)
+    digits = lambda n: "".join(map(str, rng.integers(0, 10, n)))
+    lines = [f"{digits(n)}*{digits(m)}" for n, m in [(1, 1), (3, 7), (9, 2), (12, 12), (20, 5)]]
+    lines += ["9" * 15 + "*" + "9" * 11, "0*123", "1000*999"]
+    parsed, x, y = _batch(lines)
+    gen = torch.Generator().manual_seed(0)
+    state = (torch.randint(0, 2, (len(lines), CODE.channels, *x.shape[2:]), generator=gen).float() * 2 - 1) * x[:, :1]
+    depth = 2 * max(len(p.a) + len(p.b) for p in parsed) + 4
+    for _ in range(depth):
+        state = CODE.transition(x, state)
+    assert torch.equal(CODE.transition(x, state), state)  # a fixed point
+    assert torch.equal(state, code_batch("carry_thermometer", parsed, tuple(x.shape[2:])))
+    s = (state[:, :9] > 0).sum(1).numpy()
+    for i, p in enumerate(parsed):
+        na, nb = len(p.a), len(p.b)
+        digits = np.concatenate([s[i, :na, 0], s[i, na, :nb]])[::-1]
+        assert int("".join(map(str, digits))) == int(p.a) * int(p.b)
+
+
+def _linear_model(hidden: int, seed: int = 0):
+    cfg = dataclasses.replace(recipe("multiplication"), hidden=hidden)
+    torch.manual_seed(seed)
+    model = build_model(cfg)
+    model.linear_hidden = True
+    return model
+
+
+def test_fold_relu_keeps_the_linear_rule_on_every_input():
+    model = _linear_model(3)
+    with torch.no_grad():
+        for p in (model.rule_in.weight, model.rule_in.bias):
+            p.normal_(0, 2.0)  # hidden values of both signs
+    _, x, _ = _batch(["123*45", "9*9", "4567*8"])
+    state = CODE.random_states(x, torch.Generator().manual_seed(1))
+    state[:, :, :1] = 0  # a row of cells before their first step
+    linear = model.preactivation(x, state)
+    assert (model.rule_in(model.pad(torch.cat([x, state], 1))) < 0).any()
+    fold_relu(model)
+    assert not model.linear_hidden
+    assert torch.allclose(model.preactivation(x, state), linear, atol=1e-3)
+
+
+def test_factor_is_exact_for_a_rule_of_that_rank():
+    wide, narrow = _linear_model(13), _linear_model(3, seed=1)
+    with torch.no_grad():  # make the wide rule rank 3: only 3 of its hidden units reach the output
+        wide.rule_out.weight[:, 3:] = 0
+    _, x, _ = _batch(["12*345", "99*9"])
+    state = CODE.random_states(x, torch.Generator().manual_seed(2))
+    factor(wide, narrow)
+    assert torch.allclose(narrow.preactivation(x, state), wide.preactivation(x, state), atol=1e-4)
+
+
+def test_the_readout_fitted_by_least_squares_reads_every_fixed_point():
+    model = _linear_model(3)
+    residual = fit_readout(model, "carry_thermometer", "multiplication", np.random.default_rng(0), 256, 6)
+    assert residual < 1e-3
+    parsed, x, y = _batch(["987654*123456", "5*5", "100*77"])
+    bits = code_batch("carry_thermometer", parsed, tuple(x.shape[2:]))
+    read = y >= 0
+    assert torch.equal(model.readout(x, bits).argmax(1)[read], y[read])
+
+
+def test_the_transition_loss_is_zero_for_a_rule_that_is_the_automaton():
+    """A hand-made rule of 3 linear units that is the automaton (codes.py's sums) has no wrong bit."""
+    model = _linear_model(3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.zero_()
+        w, c = model.rule_in.weight, TASK.input_channels
+        own, up, up_right, left = (1, 1), (0, 1), (0, 2), (1, 0)
+        s_bits, down_bits, right_bits = slice(c, c + 9), slice(c + 9, c + 11), slice(c + 11, c + 13)
+        from sead.runtime.tasks.multiplication import PRODUCTS
+        for k, p in enumerate(PRODUCTS):  # unit 0: v
+            w[0, 1 + k][own] = p % 10
+            w[0, 1 + k][up] = p // 10
+        w[0, s_bits][(slice(None), *up_right)] = 0.5
+        w[0, 0][up_right] = 4.5
+        w[0, down_bits][(slice(None), *up)] = 0.5
+        w[0, 0][up] = 1.0
+        w[0, right_bits][(slice(None), *left)] = 0.5
+        w[0, 0][left] = 1.0
+        w[1, down_bits][(slice(None), *own)] = 0.5  # unit 1: the own carry
+        w[1, right_bits][(slice(None), *own)] = 0.5
+        w[1, 0][own] = 2.0
+        w[2, c - 1][own] = 30.0  # unit 2: the margin mark
+        out, bias = model.rule_out.weight[:, :, 0, 0], model.rule_out.bias
+        for m in range(1, 10):
+            out[m - 1] = torch.tensor([2.0, -20.0, 0.0])
+            bias[m - 1] = 2 * (0.5 - m)
+        for k in (1, 2):
+            out[8 + k] = torch.tensor([2.0, 0.0, -2.0])
+            bias[8 + k] = 2 * (0.5 - 10 * k)
+            out[10 + k] = torch.tensor([2.0, 0.0, 2.0])
+            bias[10 + k] = 2 * (0.5 - 30 - 10 * k)
+    _, x, _ = _batch([f"{a}*{b}" for a, b in [(123, 456), (99999, 9999), (7, 8), (31415, 92653)]])
+    _, wrong = transition_loss(model, CODE, x, torch.Generator().manual_seed(3))
+    assert wrong == 0.0
+    with torch.no_grad():
+        model.rule_out.bias[10] += 3.0  # k >= 2 moves to 18.5: some bits go wrong
+    _, wrong = transition_loss(model, CODE, x, torch.Generator().manual_seed(3))
+    assert wrong > 0.0

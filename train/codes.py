@@ -1,0 +1,151 @@
+"""State codes: what each cell of a sign state holds, as ±1 bits, and the automaton on those bits.
+
+A code gives a sign state what a symbol state has by construction, a known state at every step:
+the rule is trained to *be* the code's automaton (train/coded.py), one step at a time, on random
+states; the readout learns the classes from the bits.
+
+`carry_thermometer` (multiplication, 13 channels) holds the carry-save array's (s, c) at each cell,
+with c split as c = floor(p / 10) + k. The cell below reads the partial product p of the cell above
+from the problem, so the state carries only the small carry k = c - floor(p / 10), 0 to 2, and
+s, 0 to 9, as thermometers (bit m is +1 where the value is at least m). A carry has one direction
+per row: down on the product rows, right along the margin row (its ripple carry), each in channels
+of its own that hold -1 on the other rows, so no cell has to tell which of its neighbours'
+carries it adds:
+
+    channels 0..8    s >= 1, ..., s >= 9
+    channels 9..10   k >= 1, k >= 2 on the product rows (read by the cell below; -1 on the margin)
+    channels 11..12  k >= 1, k >= 2 on the margin row (read by the cell to the right; -1 elsewhere)
+
+A cell reads a thermometer by its count of +1 bits, so every sum below is linear in the bits:
+
+    v = (p mod 10) + s(up-right) + floor(p(up) / 10) + k_down(up) + k_right(left)
+    k' = [v >= 10] + [v >= 20]   (into the row's carry channels; the other pair -1)
+    s' = clip(v - 10 k(own), 0, 9)
+
+s follows k by one step (it subtracts the cell's own carry of the step before), so every new bit
+is one threshold of a sum of three numbers: v, the cell's own k and the margin mark. The automaton
+settles from *any* ±1 state: a cell's k depends only on its neighbours' values up, up-right and
+left, its s on those and its own k, and that dependency has no cycle (depth about 2 (n_a + n_b)).
+At its fixed point v = s + 10 k is the carry-save array's column sum, so the readout's class
+s + 10 c is the task's target unchanged, and linear in a cell's problem and bits
+(s + 10 floor(p / 10) + 10 k): one hidden unit holds class / 10 (fitted by least squares,
+train/coded.py), and a fixed output layer (rounding_readout) picks the class nearest 10 h.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sead.runtime.tasks import Parsed
+from sead.runtime.tasks.multiplication import MARGIN, PRODUCTS, _digits_low_first, csa_state
+
+READOUT_SCALE = 10.0  # the readout's hidden unit holds class / READOUT_SCALE
+
+
+class CarryThermometer:
+    """multiplication: s and k = c - floor(p / 10) as thermometers (module docstring)."""
+
+    task = "multiplication"
+    channels = 13
+    S_BITS, K_BITS = 9, 2
+    # training states (train/coded.py): a share of cells hold uniformly random bits instead of a
+    # code, a share hold high values (s 6..9, k 1..2: the sums near 20 are rare otherwise)
+    RANDOM_SHARE, HIGH_SHARE = 0.3, 0.3
+    # loss weights: the margin row is one row in n_a + 1; a +1 bit is the rarer one of a thermometer
+    MARGIN_WEIGHT, POSITIVE_WEIGHT = 3.0, 3.0
+    _VALUE = torch.tensor([0.0, *map(float, PRODUCTS), 0.0])  # each input channel's partial product
+    _LEVELS = np.concatenate([np.arange(1, S_BITS + 1), np.arange(1, K_BITS + 1), np.arange(1, K_BITS + 1)])
+
+    def parts(self, p: Parsed) -> tuple[np.ndarray, np.ndarray]:
+        """(s, k), each shape(p) int64: the carry-save array's digit and small carry per cell."""
+        s, c = csa_state(p.a, p.b)
+        da, db = _digits_low_first(p.a), _digits_low_first(p.b)
+        high = np.zeros_like(c)
+        high[: len(da)] = np.outer(da, db) // 10
+        return s, c - high
+
+    def bits(self, p: Parsed) -> np.ndarray:
+        """(channels, *shape(p)) float32: the fixed point's bits, each -1 or +1."""
+        s, k = self.parts(p)
+        down, right = k.copy(), np.zeros_like(k)
+        down[-1], right[-1] = 0, k[-1]
+        return self.encode(s, down, right)
+
+    def encode(self, s: np.ndarray, down: np.ndarray, right: np.ndarray) -> np.ndarray:
+        """s, the carries down and right (*S) int -> (channels, *S) float32 thermometer bits."""
+        values = np.concatenate([np.broadcast_to(s, (self.S_BITS, *s.shape)),
+                                 np.broadcast_to(down, (self.K_BITS, *s.shape)),
+                                 np.broadcast_to(right, (self.K_BITS, *s.shape))])
+        return np.where(values >= self._LEVELS.reshape(-1, *[1] * s.ndim), 1.0, -1.0).astype(np.float32)
+
+    def random_states(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """(B, channels, H, W): a training state for problems x (B, C_in, H, W): per cell the code of
+        random values (high ones for HIGH_SHARE of cells), or random bits (RANDOM_SHARE); 0 on padding."""
+        b, _, h, w = x.shape
+        draw = lambda low, top: torch.randint(low, top, (b, h, w), generator=gen).numpy()
+        high = torch.rand((b, h, w), generator=gen).numpy() < self.HIGH_SHARE
+        s = np.where(high, draw(6, 10), draw(0, 10))
+        k = np.where(high, draw(1, 3), draw(0, 3))
+        margin = (x[:, MARGIN + 1] > 0).numpy()
+        coded = torch.from_numpy(np.moveaxis(self.encode(s, np.where(margin, 0, k), np.where(margin, k, 0)), 0, 1).copy())
+        noise = torch.randint(0, 2, coded.shape, generator=gen).float() * 2 - 1
+        pick = torch.rand((b, 1, h, w), generator=gen) < self.RANDOM_SHARE
+        return torch.where(pick, noise, coded) * x[:, :1]
+
+    def transition(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The code's automaton, one step: problems x (B, C_in, H, W), a ±1 state (B, channels, H, W)
+        (0 on padding) -> the next state's bits (module docstring)."""
+        count = lambda lo, hi: (state[:, lo:hi] > 0).sum(1)
+        s, down, right = count(0, 9), count(9, 11), count(11, 13)
+        p = torch.einsum("bchw,c->bhw", x[:, : len(self._VALUE)], self._VALUE).long()
+        v = p % 10 + _shifted(s, -1, 1) + _shifted(p, -1, 0) // 10 + _shifted(down, -1, 0) + _shifted(right, 0, -1)
+        k = (v >= 10).long() + (v >= 20).long()
+        margin = x[:, MARGIN + 1] > 0
+        bits = self.encode((v - 10 * (down + right)).clamp(0, 9).numpy(), torch.where(margin, 0, k).numpy(),
+                           torch.where(margin, k, 0).numpy())
+        return torch.from_numpy(np.moveaxis(bits, 0, 1).copy()) * x[:, :1]
+
+    def cell_weight(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W): each cell's weight in the transition loss."""
+        return 1.0 + (self.MARGIN_WEIGHT - 1.0) * x[:, MARGIN + 1 : MARGIN + 2]
+
+
+def _shifted(t: torch.Tensor, di: int, dj: int) -> torch.Tensor:
+    """(B, H, W): at (i, j) the value of t at (i + di, j + dj), 0 outside the grid."""
+    out = torch.zeros_like(t)
+    h, w = t.shape[1:]
+    out[:, max(-di, 0) : h + min(-di, 0), max(-dj, 0) : w + min(-dj, 0)] = \
+        t[:, max(di, 0) : h + min(di, 0), max(dj, 0) : w + min(dj, 0)]
+    return out
+
+
+def rounding_readout(model) -> None:
+    """Set a one-unit readout's output layer to the decoder of a number and freeze it: logits_k =
+    k (READOUT_SCALE h) - k^2 / 2, largest for the class nearest READOUT_SCALE h."""
+    if model.config.readout_hidden != 1:
+        raise ValueError(f"a coded state's readout has one hidden unit, not {model.config.readout_hidden}")
+    k = torch.arange(model.config.classes, dtype=torch.float32)
+    with torch.no_grad():
+        model.read_out.weight.copy_((READOUT_SCALE * k).view(model.read_out.weight.shape))
+        model.read_out.bias.copy_(-k ** 2 / 2)
+    model.read_out.requires_grad_(False)
+
+
+CODES = {"carry_thermometer": CarryThermometer()}
+
+
+def get_code(name: str):
+    if name not in CODES:
+        raise ValueError(f"unknown state code {name!r}; known: {sorted(CODES)}")
+    return CODES[name]
+
+
+def code_batch(name: str, problems: list[Parsed], shape: tuple[int, ...]) -> torch.Tensor:
+    """(B, channels, *shape) float32: each problem's fixed-point bits, 0 on padding, padded as
+    data.encode_batch pads the problems."""
+    code = get_code(name)
+    bits = np.zeros((len(problems), code.channels, *shape), np.float32)
+    for i, p in enumerate(problems):
+        b = code.bits(p)
+        bits[(i, slice(None)) + tuple(slice(0, d) for d in b.shape[1:])] = b
+    return torch.from_numpy(bits)
