@@ -88,8 +88,8 @@ def test_the_readout_fitted_by_least_squares_reads_every_fixed_point():
     assert torch.equal(model.readout(x, bits).argmax(1)[read], y[read])
 
 
-def test_the_transition_loss_is_zero_for_a_rule_that_is_the_automaton():
-    """A hand-made rule of 3 linear units that is the automaton (codes.py's sums) has no wrong bit."""
+def _hand_rule():
+    """A rule of 3 linear units that is the automaton (codes.py's sums: v, the own carry, the margin mark)."""
     model = _linear_model(3)
     with torch.no_grad():
         for p in model.parameters():
@@ -120,6 +120,12 @@ def test_the_transition_loss_is_zero_for_a_rule_that_is_the_automaton():
             bias[8 + k] = 2 * (0.5 - 10 * k)
             out[10 + k] = torch.tensor([2.0, 0.0, 2.0])
             bias[10 + k] = 2 * (0.5 - 30 - 10 * k)
+    return model
+
+
+def test_the_transition_loss_is_zero_for_a_rule_that_is_the_automaton():
+    """A hand-made rule of 3 linear units that is the automaton (codes.py's sums) has no wrong bit."""
+    model = _hand_rule()
     _, x, _ = _batch([f"{a}*{b}" for a, b in [(123, 456), (99999, 9999), (7, 8), (31415, 92653)]])
     _, wrong = transition_loss(model, CODE, x, torch.Generator().manual_seed(3))
     assert wrong == 0.0
@@ -127,3 +133,21 @@ def test_the_transition_loss_is_zero_for_a_rule_that_is_the_automaton():
         model.rule_out.bias[10] += 3.0  # k >= 2 moves to 18.5: some bits go wrong
     _, wrong = transition_loss(model, CODE, x, torch.Generator().manual_seed(3))
     assert wrong > 0.0
+
+
+def test_the_bound_proves_the_hand_rule_and_not_a_rule_with_a_wrong_threshold():
+    """bench/compact_bound.py: every output's worst margin over all neighbourhoods is 1 for the
+    hand-made rule (it reads nothing else), and below 0 for one whose k >= 2 threshold moved."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("compact_bound", Path(__file__).parents[1] / "bench" / "compact_bound.py")
+    bound = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bound)
+    model = _hand_rule()
+    worst, unproven = bound.worst_margins(model)
+    assert worst == [1.0] * 13 and unproven == [0] * 13
+    with torch.no_grad():
+        model.rule_out.bias[10] += 3.0
+    worst, unproven = bound.worst_margins(model)
+    assert worst[10] < 0 and unproven[10] > 0 and worst[:10] == [1.0] * 10

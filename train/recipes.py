@@ -36,7 +36,7 @@ RECIPES = {
                                          state="symbol", read_digits=10, deadline_weight=1.0, unroll_from=1.0,
                                          mine_every=1000, anneal_steps=14000, anneal_lr=1e-3, max_minutes=55.0),
 }
-SHIPPED_SEEDS = {"addition": 0, "parity": 0, "rule110": 0, "multiplication": 0}
+SHIPPED_SEEDS = {"addition": 0, "parity": 0, "rule110": 0, "multiplication": 1}
 
 
 def recipe(task: str, seed: int = 0, steps: int | None = None, max_minutes: float | None = None) -> TrainConfig:
