@@ -64,14 +64,16 @@ def render(report: dict) -> str:
             per_step = f" ({case['us_per_step']:.1f} us a step)" if case["steps"] >= 1000 else ""
             lines.append(f"| {case['case']} ({case['window_layout']} tile windows) | {case['seconds']:.2f} s, "
                          f"{case['steps']:,} steps{per_step}, {'exact' if case['exact'] else 'WRONG'} | |")
+    model = s.get("products", {}).get("model", "")
     for case in s.get("products", {}).get("cases", []):
         if "seconds" in case:
             how = "exact" if case["exact"] else f"{case.get('wrong_digits')} digit of {case.get('want_digits')} wrong"
-            lines.append(f"| one product of two {case['digits']}-digit numbers | {case['seconds']:.2f} s, "
-                         f"{case['steps']:,} steps, {how} | |")
+            lines.append(f"| one product of two {case['digits']:,}-digit numbers | "
+                         f"{case['seconds']:.2f} s, {case['steps']:,} steps, {how} | |")
     graphs = "tile windows" if report.get("graph_rows") is False else "tile windows and batches of whole problems"
     lines += ["", f"`ort-cuda` ran with CUDA graphs on {graphs} in this run (the engine's default: tile "
-              "windows only; [docs/engines.md](docs/engines.md)).", "", END]
+              "windows only; [docs/engines.md](docs/engines.md))." + (f" The products ran {model}." if model else ""),
+              "", END]
     return "\n".join(lines)
 
 

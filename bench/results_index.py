@@ -54,6 +54,12 @@ ABOUT = [
     ("multiplication_eval128_", "sead eval CKPT --problems 128 --json",
      "A multiplication rule made by the full recipe, through the PyTorch reference loop: five families at "
      "6, 12, 24 and 48 digits."),
+    ("multiplication_compact_1000_", "bench/compact_1000.py",
+     "One random product of two 1,000-digit numbers through each seed of the compact multiplication recipe: "
+     "settled or not, steps, exact against Python's decimal arithmetic."),
+    ("multiplication_compact_bound", "bench/compact_bound.py",
+     "How far each compact multiplication rule is from provably being its code's automaton: per output bit, "
+     "the worst margin over every neighbourhood, bounded tap by tap (> 0 everywhere would prove it)."),
     ("multiplication_1000_", "bench/product_1000.py",
      "One random product of two 1,000-digit numbers (bench/gpu_check.py's) on the CPU engine, against "
      "Python's decimal arithmetic: the same answer, one wrong digit, as on the GPU."),
