@@ -25,7 +25,7 @@ A cell reads a thermometer by its count of +1 bits, so every sum below is linear
 s follows k by one step (it subtracts the cell's own carry of the step before), so every new bit
 is one threshold of a sum of three numbers: v, the cell's own k and the margin mark. The automaton
 settles from *any* ±1 state: a cell's k depends only on its neighbours' values up, up-right and
-left, its s on those and its own k, and that dependency has no cycle (depth about 2 (n_a + n_b)).
+left, its s on those and its own k, and that dependency has no cycle (depth about 2 n_a + n_b).
 At its fixed point v = s + 10 k is the carry-save array's column sum, so the readout's class
 s + 10 c is the task's target unchanged, and linear in a cell's problem and bits
 (s + 10 floor(p / 10) + 10 k): one hidden unit holds class / 10 (fitted by least squares,
@@ -105,9 +105,10 @@ class CarryThermometer:
                            torch.where(margin, k, 0).numpy())
         return torch.from_numpy(np.moveaxis(bits, 0, 1).copy()) * x[:, :1]
 
-    def cell_weight(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W): each cell's weight in the transition loss."""
-        return 1.0 + (self.MARGIN_WEIGHT - 1.0) * x[:, MARGIN + 1 : MARGIN + 2]
+    def loss_weight(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, channels, H, W): each bit's weight in the transition loss (0 on padding)."""
+        margin_row = 1.0 + (self.MARGIN_WEIGHT - 1.0) * x[:, MARGIN + 1 : MARGIN + 2]
+        return torch.where(target > 0, self.POSITIVE_WEIGHT, 1.0) * margin_row * x[:, :1]
 
 
 def _shifted(t: torch.Tensor, di: int, dj: int) -> torch.Tensor:
