@@ -4,7 +4,7 @@ exactly at long lengths against the oracles (Python integers / decimal, counts, 
 
     python bench/seeds.py [--tasks addition parity rule110 multiplication] [--seeds 0 1 2] [--minutes 15]
                           [--out bench/out/seeds.json]
-    python bench/seeds.py --tasks multiplication_compact           # a recipe of another name: its task's plan
+    python bench/seeds.py --tasks multiplication_symbol            # a recipe of another name: its task's plan
     python bench/seeds.py --markdown bench/results/seeds_parity.json     # the tables of docs/models-and-recipes.md
 
 Each row also gives the rule's activity: changed cells per step, the most changes of any one cell

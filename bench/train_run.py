@@ -2,7 +2,7 @@
 """One training experiment: a recipe with some settings changed, from one seed, checked exactly
 with bench/seeds.py's plan for its task; the record goes to bench/results/train_RECIPE_NAME_seedK.json.
 
-    python bench/train_run.py multiplication_compact base --seed 0 [--set steps=8000 lr=0.01]
+    python bench/train_run.py multiplication compact --seed 0 [--set polish_rounds=0 wide_hidden=0]
                               [--minutes 12] [--note TEXT] [--save runs/base_seed0.pt]
 
 Settings are TrainConfig fields, their values parsed as JSON where they parse (8000, 0.01, true)

@@ -39,6 +39,12 @@ POLISH_ITERATIONS = 100  # L-BFGS iterations per polish round
 POLISH_MAX_BATCHES = 128  # the polish set's cap: a rule far from exact stops growing it (the shipped seeds' reach 87)
 
 
+def random_problems(cfg, rng: np.random.Generator) -> torch.Tensor:
+    """(B, C_in, *S): a batch of cfg.batch_size random training problems, encoded."""
+    task = get_task(cfg.task)
+    return encode_batch(cfg.task, [task.parse(line) for line in sample_lines(cfg.task, rng, cfg.batch_size, cfg.max_len)])[0]
+
+
 def transition_loss(model: SEAD, code, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, float]:
     """-> (hinge loss, share of bits wrong) of one step from random states, against the code's automaton."""
     state = code.random_states(x, gen)
@@ -61,11 +67,10 @@ def polish(model: SEAD, code, cfg, rng: np.random.Generator, gen: torch.Generato
     """cfg.polish_rounds rounds of L-BFGS (squared hinge, full batch) over random states of
     POLISH_BATCHES batches, each round adding the fresh batches that still hold a wrong bit (up to
     POLISH_MAX_BATCHES in all)."""
-    task = get_task(cfg.task)
     params = [model.rule_in.weight, model.rule_in.bias, model.rule_out.weight, model.rule_out.bias]
 
     def batch():
-        x, _, _ = encode_batch(cfg.task, [task.parse(line) for line in sample_lines(cfg.task, rng, cfg.batch_size, cfg.max_len)])
+        x = random_problems(cfg, rng)
         state = code.random_states(x, gen)
         target = code.transition(x, state)
         return x, state, target, code.loss_weight(x, target)
@@ -152,25 +157,23 @@ def train_coded(cfg, build_model, log=True) -> tuple[SEAD, dict]:
     start = time.time()
     torch.manual_seed(cfg.seed)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
-    task, code = get_task(cfg.task), get_code(cfg.code)
+    code = get_code(cfg.code)
     narrow = build_model(cfg)
     wide_steps = int(cfg.wide_share * cfg.steps) if cfg.wide_hidden else 0
-    model = build_model(dataclasses.replace(cfg, hidden=cfg.wide_hidden)) if wide_steps else narrow
-    model.linear_hidden = narrow.linear_hidden = True
+    wide = build_model(dataclasses.replace(cfg, hidden=cfg.wide_hidden)) if wide_steps else None
     history, step, progress = [], 0, Progress(cfg.steps, f"train {cfg.code}") if log else None
-    phases = [(model, wide_steps, cfg.lr), (narrow, cfg.steps - wide_steps, cfg.narrow_lr or cfg.lr)] if wide_steps \
+    phases = [(wide, wide_steps, cfg.lr), (narrow, cfg.steps - wide_steps, cfg.narrow_lr or cfg.lr)] if wide \
         else [(narrow, cfg.steps, cfg.lr)]
-    for k, (model, steps, lr) in enumerate(phases):
-        if k:
-            factor(phases[0][0], model)
+    for model, steps, lr in phases:
+        model.linear_hidden = True
+        if model is narrow and wide:
+            factor(wide, narrow)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
         sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
         for _ in range(steps):
             step += 1
-            x, _, _ = encode_batch(cfg.task, [task.parse(line) for line in
-                                              sample_lines(cfg.task, rng, cfg.batch_size, cfg.max_len)])
-            loss, wrong = transition_loss(model, code, x, gen)
-            if k == 0 and wide_steps and cfg.nuclear_weight:  # ramped in over the first half of the wide phase
+            loss, wrong = transition_loss(model, code, random_problems(cfg, rng), gen)
+            if model is wide and cfg.nuclear_weight:  # ramped in over the first half of the wide phase
                 loss = loss + cfg.nuclear_weight * min(1.0, 2 * step / wide_steps) * rank_penalty(model, cfg.hidden)
             loss_value = float(loss.detach())
             opt.zero_grad(set_to_none=True)
