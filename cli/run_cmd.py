@@ -9,7 +9,7 @@ import typer
 
 from sead.runtime.errors import InputError
 from sead.runtime.files import Output, open_input, refuse_same_file
-from sead.runtime.lines import iter_lines, line_limit
+from sead.runtime.lines import iter_line_blocks, iter_lines, line_limit
 from sead.runtime.tasks import MAX_STEPS
 from .options import Engine, engine_option, model_option, plural
 
@@ -70,9 +70,9 @@ def run(
 
                 answers = ray_answers(ray, model_path, engine.value, iter_lines(stream, line_limit(runtime.size_limit), source),
                                       source, max_steps, ray_actors)
+                not_converged = _write_lines(answers, out, format, source)
             else:
-                answers = _local_answers(runtime, stream, source, max_steps, total)
-            not_converged = _write(answers, out, format, source)
+                not_converged = _write(_local_answers(runtime, stream, source, max_steps, total), out, format, source)
     if invalid:
         raise typer.Exit(2)
     if not_converged:
@@ -80,15 +80,15 @@ def run(
 
 
 def _validate(runtime, stream, source: str, max_steps, report: bool) -> tuple[int, int]:
-    """Check every line before anything is solved, in chunks (bounded memory). -> (invalid, total);
-    with report, each invalid line is named on stderr."""
+    """Check every line before anything is solved, a block at a time (bounded memory).
+    -> (invalid, total); with report, each invalid line is named on stderr."""
     invalid = total = 0
-    for chunk in _chunks(iter_lines(stream, line_limit(runtime.size_limit), source)):
-        total += len(chunk)
+    for first, texts in _blocks(stream, runtime, source):
+        total += len(texts)
         try:
-            runtime.validate([text for _, text in chunk], max_steps, chunk[0][0], source)
+            runtime.validate(texts, max_steps, first, source)
         except InputError:  # again, line by line, to name each bad one
-            for number, text in chunk:
+            for number, text in enumerate(texts, first):
                 try:
                     runtime.validate([text], max_steps, number, source)
                 except InputError as exc:
@@ -98,31 +98,38 @@ def _validate(runtime, stream, source: str, max_steps, report: bool) -> tuple[in
     return invalid, total
 
 
-def _chunks(numbered, size: int = CHUNK_LINES):
-    chunk = []
-    for item in numbered:
-        chunk.append(item)
-        if len(chunk) >= size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _blocks(stream, runtime, source: str):
+    """(first line number, texts) of the stream, in blocks of at most CHUNK_LINES lines."""
+    for first, texts in iter_line_blocks(stream, line_limit(runtime.size_limit), source):
+        for start in range(0, len(texts), CHUNK_LINES):
+            yield first + start, texts[start: start + CHUNK_LINES]
 
 
 def _local_answers(runtime, stream, source: str, max_steps, total: int):
-    """(line number, Result or InputError) for each line of the (validated) stream, in input
-    order: the runtime's one streaming loop (Runtime.stream), with a progress bar."""
+    """Answered blocks of the (validated) stream, in input order: the runtime's one streaming
+    loop (Runtime.stream_blocks), with a progress bar."""
     from .progress import RunProgress
 
     with RunProgress(runtime, total):
-        yield from runtime.stream((text for _, text in iter_lines(stream, line_limit(runtime.size_limit), source)),
-                                  max_steps, skip_invalid=True,
-                                  source=source, chunk=CHUNK_LINES)
+        yield from runtime.stream_blocks((texts for _, texts in _blocks(stream, runtime, source)), max_steps,
+                                         skip_invalid=True, source=source, chunk=CHUNK_LINES)
 
 
-def _write(answers, out: Output, fmt: Format, source: str) -> int:
-    """Write each answer as text or JSONL, report invalid and unconverged lines on stderr.
-    -> how many did not converge."""
+def _write(blocks, out: Output, fmt: Format, source: str) -> int:
+    """Write Answered blocks (Runtime.stream_blocks): a block whose every line was answered as
+    text in one write, any other line by line (_write_lines). -> how many did not converge."""
+    not_converged = 0
+    for block in blocks:
+        if fmt is Format.text and not block.errors and block.results.converged.all():
+            out.write("".join(answer + "\n" for answer in block.results.answers))
+        else:
+            not_converged += _write_lines(block.items(), out, fmt, source)
+    return not_converged
+
+
+def _write_lines(answers, out: Output, fmt: Format, source: str) -> int:
+    """Write each (line number, Result or InputError) as text or JSONL, report invalid and
+    unconverged lines on stderr. -> how many did not converge."""
     not_converged = 0
     for number, r in answers:
         if isinstance(r, InputError):

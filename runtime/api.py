@@ -19,7 +19,7 @@ import itertools
 import threading
 from collections import deque
 from concurrent.futures import Future
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -241,19 +241,33 @@ class Runtime:
                chunk: int = STREAM_CHUNK_LINES) -> Iterator[tuple[int, Result | InputError]]:
         """Solve an iterable of any size in bounded memory -> (line number, Result) in input order.
         A bad line raises InputError, or with skip_invalid is yielded as its InputError while the
-        other lines are answered. Two chunks are in flight at a time, so the engine never waits
-        for the caller. The one streaming loop: `sead run`, the NDJSON service and Ray use it."""
-        it, number = iter(lines), first_line
+        other lines are answered. Line by line over stream_blocks."""
+        it = iter(lines)
+        blocks = iter(lambda: list(itertools.islice(it, chunk)), [])
+        for block in self.stream_blocks(blocks, max_steps, skip_invalid=skip_invalid, first_line=first_line,
+                                        source=source, chunk=chunk):
+            yield from block.items()
+
+    def stream_blocks(self, blocks: Iterable[list[str]], max_steps: int | None = None, *, skip_invalid: bool = False,
+                      first_line: int = 1, source: str | None = None,
+                      chunk: int = STREAM_CHUNK_LINES) -> Iterator["Answered"]:
+        """Solve blocks of lines (lists, any sizes; cut to at most `chunk` lines) in bounded memory
+        -> one Answered per piece, in input order, its lines numbered on from first_line. Two
+        pieces are in flight at a time, so the engine never waits for the caller. The one
+        streaming loop: `sead run`, the NDJSON service and Ray use it (through stream)."""
+        number = first_line
         in_flight: deque = deque()
+        pieces = (block[i: i + chunk] for block in blocks for i in range(0, len(block), chunk))
         while True:
-            block = list(itertools.islice(it, chunk))
+            block = next(pieces, None)
             if block:
                 in_flight.append(self._stream_submit(block, number, max_steps, skip_invalid, source, in_flight))
                 number += len(block)
             if not in_flight:
                 return
-            if len(in_flight) >= 2 or not block:
-                yield from _stream_results(*in_flight.popleft())
+            if len(in_flight) >= 2 or block is None:
+                first, count, errors, future = in_flight.popleft()
+                yield Answered(first, count, errors, future.result())
 
     def _stream_submit(self, block: list[str], first: int, max_steps, skip_invalid: bool, source, in_flight: deque):
         """-> (first line number, count, {offset: InputError}, Future of the valid lines' Results)."""
@@ -324,7 +338,20 @@ def _joined(parts: list[Future]) -> Future:
     return joined
 
 
-def _stream_results(first: int, count: int, errors: dict, future: Future):
-    results = iter(future.result())
-    for offset in range(count):
-        yield first + offset, errors[offset] if offset in errors else next(results)
+class Answered(NamedTuple):
+    """A block of consecutive lines, answered: lines first .. first + count - 1; errors {offset:
+    InputError} for the invalid ones (skip_invalid), results: the Results of the others, in order."""
+
+    first: int
+    count: int
+    errors: dict
+    results: Results
+
+    def items(self) -> Iterator[tuple[int, Result | InputError]]:
+        """(line number, Result or InputError) for each line."""
+        if not self.errors:
+            yield from enumerate(self.results, self.first)
+            return
+        results = iter(self.results)
+        for offset in range(self.count):
+            yield self.first + offset, self.errors[offset] if offset in self.errors else next(results)

@@ -32,7 +32,7 @@ import numpy as np
 
 from .engines.protocol import Engine
 from .errors import QueueFull, RuntimeClosed, SeadError
-from .loop import Chunk, Result, Results, RowJob, TapeJob, bucket_lengths
+from .loop import Chunk, Result, Results, RowJob, TapeJob, bucket_lengths, split_by_part
 from .tasks import Problems
 
 TILE_FROM_DEFAULT = 1 << 11  # tapes longer than this run in tiles (bench/tiles.py --sweep chose it)
@@ -284,10 +284,8 @@ class Scheduler:
         offsets = np.cumsum([0] + [len(w.index) for w in waiting])
 
         def deliver(rows: np.ndarray, answers: list, steps: np.ndarray, converged: np.ndarray) -> None:
-            part_of = np.searchsorted(offsets, rows, side="right") - 1
-            for part in np.unique(part_of).tolist():
+            for part, sel in split_by_part(offsets, rows):
                 w = waiting[part]
-                sel = np.flatnonzero(part_of == part)
                 local = rows[sel] - offsets[part]
                 self._deliver(w.request, w.index[local], w.problems.lengths[local],
                               answers if len(sel) == len(rows) else [answers[i] for i in sel.tolist()],

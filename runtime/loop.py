@@ -139,6 +139,19 @@ def step_choice(ks: tuple[int, ...], k: int, most: int) -> int:
     return max(c for c in ks if c <= max(1, min(k, most)))
 
 
+def split_by_part(offsets: np.ndarray, rows: np.ndarray, slots: np.ndarray | None = None):
+    """Rows numbered across parts (part p holds rows offsets[p] to offsets[p + 1] - 1) -> (part,
+    slots) for each part that holds some of rows[slots] (slots: positions into rows, ascending;
+    None: all), with the positions of its rows."""
+    if slots is None:
+        slots = np.arange(len(rows))
+    if len(offsets) == 2:  # one part: the usual batch of one request
+        return [(0, slots)] if len(slots) else []
+    part_of = np.searchsorted(offsets, rows[slots], side="right") - 1
+    starts = np.flatnonzero(np.diff(part_of, prepend=-1))  # rows ascend, so each part is one run
+    return [(int(part_of[a]), slots[a:b]) for a, b in zip(starts.tolist(), [*starts[1:].tolist(), len(slots)])]
+
+
 # deliver(rows, answers, steps, converged): rows (m,) int64 into the job's problems
 DeliverRows = Callable[[np.ndarray, list, np.ndarray, np.ndarray], None]
 
@@ -200,9 +213,8 @@ class RowJob:
         answers = [None] * len(done)
         if not out.all():
             classes = self.batch.classes()[stopped]
-            part_of = np.searchsorted(self.offsets, done, side="right") - 1
-            for part in np.unique(part_of[~out]).tolist():
-                slots = np.flatnonzero((part_of == part) & ~out)
+            answered = np.flatnonzero(~out)
+            for part, slots in split_by_part(self.offsets, done, answered):
                 decoded = self.task.decode_classes(classes[slots], self.parts[part], done[slots] - self.offsets[part])
                 if len(slots) == len(done):
                     answers = decoded

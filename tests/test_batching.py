@@ -155,3 +155,16 @@ def test_invalid_lists_every_refused_line():
         errors = rt.invalid(["0110 5", "01x0", "0110 50", "", "1 3"], max_steps=10)
     assert [(e.line, e.reason.split(";")[0]) for e in errors] == [
         (2, "the tape has 'x' at position 3"), (3, "asks for 50 generations"), (4, "blank line")]
+
+
+def test_split_by_part_names_each_parts_rows():
+    from sead.runtime.loop import split_by_part
+    offsets = np.array([0, 3, 3, 7, 9])  # parts of 3, 0, 4 and 2 rows
+    rows = np.array([0, 2, 3, 6, 8])
+    got = [(part, slots.tolist()) for part, slots in split_by_part(offsets, rows)]
+    assert got == [(0, [0, 1]), (2, [2, 3]), (3, [4])]
+    got = [(part, slots.tolist()) for part, slots in split_by_part(offsets, rows, np.array([1, 4]))]
+    assert got == [(0, [1]), (3, [4])]
+    one = [(part, slots.tolist()) for part, slots in split_by_part(np.array([0, 5]), np.array([1, 4]))]
+    assert one == [(0, [0, 1])]
+    assert split_by_part(offsets, rows, np.array([], np.int64)) == []

@@ -8,9 +8,10 @@ import sys
 import threading
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from sead.runtime.errors import InputError
-from sead.runtime.lines import MAX_LINE, copy_lines, iter_lines, line_limit
+from sead.runtime.lines import BLOCK_BYTES, MAX_LINE, copy_lines, iter_line_blocks, iter_lines, line_limit
 from sead.runtime.model_file import default_model_path, load_step_model
 
 SEAD = [sys.executable, "-m", "sead.cli"]
@@ -66,7 +67,11 @@ def test_a_line_past_the_limit_is_refused_after_reading_little_more_than_the_lim
     with pytest.raises(InputError) as info:
         list(iter_lines(io.BufferedReader(raw, 4096), 1000, "in.txt"))
     assert str(info.value) == "in.txt:1: the line is longer than 1,000 bytes, more than any problem this model takes"
-    assert raw.read_bytes <= 1000 + 5 + 4096  # the limit, a BOM, the line ending and one buffer
+    assert raw.read_bytes <= BLOCK_BYTES  # one block
+    raw = Endless()
+    with pytest.raises(InputError, match="in.txt:1: the line is longer than 100,000 bytes"):
+        list(iter_line_blocks(io.BufferedReader(raw, 4096), 100_000, "in.txt", block_bytes=1000))
+    assert raw.read_bytes <= 100_000 + 6 + 4096  # the limit, a BOM, the line ending, a byte and one buffer
     data = b"\xef\xbb\xbf" + b"1" * 1000 + b"\r\n" + b"2" * 1000 + b"\n" + b"3" * 1001 + b"\n"
     lines = iter_lines(io.BytesIO(data), 1000)
     assert [len(text) for _, text in (next(lines), next(lines))] == [1000, 1000]  # the BOM and CRLF are not counted
@@ -158,3 +163,35 @@ def test_an_input_that_cannot_be_read_is_one_line(tmp_path):
     code, out, err = sead("run", "-i", tmp_path / "secret.txt", **FILE_MODES_APPLY)
     assert code == 2 and out == ""
     one_line(err, "cannot read the input file (Permission denied)")
+
+
+def _line_by_line(data: bytes, limit: int) -> list:
+    """The reference reader: one readline per line, each line decoded on its own."""
+    stream, out, number = io.BytesIO(data), [], 0
+    while raw := stream.readline(limit + 5):
+        number += 1
+        raw = raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw
+        raw = raw[:-1] if raw.endswith(b"\n") else raw
+        raw = raw[:-1] if raw.endswith(b"\r") else raw
+        if len(raw) > limit:
+            return out + [("too long", number)]
+        out.append((number, raw.decode("utf-8", errors="replace")))
+    return out
+
+
+PIECES = [b"\n", b"\r", b"\r\n", b"12", b"+", b"\xef\xbb\xbf", b"\xef", b"\xe2\x82", b"\xff", b"a"]
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(pieces=st.lists(st.sampled_from(PIECES), max_size=40), limit=st.sampled_from([3, 5, 10, MAX_LINE]),
+       block=st.sampled_from([1, 2, 3, 7, 64, 1 << 20]), buffer=st.sampled_from([1, 16, 8192]))
+def test_blocks_of_any_size_read_the_lines_a_line_by_line_reader_reads(pieces, limit, block, buffer):
+    """A BOM, CR LF, bare CRs, bytes that are not UTF-8 (split across blocks too) and lines past the
+    limit: the lines read in blocks are the reference's, and the same line is refused."""
+    data, got = b"".join(pieces), []
+    try:
+        for first, texts in iter_line_blocks(io.BufferedReader(io.BytesIO(data), buffer), limit, None, block):
+            got += list(enumerate(texts, first))
+    except InputError as exc:
+        got.append(("too long", exc.line))
+    assert got == _line_by_line(data, limit)

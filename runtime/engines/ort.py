@@ -261,6 +261,7 @@ class OrtBatch:
         wants_slot = mode == "hot" or (engine.graph_rows and mode in ("count", "budget"))
         self.slot = engine.slot(key) if wants_slot else None
         self.current = 0
+        self.finished: dict | None = None  # the last finish's outputs, until the state moves
         with engine.device_lock():
             self._prepare(state_codes, owned)
 
@@ -367,6 +368,7 @@ class OrtBatch:
             if not graphed:
                 self._run(e.session(key), inputs, outputs)
             self.current ^= 1
+            self.finished = None
             if self.mode == "hot":
                 return np.zeros(0, np.int64)
             return self.result.numpy()[self.live].astype(np.int64)
@@ -376,6 +378,10 @@ class OrtBatch:
             return self.result.numpy().reshape(self.b, *self.shape)
 
     def _finish(self, readout: bool) -> dict[str, np.ndarray]:
+        """State codes (and with readout, classes) of every row. Retiring rows reads the classes
+        and then compacts the rest by their state codes: one call serves both."""
+        if self.finished is not None and (not readout or "classes" in self.finished):
+            return self.finished
         e, r = self.engine, self.engine.rule
         with e.device_lock():
             outputs = {"state_codes": self._tensor("state_codes", self.cells_shape, r.code_dtype)}
@@ -384,7 +390,8 @@ class OrtBatch:
             self._run(e.session((self.layout, "finish", self.packed, readout)),
                       {"codes": self.codes_value, "state": self.states[self.current]}, outputs)
             shape = (self.b, *self.shape)
-            return {name: value.numpy().reshape(shape) for name, value in outputs.items()}
+            self.finished = {name: value.numpy().reshape(shape) for name, value in outputs.items()}
+            return self.finished
 
     def state_codes(self) -> np.ndarray:
         return self._finish(readout=False)["state_codes"][self.live]

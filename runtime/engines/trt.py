@@ -408,6 +408,7 @@ class TrtBatch:
         if not wrap and codes.reshape(self.b, -1)[:, -1].any():
             raise InternalError("a row handed to the engine does not end in an empty cell")
         self.codes, self.live, self.current = codes, np.arange(self.b), 0
+        self.finished: tuple[np.ndarray, np.ndarray] | None = None  # finish's outputs, until the state moves
         self.buffers: dict[str, tuple[int, tuple, np.dtype]] = {}  # name -> (device pointer, shape, dtype)
         self.contexts: dict[str, object] = {}  # plan name -> its IExecutionContext in this batch
         self.scratch, self.scratch_bytes = 0, 0
@@ -524,6 +525,7 @@ class TrtBatch:
             self._upload("budget", full)
         self._run(plan, {"state": f"state{self.current}", "state_out": f"state{1 - self.current}"})
         self.current ^= 1
+        self.finished = None
         if self.mode == "hot":
             self._sync()
             return np.zeros(0, np.int64)
@@ -538,11 +540,16 @@ class TrtBatch:
         return hot.reshape(self.b, *self.shape)
 
     def _finish(self) -> tuple[np.ndarray, np.ndarray]:
+        """(state codes, classes) of every row: retiring rows reads the classes, then compaction
+        the state codes of the same state, from one call."""
+        if self.finished is not None:
+            return self.finished
         self._run(self.engine.plan(("finish",)), {"state": f"state{self.current}"})
         codes, classes = self._download("state_codes"), self._download("classes")
         self._sync()
         shape = (self.b, *self.shape)
-        return codes.astype(self.engine.rule.code_dtype).reshape(shape), classes.reshape(shape)
+        self.finished = codes.astype(self.engine.rule.code_dtype).reshape(shape), classes.reshape(shape)
+        return self.finished
 
     def state_codes(self) -> np.ndarray:
         return self._finish()[0][self.live]
