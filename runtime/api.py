@@ -254,7 +254,7 @@ class Runtime:
         """Solve blocks of lines (lists, any sizes; cut to at most `chunk` lines) in bounded memory
         -> one Answered per piece, in input order, its lines numbered on from first_line. Two
         pieces are in flight at a time, so the engine never waits for the caller. The one
-        streaming loop: `sead run`, the NDJSON service and Ray use it (through stream)."""
+        streaming loop (`sead run` uses it; stream is its per-line view)."""
         number = first_line
         in_flight: deque = deque()
         pieces = (block[i: i + chunk] for block in blocks for i in range(0, len(block), chunk))

@@ -115,3 +115,18 @@ def test_bucket_lengths_leave_an_empty_cell_and_little_waste():
         b = bucket_length(n)
         assert n < b <= max(n + 1, n * 1.07)
     assert bucket_length(10**6 + 1) <= (10**6 + 1) * 1.07
+
+
+def test_stream_blocks_answers_blocks_in_order_with_their_invalid_lines(tiny_onnx):
+    rt = Runtime(str(tiny_onnx["addition"]), engine="ort", self_test=False)
+    blocks = [[f"{i}+{i}" for i in range(5)], [], ["1+x", "2+2"], [f"{i}+1" for i in range(200)]]
+    answered = list(rt.stream_blocks(iter(blocks), skip_invalid=True, first_line=10, chunk=64))
+    assert [(a.first, a.count) for a in answered] == [(10, 5), (15, 2), (17, 64), (81, 64), (145, 64), (209, 8)]
+    assert list(answered[1].errors) == [0] and answered[1].errors[0].line == 15
+    lines = [line for block in blocks for line in block]
+    items = [item for a in answered for item in a.items()]
+    assert [n for n, _ in items] == list(range(10, 10 + len(lines)))
+    valid = [line for line in lines if line != "1+x"]
+    assert [r for _, r in items if not isinstance(r, InputError)] == rt.solve(valid)
+    with pytest.raises(InputError, match="'x'"):
+        list(rt.stream_blocks(iter(blocks)))
