@@ -11,6 +11,8 @@ Sections (each timed; a section that fails is recorded and the run goes on):
   short        2,000,000 random 16-digit sums through Runtime.solve (texts in, answers out), exact
                against Python ints; 200,000 of them through 'ort' (identical); a naive PyTorch
                CUDA loop on the same texts (the peer a PyTorch user writes first)
+  file         `sead run` on a file of 2,000,000 random 16-digit sums, file to file in a fresh
+               process, with 'ort-cuda' and 'ort', against a Python loop over the same file
   step         4,096 x 1,024 cells: cell-updates/s of one step in each formulation measured here
                (the exported step on ORT CUDA with IO binding; sead's cl and cf advance graphs;
                PyTorch eager; PyTorch with a CUDA graph), the fp32 limit (67 TFLOP/s over the
@@ -229,6 +231,44 @@ def short_sums(quick: bool) -> dict:
         out["torch_naive"] = torch_naive_sums(lines[:200_000] if not quick else lines[:20_000], want)
     except Exception as exc:
         out["torch_naive"] = {"failed": f"{type(exc).__name__}: {exc}"}
+    return out
+
+
+FILE_LOOP = ("import sys\n"
+             "with open(sys.argv[1]) as f, open(sys.argv[2], 'w') as out:\n"
+             "    out.write(''.join(str(int(a) + int(b)) + '\\n' for a, b in (line.split('+') for line in f)))\n")
+SEAD_CLI = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from gpu_check import import_sead; import_sead(); "
+            "from sead.cli.main import main; sys.argv[0] = 'sead'; main()")
+
+
+def run_file(quick: bool) -> dict:
+    """`sead run` file to file in a fresh process (start-up, model load, self-test and the
+    validation pass included) against a Python loop over the same file, per engine."""
+    import subprocess
+    import tempfile
+
+    n = 200_000 if quick else 2_000_000
+    out = {"problems": n}
+    with tempfile.TemporaryDirectory() as tmp:
+        problems, want = Path(tmp) / "sums.txt", Path(tmp) / "loop.txt"
+        problems.write_text("\n".join(digit_lines(np.random.default_rng(3), n, 16)) + "\n")
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", FILE_LOOP, str(problems), str(want)], check=True)
+        out["python_file_loop_seconds"] = loop = round(time.perf_counter() - start, 3)
+        for engine in (["ort"] if STAND_IN else ["ort-cuda", "ort"]):
+            answers = Path(tmp) / f"{engine}.txt"
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, "-c", SEAD_CLI, str(Path(__file__).parent), "run", "--engine", engine,
+                                   "-i", str(problems), "-o", str(answers)], capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            exact = proc.returncode == 0 and answers.read_bytes() == want.read_bytes()
+            out[engine] = {"seconds": round(seconds, 3), "problems_per_s": round(n / seconds),
+                           "ratio_to_loop": round(seconds / loop, 2), "exact": exact, "ok": exact}
+            if proc.returncode:
+                out[engine]["stderr"] = proc.stderr[-2000:]
+            say(f"sead run --engine {engine}, {n:,} sums file to file: {seconds:.2f} s ({seconds / loop:.1f}x the "
+                f"Python loop); exact: {exact}")
+    out["ok"] = all(out[e]["ok"] for e in out if isinstance(out[e], dict))
     return out
 
 
@@ -530,7 +570,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     parser.add_argument("--cpu-stand-in", action="store_true", help="run the ort-cuda rows on the CPU provider")
     parser.add_argument("--budget", type=float, default=330.0, help="no section starts after this many seconds")
-    parser.add_argument("--sections", nargs="+", default=["conformance", "short", "step", "long", "products"])
+    parser.add_argument("--sections", nargs="+", default=["conformance", "short", "file", "step", "long", "products"])
     parser.add_argument("--long-layouts", nargs="+", default=["cl", "cf"], choices=["cl", "cf"],
                         help="the tile-window layouts compared on the 100,000-cell tapes")
     parser.add_argument("--no-longest", action="store_true", help="skip the 1,000,000-cell tapes")
@@ -550,8 +590,8 @@ def main(argv=None) -> int:
             save()
             say("no CUDA provider: install onnxruntime-gpu (never together with onnxruntime)")
             return 2
-    work = {"conformance": conformance, "short": short_sums, "step": step_formulations, "long": long_tapes,
-            "products": products}
+    work = {"conformance": conformance, "short": short_sums, "file": run_file, "step": step_formulations,
+            "long": long_tapes, "products": products}
     for name in args.sections:
         section(name, DEADLINE)(work[name])(quick)
     failed = [n for n, s in REPORT["sections"].items() if s.get("failed") or s.get("ok") is False]
