@@ -9,8 +9,10 @@ Sections (each timed; a section that fails is recorded and the run goes on):
                reference), 'ort-cuda' (CUDA graphs on) and 'ort-cuda-nographs'; answers, steps and
                converged flags must be identical to 'ort', answers equal to the task's oracle
   short        2,000,000 random 16-digit sums through Runtime.solve (texts in, answers out), exact
-               against Python ints; 200,000 of them through 'ort' (identical); a naive PyTorch
-               CUDA loop on the same texts (the peer a PyTorch user writes first)
+               against Python ints; where the time goes (graph calls by kind, and the host path
+               alone, through an engine that does nothing); 200,000 of them through 'ort'
+               (identical); a naive PyTorch CUDA loop on the same texts (the peer a PyTorch user
+               writes first)
   file         `sead run` on a file of 2,000,000 random 16-digit sums, file to file in a fresh
                process, with 'ort-cuda' and 'ort', against a Python loop over the same file
   step         4,096 x 1,024 cells: cell-updates/s of one step in each formulation measured here
@@ -220,6 +222,7 @@ def short_sums(quick: bool) -> dict:
         out.update(seconds=round(best, 3), problems_per_s=round(n / best), exact=got.answers == want,
                    steps_histogram=np.bincount(np.asarray(got.steps)).tolist())
         say(f"{n:,} 16-digit sums: {n / best:,.0f} problems/s (exact: {out['exact']})")
+        out["where_the_time_goes"] = time_split(rt, lines)
         head = lines[: n // 10]
         gpu_head = rt.solve(head)
     with runtime("addition", "ort") as cpu:
@@ -270,6 +273,77 @@ def run_file(quick: bool) -> dict:
                 f"Python loop); exact: {exact}")
     out["ok"] = all(out[e]["ok"] for e in out if isinstance(out[e], dict))
     return out
+
+
+class _NullBatch:
+    """Every row settles at once, every class 0: the runtime's host path with no engine work."""
+
+    def __init__(self, codes):
+        self.codes, self.live = codes, np.arange(len(codes))
+
+    @property
+    def rows(self):
+        return len(self.live)
+
+    def advance(self, k, budget=None):
+        return np.zeros(len(self.live), np.int64)
+
+    def classes(self):
+        return np.zeros(self.codes.shape, np.uint8)[self.live]
+
+    def keep(self, rows):
+        self.live = self.live[rows]
+
+    def close(self):
+        pass
+
+
+def time_split(rt, lines: list[str]) -> dict:
+    """One more solve with the engine's graph calls timed by kind (prepare, advance, finish: the
+    seconds summed over the workers, so they may pass the wall time), and the same lines through
+    an engine that does nothing, on the same batch sizes: the host path's own time."""
+    from sead.runtime.engines import ort
+
+    calls: dict = {}
+    plain = ort.OrtBatch._run
+
+    def run(batch, session, inputs, outputs, run_options=None):
+        kind = next((k[1] for k, v in batch.engine._sessions.items() if v is session), "other")
+        start = time.perf_counter()
+        plain(batch, session, inputs, outputs, run_options)
+        seconds, count = calls.get(kind, (0.0, 0))
+        calls[kind] = (seconds + time.perf_counter() - start, count + 1)
+
+    ort.OrtBatch._run = run
+    try:
+        _, wall = timed(rt.solve, lines)
+    finally:
+        ort.OrtBatch._run = plain
+    engine = rt.engine
+
+    class NullEngine:
+        name, k_choices, workers = "null", engine.k_choices, engine.workers
+        batch_cells, max_row_cells = engine.batch_cells, engine.max_row_cells
+
+        def __init__(self, step):
+            pass
+
+        def max_rows(self, cells):
+            return engine.max_rows(cells)
+
+        def start(self, codes, wrap=False, generations=False):
+            return _NullBatch(codes)
+
+        def close(self):
+            pass
+
+    with runtime("addition", NullEngine, self_test=False) as null:
+        null.solve(lines[: len(lines) // 4])
+        _, host = timed(null.solve, lines)
+    split = {"wall_seconds": round(wall, 3), "host_path_seconds_no_engine": round(host, 3),
+             "graph_calls": {k: {"seconds": round(s, 3), "calls": c} for k, (s, c) in calls.items()}}
+    say(f"time split: {json.dumps(split)}")
+    return split
 
 
 def _torch_rule(model: str):
