@@ -39,6 +39,13 @@ ABOUT = [
     ("load", "bench/load.py",
      "`sead serve` under load over loopback (64 concurrent clients), and the library (Runtime.submit from "
      "64 threads) on the same problems; every answer checked against Python integers."),
+    ("row_batches_", "bench/row_batches.py",
+     "Short problems of each task solved at several batch sizes (max_batch_cells), alternating in one run, "
+     "best of each, relative to the engine's default; every answer checked against the oracle."),
+    ("run_file_", "bench/run_file.py",
+     "`sead run` on a file of random 16-digit sums, file to file in fresh processes, against a plain Python "
+     "loop over the same file (and an earlier commit's `sead run`), rounds alternating, best of each; "
+     "every output compared with the loop's, byte for byte."),
     ("short_sums_", "bench/short_sums.py",
      "200,000 random 16-digit sums through Runtime.solve against a plain Python loop computing the same "
      "answers, rounds interleaved in one run, best of each: their ratio (issue #21's CPU target)."),
@@ -350,6 +357,20 @@ def gpu_check(d: dict) -> list[str]:
     return out + table(["section", "result", "seconds", "figures"], body)
 
 
+def row_batches(d: dict) -> list[str]:
+    sizes = list(d["cases"][0]["seconds"])
+    rows = [[c["task"], num(c["size"]), num(c["problems"])] +
+            [f"{c['seconds'][k]} s ({c['relative_to_default'][k]}x)" for k in sizes] for c in d["cases"]]
+    return [f"Engine `{d['engine']}` on {d['machine']}; default {num(d['cases'][0]['default_cells'])} cells.", ""] + \
+        table(["task", "size", "problems"] + [f"{num(int(k))} cells" for k in sizes], rows)
+
+
+def run_file(d: dict) -> list[str]:
+    rows = [[name, f"{seconds} s", f"{d['ratio_to_loop'][name]}x"] for name, seconds in d["seconds"].items()]
+    return [f"{num(d['problems'])} sums of {d['digits']}-digit numbers on {d['machine']}; exact: {d['exact']}.", ""] + \
+        table(["contender", "seconds (best)", "to the loop"], rows)
+
+
 def unknown(d) -> list[str]:
     if isinstance(d, dict):
         return ["Top-level keys: " + ", ".join(f"`{k}`" for k in d) + "."]
@@ -371,6 +392,10 @@ def summarize(name: str, d) -> list[str]:
     if isinstance(d, dict):
         if "sections" in d:
             return gpu_check(d)
+        if "cases" in d and d["cases"] and "relative_to_default" in d["cases"][0]:
+            return row_batches(d)
+        if "ratio_to_loop" in d:
+            return run_file(d)
         if "roofline" in d:
             return bench(d)
         if "summary" in d and "base" in d:
