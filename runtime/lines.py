@@ -81,13 +81,14 @@ def _split(body: bytes, limit: int) -> tuple[list[str], int | None]:
     """The lines of body (joined by LF, no final LF), each without one CR at its end, up to the
     first longer than limit bytes. -> (texts, the offset of that line or None)."""
     error = None
-    if len(body) > limit:  # some line may be too long: find the first
-        for offset, raw in enumerate(body.split(b"\n")):
-            if len(raw) - raw.endswith(b"\r") > limit:
-                error, body = offset, b"\n".join(body.split(b"\n")[:offset])
-                break
-        if error == 0:
-            return [], 0
+    if len(body) > limit:
+        raws = body.split(b"\n")
+        if max(map(len, raws)) > limit:  # some line may be too long (a CR aside): find the first
+            error = next((i for i, raw in enumerate(raws) if len(raw) - raw.endswith(b"\r") > limit), None)
+        if error is not None:
+            if error == 0:
+                return [], 0
+            body = b"\n".join(raws[:error])
     # bytes that are not UTF-8 become U+FFFD, which every task rejects by position; decoding a
     # block at once equals decoding it line by line, since no multi-byte sequence holds a LF
     texts = body.decode("utf-8", errors="replace").split("\n")
