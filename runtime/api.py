@@ -252,10 +252,12 @@ class Runtime:
                       first_line: int = 1, source: str | None = None,
                       chunk: int = STREAM_CHUNK_LINES) -> Iterator["Answered"]:
         """Solve blocks of lines (lists, any sizes; cut to at most `chunk` lines) in bounded memory
-        -> one Answered per piece, in input order, its lines numbered on from first_line. Two
-        pieces are in flight at a time, so the engine never waits for the caller. The one
-        streaming loop (`sead run` uses it; stream is its per-line view)."""
+        -> one Answered per piece, in input order, its lines numbered on from first_line. Pieces
+        are queued ahead of the caller, at least two and until they hold a full batch of cells
+        for every worker twice over, so the engine never waits for the caller (a GPU's batches
+        are large). The one streaming loop (`sead run` uses it; stream is its per-line view)."""
         number = first_line
+        ahead = 2 * self.scheduler.max_batch_cells * len(self.scheduler.threads)
         in_flight: deque = deque()
         pieces = (block[i: i + chunk] for block in blocks for i in range(0, len(block), chunk))
         while True:
@@ -265,12 +267,12 @@ class Runtime:
                 number += len(block)
             if not in_flight:
                 return
-            if len(in_flight) >= 2 or block is None:
-                first, count, errors, future = in_flight.popleft()
+            if block is None or (len(in_flight) >= 2 and sum(piece[4] for piece in in_flight) >= ahead):
+                first, count, errors, future, _ = in_flight.popleft()
                 yield Answered(first, count, errors, future.result())
 
     def _stream_submit(self, block: list[str], first: int, max_steps, skip_invalid: bool, source, in_flight: deque):
-        """-> (first line number, count, {offset: InputError}, Future of the valid lines' Results)."""
+        """-> (first line number, count, {offset: InputError}, Future of the valid lines' Results, cells)."""
         errors: dict[int, InputError] = {}
         try:
             valid = self.validate(block, max_steps, first, source)
@@ -281,7 +283,7 @@ class Runtime:
             valid = self.validate([block[i] for i in keep], max_steps, first, source)
         while True:
             try:
-                return first, len(block), errors, self._submit(*valid)
+                return first, len(block), errors, self._submit(*valid), int(valid[0].lengths.sum())
             except QueueFull:  # our own earlier chunk fills the queue: wait for it, then retry
                 if not in_flight:
                     raise

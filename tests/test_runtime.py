@@ -130,3 +130,19 @@ def test_stream_blocks_answers_blocks_in_order_with_their_invalid_lines(tiny_onn
     assert [r for _, r in items if not isinstance(r, InputError)] == rt.solve(valid)
     with pytest.raises(InputError, match="'x'"):
         list(rt.stream_blocks(iter(blocks)))
+
+
+def test_stream_reads_ahead_until_every_worker_has_batches_to_run(tiny_onnx):
+    """Two blocks ahead on a CPU's small batches; on batches of a GPU's size, enough blocks to fill
+    them: the engine never waits for the reader."""
+    def blocks_read_before_the_first_answer(rt):
+        read = []
+        blocks = ([f"{i}+{j}" for j in range(100)] for i in range(1000) if not read.append(i))
+        next(rt.stream_blocks(blocks))
+        return len(read)
+
+    with Runtime(str(tiny_onnx["addition"]), engine="ort", self_test=False, workers=2, max_batch_cells=64) as rt:
+        assert blocks_read_before_the_first_answer(rt) == 2
+    with Runtime(str(tiny_onnx["addition"]), engine="ort", self_test=False, workers=2, max_batch_cells=4096) as rt:
+        # 100 lines of at most 5 cells a block: 2 x 4,096 x 2 cells ahead take more than 32 blocks
+        assert 32 < blocks_read_before_the_first_answer(rt) < 1000
