@@ -267,12 +267,12 @@ class Runtime:
                 number += len(block)
             if not in_flight:
                 return
-            if block is None or (len(in_flight) >= 2 and sum(piece[4] for piece in in_flight) >= ahead):
-                first, count, errors, future, _ = in_flight.popleft()
-                yield Answered(first, count, errors, future.result())
+            if block is None or (len(in_flight) >= 2 and sum(piece.cells for piece in in_flight) >= ahead):
+                piece = in_flight.popleft()
+                yield Answered(piece.first, piece.count, piece.errors, piece.future.result())
 
-    def _stream_submit(self, block: list[str], first: int, max_steps, skip_invalid: bool, source, in_flight: deque):
-        """-> (first line number, count, {offset: InputError}, Future of the valid lines' Results, cells)."""
+    def _stream_submit(self, block: list[str], first: int, max_steps, skip_invalid: bool, source,
+                       in_flight: deque) -> "_InFlight":
         errors: dict[int, InputError] = {}
         try:
             valid = self.validate(block, max_steps, first, source)
@@ -283,11 +283,11 @@ class Runtime:
             valid = self.validate([block[i] for i in keep], max_steps, first, source)
         while True:
             try:
-                return first, len(block), errors, self._submit(*valid), int(valid[0].lengths.sum())
+                return _InFlight(first, len(block), errors, self._submit(*valid), int(valid[0].lengths.sum()))
             except QueueFull:  # our own earlier chunk fills the queue: wait for it, then retry
                 if not in_flight:
                     raise
-                in_flight[0][3].exception()
+                in_flight[0].future.exception()
 
     # -- observing -------------------------------------------------------------------------------
     def stats(self) -> dict:
@@ -338,6 +338,17 @@ def _joined(parts: list[Future]) -> Future:
     for future in parts:
         future.add_done_callback(done)
     return joined
+
+
+class _InFlight(NamedTuple):
+    """A block of a stream, queued: its first line number, line count, {offset: InputError} of
+    its invalid lines, the Future of the others' Results, and their cells."""
+
+    first: int
+    count: int
+    errors: dict
+    future: Future
+    cells: int
 
 
 class Answered(NamedTuple):
