@@ -46,7 +46,8 @@ class Metrics:
         self.batch_cells.observe(cells)
 
     def count_results(self, results) -> None:
-        ok = sum(1 for r in results if r.converged)
+        """results: a Results (its converged flags are an array)."""
+        ok = int(results.converged.sum())
         if ok:
             self.problems.labels("converged").inc(ok)
         if len(results) - ok:

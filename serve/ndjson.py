@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+from json.encoder import encode_basestring_ascii as _string  # json.dumps's own quoting of a str
 import logging
 import time
 
@@ -33,7 +34,7 @@ from starlette.responses import StreamingResponse
 
 from sead.runtime.errors import InputError, QueueFull, RuntimeClosed, SeadError
 
-from .service import OFFLOAD_CHARS, ApiError, ClientLeft, Flag, Service, result_dict, watch_disconnect
+from .service import OFFLOAD_CHARS, ApiError, ClientLeft, Flag, Service, watch_disconnect
 
 NDJSON = "application/x-ndjson"
 GROUP_LINES = 4096
@@ -158,12 +159,30 @@ def _dumps(record: dict) -> str:
     return json.dumps(record, separators=(",", ":"))
 
 
+def _group_records(group: list, results) -> str:
+    """The records of one group, in order: each line `_dumps` would write for it (tested), made
+    without a dict per problem. group: [index, text, error] entries; results: the Results of
+    those without an error, in order (None if every entry has one)."""
+    out, k = [], 0
+    answers, steps, converged = (results.answers, results.steps.tolist(), results.converged.tolist()) \
+        if results is not None else ((), (), ())
+    for index, _, error in group:
+        if error is not None:
+            out.append(f'{{"index":{index},"error":{_string(error)}}}')
+            continue
+        answer = answers[k]
+        out.append(f'{{"index":{index},"output":{"null" if answer is None else _string(answer)},'
+                   f'"steps":{steps[k]},"converged":{"true" if converged[k] else "false"}}}')
+        k += 1
+    return "\n".join(out) + "\n"
+
+
 def _entry(index: int, raw: bytes) -> list:
     if not raw.startswith(b'"'):  # not a string: never decoded, so no nesting can reach the parser
         return [index, None, NOT_A_STRING]
     try:
-        text = json.loads(raw)
-    except (ValueError, RecursionError):  # every way json.loads fails on bytes
+        text = json.loads(raw.decode("utf-8"))  # NDJSON is UTF-8 (json.loads on bytes would guess)
+    except (ValueError, RecursionError):  # every way decoding and json.loads fail
         text = None
     if not isinstance(text, str):
         return [index, None, NOT_A_STRING]
@@ -247,17 +266,13 @@ async def _records(service: Service, runtime, request, max_steps: int | None, st
             if not inflight:
                 break
             group, future = inflight.popleft()
-            results = iter(await service.results(future, left) if future is not None else ())
-            out = []
-            for index, _, error in group:
-                if error is not None:
-                    metrics.problems.labels("invalid").inc()
-                    out.append(_dumps({"index": index, "error": error}))
-                else:
-                    r = next(results)
-                    metrics.problems.labels("converged" if r.converged else "not_converged").inc()
-                    out.append(_dumps({"index": index, **result_dict(r)}))
-            yield "\n".join(out) + "\n"
+            results = await service.results(future, left) if future is not None else None
+            yield _group_records(group, results)
+            invalid = len(group) - (len(results) if results is not None else 0)
+            if invalid:
+                metrics.problems.labels("invalid").inc(invalid)
+            if results is not None:
+                metrics.count_results(results)
         if fatal is not None:
             outcome = fatal.code
             yield fatal.record()

@@ -209,8 +209,8 @@ class Service:
             raise ApiError(503, "unavailable", STOPPED)
         raise TimeoutError
 
-    async def results(self, future: Future, left: Flag) -> list:
-        """A submit() future's results; what the runtime raised instead -> ApiError (503, or 500
+    async def results(self, future: Future, left: Flag):
+        """A submit() future's Results; what the runtime raised instead -> ApiError (503, or 500
         for a failure that is sead's, logged with its traceback)."""
         try:
             return await self.wait(asyncio.wrap_future(future), left=left)

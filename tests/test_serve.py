@@ -344,3 +344,21 @@ def test_every_serve_flag_reaches_the_config(monkeypatch):
     assert {name: getattr(got[0], name) for name in flags} == flags
     result = CliRunner().invoke(app, ["serve", f"--max-steps={10**12 + 1}"])
     assert result.exit_code == 2 and "--max-steps" in result.output
+
+
+def test_ndjson_records_are_what_json_dumps_writes():
+    """The records of a group are built without a dict per problem: each line must be the compact
+    json.dumps of its record (errors with quotes and non-ASCII text, answers null and not)."""
+    import numpy as np
+
+    from sead.runtime import Results
+    from sead.serve.ndjson import _dumps, _group_records
+
+    group = [[0, "1+1", None], [1, None, 'not a "JSON" string; é'], [2, "9+9", None], [3, "x", "bad\nline"]]
+    results = Results(["2", None], np.array([1, 7]), np.array([True, False]))
+    want = [_dumps({"index": 0, "output": "2", "steps": 1, "converged": True}),
+            _dumps({"index": 1, "error": 'not a "JSON" string; é'}),
+            _dumps({"index": 2, "output": None, "steps": 7, "converged": False}),
+            _dumps({"index": 3, "error": "bad\nline"})]
+    assert _group_records(group, results) == "\n".join(want) + "\n"
+    assert _group_records([[5, None, "bad"]], None) == _dumps({"index": 5, "error": "bad"}) + "\n"

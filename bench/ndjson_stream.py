@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""One large NDJSON stream through `sead serve` over loopback, against the library on the same
+problems (and, with --base, an earlier commit's server), in one run.
+
+    python bench/ndjson_stream.py [--problems 100000] [--rounds 3] [--base COMMIT]
+                                  [--out bench/results/ndjson_stream_ort_cpu.json]
+
+Each server is `python -m sead.cli serve --engine ort` on a free loopback port (the earlier
+commit's from a temporary git worktree, imported as `sead`). A round posts the stream once to
+each server and solves the same lines with `Runtime.solve` in this process; each keeps its best
+time. Every record is checked against Python integers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from load import free_port  # bench/load.py
+from short_sums import lines_of  # bench/short_sums.py
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def start(port: int, env: dict | None) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-m", "sead.cli", "serve", "--engine", "ort", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
+                            cwd=tempfile.gettempdir())
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"sead serve exited with {proc.returncode}: {proc.stderr.read().strip()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
+                return proc
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    proc.kill()
+    raise SystemExit("sead serve was not ready within 120 s")
+
+
+def post(port: int, body: bytes, want: list[str]) -> float:
+    start = time.perf_counter()
+    r = httpx.post(f"http://127.0.0.1:{port}/v1/solve", content=body, timeout=600,
+                   headers={"content-type": "application/x-ndjson"})
+    seconds = time.perf_counter() - start
+    got = [json.loads(line).get("output") for line in r.text.splitlines()]
+    if r.status_code != 200 or got != want:
+        raise SystemExit(f"port {port}: status {r.status_code}, answers differ from Python's")
+    return seconds
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--problems", type=int, default=100_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--base", help="also time this commit's server")
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    from sead.runtime import Runtime
+
+    lines = lines_of(np.random.default_rng(0), args.problems, 16)
+    want = [str(int(a) + int(b)) for a, b in (line.split("+") for line in lines)]
+    body = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    servers, tmp = {}, tempfile.TemporaryDirectory()
+    try:
+        servers["sead serve"] = (free_port(), None)
+        if args.base:
+            old = Path(tmp.name) / "old"
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.base],
+                           check=True, capture_output=True)
+            (Path(tmp.name) / "parent").mkdir()
+            (Path(tmp.name) / "parent" / "sead").symlink_to(old)
+            servers[f"sead serve at {args.base}"] = (free_port(), dict(os.environ, PYTHONPATH=str(Path(tmp.name) / "parent")))
+        procs = [start(port, env) for port, env in servers.values()]
+        best = {name: float("inf") for name in [*servers, "Runtime.solve"]}
+        with Runtime("addition", "ort") as rt:
+            for _ in range(args.rounds):
+                for name, (port, _) in servers.items():
+                    best[name] = min(best[name], post(port, body, want))
+                start_time = time.perf_counter()
+                if rt.solve(lines).answers != want:
+                    raise SystemExit("the library's answers differ from Python's")
+                best["Runtime.solve"] = min(best["Runtime.solve"], time.perf_counter() - start_time)
+    finally:
+        for proc in locals().get("procs", []):
+            proc.terminate()
+            proc.wait(30)
+        if args.base:
+            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(Path(tmp.name) / "old")],
+                           capture_output=True)
+        tmp.cleanup()
+    library = best["Runtime.solve"]
+    report = {"problems": args.problems, "digits": 16, "rounds": args.rounds, "engine": "ort",
+              "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
+              "python": platform.python_version(), "seconds": {k: round(v, 3) for k, v in best.items()},
+              "ratio_to_library": {k: round(v / library, 2) for k, v in best.items()}, "exact": True,
+              "load_average_at_end": os.getloadavg()}
+    for name, seconds in best.items():
+        print(f"{name}: {seconds:.3f} s ({seconds / library:.1f}x the library)")
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
