@@ -39,6 +39,10 @@ ABOUT = [
     ("load", "bench/load.py",
      "`sead serve` under load over loopback (64 concurrent clients), and the library (Runtime.submit from "
      "64 threads) on the same problems; every answer checked against Python integers."),
+    ("ndjson_stream_", "bench/ndjson_stream.py",
+     "One NDJSON stream of random 16-digit sums through `sead serve` over loopback (and an earlier commit's "
+     "server), against Runtime.solve of the same lines in the client's process; rounds alternate, best of "
+     "each; every record checked against Python integers."),
     ("row_batches_", "bench/row_batches.py",
      "Short problems of each task solved at several batch sizes (max_batch_cells), alternating in one run, "
      "best of each, relative to the engine's default; every answer checked against the oracle."),
@@ -371,6 +375,12 @@ def run_file(d: dict) -> list[str]:
         table(["contender", "seconds (best)", "to the loop"], rows)
 
 
+def ndjson_stream(d: dict) -> list[str]:
+    rows = [[name, f"{seconds} s", f"{d['ratio_to_library'][name]}x"] for name, seconds in d["seconds"].items()]
+    return [f"{num(d['problems'])} sums of {d['digits']}-digit numbers in one stream on {d['machine']}; "
+            f"exact: {d['exact']}.", ""] + table(["contender", "seconds (best)", "to the library"], rows)
+
+
 def unknown(d) -> list[str]:
     if isinstance(d, dict):
         return ["Top-level keys: " + ", ".join(f"`{k}`" for k in d) + "."]
@@ -396,6 +406,8 @@ def summarize(name: str, d) -> list[str]:
             return row_batches(d)
         if "ratio_to_loop" in d:
             return run_file(d)
+        if "ratio_to_library" in d:
+            return ndjson_stream(d)
         if "roofline" in d:
             return bench(d)
         if "summary" in d and "base" in d:
