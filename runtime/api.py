@@ -192,6 +192,12 @@ class Runtime:
         times its step cap (or its generations). What a service bounds per request. Raises
         InputError as submit() would."""
         problems, evaluations, _ = self.validate(lines, max_steps)
+        return self.work_of(problems, evaluations)
+
+    @staticmethod
+    def work_of(problems: Problems, evaluations: np.ndarray) -> int:
+        """work() of problems already validated (validate's first two results), without parsing
+        them again: their cells times the steps each may take, summed."""
         return int((problems.lengths * evaluations).sum())
 
     # -- solving ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from sead.runtime.tasks import MAX_STEPS
 from . import ndjson
 from .config import ServeConfig
 from .schemas import ErrorBody, ModelInfo, SolveRequest, SolveResponse
-from .service import (OFFLOAD_CHARS, ApiError, ClientLeft, Flag, Service, request_work, result_dict, submit,
+from .service import (OFFLOAD_CHARS, ApiError, ClientLeft, Flag, Service, result_dict, submit, validated_work,
                       watch_disconnect)
 
 JSON, NDJSON = "application/json", ndjson.NDJSON
@@ -216,11 +216,11 @@ async def solve_json(service: Service, request: Request, max_steps: int | None) 
         cap = service.step_cap(req.max_steps if req.max_steps is not None else max_steps)
         ticket = None
         try:
-            work = await asyncio.to_thread(request_work, rt, req.problems, cap) if big \
-                else request_work(rt, req.problems, cap)
+            parsed, work = await asyncio.to_thread(validated_work, rt, req.problems, cap) if big \
+                else validated_work(rt, req.problems, cap)
             service.check_work(work)
             ticket = service.admit(work)
-            future = await asyncio.to_thread(submit, rt, req.problems, cap) if big else submit(rt, req.problems, cap)
+            future = await asyncio.to_thread(submit, rt, parsed, cap) if big else submit(rt, parsed, cap)
         except BaseException as exc:  # cancelled too: the share taken must come back
             if ticket is not None:
                 ticket.release()

@@ -205,7 +205,7 @@ class _Submitter:
             return None
         offload = sum(map(len, texts)) > OFFLOAD_CHARS
         try:
-            work = await self._call(offload, runtime.work, texts, cap)
+            problems, evaluations, _ = await self._call(offload, runtime.validate, texts, cap)
         except InputError:  # rare: give each invalid problem its reason, then take the rest
             pending = [entry for entry in group if entry[2] is None]
             _, errors = await self._call(offload, runtime.split_invalid, texts, cap)
@@ -214,7 +214,8 @@ class _Submitter:
             texts = [e[1] for e in group if e[2] is None]
             if not texts:
                 return None
-            work = await self._call(offload, runtime.work, texts, cap)
+            problems, evaluations, _ = await self._call(offload, runtime.validate, texts, cap)
+        work = runtime.work_of(problems, evaluations)
         self.work += work
         try:
             self.service.check_work(self.work, "stream")
@@ -228,7 +229,7 @@ class _Submitter:
                 ticket = None
             if ticket is not None:
                 try:
-                    future = await self._call(offload, runtime.submit, texts, cap)
+                    future = await self._call(offload, runtime.submit_parsed, problems, cap)
                 except BaseException as exc:  # QueueFull is waited out; anything else (cancelled too) ends it
                     ticket.release()
                     if not isinstance(exc, QueueFull):

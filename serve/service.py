@@ -231,25 +231,27 @@ async def watch_disconnect(request, left: Flag) -> None:
     left.set()
 
 
-def submit(runtime, problems: list[str], max_steps: int | None) -> Future:
-    """runtime.submit, with runtime errors as ApiErrors (InputError is not expected: the problems
-    passed Runtime.work() first)."""
+def submit(runtime, problems, max_steps: int | None) -> Future:
+    """runtime.submit_parsed of the Problems validated_work returned, with runtime errors as
+    ApiErrors."""
     try:
-        return runtime.submit(problems, max_steps)
+        return runtime.submit_parsed(problems, max_steps)
     except QueueFull as exc:
         raise ApiError(429, "queue_full", str(exc)) from None
     except RuntimeClosed:
         raise ApiError(503, "unavailable", "the server is shutting down") from None
 
 
-def request_work(runtime, problems: list[str], max_steps: int | None) -> int:
-    """Runtime.work(); a request with invalid problems -> ApiError 400 listing each."""
+def validated_work(runtime, problems: list[str], max_steps: int | None) -> tuple:
+    """Parse once -> (the Problems to submit, their work: Runtime.work); a request with invalid
+    problems -> ApiError 400 listing each."""
     try:
-        return runtime.work(problems, max_steps)
+        parsed, evaluations, _ = runtime.validate(problems, max_steps)
     except InputError:
         invalid = invalid_lines(runtime, problems, max_steps)
         raise ApiError(400, "invalid_problems", f"{len(invalid)} invalid problem(s); nothing was solved",
                        invalid=invalid) from None
+    return parsed, runtime.work_of(parsed, evaluations)
 
 
 def invalid_lines(runtime, problems: list[str], max_steps: int | None) -> list[dict]:
