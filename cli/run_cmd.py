@@ -60,23 +60,56 @@ def run(
             runtime = stack.enter_context(Runtime(model_path, "ort" if ray is not None else engine.value,
                                                   max_batch_rows=batch_size,
                                                   allow_unverified_sizes=allow_unverified_sizes))
-            invalid, total = _validate(runtime, stream, source, max_steps, report=not skip_invalid)
-            if invalid and not skip_invalid:
-                typer.echo(f"{source}: {invalid} invalid line(s); nothing was solved", err=True)
-                raise typer.Exit(2)  # the output file is left as it was
-            stream.seek(0)
-            if ray is not None:  # the same command, solved on a Ray cluster
-                from .ray_run import ray_answers
-
-                answers = ray_answers(ray, model_path, engine.value, iter_lines(stream, line_limit(runtime.size_limit), source),
-                                      source, max_steps, ray_actors)
-                not_converged = _write_lines(answers, out, format, source)
+            if ray is None and not skip_invalid and out.replaces_on_success:
+                invalid, not_converged = 0, _solve_in_one_pass(runtime, stream, source, max_steps, out, format)
             else:
-                not_converged = _write(_local_answers(runtime, stream, source, max_steps, total), out, format, source)
+                invalid, total = _validate(runtime, stream, source, max_steps, report=not skip_invalid)
+                if invalid and not skip_invalid:
+                    _refuse(source, invalid)
+                stream.seek(0)
+                if ray is not None:  # the same command, solved on a Ray cluster
+                    from .ray_run import ray_answers
+
+                    answers = ray_answers(ray, model_path, engine.value,
+                                          iter_lines(stream, line_limit(runtime.size_limit), source),
+                                          source, max_steps, ray_actors)
+                    not_converged = _write_lines(answers, out, format, source)
+                else:
+                    not_converged = _write(_local_answers(runtime, stream, source, max_steps, total), out, format,
+                                           source)
     if invalid:
         raise typer.Exit(2)
     if not_converged:
         raise typer.Exit(1)
+
+
+def _solve_in_one_pass(runtime, stream, source: str, max_steps, out: Output, fmt: Format) -> int:
+    """Validate while solving, for an output that a temporary file replaces only on success: a
+    bad line found late still leaves no answer behind, and then every bad line is named as the
+    validation pass would. -> how many did not converge."""
+    try:
+        return _write(_local_answers(runtime, stream, source, max_steps, _line_count(stream), skip_invalid=False),
+                      out, fmt, source)
+    except InputError:
+        stream.seek(0)
+        invalid, _ = _validate(runtime, stream, source, max_steps, report=True)
+        if not invalid:
+            raise
+        _refuse(source, invalid)
+
+
+def _refuse(source: str, invalid: int):
+    typer.echo(f"{source}: {invalid} invalid line(s); no answer was written", err=True)
+    raise typer.Exit(2)  # the output file is left as it was
+
+
+def _line_count(stream) -> int:
+    """The stream's lines, for the progress bar (a final line without a newline counts too)."""
+    count, last = 0, b"\n"
+    while block := stream.read(1 << 20):
+        count, last = count + block.count(b"\n"), block[-1:]
+    stream.seek(0)
+    return count + (last != b"\n")
 
 
 def _validate(runtime, stream, source: str, max_steps, report: bool) -> tuple[int, int]:
@@ -105,14 +138,15 @@ def _blocks(stream, runtime, source: str):
             yield first + start, texts[start: start + CHUNK_LINES]
 
 
-def _local_answers(runtime, stream, source: str, max_steps, total: int):
-    """Answered blocks of the (validated) stream, in input order: the runtime's one streaming
-    loop (Runtime.stream_blocks), with a progress bar."""
+def _local_answers(runtime, stream, source: str, max_steps, total: int, skip_invalid: bool = True):
+    """Answered blocks of the stream, in input order: the runtime's one streaming loop
+    (Runtime.stream_blocks), with a progress bar. skip_invalid=False: the first bad line raises
+    InputError."""
     from .progress import RunProgress
 
     with RunProgress(runtime, total):
         yield from runtime.stream_blocks((texts for _, texts in _blocks(stream, runtime, source)), max_steps,
-                                         skip_invalid=True, source=source, chunk=CHUNK_LINES)
+                                         skip_invalid=skip_invalid, source=source, chunk=CHUNK_LINES)
 
 
 def _write(blocks, out: Output, fmt: Format, source: str) -> int:

@@ -115,6 +115,12 @@ class Output:
             raise OutputError(f"{self.name}: cannot write the output ({exc.strerror})") from None
         return self
 
+    @property
+    def replaces_on_success(self) -> bool:
+        """Writes go to a temporary file that replaces the output only when the block succeeds
+        (a regular file; not stdout, a device or a FIFO)."""
+        return self._tmp is not None
+
     def _text(self) -> dict:
         return {} if self.binary else {"encoding": "utf-8", "newline": "\n"}
 

@@ -275,3 +275,25 @@ def test_bench_measures_a_grid_model_beside_its_baselines(tmp_path, monkeypatch)
     (row,) = report["rows"]
     assert (row["length"], row["batch"], row["ort"]["converged"]) == (42, 3, 3)
     assert row["ort_loop"]["same_answers_and_steps"] and row["torch_naive"]["same_answers_and_steps"]
+
+
+@needs_models
+def test_bad_lines_far_apart_leave_no_answer_to_a_file_or_to_stdout(tmp_path):
+    """To -o FILE the lines are validated as they are solved, blocks ahead of the bad ones; to
+    stdout every line is validated first. Either way every bad line is named, nothing is written
+    and the exit status is 2; a good file then gets every answer."""
+    lines = [f"{i}+{i}" for i in range(40_000)]
+    lines[4], lines[38_999] = "1+x", ""
+    problems = tmp_path / "problems.txt"
+    problems.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out.txt"
+    out.write_text("earlier\n")
+    code, stdout, err = sead("run", "-i", problems, "-o", out)
+    assert code == 2 and out.read_text() == "earlier\n" and stdout == ""
+    assert "problems.txt:5:" in err and "problems.txt:39000:" in err and "2 invalid line(s)" in err
+    code, stdout, err = sead("run", "-i", problems)
+    assert code == 2 and stdout == "" and "problems.txt:39000:" in err
+    lines[4], lines[38_999] = "1+1", "2+2"
+    problems.write_text("\n".join(lines) + "\n")
+    assert sead("run", "-i", problems, "-o", out)[0] == 0
+    assert out.read_text().split("\n")[:-1] == [str(int(a) + int(b)) for a, b in (x.split("+") for x in lines)]

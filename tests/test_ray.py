@@ -43,7 +43,7 @@ def test_invalid_input_exits_2_before_any_cluster_is_touched():
     code, out, err = sead("run", "--ray", "127.0.0.1:1", stdin="1+1\n2+x\n\n")
     assert code == 2 and out == ""
     assert sead_lines(err) == ["<stdin>:2: the second operand has 'x' at position 1; only ASCII digits are allowed",
-                               "<stdin>:3: blank line; expected 'A+B'", "<stdin>: 2 invalid line(s); nothing was solved"]
+                               "<stdin>:3: blank line; expected 'A+B'", "<stdin>: 2 invalid line(s); no answer was written"]
 
 
 def test_ray_run_answers_like_local_run_in_order(cluster, tmp_path):
