@@ -164,10 +164,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(args, port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "sead.cli", "serve", "--model", args.model, "--engine", args.engine,
-           "--port", str(port), *args.serve_args]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def start_server(port: int, model: str = "addition", engine: str = "ort", serve_args=(), env: dict | None = None,
+                 cwd: str | None = None) -> subprocess.Popen:
+    """`sead serve` on a loopback port, once it answers /readyz (env: e.g. another commit's sead)."""
+    cmd = [sys.executable, "-m", "sead.cli", "serve", "--model", model, "--engine", engine, "--port", str(port),
+           *serve_args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -240,7 +242,7 @@ def main() -> None:
     long_bodies = [(json.dumps({"problems": [p]}).encode(), [s]) for p, s in long_pairs]
 
     port = free_port()
-    server = start_server(args, port)
+    server = start_server(port, args.model, args.engine, args.serve_args)
     url = f"http://127.0.0.1:{port}"
     try:
         asyncio.run(http_load(url, bodies, args.clients, min(3.0, args.seconds)))  # warm-up

@@ -25,28 +25,10 @@ from pathlib import Path
 import httpx
 import numpy as np
 
-from load import free_port  # bench/load.py
+from load import free_port, start_server  # bench/load.py
 from short_sums import lines_of  # bench/short_sums.py
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def start(port: int, env: dict | None) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-m", "sead.cli", "serve", "--engine", "ort", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=tempfile.gettempdir())
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"sead serve exited with {proc.returncode}: {proc.stderr.read().strip()}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit("sead serve was not ready within 120 s")
 
 
 def post(port: int, body: bytes, want: list[str]) -> float:
@@ -82,7 +64,7 @@ def main() -> None:
             (Path(tmp.name) / "parent").mkdir()
             (Path(tmp.name) / "parent" / "sead").symlink_to(old)
             servers[f"sead serve at {args.base}"] = (free_port(), dict(os.environ, PYTHONPATH=str(Path(tmp.name) / "parent")))
-        procs = [start(port, env) for port, env in servers.values()]
+        procs = [start_server(port, env=env, cwd=tempfile.gettempdir()) for port, env in servers.values()]
         best = {name: float("inf") for name in [*servers, "Runtime.solve"]}
         with Runtime("addition", "ort") as rt:
             for _ in range(args.rounds):
