@@ -26,9 +26,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from json.encoder import encode_basestring_ascii as _string  # json.dumps's own quoting of a str
 import logging
 import time
+from json.encoder import encode_basestring_ascii as _string  # json.dumps's own quoting of a str
 
 from starlette.responses import StreamingResponse
 
