@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 from enum import Enum
+from json.encoder import encode_basestring_ascii as _string  # json.dumps's own quoting of a str
 
 import typer
 
@@ -150,15 +151,27 @@ def _local_answers(runtime, stream, source: str, max_steps, total: int, skip_inv
 
 
 def _write(blocks, out: Output, fmt: Format, source: str) -> int:
-    """Write Answered blocks (Runtime.stream_blocks): a block whose every line was answered as
-    text in one write, any other line by line (_write_lines). -> how many did not converge."""
+    """Write Answered blocks (Runtime.stream_blocks): a block whose every line was answered in one
+    write, any other line by line (_write_lines). -> how many did not converge."""
     not_converged = 0
     for block in blocks:
-        if fmt is Format.text and not block.errors and block.results.converged.all():
-            out.write("".join(answer + "\n" for answer in block.results.answers))
+        if not block.errors and block.results.converged.all():
+            out.write(_answered_text(block) if fmt is Format.text else _answered_jsonl(block))
         else:
             not_converged += _write_lines(block.items(), out, fmt, source)
     return not_converged
+
+
+def _answered_text(block) -> str:
+    return "".join(answer + "\n" for answer in block.results.answers)
+
+
+def _answered_jsonl(block) -> str:
+    """The JSONL records _write_lines writes for a block whose every line converged (tested equal),
+    without a Result or a dict per line."""
+    lines = range(block.first, block.first + block.count)
+    return "".join(f'{{"line": {n}, "output": {_string(a)}, "steps": {s}, "converged": true}}\n'
+                   for n, a, s in zip(lines, block.results.answers, block.results.steps.tolist()))
 
 
 def _write_lines(answers, out: Output, fmt: Format, source: str) -> int:

@@ -297,3 +297,18 @@ def test_bad_lines_far_apart_leave_no_answer_to_a_file_or_to_stdout(tmp_path):
     problems.write_text("\n".join(lines) + "\n")
     assert sead("run", "-i", problems, "-o", out)[0] == 0
     assert out.read_text().split("\n")[:-1] == [str(int(a) + int(b)) for a, b in (x.split("+") for x in lines)]
+
+
+def test_a_block_of_answers_is_written_as_line_by_line_writing_would():
+    """Blocks whose every line converged are written in one call, text or JSONL: the same bytes
+    as writing their Results line by line."""
+    import numpy as np
+
+    from sead.cli.run_cmd import Format, _answered_jsonl, _answered_text, _write_lines
+    from sead.runtime import Answered, Results
+
+    block = Answered(7, 3, {}, Results(["42", "1000000", "0"], np.array([3, 8, 1]), np.array([True, True, True])))
+    for fmt, fast in [(Format.text, _answered_text), (Format.jsonl, _answered_jsonl)]:
+        out = io.StringIO()
+        assert _write_lines(block.items(), out, fmt, "<stdin>") == 0
+        assert fast(block) == out.getvalue()
