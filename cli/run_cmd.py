@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 from enum import Enum
 from json.encoder import encode_basestring_ascii as _string  # json.dumps's own quoting of a str
 
@@ -88,9 +89,9 @@ def _solve_in_one_pass(runtime, stream, source: str, max_steps, out: Output, fmt
     """Validate while solving, for an output that a temporary file replaces only on success: a
     bad line found late still leaves no answer behind, and then every bad line is named as the
     validation pass would. -> how many did not converge."""
+    total = _line_count(stream) if sys.stderr.isatty() else 0  # only a progress bar needs it (cli/progress.py)
     try:
-        return _write(_local_answers(runtime, stream, source, max_steps, _line_count(stream), skip_invalid=False),
-                      out, fmt, source)
+        return _write(_local_answers(runtime, stream, source, max_steps, total, skip_invalid=False), out, fmt, source)
     except InputError:
         stream.seek(0)
         invalid, _ = _validate(runtime, stream, source, max_steps, report=True)
