@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from timing import commit_as_sead  # bench/timing.py
+
 ROOT = Path(__file__).resolve().parents[1]
 CASES = {"4,096 random 16-digit additions": (16, 4096, 15), "one random 1,000,000-digit addition": (1_000_000, 1, 5),
          "one random 100,000-digit addition": (100_000, 1, 9), "64 random 1,000-digit additions": (1000, 64, 9)}
@@ -68,26 +70,17 @@ def main() -> None:
     ap.add_argument("--model", type=Path, default=ROOT / "runtime" / "models" / "addition.onnx")
     args = ap.parse_args()
     model = str(args.model.resolve())
-    with tempfile.TemporaryDirectory() as tmp:
-        old = Path(tmp) / "old"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.base], check=True,
-                       capture_output=True)
-        try:
-            parent = Path(tmp) / "parent"
-            parent.mkdir()
-            (parent / "sead").symlink_to(old)
-            rounds = []
-            for i in range(args.rounds):
-                sides = {"before": str(parent), "after": None}
-                result = {}
-                for side in (("before", "after") if i % 2 == 0 else ("after", "before")):  # either goes first
-                    print(f"round {i + 1}: {args.base if side == 'before' else 'this checkout'} ...", file=sys.stderr,
-                          flush=True)
-                    result[side] = measure(sides[side], model)
-                rounds.append({"before": result["before"], "after": result["after"]})
-                print(json.dumps(rounds[-1]), flush=True)
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(old)], capture_output=True)
+    with commit_as_sead(args.base) as parent:
+        rounds = []
+        for i in range(args.rounds):
+            sides = {"before": parent, "after": None}
+            result = {}
+            for side in (("before", "after") if i % 2 == 0 else ("after", "before")):  # either goes first
+                print(f"round {i + 1}: {args.base if side == 'before' else 'this checkout'} ...", file=sys.stderr,
+                      flush=True)
+                result[side] = measure(sides[side], model)
+            rounds.append({"before": result["before"], "after": result["after"]})
+            print(json.dumps(rounds[-1]), flush=True)
     head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     summary = {}

@@ -13,11 +13,10 @@ time. Every record is checked against Python integers.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,8 +26,7 @@ import numpy as np
 
 from load import free_port, start_server  # bench/load.py
 from short_sums import lines_of  # bench/short_sums.py
-
-ROOT = Path(__file__).resolve().parents[1]
+from timing import commit_as_sead, ratios  # bench/timing.py
 
 
 def post(port: int, body: bytes, want: list[str]) -> float:
@@ -54,42 +52,32 @@ def main() -> None:
     lines = lines_of(np.random.default_rng(0), args.problems, 16)
     want = [str(int(a) + int(b)) for a, b in (line.split("+") for line in lines)]
     body = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    servers, tmp = {}, tempfile.TemporaryDirectory()
-    try:
-        servers["sead serve"] = (free_port(), None)
+    servers, procs = {"sead serve": (free_port(), None)}, []
+    with contextlib.ExitStack() as stack:
         if args.base:
-            old = Path(tmp.name) / "old"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.base],
-                           check=True, capture_output=True)
-            (Path(tmp.name) / "parent").mkdir()
-            (Path(tmp.name) / "parent" / "sead").symlink_to(old)
-            servers[f"sead serve at {args.base}"] = (free_port(), dict(os.environ, PYTHONPATH=str(Path(tmp.name) / "parent")))
-        procs = [start_server(port, env=env, cwd=tempfile.gettempdir()) for port, env in servers.values()]
-        best = {name: float("inf") for name in [*servers, "Runtime.solve"]}
-        with Runtime("addition", "ort") as rt:
-            for _ in range(args.rounds):
-                for name, (port, _) in servers.items():
-                    best[name] = min(best[name], post(port, body, want))
-                start_time = time.perf_counter()
-                if rt.solve(lines).answers != want:
-                    raise SystemExit("the library's answers differ from Python's")
-                best["Runtime.solve"] = min(best["Runtime.solve"], time.perf_counter() - start_time)
-    finally:
-        for proc in locals().get("procs", []):
-            proc.terminate()
-            proc.wait(30)
-        if args.base:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(Path(tmp.name) / "old")],
-                           capture_output=True)
-        tmp.cleanup()
-    library = best["Runtime.solve"]
+            env = dict(os.environ, PYTHONPATH=stack.enter_context(commit_as_sead(args.base)))
+            servers[f"sead serve at {args.base}"] = (free_port(), env)
+        try:
+            for port, env in servers.values():
+                procs.append(start_server(port, env=env, cwd=tempfile.gettempdir()))
+            best = {name: float("inf") for name in [*servers, "Runtime.solve"]}
+            with Runtime("addition", "ort") as rt:
+                for _ in range(args.rounds):
+                    for name, (port, _) in servers.items():
+                        best[name] = min(best[name], post(port, body, want))
+                    start_time = time.perf_counter()
+                    if rt.solve(lines).answers != want:
+                        raise SystemExit("the library's answers differ from Python's")
+                    best["Runtime.solve"] = min(best["Runtime.solve"], time.perf_counter() - start_time)
+        finally:
+            for proc in procs:
+                proc.terminate()
+                proc.wait(30)
+    seconds, to_library = ratios(best, "Runtime.solve", "the library")
     report = {"problems": args.problems, "digits": 16, "rounds": args.rounds, "engine": "ort",
               "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
-              "python": platform.python_version(), "seconds": {k: round(v, 3) for k, v in best.items()},
-              "ratio_to_library": {k: round(v / library, 2) for k, v in best.items()}, "exact": True,
-              "load_average_at_end": os.getloadavg()}
-    for name, seconds in best.items():
-        print(f"{name}: {seconds:.3f} s ({seconds / library:.1f}x the library)")
+              "python": platform.python_version(), "seconds": seconds, "ratio_to_library": to_library,
+              "exact": True, "load_average_at_end": os.getloadavg()}
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
 

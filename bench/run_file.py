@@ -14,6 +14,7 @@ commit runs from a temporary git worktree, imported as `sead`, on the same model
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -25,7 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from timing import ROOT, commit_as_sead, ratios  # bench/timing.py
+
 LOOP = ("import sys\n"
         "with open(sys.argv[1]) as f, open(sys.argv[2], 'w') as out:\n"
         "    out.write(''.join(str(int(a) + int(b)) + '\\n' for a, b in (line.split('+') for line in f)))\n")
@@ -55,7 +57,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     model = str(ROOT / "runtime" / "models" / "addition.onnx")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
         tmp = Path(tmp)
         problems, want = tmp / "sums.txt", tmp / "loop.txt"
         write_problems(problems, args.problems, args.digits)
@@ -63,34 +65,21 @@ def main() -> None:
         run = ["-m", "sead.cli", "run", "-i", str(problems), "--engine", "ort", "--model", model, "-o"]
         contenders["sead run"] = ([sys.executable, *run, str(tmp / "sead.txt")], None)
         if args.base:
-            old = tmp / "old"
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(old), args.base],
-                           check=True, capture_output=True)
-            (tmp / "parent").mkdir()
-            (tmp / "parent" / "sead").symlink_to(old)
-            env = dict(os.environ, PYTHONPATH=str(tmp / "parent"))
+            env = dict(os.environ, PYTHONPATH=stack.enter_context(commit_as_sead(args.base)))
             contenders[f"sead run at {args.base}"] = ([sys.executable, *run, str(tmp / "base.txt")], env)
-        try:
-            best = {name: float("inf") for name in contenders}
-            for r in range(args.rounds):
-                for name, (command, env) in (contenders.items() if r % 2 == 0 else reversed(contenders.items())):
-                    best[name] = min(best[name], timed(command, env))
-            expected = want.read_bytes()
-            for name, out in (("sead run", "sead.txt"), (f"sead run at {args.base}", "base.txt")):
-                if name in best and (tmp / out).read_bytes() != expected:
-                    raise SystemExit(f"{name}: the answers differ from Python's")
-        finally:
-            if args.base:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tmp / "old")],
-                               capture_output=True)
-    loop = best["python loop"]
+        best = {name: float("inf") for name in contenders}
+        for r in range(args.rounds):
+            for name, (command, env) in (contenders.items() if r % 2 == 0 else reversed(contenders.items())):
+                best[name] = min(best[name], timed(command, env))
+        expected = want.read_bytes()
+        for name, out in (("sead run", "sead.txt"), (f"sead run at {args.base}", "base.txt")):
+            if name in best and (tmp / out).read_bytes() != expected:
+                raise SystemExit(f"{name}: the answers differ from Python's")
+    seconds, to_loop = ratios(best, "python loop", "the loop")
     report = {"problems": args.problems, "digits": args.digits, "rounds": args.rounds, "engine": "ort",
               "machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores",
-              "python": platform.python_version(), "seconds": {k: round(v, 3) for k, v in best.items()},
-              "ratio_to_loop": {k: round(v / loop, 2) for k, v in best.items()}, "exact": True,
+              "python": platform.python_version(), "seconds": seconds, "ratio_to_loop": to_loop, "exact": True,
               "load_average_at_end": os.getloadavg()}
-    for name, seconds in best.items():
-        print(f"{name}: {seconds:.2f} s ({seconds / loop:.1f}x the loop)")
     if args.out:
         args.out.write_text(json.dumps(report, indent=1))
 
