@@ -291,6 +291,9 @@ class _NullBatch:
     def classes(self):
         return np.zeros(self.codes.shape, np.uint8)[self.live]
 
+    def state_codes(self):
+        return np.zeros(self.codes.shape, np.uint8)[self.live]
+
     def keep(self, rows):
         self.live = self.live[rows]
 

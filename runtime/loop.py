@@ -3,8 +3,9 @@
 Two kinds of job, both advancing K steps per engine call and reading only small per-row numbers
 back to decide what happens next:
 
-- RowJob: short problems of one padded shape, resident in one engine batch until each has
-  stopped. Finished problems leave the batch once they are half of it.
+- RowJob: short problems of one padded shape, resident in an engine batch until each has
+  stopped. Finished problems leave the batch once they are half of it; once fewer than a quarter
+  of its rows are left, they go on in a new batch of their own, the state crossing as codes.
 - TapeJob: one long tape, at rest in compact form (runtime/tiles.py); each call runs only its
   active tiles, in chunks that workers run side by side, and stitches the owned cells back.
 
@@ -170,7 +171,7 @@ class RowJob:
         self.offsets = np.cumsum([0] + [len(p) for p in parts])
         self.deliver = deliver
         self.fixed_point = task.convergence == "fixed_point"
-        self.batch = None
+        self.batch, self.codes, self.batch_rows = None, None, 0
         self.schedule = KSchedule(engine.k_choices)
         n = int(self.offsets[-1])
         self.steps = np.zeros(n, np.int64)
@@ -184,8 +185,8 @@ class RowJob:
     def run(self, until: float) -> bool:
         """-> True once every problem has been delivered."""
         if self.batch is None:
-            codes = np.concatenate([self.task.codes(p, np.arange(len(p)), self.shape) for p in self.parts])
-            self.batch = self.engine.start(codes, wrap=self.task.boundary == "ring", generations=not self.fixed_point)
+            self.codes = np.concatenate([self.task.codes(p, np.arange(len(p)), self.shape) for p in self.parts])
+            self._start(self.codes)
         try:
             while True:
                 if self._retire():
@@ -197,6 +198,11 @@ class RowJob:
         except BaseException:
             self.batch.close()
             raise
+
+    def _start(self, codes: np.ndarray, state_codes: np.ndarray | None = None) -> None:
+        self.batch = self.engine.start(codes, wrap=self.task.boundary == "ring", generations=not self.fixed_point,
+                                       state_codes=state_codes)
+        self.batch_rows = len(codes)
 
     def abandon(self) -> None:
         """Stop without delivering (every caller cancelled): release the batch."""
@@ -224,8 +230,13 @@ class RowJob:
         self.deliver(done, answers, np.where(out, self.caps[done], self.steps[done]), ~out)
         if stopped.all():
             return True
-        self.batch.keep(np.flatnonzero(~stopped))
         self.rows = self.rows[~stopped]
+        if 4 * len(self.rows) >= self.batch_rows:
+            self.batch.keep(np.flatnonzero(~stopped))  # idle rows run on and cost at most 3x the live ones
+        else:  # a smaller batch: at most log4(B) times a job; the state crosses as codes, 1-2 bytes a cell
+            state_codes = self.batch.state_codes()[~stopped]
+            self.batch.close()
+            self._start(self.codes[self.rows], state_codes)
         return False
 
     def _call(self) -> None:

@@ -104,7 +104,8 @@ def test_rows_count_read_out_and_keep(tiny_onnx, name, model):
     parsed, shape = _problems(task, rng, 6, 5 if task.rank == 2 else 20)
     plain = Plain(step, task, parsed, shape, 16)
     generations = task.convergence == "generations"
-    batch = engine.start(_codes(task, parsed, shape), wrap=task.boundary == "ring", generations=generations)
+    codes = _codes(task, parsed, shape)
+    batch = engine.start(codes, wrap=task.boundary == "ring", generations=generations)
     assert batch.rows == 6
     budget = np.array([0, 1, 2, 3, 4, 4]) if generations else None
     last = batch.advance(4, budget)
@@ -116,12 +117,16 @@ def test_rows_count_read_out_and_keep(tiny_onnx, name, model):
     batch.advance(4, np.array([4, 4, 4, 4]) if generations else None)
     for row, i in enumerate([1, 3, 4, 5]):
         assert np.array_equal(batch.classes()[row], plain.classes[int(ran[i]) + 4][i])
-    batch.keep(np.array([3]))  # 1 of 6: the batch compacts, the state crossing as codes
-    assert batch.rows == 1
-    last = batch.advance(8, np.array([8]) if generations else None)
-    assert last[0] == plain.last(5, int(ran[5]) + 5, int(ran[5]) + 12)
-    assert np.array_equal(batch.classes()[0], plain.classes[int(ran[5]) + 12][5])
-    batch.close()
+    # row 5 goes on in place, and in a batch of its own started from its state codes
+    moved = engine.start(codes[[5]], wrap=task.boundary == "ring", generations=generations,
+                         state_codes=batch.state_codes()[[3]])
+    batch.keep(np.array([3]))
+    for b in (batch, moved):
+        assert b.rows == 1
+        last = b.advance(8, np.array([8]) if generations else None)
+        assert last[0] == plain.last(5, int(ran[5]) + 5, int(ran[5]) + 12)
+        assert np.array_equal(b.classes()[0], plain.classes[int(ran[5]) + 12][5])
+        b.close()
     engine.close()
 
 

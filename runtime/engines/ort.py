@@ -197,9 +197,10 @@ class OrtEngine:
             return {"/".join(map(str, key)): s.get_providers() for key, s in self._sessions.items()}
 
     # -- the protocol ---------------------------------------------------------------------------------
-    def start(self, codes: np.ndarray, wrap: bool = False, generations: bool = False) -> "OrtBatch":
-        return OrtBatch(self, np.ascontiguousarray(codes, np.uint8), None, wrap, "budget" if generations else "count",
-                        layout=self.layout)
+    def start(self, codes: np.ndarray, wrap: bool = False, generations: bool = False,
+              state_codes: np.ndarray | None = None) -> "OrtBatch":
+        return OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, wrap,
+                        "budget" if generations else "count", layout=self.layout)
 
     def run_windows(self, codes, state_codes, k, owned=None):
         batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False,
@@ -378,8 +379,8 @@ class OrtBatch:
             return self.result.numpy().reshape(self.b, *self.shape)
 
     def _finish(self, readout: bool) -> dict[str, np.ndarray]:
-        """State codes (and with readout, classes) of every row. Retiring rows reads the classes
-        and then compacts the rest by their state codes: one call serves both."""
+        """State codes (and with readout, classes) of every row. Retiring rows reads the classes,
+        and moving the rest to a smaller batch their state codes: one call serves both."""
         if self.finished is not None and (not readout or "classes" in self.finished):
             return self.finished
         e, r = self.engine, self.engine.rule
@@ -400,14 +401,7 @@ class OrtBatch:
         return self._finish(readout=True)["classes"][self.live]
 
     def keep(self, rows: np.ndarray) -> None:
-        self.live = self.live[np.asarray(rows, np.int64)]
-        if 4 * len(self.live) >= self.b or not len(self.live):
-            return  # idle rows run on (their results are out) and cost at most 3x the live ones
-        # compaction: rare (at most log4(B) times a batch); the state crosses as codes, 1-2 bytes a cell
-        state_codes = self.state_codes()
-        codes = self.codes[self.live]
-        self.close()
-        self.__init__(self.engine, codes, state_codes, self.wrap, self.mode, layout=self.layout)
+        self.live = self.live[np.asarray(rows, np.int64)]  # the rest run on, idle
 
     def close(self) -> None:
         """Hand a slot back to the engine; private buffers go with the batch."""

@@ -36,8 +36,13 @@ class Batch(Protocol):
     def classes(self) -> np.ndarray:
         """-> (B, *S) uint8: the readout's class of every cell for the current state."""
 
+    def state_codes(self) -> np.ndarray:
+        """-> (B, *S) (Rule.code_dtype): every cell's state code, what start() takes to go on."""
+
     def keep(self, rows: np.ndarray) -> None:
-        """Keep only `rows` (ascending int64 indices into the current rows), in that order."""
+        """Keep only `rows` (ascending int64 indices into the current rows), in that order. The
+        rows dropped may run on, idle, until the batch closes (the loop starts a smaller batch
+        from state_codes() once few rows are left)."""
 
     def close(self) -> None:
         """Release the batch's buffers now."""
@@ -54,9 +59,12 @@ class Engine(Protocol):
         """The most rows of `row_cells` cells one call may hold: every tensor it makes stays under
         2^31 elements (0 if even one row would not)."""
 
-    def start(self, codes: np.ndarray, wrap: bool = False, generations: bool = False) -> Batch:
-        """A batch of whole problems from their first step. codes (B, *S) uint8. wrap: each row is
-        a ring. generations: advance() honours per-row budgets exactly (a task run for N steps)."""
+    def start(self, codes: np.ndarray, wrap: bool = False, generations: bool = False,
+              state_codes: np.ndarray | None = None) -> Batch:
+        """A batch of whole problems. codes (B, *S) uint8. wrap: each row is a ring. generations:
+        advance() honours per-row budgets exactly (a task run for N steps). state_codes (B, *S):
+        where each row goes on from (a Batch.state_codes() row; zero_code everywhere on a row
+        before its first step); None: every row from its first step."""
 
     def run_windows(self, codes: np.ndarray, state_codes: np.ndarray | None, k: int,
                     owned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | int]:

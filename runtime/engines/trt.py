@@ -175,8 +175,9 @@ class TrtEngine:
     def max_rows(self, row_cells: int) -> int:
         return self.rows_limit if row_cells <= self.max_row_cells else 0
 
-    def start(self, codes: np.ndarray, wrap: bool = False, generations: bool = False) -> "TrtBatch":
-        return self._batch(codes, None, wrap, "budget" if generations else "count")
+    def start(self, codes: np.ndarray, wrap: bool = False, generations: bool = False,
+              state_codes: np.ndarray | None = None) -> "TrtBatch":
+        return self._batch(codes, state_codes, wrap, "budget" if generations else "count")
 
     def run_windows(self, codes: np.ndarray, state_codes: np.ndarray | None, k: int,
                     owned: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | int]:
@@ -540,8 +541,8 @@ class TrtBatch:
         return hot.reshape(self.b, *self.shape)
 
     def _finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """(state codes, classes) of every row: retiring rows reads the classes, then compaction
-        the state codes of the same state, from one call."""
+        """(state codes, classes) of every row: retiring rows reads the classes, and moving the
+        rest to a smaller batch the state codes of the same state, from one call."""
         if self.finished is not None:
             return self.finished
         self._run(self.engine.plan(("finish",)), {"state": f"state{self.current}"})
@@ -558,14 +559,7 @@ class TrtBatch:
         return self._finish()[1][self.live]
 
     def keep(self, rows: np.ndarray) -> None:
-        self.live = self.live[np.asarray(rows, np.int64)]
-        if 4 * len(self.live) >= self.b or not len(self.live):
-            return  # idle rows run on (their results are out) and cost at most 3x the live ones
-        # compaction: rare (at most log4(B) times a batch); the state crosses as codes, 1-4 bytes a cell
-        state_codes = self.state_codes()
-        codes = self.codes[self.live]
-        self.close()
-        self.__init__(self.engine, codes, state_codes, self.wrap, self.mode)
+        self.live = self.live[np.asarray(rows, np.int64)]  # the rest run on, idle
 
     def close(self) -> None:
         """Free the batch's device memory (stream-ordered, after its queued work) and its stream."""
