@@ -3,7 +3,6 @@ move of its training keeps the rule the same function."""
 import dataclasses
 
 import numpy as np
-import pytest
 import torch
 
 from sead.runtime.tasks import get_task

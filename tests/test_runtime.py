@@ -7,15 +7,11 @@ import pytest
 
 from sead.runtime.errors import InputError, ModelFileError, SeadError
 from sead.runtime import Runtime
-from sead.runtime.loop import bucket_length, default_step_cap
+from sead.runtime.loop import bucket_length
 from sead.runtime.tasks import get_task
 
 torch = pytest.importorskip("torch")
 
-from sead.export.exporter import export_checkpoint  # noqa: E402
-from sead.train.checkpoint import load_checkpoint  # noqa: E402
-from sead.train.data import encode_batch  # noqa: E402
-from sead.train.model import solve as torch_solve  # noqa: E402
 
 
 @pytest.mark.parametrize("task", ["addition", "parity", "rule110"])

@@ -189,7 +189,6 @@ def test_a_ring_at_a_fixed_point_still_counts_its_generations():
 def test_tiled_grids_equal_dense_grids_and_the_reference(model, tiny_onnx, tiny_checkpoints, reference):
     """Grids in 16 x 16 tiles (runtime/tiles.py TiledGrid): answers, steps and converged flags of
     untrained rules (arbitrary dynamics, some capped) equal the dense loop's and PyTorch's."""
-    t = get_task("multiplication")
     rng = np.random.default_rng(4)
     lines = [f"{random_digits(rng, a)}*{random_digits(rng, b)}" for a, b in ((30, 30), (45, 12), (8, 40))]
     with Runtime(str(tiny_onnx[model]), "ort", tile_from=10**9, self_test=False) as dense:

@@ -22,7 +22,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 
 from ..errors import InputError
-from .bulk import check_fit
+from .bulk import check_fit, tape_codes
 
 ASCII_DIGITS = frozenset("0123456789")
 BITS = frozenset("01")
@@ -266,6 +266,20 @@ class Problems:
                         self.sizes[part], self.diameters[part],
                         parsed=None if self._parsed is None else self._parsed[part],
                         buffer=self.buffer, fields=None if self.fields is None else self.fields[part])
+
+
+class BitTape(Task):
+    """A task whose problem is a tape of bits (parity, rule110): symbols 0 and 1, read out as 0 or
+    1; its bulk parse records each tape's [start, end) in the buffer (Problems.fields)."""
+
+    input_channels = 3  # mask, one-hot bit (2)
+    classes = 2
+
+    def codes(self, problems: Problems, index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        if problems.fields is None:
+            return super().codes(problems, index, shape)
+        index = np.asarray(index, np.int64)
+        return tape_codes(problems.buffer, problems.fields[index], problems.lengths[index], *shape)
 
 
 def check_symbols(text: str, what: str, allowed: frozenset = ASCII_DIGITS) -> None:

@@ -3,16 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import BITS, Parsed, Problems, Task, check_symbols, digit_rows, digits, not_blank, random_bits, symbol_texts
-from .bulk import scan, tape_codes, vouch
+from .base import BITS, BitTape, Parsed, Problems, check_symbols, digit_rows, digits, not_blank, random_bits, symbol_texts
+from .bulk import scan, vouch
 
 
-class Parity(Task):
+class Parity(BitTape):
     """A string of 0/1; the answer (1 if the count of ones is odd) is read at the last cell. Size: bits."""
 
     name = "parity"
-    input_channels = 3  # mask, one-hot bit (2)
-    classes = 2
     convergence = "fixed_point"
     boundary = "zeros"
     families = ("random", "all_zero", "single_one")
@@ -39,12 +37,6 @@ class Parity(Task):
         suspect[odd_line] = True
         vouch(self, lines, np.flatnonzero(suspect))  # raises: a suspect bit string is never valid
         return Problems.from_fields(self, lines, data, np.stack([starts, ends], axis=1), ends - starts)
-
-    def codes(self, problems: Problems, index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        if problems.fields is None:
-            return super().codes(problems, index, shape)
-        index = np.asarray(index, np.int64)
-        return tape_codes(problems.buffer, problems.fields[index], problems.lengths[index], *shape)
 
     def decode_classes(self, classes: np.ndarray, problems: Problems, index: np.ndarray) -> list[str]:
         """Each row's class at its last real cell."""

@@ -4,19 +4,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from .base import (BITS, MAX_STEPS, Parsed, Problems, Task, check_symbols, digit_rows, digits, not_blank, random_bits,
+from .base import (BITS, MAX_STEPS, BitTape, Parsed, Problems, check_symbols, digit_rows, digits, not_blank, random_bits,
                    symbol_texts)
-from .bulk import decimal_values, digit_texts, scan, tape_codes, vouch
+from .bulk import decimal_values, digit_texts, scan, vouch
 
 TRAIN_MAX_GENERATIONS = 6  # training problems run 0 to this many generations
 
 
-class Rule110(Task):
+class Rule110(BitTape):
     """`BITS` or `BITS N`: a ring of cells after N >= 0 generations (default 1) of Rule 110. Size: cells."""
 
     name = "rule110"
-    input_channels = 3  # mask, one-hot bit (2)
-    classes = 2
     convergence = "generations"  # runs exactly N steps; a ring need not settle
     boundary = "ring"
 
@@ -67,12 +65,6 @@ class Rule110(Task):
             tape_end[k], generations[k] = starts[k] + p.length, p.generations
         return Problems.from_fields(self, lines, data, np.stack([starts, tape_end], axis=1), tape_end - starts,
                                     generations)
-
-    def codes(self, problems: Problems, index: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        if problems.fields is None:
-            return super().codes(problems, index, shape)
-        index = np.asarray(index, np.int64)
-        return tape_codes(problems.buffer, problems.fields[index], problems.lengths[index], *shape)
 
     def decode_classes(self, classes: np.ndarray, problems: Problems, index: np.ndarray) -> list[str]:
         """Each row's first `length` classes as bits."""
