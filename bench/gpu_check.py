@@ -10,9 +10,10 @@ Sections (each timed; a section that fails is recorded and the run goes on):
                converged flags must be identical to 'ort', answers equal to the task's oracle
   short        2,000,000 random 16-digit sums through Runtime.solve (texts in, answers out), exact
                against Python ints; where the time goes (graph calls by kind, and the host path
-               alone, through an engine that does nothing); 200,000 of them through 'ort'
-               (identical); a naive PyTorch CUDA loop on the same texts (the peer a PyTorch user
-               writes first)
+               alone, through an engine that does nothing); the same solve with 2x and 4x the
+               engine's workers (each runs its batches' host work between device calls);
+               200,000 of them through 'ort' (identical); a naive PyTorch CUDA loop on the same
+               texts (the peer a PyTorch user writes first)
   file         `sead run` on a file of 2,000,000 random 16-digit sums, file to file in a fresh
                process, with 'ort-cuda' and 'ort', against a Python loop over the same file
   step         4,096 x 1,024 cells: cell-updates/s of one step in each formulation measured here
@@ -123,13 +124,14 @@ def section(name: str, deadline: float):
 
 # -- engines ---------------------------------------------------------------------------------------
 
-def gpu_engine(graphs: bool = True, layout: str | None = None, window_layout: str | None = None):
+def gpu_engine(graphs: bool = True, layout: str | None = None, window_layout: str | None = None,
+               workers: int | None = None):
     from sead.runtime.engines.ort import K_CHOICES_CUDA, OrtEngine
     if STAND_IN:
         return lambda step: OrtEngine(step, "cpu", layout=layout or "cl", k_choices=K_CHOICES_CUDA, cuda_graphs=graphs,
-                                      window_layout=window_layout, graph_rows=GRAPH_ROWS)
+                                      window_layout=window_layout, graph_rows=GRAPH_ROWS, workers=workers)
     return lambda step: OrtEngine(step, "cuda", layout=layout, cuda_graphs=graphs, window_layout=window_layout,
-                                  graph_rows=GRAPH_ROWS)
+                                  graph_rows=GRAPH_ROWS, workers=workers)
 
 
 def runtime(model: str, engine, **kw):
@@ -225,6 +227,8 @@ def short_sums(quick: bool) -> dict:
         out["where_the_time_goes"] = time_split(rt, lines)
         head = lines[: n // 10]
         gpu_head = rt.solve(head)
+        default_workers = rt.engine.workers
+    out["by_workers"] = workers_sweep(lines, want, default_workers)
     with runtime("addition", "ort") as cpu:
         ref, seconds = timed(cpu.solve, head)
     out["ort_cpu"] = {"problems": len(head), "seconds": round(seconds, 3), "problems_per_s": round(len(head) / seconds),
@@ -235,6 +239,25 @@ def short_sums(quick: bool) -> dict:
     except Exception as exc:
         out["torch_naive"] = {"failed": f"{type(exc).__name__}: {exc}"}
     return out
+
+
+def workers_sweep(lines: list[str], want: list[str], default: int) -> dict:
+    """The same solve with more batches side by side than the engine's default: each worker runs
+    its batches' host work (codes, retiring, decoding) between device calls, and the host has many
+    cores. -> {workers: problems/s} (best of two, after a warm-up), each checked exact."""
+    rates = {}
+    for workers in (default, 2 * default, 4 * default):
+        with runtime("addition", gpu_engine(True, workers=workers)) as rt:
+            rt.solve(lines[: len(lines) // 4])
+            best = None
+            for _ in range(2):
+                got, seconds = timed(rt.solve, lines)
+                best = seconds if best is None else min(best, seconds)
+            if got.answers != want:
+                raise AssertionError(f"{workers} workers: answers differ from Python's")
+        rates[workers] = round(len(lines) / best)
+        say(f"{workers} workers: {rates[workers]:,} problems/s")
+    return rates
 
 
 FILE_LOOP = ("import sys\n"
@@ -334,7 +357,7 @@ def time_split(rt, lines: list[str]) -> dict:
         def max_rows(self, cells):
             return engine.max_rows(cells)
 
-        def start(self, codes, wrap=False, generations=False):
+        def start(self, codes, wrap=False, generations=False, state_codes=None):
             return _NullBatch(codes)
 
         def close(self):

@@ -48,7 +48,8 @@ def _onnxruntime():
 
 class OrtEngine:
     """device "cpu" (engine `ort`) or "cuda" (`ort-cuda`). layout: "cf" or "cl" (default: cf for a
-    sign state on the CPU, else cl; symbol states always run cl). cuda_graphs: give repeating tile
+    sign state on the CPU, else cl; symbol states always run cl). workers: batches run side by side
+    (default: one per core on the CPU, two on CUDA). cuda_graphs: give repeating tile
     window shapes engine-owned slots and capture CUDA graphs on them (default on for CUDA unless
     SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only the slots, for tests of their bookkeeping);
     graph_rows: batches of whole problems too."""
@@ -56,7 +57,7 @@ class OrtEngine:
     GRAPH_SLOTS = 16            # batch shapes that own buffers (and graphs) for good
 
     def __init__(self, step: StepModel, device: str = "cpu", layout: str | None = None,
-                 k_choices: tuple[int, ...] | None = None, cores: int | None = None,
+                 k_choices: tuple[int, ...] | None = None, workers: int | None = None,
                  cuda_graphs: bool | None = None, device_id: int = 0, window_layout: str | None = None,
                  graph_rows: bool = False):
         ort = _onnxruntime()
@@ -76,10 +77,10 @@ class OrtEngine:
         if 1 not in self.k_choices or 2 not in self.k_choices:
             self.k_choices = tuple(sorted({1, 2, *self.k_choices}))  # a generations tape's last steps need them
         if device == "cpu":
-            self.workers = cores or max(1, len(os.sched_getaffinity(0)))
+            self.workers = workers or max(1, len(os.sched_getaffinity(0)))
             self.batch_cells = 1 << 14  # a step's activations stay in cache (docs/engines.md)
         else:
-            self.workers = 2  # one batch computes while the other's counts cross the bus
+            self.workers = workers or 2  # one batch computes while the other's counts cross the bus
             self.batch_cells = 1 << 20
         if cuda_graphs is None:
             cuda_graphs = device == "cuda" and os.environ.get("SEAD_ORT_CUDA_GRAPHS", "1") != "0"
