@@ -11,7 +11,8 @@ Sections (each timed; a section that fails is recorded and the run goes on):
   short        2,000,000 random 16-digit sums through Runtime.solve (texts in, answers out), exact
                against Python ints; where the time goes (graph calls by kind, and the host path
                alone, through an engine that does nothing); the same solve with 2x and 4x the
-               engine's workers (each runs its batches' host work between device calls);
+               engine's workers (each runs its batches' host work between device calls), and
+               with batches 4x smaller and larger;
                200,000 of them through 'ort' (identical); a naive PyTorch CUDA loop on the same
                texts (the peer a PyTorch user writes first)
   file         `sead run` on a file of 2,000,000 random 16-digit sums, file to file in a fresh
@@ -227,8 +228,8 @@ def short_sums(quick: bool) -> dict:
         out["where_the_time_goes"] = time_split(rt, lines)
         head = lines[: n // 10]
         gpu_head = rt.solve(head)
-        default_workers = rt.engine.workers
-    out["by_workers"] = workers_sweep(lines, want, default_workers)
+        workers, cells = rt.engine.workers, rt.scheduler.max_batch_cells
+    out["batching"] = batching_sweep(lines, want, workers, cells)
     with runtime("addition", "ort") as cpu:
         ref, seconds = timed(cpu.solve, head)
     out["ort_cpu"] = {"problems": len(head), "seconds": round(seconds, 3), "problems_per_s": round(len(head) / seconds),
@@ -241,23 +242,24 @@ def short_sums(quick: bool) -> dict:
     return out
 
 
-def workers_sweep(lines: list[str], want: list[str], default: int) -> dict:
-    """The same solve with more batches side by side than the engine's default: each worker runs
-    its batches' host work (codes, retiring, decoding) between device calls, and the host has many
-    cores. -> {workers: problems/s} (best of two, after a warm-up), each checked exact."""
-    rates = {}
-    for workers in (default, 2 * default, 4 * default):
-        with runtime("addition", gpu_engine(True, workers=workers)) as rt:
+def batching_sweep(lines: list[str], want: list[str], workers: int, cells: int) -> list[dict]:
+    """The same solve with more batches side by side than the engine's default (each worker runs
+    its batches' host work, codes, retiring and decoding, between device calls, and the host has
+    many cores), and with batches 4x smaller and larger. -> one row per setting: problems/s, best
+    of two after a warm-up, each checked exact."""
+    rows = []
+    for w, c in ((workers, cells), (2 * workers, cells), (4 * workers, cells), (workers, cells // 4), (workers, 4 * cells)):
+        with runtime("addition", gpu_engine(True, workers=w), max_batch_cells=c) as rt:
             rt.solve(lines[: len(lines) // 4])
             best = None
             for _ in range(2):
                 got, seconds = timed(rt.solve, lines)
                 best = seconds if best is None else min(best, seconds)
             if got.answers != want:
-                raise AssertionError(f"{workers} workers: answers differ from Python's")
-        rates[workers] = round(len(lines) / best)
-        say(f"{workers} workers: {rates[workers]:,} problems/s")
-    return rates
+                raise AssertionError(f"{w} workers, {c:,}-cell batches: answers differ from Python's")
+        rows.append({"workers": w, "batch_cells": c, "problems_per_s": round(len(lines) / best)})
+        say(f"{w} workers, {c:,}-cell batches: {len(lines) / best:,.0f} problems/s")
+    return rows
 
 
 FILE_LOOP = ("import sys\n"
