@@ -21,6 +21,11 @@ INDEX = "README.md"
 
 # (file name prefix, script that writes files of that name, what they measure); first match wins
 ABOUT = [
+    ("addition_bound", "bench/addition_bound.py",
+     "Whether each addition rule in the carry code (train/codes.py carry_in) is provably its code's automaton: "
+     "every neighbourhood a cell meets, in float64 from the file's weights (the worst margin of each bit) and "
+     "in float32 through ONNX Runtime (decisions that differ), and the readout of every column sum and carry "
+     "at rest. Positive margins far above rounding everywhere prove the rule exact at every length."),
     ("activity_rule110", "bench/seeds.py --tasks rule110 --seeds 0",
      "The shipped rule110 rule through the PyTorch reference loop, exact against direct simulation, with its "
      "activity; the last row is every ring of 1 to 14 cells for 60 generations."),
@@ -86,6 +91,9 @@ ABOUT = [
     ("seeds_multiplication_first_phase", "bench/seeds.py",
      "The multiplication recipe without its anneal phase, from seeds 0, 1 and 2, through the PyTorch "
      "reference loop."),
+    ("seeds_addition_unrolled", "bench/seeds.py --tasks addition_unrolled",
+     "The addition recipe shipped before the coded one (8 state channels learned by unrolling, no code), "
+     "from seeds 0, 1 and 2, each rule checked exactly through the PyTorch reference loop, with its activity."),
     ("seeds_", "bench/seeds.py",
      "The task's recipe from seeds 0, 1 and 2 (the shipped seed is the shipped model), each rule checked "
      "exactly against the oracle through the PyTorch reference loop, with its activity."),
@@ -100,8 +108,8 @@ ABOUT = [
     ("train_multiplication_seeds", "bench/seeds.py --save",
      "The training record of each multiplication seed of the recipe (first phase, then anneal phase)."),
     ("train_", "a training run (its command is recorded in the file)",
-     "One training run of a multiplication rule: its configuration, short accuracy during training, and "
-     "its generalization table through the PyTorch reference loop."),
+     "One training run of a rule: its configuration, its progress during training, and its generalization "
+     "table through the PyTorch reference loop."),
 ]
 
 
@@ -381,6 +389,19 @@ def ndjson_stream(d: dict) -> list[str]:
             f"exact: {d['exact']}.", ""] + table(["contender", "seconds (best)", "to the library"], rows)
 
 
+def addition_bound(d: dict) -> list[str]:
+    out = [f"Command: `{d['command']}`", "",
+           "| model | neighbourhoods met | worst margin: carry | worst margin: wraps | decisions differing (float32) "
+           "| readout wrong | exact at every length |", "|---|---|---|---|---|---|---|"]
+    for m in d["models"]:
+        met = m["met"]
+        out.append(f"| {Path(m['model']).name} | {num(met['neighbourhoods'])} | {num(met['worst_margin']['carry'])} "
+                   f"| {num(met['worst_margin']['wraps'])} | {num(met['decisions_differing_float32_onnxruntime'])} "
+                   f"| {num(m['readout']['wrong'])} of {num(m['readout']['cells_at_rest'])} "
+                   f"| {'yes' if m['exact_at_every_length'] else 'no'} |")
+    return out
+
+
 def unknown(d) -> list[str]:
     if isinstance(d, dict):
         return ["Top-level keys: " + ", ".join(f"`{k}`" for k in d) + "."]
@@ -402,6 +423,8 @@ def summarize(name: str, d) -> list[str]:
     if isinstance(d, dict):
         if "sections" in d:
             return gpu_check(d)
+        if "models" in d and d["models"] and "met" in d["models"][0]:
+            return addition_bound(d)
         if "cases" in d and d["cases"] and "relative_to_default" in d["cases"][0]:
             return row_batches(d)
         if "ratio_to_loop" in d:

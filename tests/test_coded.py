@@ -3,6 +3,7 @@ move of its training keeps the rule the same function."""
 import dataclasses
 
 import numpy as np
+import pytest
 import torch
 
 from sead.runtime.tasks import get_task
@@ -150,3 +151,70 @@ def test_the_bound_proves_the_hand_rule_and_not_a_rule_with_a_wrong_threshold():
         model.rule_out.bias[10] += 3.0
     worst, unproven = bound.worst_margins(model)
     assert worst[10] < 0 and unproven[10] > 0 and worst[:10] == [1.0] * 10
+
+
+# -- addition's carry code (train/codes.py carry_in) ----------------------------------------------------
+def _addition_bound():
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("addition_bound", Path(__file__).parents[1] / "bench" / "addition_bound.py")
+    bound = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bound)
+    return bound
+
+
+@pytest.mark.parametrize("start", ["zero", "random"])
+def test_the_carry_code_settles_on_the_exact_sum(start):
+    """Iterated from the zero state or random ±1 bits, carry_in's automaton reaches the code of the
+    carries, whose linear readout ((s mod 10) + c - 10 z) gives the sum's digits (Python's integers)."""
+    code, task = get_code("carry_in"), get_task("addition")
+    rng = np.random.default_rng(1)
+    digits = lambda n: "".join(map(str, rng.integers(0, 10, n)))
+    lines = [f"{digits(n)}+{digits(m)}" for n, m in [(1, 1), (5, 3), (16, 16), (30, 7), (1, 40)]]
+    lines += ["9" * 25 + "+1", "1+" + "9" * 25, "0+0", "5+5", "45+55", "99+1"]
+    parsed = [task.parse(line) for line in lines]
+    x, y, _ = encode_batch("addition", parsed)
+    gen = torch.Generator().manual_seed(0)
+    state = torch.zeros(len(lines), code.channels, x.shape[2])
+    if start == "random":
+        state = (torch.randint(0, 2, state.shape, generator=gen).float() * 2 - 1) * x[:, :1]
+    for _ in range(x.shape[2] + 1):
+        state = code.transition(x, state)
+    assert torch.equal(code.transition(x, state), state)  # a fixed point
+    assert torch.equal(state, code_batch("carry_in", parsed, (x.shape[2],)))
+    s = (x[:, 1:] * torch.arange(19.0)[None, :, None]).sum(1).long()
+    read = s % 10 + (state[:, 0] > 0).long() - 10 * (state[:, 1] > 0).long()
+    for i, p in enumerate(parsed):
+        assert int("".join(map(str, read[i, : p.length].tolist()))) == int(p.a) + int(p.b), lines[i]
+
+
+def test_the_shipped_addition_rule_is_its_codes_automaton_on_every_neighbourhood():
+    """bench/addition_bound.py proves the shipped rule exact at every length: on every neighbourhood
+    a cell meets, each bit's margin is far above rounding and no float32 decision differs."""
+    from sead.runtime.model_file import default_model_path
+
+    report = _addition_bound().check(default_model_path("addition"), never_met=False)
+    assert report["exact_at_every_length"], report
+    assert min(report["met"]["worst_margin"].values()) > 0.5
+
+
+def test_the_addition_bound_catches_a_rule_with_a_moved_threshold(tmp_path):
+    """The same check fails a rule whose carry threshold moved (a doctored copy of the shipped one)."""
+    import onnx
+    from onnx import numpy_helper
+
+    from sead.runtime.model_file import default_model_path
+
+    proto = onnx.load(str(default_model_path("addition")))
+    step = [n for n in proto.graph.node if n.op_type == "Conv"]
+    second = step[1].input[2]  # the rule's output bias: one per state bit
+    for init in proto.graph.initializer:
+        if init.name == second:
+            bias = numpy_helper.to_array(init).copy()
+            bias[0] -= 3.0
+            init.CopyFrom(numpy_helper.from_array(bias, init.name))
+    path = tmp_path / "moved.onnx"
+    onnx.save(proto, str(path))
+    report = _addition_bound().check(path, never_met=False)
+    assert not report["exact_at_every_length"] and report["met"]["worst_margin"]["carry"] < 0

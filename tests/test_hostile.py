@@ -302,7 +302,7 @@ def _weight_made_by_a_node(proto):
 @pytest.mark.parametrize("change, name, words", [
     (_set_meta(radius=0), "addition", "sead.radius=0"),
     (_set_meta(radius=2), "addition", "width 5"),
-    (_set_meta(state_channels=7), "addition", "state has 8 channels, but sead.state_channels=7"),
+    (_set_meta(state_channels=7), "addition", "state has 2 channels, but sead.state_channels=7"),
     (_set_meta(input_channels=3), "addition", "problem has 20 channels, but sead.input_channels=3"),
     (_set_meta(tolerance=5), "addition", "sead.tolerance=5.0"),
     (_set_meta(task="rule110"), "parity", "sead.boundary='zeros', but task 'rule110' has 'ring'"),

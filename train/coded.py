@@ -124,8 +124,9 @@ def fold_relu(model: SEAD) -> None:
     with torch.no_grad():
         w, c = model.rule_in.weight, model.config.input_channels
         mask, symbols, state = w[:, :1], w[:, 1:c], w[:, c:]
-        lowest = ((mask + symbols.amin(1, keepdim=True)).clamp(max=0).sum((1, 2, 3))
-                  - state.abs().sum((1, 2, 3)) + model.rule_in.bias)
+        taps = tuple(range(1, w.dim()))  # the input channels and the kernel's 3 or 3 x 3 taps
+        lowest = ((mask + symbols.amin(1, keepdim=True)).clamp(max=0).sum(taps)
+                  - state.abs().sum(taps) + model.rule_in.bias)
         shift = (1.0 - lowest).clamp(min=0)
         model.rule_in.bias += shift
         model.rule_out.bias -= model.rule_out.weight.flatten(1) @ shift

@@ -111,6 +111,72 @@ class CarryThermometer:
         return torch.where(target > 0, self.POSITIVE_WEIGHT, 1.0) * margin_row * x[:, :1]
 
 
+class CarryIn:
+    """addition, 2 channels: the carry into each cell, and whether that carry turns its digit to 0.
+
+A cell holds the column sum s_i = a_i + b_i (its problem symbol, 0 to 18) and, as ±1 bits,
+
+    channel 0    c_i = [s_{i+1} + c_{i+1} >= 10]   the carry from the cell to its right
+    channel 1    z_i = [s_i = 9 and c_i]          the carry wraps this cell's digit to 0
+
+so a cell's digit (s_i + c_i) mod 10 = (s_i mod 10) + c_i - 10 z_i is linear in its problem's
+one-hot symbol and its bits: the one-unit readout of train/coded.py reads it. Both new bits are
+thresholds of one sum over the right neighbour's symbol and carry (z_i also over the cell's own
+symbol), so the rule is linear up to the sign; the padding beyond a tape carries nothing. The
+automaton settles from any state: c_i depends only on the cells to its right, so after a step
+more than the longest run of 9s (and at most a tape's length) every bit is at its fixed point. A
+state of 0 (before the first step) counts as no carry."""
+
+    task = "addition"
+    channels = 2
+    RANDOM_SHARE, ZERO_SHARE = 0.3, 0.1  # training cells with random bits, and with the zero state
+    POSITIVE_WEIGHT = 3.0  # a +1 bit is the rarer one
+
+    @staticmethod
+    def _sums(x: torch.Tensor) -> torch.Tensor:
+        """(B, L) int64 column sums of problems x (B, C_in, L) (0 on padding)."""
+        return torch.einsum("bcl,c->bl", x[:, 1:], torch.arange(x.shape[1] - 1, dtype=x.dtype)).round().long()
+
+    def parts(self, p: Parsed) -> tuple[np.ndarray, np.ndarray]:
+        """(s, c), each (length,) int64: each cell's column sum and the carry into it."""
+        a = np.frombuffer(p.a.rjust(p.length, "0").encode(), np.uint8).astype(np.int64) - 48
+        b = np.frombuffer(p.b.rjust(p.length, "0").encode(), np.uint8).astype(np.int64) - 48
+        s, c = a + b, np.zeros(p.length, np.int64)
+        for i in range(p.length - 2, -1, -1):
+            c[i] = s[i + 1] + c[i + 1] >= 10
+        return s, c
+
+    def bits(self, p: Parsed) -> np.ndarray:
+        """(channels, length) float32: the fixed point's bits, each -1 or +1."""
+        s, c = self.parts(p)
+        return np.where(np.stack([c == 1, (s == 9) & (c == 1)]), 1.0, -1.0).astype(np.float32)
+
+    def random_states(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """(B, 2, L): per cell a random carry coded with its z bit, or random bits (RANDOM_SHARE),
+        or the zero state (ZERO_SHARE); 0 on padding."""
+        b, _, n = x.shape
+        c = torch.rand((b, n), generator=gen) < 0.5
+        coded = torch.stack([c, c & (self._sums(x) == 9)], 1).float() * 2 - 1
+        noise = torch.randint(0, 2, coded.shape, generator=gen).float() * 2 - 1
+        draw = torch.rand((b, 1, n), generator=gen)
+        state = torch.where(draw < self.RANDOM_SHARE, noise, coded)
+        state = torch.where(draw > 1 - self.ZERO_SHARE, torch.zeros_like(state), state)
+        return state * x[:, :1]
+
+    def transition(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """The code's automaton, one step: problems x (B, C_in, L), a state (B, 2, L) of ±1 (0 on
+        padding and before the first step) -> the next state's bits (class docstring)."""
+        s = self._sums(x)
+        right = lambda t: torch.cat([t[:, 1:], torch.zeros_like(t[:, :1])], 1)  # the value at i + 1, 0 past the end
+        carry = right(s) + right((state[:, 0] > 0).long()) >= 10
+        bits = torch.stack([carry, carry & (s == 9)], 1).float() * 2 - 1
+        return bits * x[:, :1]
+
+    def loss_weight(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """(B, 2, L): each bit's weight in the transition loss (0 on padding)."""
+        return torch.where(target > 0, self.POSITIVE_WEIGHT, 1.0) * x[:, :1]
+
+
 def _shifted(t: torch.Tensor, di: int, dj: int) -> torch.Tensor:
     """(B, H, W): at (i, j) the value of t at (i + di, j + dj), 0 outside the grid."""
     out = torch.zeros_like(t)
@@ -132,7 +198,7 @@ def rounding_readout(model) -> None:
     model.read_out.requires_grad_(False)
 
 
-CODES = {"carry_thermometer": CarryThermometer()}
+CODES = {"carry_thermometer": CarryThermometer(), "carry_in": CarryIn()}
 
 
 def get_code(name: str):

@@ -33,6 +33,8 @@ MAX_ELEMENTS = (1 << 31) - 1  # ONNX Runtime's kernels (CUDA's especially) index
 # the largest tensor one call may make, in bytes: a step holds a few such at once (a 1,000-digit
 # product's 1,000,000 cells gathered 9 x 64 values each are 2.3 GB: dense, it ran out of 24 GB)
 TENSOR_BYTES = {"cpu": 1 << 29, "cuda": 1 << 32}
+# a CPU batch's step should stay in cache: about this many bytes of activations (docs/engines.md)
+STEP_CACHE_BYTES = 6 << 20
 
 
 def _onnxruntime():
@@ -44,6 +46,14 @@ def _onnxruntime():
     if not os.environ.get("SEAD_DEBUG"):
         onnxruntime.set_default_logger_severity(3)  # errors only: its warnings are not the user's to act on
     return onnxruntime
+
+
+def cpu_batch_cells(rule: Rule) -> int:
+    """Cells per CPU batch: the most, a power of two from 2^14 to 2^18, whose step keeps its
+    activations in STEP_CACHE_BYTES. A step holds about 2 H + 4 C floats a cell (the hidden layer
+    and its product with the state; the state twice, the threshold and the next state)."""
+    per_cell = 4 * (2 * rule.hidden + 4 * rule.state_channels)
+    return 1 << max(14, min(18, (STEP_CACHE_BYTES // per_cell).bit_length() - 1))
 
 
 class OrtEngine:
@@ -78,7 +88,7 @@ class OrtEngine:
             self.k_choices = tuple(sorted({1, 2, *self.k_choices}))  # a generations tape's last steps need them
         if device == "cpu":
             self.workers = workers or max(1, len(os.sched_getaffinity(0)))
-            self.batch_cells = 1 << 14  # a step's activations stay in cache (docs/engines.md)
+            self.batch_cells = cpu_batch_cells(self.rule)
         else:
             self.workers = workers or 2  # one batch computes while the other's counts cross the bus
             self.batch_cells = 1 << 20

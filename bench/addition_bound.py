@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Is an addition rule in the carry code (train/codes.py carry_in) *provably* its automaton? Every
+neighbourhood a cell can meet, checked: a real cell and its two neighbours, each empty or one of
+the 19 column sums, all in the zero state (before the first step) or all holding the code's bits
+of some carry c, with z = [s = 9 and c] (after it: the automaton writes z so); a cell with no left
+neighbour is a problem's first, which holds the final carry, so its sum is 0 (a tile window's
+first cells are halo, whose states the loop never keeps). If the rule is the automaton on these,
+by induction every state it reaches is of these kinds, so it is the automaton on every state it
+meets. For each, the exported step's next state of the middle cell
+against the automaton's, in float64 from the file's weights (the worst margin, pre-activation x
+target) and in float32 through ONNX Runtime (decisions that differ); then the readout of every
+column sum and carry at rest against (s + c) mod 10. A rule with every margin positive and far
+above float rounding is exact at every length: the automaton settles at the sum's digits
+(train/codes.py), which tests/test_coded.py checks against Python's integers. States it never
+meets (a zero state beside bits; z set where s is not 9; a first cell with a nonzero sum) are
+counted too, as information.
+Writes bench/results/addition_bound.json.
+
+    python bench/addition_bound.py [MODEL.onnx ...] [--out FILE]
+
+(default: the shipped model; the other seeds' rules come from `python bench/seeds.py --tasks
+addition --save runs` and `sead export runs/addition_seedN.pt`)
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from sead.runtime.model_file import default_model_path, load_step_model
+from sead.runtime.rule import Rule
+
+SUMS = 19  # a cell's column sum a_i + b_i, 0..18; its code is 1 + s
+
+
+def cells(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The states a cell can hold -> (m,) codes (0 empty, 1 + s) and (m, 2) states. kind "zero":
+    before the first step (every state 0); "coded": a carry c = ±1 and z = [s = 9 and c]; "any":
+    ±1 or 0 in each channel as it comes (an empty cell's state is always 0)."""
+    codes, states = [0], [(0, 0)]
+    for code in range(1, SUMS + 1):
+        if kind == "zero":
+            choices = [(0, 0)]
+        elif kind == "coded":
+            choices = [(c, 1 if c > 0 and code - 1 == 9 else -1) for c in (-1, 1)]
+        else:
+            choices = [(0, 0), *itertools.product((-1, 1), repeat=2)]
+        for state in choices:
+            codes.append(code)
+            states.append(state)
+    return np.array(codes), np.array(states, np.float64)
+
+
+def automaton(own: np.ndarray, right: np.ndarray, right_carry: np.ndarray) -> np.ndarray:
+    """(n, 2) ±1: the carry_in code's next bits of a real cell with code `own` whose right
+    neighbour has code `right` (0: empty, which carries nothing) and carry bit `right_carry`."""
+    s_right = np.where(right > 0, right - 1, 0)
+    carry = s_right + (right_carry > 0) >= 10
+    wraps = carry & (own - 1 == 9)
+    return np.stack([carry, wraps], 1) * 2.0 - 1
+
+
+def step_inputs(rule: Rule, codes: np.ndarray, states: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3) codes and (n, 3, 2) states -> the exported step's problem (n, C_in, 3) and state (n, 2, 3)."""
+    problem = np.zeros((len(codes), rule.input_channels, 3), np.float64)
+    rows, taps = np.nonzero(codes > 0)
+    problem[rows, 0, taps] = 1.0
+    problem[rows, codes[rows, taps], taps] = 1.0
+    return problem, states.transpose(0, 2, 1)
+
+
+def neighbourhoods(kinds: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 3) codes and (n, 3, 2) states: every window of three cells of one kind (cells), its
+    middle cell real (an empty cell's state stays 0 whatever the rule)."""
+    all_codes, all_states = [], []
+    for kind in kinds:
+        one_codes, one_states = cells(kind)
+        index = np.array(list(itertools.product(range(len(one_codes)), repeat=3)))
+        index = index[one_codes[index[:, 1]] > 0]
+        if kind != "any":  # a middle cell with an empty left is a problem's first cell: its sum is 0
+            index = index[(one_codes[index[:, 0]] > 0) | (one_codes[index[:, 1]] == 1)]
+        all_codes.append(one_codes[index])
+        all_states.append(one_states[index])
+    return np.concatenate(all_codes), np.concatenate(all_states)
+
+
+def decisions(step, rule: Rule, codes: np.ndarray, states: np.ndarray) -> dict:
+    """The rule's next state of each window's middle cell against the automaton's."""
+    problem, state = step_inputs(rule, codes, states)
+    # float64 from the file's weights: the margin of every decision
+    x = np.concatenate([problem, state], 1)  # (n, C, 3): the middle cell's window
+    hidden = np.maximum(np.einsum("hct,nct->nh", rule.w_in.astype(np.float64), x) + rule.b_in, 0.0)
+    pre = hidden @ rule.w_out.astype(np.float64).T + rule.b_out
+    target = automaton(codes[:, 1], codes[:, 2], states[:, 2, 0])
+    margins = pre * target
+    # float32 through ONNX Runtime: the file as the runtime's engines load it
+    import onnxruntime
+    session = onnxruntime.InferenceSession(step.proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    differ = 0
+    for start in range(0, len(codes), 1 << 16):
+        part = slice(start, start + (1 << 16))
+        out = session.run(None, dict(zip(names, (problem[part].astype(np.float32), state[part].astype(np.float32)))))
+        differ += int((out[0][:, :, 1] != target[part]).any(1).sum())
+    return {"neighbourhoods": len(codes),
+            "worst_margin": {"carry": round(float(margins[:, 0].min()), 6), "wraps": round(float(margins[:, 1].min()), 6)},
+            "decisions_differing_float64": int((margins <= 0).any(1).sum()),
+            "decisions_differing_float32_onnxruntime": differ}
+
+
+def check(model: Path, never_met: bool = True) -> dict:
+    """The report for one model file; never_met: also every state it never meets (875,520 windows)."""
+    step = load_step_model(model)
+    rule = Rule.from_step(step)
+    if (step.metadata.task, rule.state_channels, rule.input_channels) != ("addition", 2, 1 + SUMS):
+        raise SystemExit(f"{model}: not an addition rule with a 2-channel state")
+    met = decisions(step, rule, *neighbourhoods(["zero", "coded"]))
+    others = decisions(step, rule, *neighbourhoods(["any"])) if never_met else None
+    # the readout at rest: a column sum s with carry c in, z = [s = 9 and c]
+    s = np.repeat(np.arange(SUMS), 2)
+    c = np.tile([-1.0, 1.0], SUMS)
+    rest = np.stack([c, np.where((s == 9) & (c > 0), 1.0, -1.0)], 1)
+    read_problem = np.zeros((len(s), rule.input_channels))
+    read_problem[:, 0] = 1.0
+    read_problem[np.arange(len(s)), 1 + s] = 1.0
+    z = np.concatenate([read_problem, rest], 1)
+    logits = np.maximum(z @ rule.read_in.astype(np.float64).T + rule.read_in_bias, 0.0) @ rule.read_out.T.astype(np.float64) \
+        + rule.read_out_bias
+    want = (s + (c > 0)) % 10
+    ordered = np.sort(logits, 1)
+    readout = {"cells_at_rest": len(s), "wrong": int((logits.argmax(1) != want).sum()),
+               "smallest_logit_gap": round(float((ordered[:, -1] - ordered[:, -2]).min()), 6)}
+    exact = min(met["worst_margin"].values()) > 1e-3 and met["decisions_differing_float32_onnxruntime"] == 0 \
+        and readout["wrong"] == 0 and readout["smallest_logit_gap"] > 1e-3
+    return {"model": str(model), "parameters": step.metadata.parameters, "met": met, "readout": readout,
+            "exact_at_every_length": bool(exact), "every_state_including_never_met": others}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="*", type=Path, default=[default_model_path("addition")])
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "addition_bound.json")
+    args = ap.parse_args()
+    rows = [check(m) for m in args.models]
+    for row in rows:
+        met = row["met"]
+        print(f"{row['model']}: {met['neighbourhoods']:,} neighbourhoods, worst margins {met['worst_margin']}, "
+              f"{met['decisions_differing_float32_onnxruntime']} decisions differ in float32; readout wrong on "
+              f"{row['readout']['wrong']} of {row['readout']['cells_at_rest']}; exact at every length: {row['exact_at_every_length']}")
+    report = {"command": "python bench/addition_bound.py " + " ".join(str(m) for m in args.models), "models": rows}
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
