@@ -38,7 +38,7 @@ SCREEN = {
 # task -> candidate name -> TrainConfig changes from the task's recipe
 CANDIDATES = {
     "addition": {
-        "h64_s8": {},  # today's recipe, for reference
+        "h64_s8": {"hidden": 64},  # the width first shipped, for reference
         "h32_s8": {"hidden": 32},
         "h16_s8": {"hidden": 16},
         "h16_s4": {"hidden": 16, "state_channels": 4},
@@ -63,8 +63,13 @@ def results_path(task: str) -> Path:
     return Path(f"bench/results/sweep_{task}.json")
 
 
+# the recipe each task's candidates change: addition's are widths of the unrolled rule, shipped
+# before the carry code (whose width the code fixes)
+SWEPT = {"addition": "addition_unrolled", "rule110": "rule110"}
+
+
 def config(task: str, name: str, seed: int):
-    return dataclasses.replace(RECIPES[task], seed=seed, max_minutes=60, **CANDIDATES[task][name])
+    return dataclasses.replace(RECIPES[SWEPT[task]], seed=seed, max_minutes=60, **CANDIDATES[task][name])
 
 
 def load_results(task: str) -> list[dict]:
