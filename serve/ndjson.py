@@ -27,6 +27,7 @@ import asyncio
 import collections
 import json
 import logging
+import re
 import time
 from json.encoder import encode_basestring_ascii as _string  # json.dumps's own quoting of a str
 
@@ -43,6 +44,11 @@ BODY_DOC = 'One JSON string per line, e.g. "123+877"; the step cap goes in the m
 RESPONSE_DOC = ('One JSON object per problem, in order: {"index","output","steps","converged"}, or '
                 '{"index","error"} for an invalid one; a last {"index","error","fatal":true} if a limit cut the stream.')
 NOT_A_STRING = 'not a JSON string; send one problem per line, e.g. "123+877"'
+# lines (joined by b"\n") that are each a JSON string with nothing to unescape: no quote, backslash
+# or control character inside. json.loads gives such a string's characters as they are.
+_PLAIN_LINES = re.compile(rb'(?:"[^"\\\x00-\x1f]*"\n)*"[^"\\\x00-\x1f]*"')
+# answers that json's string quoting leaves as they are between the quotes (ASCII, nothing to escape)
+_PLAIN_TEXT = re.compile(r'[^"\\\x00-\x1f\x7f-\U0010ffff]*')
 _END = object()
 log = logging.getLogger("sead.serve")
 
@@ -127,9 +133,7 @@ class _GroupReader:
             buf += chunk
             *lines, rest = buf.split(b"\n")
             buf = bytearray(rest)
-            for raw in lines:
-                if raw.strip():
-                    self.add(raw.strip())
+            self.add_lines([raw for raw in (line.strip() for line in lines) if raw])
             self.flush()  # answer what has arrived before waiting for more
             if len(buf) > self.line_limit + 2:
                 self.add(bytes(buf))  # fails: the line is already too long
@@ -137,13 +141,30 @@ class _GroupReader:
             self.add(bytes(buf.strip()))
         self.flush()
 
+    def add_lines(self, lines: list[bytes]) -> None:
+        """add() each of these (stripped, non-empty) lines; where none of them meets a limit or
+        fills a group, as one (what add() would do, decoded in bulk by _entries)."""
+        cfg = self.cfg
+        while lines:
+            take, lines = lines[: GROUP_LINES - len(self.group)], lines[GROUP_LINES - len(self.group):]
+            chars = sum(map(len, take))
+            if max(map(len, take)) > self.line_limit + 2 or self.index + len(take) > cfg.max_problems \
+                    or self.chars + chars >= cfg.max_queue_cells // 4:
+                for raw in take:
+                    self.add(raw)
+                continue
+            self.group += _entries(self.index, take)
+            self.chars += chars
+            if len(self.group) >= GROUP_LINES:
+                self.flush()
+
     def add(self, raw: bytes) -> None:
         cfg, index = self.cfg, self.index
         if len(raw) > self.line_limit + 2:  # + the JSON quotes
             raise _Fatal(index, f"problem {index} is over the limit of {self.line_limit} characters", "too_large")
         if index >= cfg.max_problems:
             raise _Fatal(index, f"more than {cfg.max_problems} problems; the limit is per stream", "too_large")
-        self.group.append(_entry(index, raw))
+        self.group += _entries(index, [raw])
         self.chars += len(raw)
         if len(self.group) >= GROUP_LINES or self.chars >= cfg.max_queue_cells // 4:
             self.flush()
@@ -159,6 +180,9 @@ def _dumps(record: dict) -> str:
     return json.dumps(record, separators=(",", ":"))
 
 
+_ANSWERED = '{{"index":{},"output":"{}","steps":{},"converged":true}}'.format
+
+
 def _group_records(group: list, results) -> str:
     """The records of one group, in order: each line `_dumps` would write for it (tested), made
     without a dict per problem. group: [index, text, error] entries; results: the Results of
@@ -166,6 +190,9 @@ def _group_records(group: list, results) -> str:
     out, k = [], 0
     answers, steps, converged = (results.answers, results.steps.tolist(), results.converged.tolist()) \
         if results is not None else ((), (), ())
+    if len(answers) == len(group) and all(converged) and _PLAIN_TEXT.fullmatch("".join(answers)):
+        # every problem answered, and no answer with anything to escape: one format per record
+        return "\n".join(map(_ANSWERED, [entry[0] for entry in group], answers, steps)) + "\n"
     for index, _, error in group:
         if error is not None:
             out.append(f'{{"index":{index},"error":{_string(error)}}}')
@@ -175,6 +202,20 @@ def _group_records(group: list, results) -> str:
                    f'"steps":{steps[k]},"converged":{"true" if converged[k] else "false"}}}')
         k += 1
     return "\n".join(out) + "\n"
+
+
+def _entries(start: int, raws: list[bytes]) -> list:
+    """The [index, text, error] entry of each line (stripped, non-empty), numbered from start:
+    as _entry gives it (tested), decoded at once where every line is a plain JSON string."""
+    joined = b"\n".join(raws)
+    if _PLAIN_LINES.fullmatch(joined):
+        try:
+            text = joined.decode("utf-8")
+        except UnicodeDecodeError:
+            pass
+        else:
+            return [[index, line[1:-1], None] for index, line in zip(range(start, start + len(raws)), text.split("\n"))]
+    return [_entry(start + k, raw) for k, raw in enumerate(raws)]
 
 
 def _entry(index: int, raw: bytes) -> list:

@@ -362,3 +362,21 @@ def test_ndjson_records_are_what_json_dumps_writes():
             _dumps({"index": 3, "error": "bad\nline"})]
     assert _group_records(group, results) == "\n".join(want) + "\n"
     assert _group_records([[5, None, "bad"]], None) == _dumps({"index": 5, "error": "bad"}) + "\n"
+    # every problem answered: the one-format path, or json's quoting where an answer needs escapes
+    for answers in (["2", "18", "0"], ["2", 'a"b', "é"], ["1", "\x7f", "x\\y"]):
+        group = [[7 + i, "p", None] for i in range(3)]
+        results = Results(answers, np.array([1, 2, 3]), np.array([True, True, True]))
+        want = [_dumps({"index": 7 + i, "output": a, "steps": i + 1, "converged": True}) for i, a in enumerate(answers)]
+        assert _group_records(group, results) == "\n".join(want) + "\n"
+
+
+def test_ndjson_lines_decoded_in_bulk_are_what_json_loads_gives():
+    """_entries decodes a chunk's lines at once where each is a plain JSON string, and line by line
+    otherwise: either way each entry is _entry's (json.loads of the line's UTF-8)."""
+    from sead.serve.ndjson import _entries, _entry
+
+    lines = [b'"12+30"', b'"0110 3"', b'"\xc3\xa9+1"', b'"a\x7fb"', b'""', b'"1\\n2"', b'"a\\"b"', b"12",
+             b'"12', b'12"', b'"x"y"', b'"\xff"', b'"tab\there"', b'["1+1"]', b'"\\u00e9"']
+    for k in range(len(lines)):
+        for chunk in (lines[k:k + 1], lines[:k + 1], lines[k:], [lines[0], lines[k], lines[1]]):
+            assert _entries(3, chunk) == [_entry(3 + i, raw) for i, raw in enumerate(chunk)], chunk

@@ -258,11 +258,11 @@ def test_every_ndjson_line_error_is_a_record_and_the_stream_ends():
 
 
 def test_a_failure_inside_the_body_reader_still_ends_the_stream(monkeypatch):
-    def broken(index, raw):
+    def broken(start, raws):
         raise RuntimeError("a bug")
 
     with serving() as s:
-        monkeypatch.setattr(ndjson, "_entry", broken)
+        monkeypatch.setattr(ndjson, "_entries", broken)
         r = httpx.post(s.url + "/v1/solve", content=b'"0110 3"\n', headers=NDJSON, timeout=30)
         assert json.loads(r.text.splitlines()[-1]) == {"index": 0, "error": "internal error reading the body: "
                                                        "RuntimeError", "fatal": True}
