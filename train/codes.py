@@ -1,4 +1,5 @@
 """State codes: what each cell of a sign state holds, as ±1 bits, and the automaton on those bits.
+Two codes: `carry_thermometer` (multiplication, below) and `carry_in` (addition, class CarryIn).
 
 A code gives a sign state what a symbol state has by construction, a known state at every step:
 the rule is trained to *be* the code's automaton (train/coded.py), one step at a time, on random
@@ -114,18 +115,18 @@ class CarryThermometer:
 class CarryIn:
     """addition, 2 channels: the carry into each cell, and whether that carry turns its digit to 0.
 
-A cell holds the column sum s_i = a_i + b_i (its problem symbol, 0 to 18) and, as ±1 bits,
+    A cell holds the column sum s_i = a_i + b_i (its problem symbol, 0 to 18) and, as ±1 bits,
 
-    channel 0    c_i = [s_{i+1} + c_{i+1} >= 10]   the carry from the cell to its right
-    channel 1    z_i = [s_i = 9 and c_i]          the carry wraps this cell's digit to 0
+        channel 0    c_i = [s_{i+1} + c_{i+1} >= 10]   the carry from the cell to its right
+        channel 1    z_i = [s_i = 9 and c_i]          the carry wraps this cell's digit to 0
 
-so a cell's digit (s_i + c_i) mod 10 = (s_i mod 10) + c_i - 10 z_i is linear in its problem's
-one-hot symbol and its bits: the one-unit readout of train/coded.py reads it. Both new bits are
-thresholds of one sum over the right neighbour's symbol and carry (z_i also over the cell's own
-symbol), so the rule is linear up to the sign; the padding beyond a tape carries nothing. The
-automaton settles from any state: c_i depends only on the cells to its right, so after a step
-more than the longest run of 9s (and at most a tape's length) every bit is at its fixed point. A
-state of 0 (before the first step) counts as no carry."""
+    so a cell's digit (s_i + c_i) mod 10 = (s_i mod 10) + c_i - 10 z_i is linear in its problem's
+    one-hot symbol and its bits: the one-unit readout of train/coded.py reads it. Both new bits are
+    thresholds of one sum over the right neighbour's symbol and carry (z_i also over the cell's own
+    symbol), so the rule is linear up to the sign; the padding beyond a tape carries nothing. The
+    automaton settles from any state: c_i depends only on the cells to its right, so after a step
+    more than the longest run of 9s (and at most a tape's length) every bit is at its fixed point. A
+    state of 0 (before the first step) counts as no carry."""
 
     task = "addition"
     channels = 2
