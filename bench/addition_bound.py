@@ -87,14 +87,14 @@ def neighbourhoods(kinds: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(all_codes), np.concatenate(all_states)
 
 
-def decisions(step, rule: Rule, codes: np.ndarray, states: np.ndarray) -> dict:
-    """The rule's next state of each window's middle cell against the automaton's."""
+def decisions(step, rule: Rule, codes: np.ndarray, states: np.ndarray, target: np.ndarray, bits: tuple) -> dict:
+    """The rule's next state of each window's middle cell against the automaton's, target (n, C_s)
+    ±1; bits: each state channel's name. (bench/parity_bound.py uses it too.)"""
     problem, state = step_inputs(rule, codes, states)
     # float64 from the file's weights: the margin of every decision
     x = np.concatenate([problem, state], 1)  # (n, C, 3): the middle cell's window
     hidden = np.maximum(np.einsum("hct,nct->nh", rule.w_in.astype(np.float64), x) + rule.b_in, 0.0)
     pre = hidden @ rule.w_out.astype(np.float64).T + rule.b_out
-    target = automaton(codes[:, 1], codes[:, 2], states[:, 2, 0])
     margins = pre * target
     # float32 through ONNX Runtime: the file as the runtime's engines load it
     import onnxruntime
@@ -106,9 +106,15 @@ def decisions(step, rule: Rule, codes: np.ndarray, states: np.ndarray) -> dict:
         out = session.run(None, dict(zip(names, (problem[part].astype(np.float32), state[part].astype(np.float32)))))
         differ += int((out[0][:, :, 1] != target[part]).any(1).sum())
     return {"neighbourhoods": len(codes),
-            "worst_margin": {"carry": round(float(margins[:, 0].min()), 6), "wraps": round(float(margins[:, 1].min()), 6)},
+            "worst_margin": {name: round(float(margins[:, c].min()), 6) for c, name in enumerate(bits)},
             "decisions_differing_float64": int((margins <= 0).any(1).sum()),
             "decisions_differing_float32_onnxruntime": differ}
+
+
+def windows(kinds: list[str]) -> tuple:
+    """neighbourhoods(kinds) with the automaton's next bits of each middle cell: decisions' arguments."""
+    codes, states = neighbourhoods(kinds)
+    return codes, states, automaton(codes[:, 1], codes[:, 2], states[:, 2, 0]), ("carry", "wraps")
 
 
 def check(model: Path, never_met: bool = True) -> dict:
@@ -117,8 +123,8 @@ def check(model: Path, never_met: bool = True) -> dict:
     rule = Rule.from_step(step)
     if (step.metadata.task, rule.state_channels, rule.input_channels) != ("addition", 2, 1 + SUMS):
         raise SystemExit(f"{model}: not an addition rule with a 2-channel state")
-    met = decisions(step, rule, *neighbourhoods(["zero", "coded"]))
-    others = decisions(step, rule, *neighbourhoods(["any"])) if never_met else None
+    met = decisions(step, rule, *windows(["zero", "coded"]))
+    others = decisions(step, rule, *windows(["any"])) if never_met else None
     # the readout at rest: a column sum s with carry c in, z = [s = 9 and c]
     s = np.repeat(np.arange(SUMS), 2)
     c = np.tile([-1.0, 1.0], SUMS)

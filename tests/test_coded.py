@@ -218,3 +218,68 @@ def test_the_addition_bound_catches_a_rule_with_a_moved_threshold(tmp_path):
     onnx.save(proto, str(path))
     report = _addition_bound().check(path, never_met=False)
     assert not report["exact_at_every_length"] and report["met"]["worst_margin"]["carry"] < 0
+
+
+# -- parity's front code (train/codes.py parity_front) ---------------------------------------------------
+def _parity_bound():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    bench = Path(__file__).parents[1] / "bench"
+    sys.path.insert(0, str(bench))  # it shares addition_bound's decisions
+    try:
+        spec = importlib.util.spec_from_file_location("parity_bound", bench / "parity_bound.py")
+        bound = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(bound)
+    finally:
+        sys.path.remove(str(bench))
+    return bound
+
+
+@pytest.mark.parametrize("start", ["zero", "random"])
+def test_the_parity_front_settles_on_every_prefixs_parity(start):
+    """Iterated from the zero state or random ±1 bits, parity_front's automaton reaches every cell
+    known with the parity of its prefix (a count of ones), each cell changing at most twice from zero."""
+    code, task = get_code("parity_front"), get_task("parity")
+    rng = np.random.default_rng(2)
+    lines = ["".join(map(str, rng.integers(0, 2, n))) for n in (1, 2, 7, 30, 64)] + ["0" * 20, "1" * 21, "1" + "0" * 30]
+    parsed = [task.parse(line) for line in lines]
+    x, _, _ = encode_batch("parity", parsed)
+    state = torch.zeros(len(lines), code.channels, x.shape[2])
+    if start == "random":
+        state = (torch.randint(0, 2, state.shape, generator=torch.Generator().manual_seed(0)).float() * 2 - 1) * x[:, :1]
+    changes = torch.zeros(len(lines), x.shape[2])
+    for _ in range(x.shape[2] + 1):
+        new = code.transition(x, state)
+        changes += (new != state).any(1).float()
+        state = new
+    assert torch.equal(code.transition(x, state), state)
+    assert torch.equal(state, code_batch("parity_front", parsed, (x.shape[2],)))
+    for i, line in enumerate(lines):
+        odd = (state[i, 1, : len(line)] > 0).long().tolist()
+        assert odd == [line[: j + 1].count("1") % 2 for j in range(len(line))], line
+    if start == "zero":
+        assert changes.max() <= 2
+
+
+def test_the_shipped_parity_rule_is_its_codes_automaton_on_every_neighbourhood(tmp_path):
+    """bench/parity_bound.py proves the shipped parity rule exact at every length, and fails a copy
+    whose output bias moved."""
+    import onnx
+    from onnx import numpy_helper
+
+    from sead.runtime.model_file import default_model_path
+
+    bound = _parity_bound()
+    report = bound.check(default_model_path("parity"), never_met=False)
+    assert report["exact_at_every_length"], report
+    proto = onnx.load(str(default_model_path("parity")))
+    second = [n for n in proto.graph.node if n.op_type == "Conv"][1].input[2]
+    for init in proto.graph.initializer:
+        if init.name == second:
+            bias = numpy_helper.to_array(init).copy()
+            bias[1] += 3.0
+            init.CopyFrom(numpy_helper.from_array(bias, init.name))
+    onnx.save(proto, str(tmp_path / "moved.onnx"))
+    assert not bound.check(tmp_path / "moved.onnx", never_met=False)["exact_at_every_length"]

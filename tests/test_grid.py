@@ -107,7 +107,7 @@ def test_a_tape_model_relabelled_as_a_grid_is_refused(tmp_path):
     from sead.runtime.errors import ModelFileError
     from sead.runtime.model_file import default_model_path, load_step_model
 
-    proto = onnx.load(str(default_model_path("parity")))  # a version-1 file
+    proto = onnx.load(str(default_model_path("rule110")))  # a version-1 file
     props = {p.key: p.value for p in proto.metadata_props}
     onnx.helper.set_model_props(proto, {**props, "sead.format_version": "2", "sead.rank": "2"})
     path = tmp_path / "grid.onnx"
@@ -156,7 +156,7 @@ def test_a_grid_rule_trains_and_is_measured_like_a_tape():
 
 
 @pytest.mark.parametrize("props, words", [
-    ({}, None),  # the shipped parity rule is a version-1 file: it loads as rank 1
+    ({}, None),  # the shipped rule110 rule is a version-1 file: it loads as rank 1
     ({"sead.rank": "1"}, "unknown sead metadata keys ['rank']"),  # version 1 has no rank
     ({"sead.format_version": "2"}, "lacks ['rank']"),
     ({"sead.format_version": "2", "sead.rank": "1"}, None),
@@ -179,7 +179,7 @@ def test_metadata_versions(tmp_path, props, words):
     from sead.runtime.errors import ModelFileError
     from sead.runtime.model_file import default_model_path, load_step_model
 
-    proto = onnx.load(str(default_model_path("parity")))
+    proto = onnx.load(str(default_model_path("rule110")))
     old = {p.key: p.value for p in proto.metadata_props}
     assert old["sead.format_version"] == "1" and "sead.rank" not in old
     onnx.helper.set_model_props(proto, {**old, **props})

@@ -831,7 +831,7 @@ def test_the_simulated_parser_refuses_uint16(monkeypatch, tmp_path):
     install_fakes(monkeypatch, tmp_path)
     monkeypatch.setattr(trt_module, "_trt_types", lambda model: model)
     with pytest.raises(EngineUnavailable, match="UINT16, which TensorRT lacks"):
-        trt_module.TrtEngine(load_step_model("parity"), k=2)
+        trt_module.TrtEngine(load_step_model("rule110"), k=2)
 
 
 def test_empty_batches(monkeypatch, tmp_path):

@@ -166,7 +166,7 @@ def train_coded(cfg, build_model, log=True) -> tuple[SEAD, dict]:
     phases = [(wide, wide_steps, cfg.lr), (narrow, cfg.steps - wide_steps, cfg.narrow_lr or cfg.lr)] if wide \
         else [(narrow, cfg.steps, cfg.lr)]
     for model, steps, lr in phases:
-        model.linear_hidden = True
+        model.linear_hidden = not cfg.relu_hidden
         if model is narrow and wide:
             factor(wide, narrow)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
@@ -192,7 +192,8 @@ def train_coded(cfg, build_model, log=True) -> tuple[SEAD, dict]:
         progress.close()
     model = narrow
     history += polish(model, code, cfg, rng, gen, log)
-    fold_relu(model)
+    if not cfg.relu_hidden:
+        fold_relu(model)
     residual = fit_readout(model, cfg.code, cfg.task, rng, 2048, cfg.max_len)
     model.eval()
     return model, {"train_config": dataclasses.asdict(cfg), "steps_done": step, "seconds": round(time.time() - start, 1),

@@ -178,6 +178,58 @@ class CarryIn:
         return torch.where(target > 0, self.POSITIVE_WEIGHT, 1.0) * x[:, :1]
 
 
+class ParityFront:
+    """parity, 2 channels: whether a cell knows the parity of the bits up to it, and that parity.
+
+        k_i = [k_{i-1} or the cell has no left neighbour]   known: a front moving right
+        p_i = k_i and (p_{i-1} xor b_i)                     +1 odd; -1 while unknown
+
+    The front leaves settled cells behind: each cell changes at most twice (k, then p), so a solve
+    is a tape's length in steps with about two changes a step, which tiles follow. The readout's
+    class, [p_i odd], is linear in the bit. p's new bit is not a threshold of one sum (xor), so the
+    rule needs its relu (TrainConfig.relu_hidden): units opened by the cell's own bit pass the left
+    neighbour's p or its negation. The zero state (before the first step) is unknown. The automaton
+    settles from any state in a tape's length: k from the left edge, p behind it."""
+
+    task = "parity"
+    channels = 2
+    RANDOM_SHARE, ZERO_SHARE = 0.3, 0.1
+    POSITIVE_WEIGHT = 1.0
+
+    @staticmethod
+    def _bits(x: torch.Tensor) -> torch.Tensor:
+        return (x[:, 2] > 0).long()  # channel 1 + b: code 1 + bit
+
+    def bits(self, p: Parsed) -> np.ndarray:
+        b = np.frombuffer(p.text.encode(), np.uint8).astype(np.int64) - 48
+        odd = np.cumsum(b) % 2 == 1
+        return np.stack([np.ones(len(b)), np.where(odd, 1.0, -1.0)]).astype(np.float32)
+
+    def random_states(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """A random front: cells left of a random point known with their true parity (or random
+        bits, RANDOM_SHARE), cells right of it unknown; or the zero state (ZERO_SHARE); 0 on padding."""
+        b, _, n = x.shape
+        odd = torch.cumsum(self._bits(x), 1) % 2 == 1
+        front = torch.randint(0, n + 1, (b, 1), generator=gen)
+        known = torch.arange(n)[None] < front
+        coded = torch.stack([known, known & odd], 1).float() * 2 - 1
+        noise = torch.randint(0, 2, coded.shape, generator=gen).float() * 2 - 1
+        draw = torch.rand((b, 1, n), generator=gen)
+        state = torch.where(draw < self.RANDOM_SHARE, noise, coded)
+        state = torch.where(draw > 1 - self.ZERO_SHARE, torch.zeros_like(state), state)
+        return state * x[:, :1]
+
+    def transition(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        shift = lambda t: torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1]], 1)  # the value at i - 1, 0 before
+        edge = shift(x[:, 0]) == 0  # no real cell to the left
+        known = edge | (shift(state[:, 0]) > 0)
+        odd = known & ((edge | (shift(state[:, 1]) <= 0)).logical_not() ^ (self._bits(x) == 1))
+        return torch.stack([known, odd], 1).float().mul(2).sub(1) * x[:, :1]
+
+    def loss_weight(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(target) * x[:, :1]
+
+
 def _shifted(t: torch.Tensor, di: int, dj: int) -> torch.Tensor:
     """(B, H, W): at (i, j) the value of t at (i + di, j + dj), 0 outside the grid."""
     out = torch.zeros_like(t)
@@ -199,7 +251,7 @@ def rounding_readout(model) -> None:
     model.read_out.requires_grad_(False)
 
 
-CODES = {"carry_thermometer": CarryThermometer(), "carry_in": CarryIn()}
+CODES = {"carry_thermometer": CarryThermometer(), "carry_in": CarryIn(), "parity_front": ParityFront()}
 
 
 def get_code(name: str):

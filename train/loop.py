@@ -77,6 +77,9 @@ class TrainConfig:
     nuclear_weight: float = 0.0
     narrow_lr: float = 0.0
     polish_rounds: int = 0
+    # keep the hidden layer's relu while training a coded rule (no fold): a code whose new bits are
+    # not thresholds of sums (parity's XOR) needs the relu to gate its units by the cell's symbol
+    relu_hidden: bool = False
     # a second phase after `steps`: the same losses for anneal_steps more, on a fresh one-cycle schedule
     # peaking at anneal_lr, a fresh pool and seed + ANNEAL_SEED_OFFSET (0: no second phase)
     anneal_steps: int = 0

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""Is a parity rule in the front code (train/codes.py parity_front) *provably* its automaton? As
+bench/addition_bound.py does for addition: every neighbourhood a cell can meet, a real cell and its
+two neighbours, each empty or a bit, all in the zero state (before the first step) or all holding
+the code's states (unknown: k = p = -1; known: k = +1, p = ±1); then the readout of every bit and
+state at rest against [p odd]. Every margin positive and far above float rounding, no float32
+decision differing, and the readout right prove the rule the automaton on every state it meets
+(by induction from the zero state), so exact at every length: the automaton settles at the
+parity of every prefix (tests/test_coded.py checks it against a count of ones). States it never
+meets (a zero state beside others, p set on an unknown cell) are counted too, as information.
+Writes bench/results/parity_bound.json.
+
+    python bench/parity_bound.py [MODEL.onnx ...] [--out FILE]
+
+(default: the shipped model; the other seeds' rules come from `python bench/seeds.py --tasks parity
+--save runs` and `sead export runs/parity_seedN.pt`)
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from addition_bound import decisions  # bench/addition_bound.py
+from sead.runtime.model_file import default_model_path, load_step_model
+from sead.runtime.rule import Rule
+
+STATES = {"zero": [(0, 0)], "coded": [(-1, -1), (1, -1), (1, 1)],
+          "any": [(0, 0), *itertools.product((-1, 1), repeat=2)]}
+
+
+def windows(kind: str) -> tuple:
+    """Every window of three cells (each empty, code 0, or a bit, code 1 + b, with a state of
+    `kind`) whose middle cell is real, and the automaton's next state of that cell."""
+    options = [(0, (0, 0))] + [(code, state) for code in (1, 2) for state in STATES[kind]]
+    triples = [t for t in itertools.product(options, repeat=3) if t[1][0] > 0]
+    codes = np.array([[c for c, _ in t] for t in triples])
+    states = np.array([[s for _, s in t] for t in triples], np.float64)  # (n, 3, 2)
+    left_real = codes[:, 0] > 0
+    known = ~left_real | (states[:, 0, 0] > 0)
+    left_odd = left_real & (states[:, 0, 1] > 0)
+    odd = known & (left_odd ^ (codes[:, 1] == 2))
+    return codes, states, np.stack([known, odd], 1) * 2.0 - 1, ("known", "odd")
+
+
+def check(model: Path, never_met: bool = True) -> dict:
+    step = load_step_model(model)
+    rule = Rule.from_step(step)
+    if (step.metadata.task, rule.state_channels, rule.input_channels) != ("parity", 2, 3):
+        raise SystemExit(f"{model}: not a parity rule with a 2-channel state")
+    zero, coded = windows("zero"), windows("coded")
+    met = decisions(step, rule, *(np.concatenate([a, b]) for a, b in zip(zero[:3], coded[:3])), zero[3])
+    others = decisions(step, rule, *windows("any")) if never_met else None
+    # the readout at rest: a known cell holding its prefix's parity
+    bits, odd = np.repeat([0, 1], 2), np.tile([-1.0, 1.0], 2)
+    z = np.zeros((4, rule.input_channels + rule.state_channels))
+    z[:, 0] = 1.0
+    z[np.arange(4), 1 + bits] = 1.0
+    z[:, rule.input_channels] = 1.0
+    z[:, rule.input_channels + 1] = odd
+    logits = np.maximum(z @ rule.read_in.astype(np.float64).T + rule.read_in_bias, 0.0) @ rule.read_out.T.astype(np.float64) \
+        + rule.read_out_bias
+    want = (odd > 0).astype(int)
+    ordered = np.sort(logits, 1)
+    readout = {"cells_at_rest": 4, "wrong": int((logits.argmax(1) != want).sum()),
+               "smallest_logit_gap": round(float((ordered[:, -1] - ordered[:, -2]).min()), 6)}
+    exact = min(met["worst_margin"].values()) > 1e-3 and met["decisions_differing_float32_onnxruntime"] == 0 \
+        and readout["wrong"] == 0 and readout["smallest_logit_gap"] > 1e-3
+    return {"model": str(model), "parameters": step.metadata.parameters, "met": met, "readout": readout,
+            "exact_at_every_length": bool(exact), "every_state_including_never_met": others}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("models", nargs="*", type=Path, default=[default_model_path("parity")])
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "parity_bound.json")
+    args = ap.parse_args()
+    rows = [check(m) for m in args.models]
+    for row in rows:
+        met = row["met"]
+        print(f"{row['model']}: {met['neighbourhoods']:,} neighbourhoods, worst margins {met['worst_margin']}, "
+              f"{met['decisions_differing_float32_onnxruntime']} decisions differ in float32; readout wrong on "
+              f"{row['readout']['wrong']} of {row['readout']['cells_at_rest']}; exact at every length: {row['exact_at_every_length']}")
+    report = {"command": "python bench/parity_bound.py " + " ".join(str(m) for m in args.models), "models": rows}
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
