@@ -783,10 +783,12 @@ def test_limits_and_the_profile_that_covers_them(monkeypatch, tmp_path):
     trt, cudart = install_fakes(monkeypatch, tmp_path)
     step = load_step_model("parity")
     rule = Rule.from_step(step)
-    monkeypatch.setattr(trt_module, "MAX_ELEMENTS", 96 * 64 * 10)  # 10 rows of 64 cells at 96 values a cell
+    per_cell = trt_module.TrtEngine(step, k=2, max_row_cells=64).elements_per_cell  # the widest tensor's values a cell
+    monkeypatch.setattr(trt_module, "MAX_ELEMENTS", per_cell * 64 * 10)  # 10 rows of 64 cells
     trt.MAX_ELEMENTS = trt_module.MAX_ELEMENTS
+    monkeypatch.setenv("SEAD_TRT_CACHE", str(tmp_path / "limited"))  # built afresh under the limit
     engine = trt_module.TrtEngine(step, k=2, max_row_cells=64)
-    assert (engine.elements_per_cell, engine.rows_limit) == (96, 10)
+    assert (engine.elements_per_cell, engine.rows_limit) == (per_cell, 10)
     assert (engine.max_rows(64), engine.max_rows(65)) == (10, 0)
     corner = _random_codes(rule, np.random.default_rng(7), 10, (64,))
     batch = engine.start(corner)
