@@ -1,5 +1,6 @@
 """State codes: what each cell of a sign state holds, as ±1 bits, and the automaton on those bits.
-Two codes: `carry_thermometer` (multiplication, below) and `carry_in` (addition, class CarryIn).
+Three codes: `carry_thermometer` (multiplication, below), `carry_in` (addition, class CarryIn) and
+`parity_front` (parity, class ParityFront).
 
 A code gives a sign state what a symbol state has by construction, a known state at every step:
 the rule is trained to *be* the code's automaton (train/coded.py), one step at a time, on random
