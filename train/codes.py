@@ -159,11 +159,7 @@ class CarryIn:
         b, _, n = x.shape
         c = torch.rand((b, n), generator=gen) < 0.5
         coded = torch.stack([c, c & (self._sums(x) == 9)], 1).float() * 2 - 1
-        noise = torch.randint(0, 2, coded.shape, generator=gen).float() * 2 - 1
-        draw = torch.rand((b, 1, n), generator=gen)
-        state = torch.where(draw < self.RANDOM_SHARE, noise, coded)
-        state = torch.where(draw > 1 - self.ZERO_SHARE, torch.zeros_like(state), state)
-        return state * x[:, :1]
+        return _noisy(coded, x, gen, self.RANDOM_SHARE, self.ZERO_SHARE)
 
     def transition(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         """The code's automaton, one step: problems x (B, C_in, L), a state (B, 2, L) of ±1 (0 on
@@ -214,11 +210,7 @@ class ParityFront:
         front = torch.randint(0, n + 1, (b, 1), generator=gen)
         known = torch.arange(n)[None] < front
         coded = torch.stack([known, known & odd], 1).float() * 2 - 1
-        noise = torch.randint(0, 2, coded.shape, generator=gen).float() * 2 - 1
-        draw = torch.rand((b, 1, n), generator=gen)
-        state = torch.where(draw < self.RANDOM_SHARE, noise, coded)
-        state = torch.where(draw > 1 - self.ZERO_SHARE, torch.zeros_like(state), state)
-        return state * x[:, :1]
+        return _noisy(coded, x, gen, self.RANDOM_SHARE, self.ZERO_SHARE)
 
     def transition(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
         shift = lambda t: torch.cat([torch.zeros_like(t[:, :1]), t[:, :-1]], 1)  # the value at i - 1, 0 before
@@ -229,6 +221,17 @@ class ParityFront:
 
     def loss_weight(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return torch.ones_like(target) * x[:, :1]
+
+
+def _noisy(coded: torch.Tensor, x: torch.Tensor, gen: torch.Generator, random_share: float,
+           zero_share: float) -> torch.Tensor:
+    """A tape's training state (B, C, L): per cell the coded bits, or random bits (random_share), or
+    the zero state (zero_share); 0 on padding."""
+    noise = torch.randint(0, 2, coded.shape, generator=gen).float() * 2 - 1
+    draw = torch.rand((coded.shape[0], 1, coded.shape[2]), generator=gen)
+    state = torch.where(draw < random_share, noise, coded)
+    state = torch.where(draw > 1 - zero_share, torch.zeros_like(state), state)
+    return state * x[:, :1]
 
 
 def _shifted(t: torch.Tensor, di: int, dj: int) -> torch.Tensor:
