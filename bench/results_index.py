@@ -26,6 +26,11 @@ ABOUT = [
      "every neighbourhood a cell meets, in float64 from the file's weights (the worst margin of each bit) and "
      "in float32 through ONNX Runtime (decisions that differ), and the readout of every column sum and carry "
      "at rest. Positive margins far above rounding everywhere prove the rule exact at every length."),
+    ("rule110_bound", "bench/rule110_bound.py",
+     "Whether each rule110 rule in the set-value code (train/codes.py set_value) is provably its code's "
+     "automaton: every neighbourhood a cell meets, in float64 (the worst margin of each bit) and in float32 "
+     "through ONNX Runtime (decisions that differ), and the readout of every bit in either state. Positive "
+     "margins far above rounding everywhere prove the rule Rule 110 on every ring for any number of generations."),
     ("activity_rule110", "bench/seeds.py --tasks rule110 --seeds 0",
      "The shipped rule110 rule through the PyTorch reference loop, exact against direct simulation, with its "
      "activity; the last row is every ring of 1 to 14 cells for 60 generations."),
@@ -98,6 +103,9 @@ ABOUT = [
      "reference loop."),
     ("seeds_addition_unrolled", "bench/seeds.py --tasks addition_unrolled",
      "The addition recipe shipped before the coded one (8 state channels learned by unrolling, no code), "
+     "from seeds 0, 1 and 2, each rule checked exactly through the PyTorch reference loop, with its activity."),
+    ("seeds_rule110_unrolled", "bench/seeds.py --tasks rule110_unrolled",
+     "The rule110 recipe shipped before the coded one (8 state channels learned by unrolling, no code), "
      "from seeds 0, 1 and 2, each rule checked exactly through the PyTorch reference loop, with its activity."),
     ("seeds_parity_unrolled", "bench/seeds.py --tasks parity_unrolled",
      "The parity recipe shipped before the coded one (8 state channels learned by unrolling, no code), "

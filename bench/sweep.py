@@ -65,7 +65,7 @@ def results_path(task: str) -> Path:
 
 # the recipe each task's candidates change: addition's are widths of the unrolled rule, shipped
 # before the carry code (whose width the code fixes)
-SWEPT = {"addition": "addition_unrolled", "rule110": "rule110"}
+SWEPT = {"addition": "addition_unrolled", "rule110": "rule110_unrolled"}
 
 
 def config(task: str, name: str, seed: int):

@@ -201,40 +201,44 @@ def test_the_shipped_addition_rule_is_its_codes_automaton_on_every_neighbourhood
 
 def test_the_addition_bound_catches_a_rule_with_a_moved_threshold(tmp_path):
     """The same check fails a rule whose carry threshold moved (a doctored copy of the shipped one)."""
-    import onnx
-    from onnx import numpy_helper
-
-    from sead.runtime.model_file import default_model_path
-
-    proto = onnx.load(str(default_model_path("addition")))
-    step = [n for n in proto.graph.node if n.op_type == "Conv"]
-    second = step[1].input[2]  # the rule's output bias: one per state bit
-    for init in proto.graph.initializer:
-        if init.name == second:
-            bias = numpy_helper.to_array(init).copy()
-            bias[0] -= 3.0
-            init.CopyFrom(numpy_helper.from_array(bias, init.name))
-    path = tmp_path / "moved.onnx"
-    onnx.save(proto, str(path))
-    report = _addition_bound().check(path, never_met=False)
+    report = _addition_bound().check(_moved_bias("addition", 0, -3.0, tmp_path / "moved.onnx"), never_met=False)
     assert not report["exact_at_every_length"] and report["met"]["worst_margin"]["carry"] < 0
 
 
 # -- parity's front code (train/codes.py parity_front) ---------------------------------------------------
-def _parity_bound():
+def _bound(task: str):
+    """bench/TASK_bound.py as a module (it imports bench/addition_bound.py's checks)."""
     import importlib.util
     import sys
     from pathlib import Path
 
     bench = Path(__file__).parents[1] / "bench"
-    sys.path.insert(0, str(bench))  # it shares addition_bound's decisions
+    sys.path.insert(0, str(bench))
     try:
-        spec = importlib.util.spec_from_file_location("parity_bound", bench / "parity_bound.py")
+        spec = importlib.util.spec_from_file_location(f"{task}_bound", bench / f"{task}_bound.py")
         bound = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(bound)
     finally:
         sys.path.remove(str(bench))
     return bound
+
+
+def _moved_bias(task: str, channel: int, delta: float, path):
+    """A copy of the shipped TASK rule whose output bias of one state bit moved by delta."""
+    import onnx
+    from onnx import numpy_helper
+
+    from sead.runtime.model_file import default_model_path
+
+    proto = onnx.load(str(default_model_path(task)))
+    second = [n for n in proto.graph.node if n.op_type == "Conv"][1].input[2]  # the rule's output bias
+    for init in proto.graph.initializer:
+        if init.name == second:
+            bias = numpy_helper.to_array(init).copy()
+            bias[channel] += delta
+            init.CopyFrom(numpy_helper.from_array(bias, init.name))
+    onnx.save(proto, str(path))
+    return path
 
 
 @pytest.mark.parametrize("start", ["zero", "random"])
@@ -266,20 +270,39 @@ def test_the_parity_front_settles_on_every_prefixs_parity(start):
 def test_the_shipped_parity_rule_is_its_codes_automaton_on_every_neighbourhood(tmp_path):
     """bench/parity_bound.py proves the shipped parity rule exact at every length, and fails a copy
     whose output bias moved."""
-    import onnx
-    from onnx import numpy_helper
-
     from sead.runtime.model_file import default_model_path
 
-    bound = _parity_bound()
+    bound = _bound("parity")
     report = bound.check(default_model_path("parity"), never_met=False)
     assert report["exact_at_every_length"], report
-    proto = onnx.load(str(default_model_path("parity")))
-    second = [n for n in proto.graph.node if n.op_type == "Conv"][1].input[2]
-    for init in proto.graph.initializer:
-        if init.name == second:
-            bias = numpy_helper.to_array(init).copy()
-            bias[1] += 3.0
-            init.CopyFrom(numpy_helper.from_array(bias, init.name))
-    onnx.save(proto, str(tmp_path / "moved.onnx"))
-    assert not bound.check(tmp_path / "moved.onnx", never_met=False)["exact_at_every_length"]
+    assert not bound.check(_moved_bias("parity", 1, 3.0, tmp_path / "moved.onnx"), never_met=False)["exact_at_every_length"]
+
+
+# -- rule110's set-value code (train/codes.py set_value) -------------------------------------------------
+def test_the_set_value_automaton_is_rule_110():
+    """From the zero state, set_value's automaton holds after t steps each cell's value after t
+    generations of direct simulation (the task's oracle), on rings of 1 to 40 cells; its readout's
+    linear form (a bit while unset, v after) reads it."""
+    code, task = get_code("set_value"), get_task("rule110")
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 5, 16, 40):
+        line = "".join(map(str, rng.integers(0, 2, n)))
+        x, _, _ = encode_batch("rule110", [task.parse(line)])
+        state = torch.zeros(1, code.channels, n)
+        for t in range(25):
+            want = task.answer(task.parse(f"{line} {t}"))
+            value = torch.where(state[0, 0] > 0, state[0, 1] > 0, x[0, 2] > 0).long()
+            assert "".join(map(str, value.tolist())) == want, (line, t)
+            assert torch.equal(state, code_batch("set_value", [task.parse(f"{line} {t}")], (n,)))
+            state = code.transition(x, state)
+
+
+def test_the_shipped_rule110_rule_is_its_codes_automaton_on_every_neighbourhood(tmp_path):
+    """bench/rule110_bound.py proves the shipped rule110 rule exact on every ring for any number of
+    generations, and fails a copy whose output bias moved."""
+    from sead.runtime.model_file import default_model_path
+
+    bound = _bound("rule110")
+    report = bound.check(default_model_path("rule110"), never_met=False)
+    assert report["exact_at_every_length"] and report["met"]["neighbourhoods"] == 72, report
+    assert not bound.check(_moved_bias("rule110", 1, 3.0, tmp_path / "moved.onnx"), never_met=False)["exact_at_every_length"]

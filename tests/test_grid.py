@@ -101,13 +101,25 @@ def test_the_exported_grid_step_says_its_rank(tiny_onnx):
     assert dims == [4, 4]
 
 
+def _version_1(task: str = "rule110"):
+    """The shipped rule as a version-1 file: without the metadata keys later versions added."""
+    import onnx
+
+    from sead.runtime.model_file import ADDED, default_model_path
+
+    proto = onnx.load(str(default_model_path(task)))
+    props = {p.key: p.value for p in proto.metadata_props if p.key.removeprefix("sead.") not in ADDED}
+    onnx.helper.set_model_props(proto, {**props, "sead.format_version": "1"})
+    return proto
+
+
 def test_a_tape_model_relabelled_as_a_grid_is_refused(tmp_path):
     import onnx
 
     from sead.runtime.errors import ModelFileError
-    from sead.runtime.model_file import default_model_path, load_step_model
+    from sead.runtime.model_file import load_step_model
 
-    proto = onnx.load(str(default_model_path("rule110")))  # a version-1 file
+    proto = _version_1()
     props = {p.key: p.value for p in proto.metadata_props}
     onnx.helper.set_model_props(proto, {**props, "sead.format_version": "2", "sead.rank": "2"})
     path = tmp_path / "grid.onnx"
@@ -156,7 +168,7 @@ def test_a_grid_rule_trains_and_is_measured_like_a_tape():
 
 
 @pytest.mark.parametrize("props, words", [
-    ({}, None),  # the shipped rule110 rule is a version-1 file: it loads as rank 1
+    ({}, None),  # a version-1 file loads as rank 1
     ({"sead.rank": "1"}, "unknown sead metadata keys ['rank']"),  # version 1 has no rank
     ({"sead.format_version": "2"}, "lacks ['rank']"),
     ({"sead.format_version": "2", "sead.rank": "1"}, None),
@@ -177,9 +189,9 @@ def test_metadata_versions(tmp_path, props, words):
     import onnx
 
     from sead.runtime.errors import ModelFileError
-    from sead.runtime.model_file import default_model_path, load_step_model
+    from sead.runtime.model_file import load_step_model
 
-    proto = onnx.load(str(default_model_path("rule110")))
+    proto = _version_1()
     old = {p.key: p.value for p in proto.metadata_props}
     assert old["sead.format_version"] == "1" and "sead.rank" not in old
     onnx.helper.set_model_props(proto, {**old, **props})

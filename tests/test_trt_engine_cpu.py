@@ -650,8 +650,8 @@ def check_protocol_like_ort(step, engine, rng):
 @pytest.mark.parametrize("model", SHIPPED)
 def test_answers_like_ort_on_every_shipped_model(model, monkeypatch, tmp_path):
     """Short rows of many lengths, budgets (rule110 runs generations), tile windows (long tapes),
-    keep and compaction, rings (rule110), grids (multiplication); uint16 state codes (8-channel
-    sign states) travel as int32, uint8 ones as they are."""
+    keep and compaction, rings (rule110), grids (multiplication); uint16 state codes
+    (multiplication's 13-channel sign state) travel as int32, uint8 ones as they are."""
     _, cudart = install_fakes(monkeypatch, tmp_path)
     check_solves_like_ort(model, "trt", _lines(model, np.random.default_rng(1)), cudart)
 
@@ -729,7 +729,7 @@ def test_registry_and_auto_pick_trt_when_it_starts(monkeypatch, tmp_path):
 
 def test_plans_are_cached_on_disk_and_built_as_tensorrt_should(monkeypatch, tmp_path, capfd):
     trt, cudart = install_fakes(monkeypatch, tmp_path)
-    step = load_step_model("rule110")
+    step = load_step_model("multiplication")
     engine = trt_module.TrtEngine(step, k=4)
     assert len(trt.builds) == 3 and capfd.readouterr().err.count("sead: building the TensorRT") == 3
     assert all(not b["tf32"] for b in trt.builds)  # fp32 products, as the other engines compute them
@@ -829,11 +829,11 @@ def test_an_operator_tensorrt_lacks_is_a_clear_error(monkeypatch, tmp_path):
 
 
 def test_the_simulated_parser_refuses_uint16(monkeypatch, tmp_path):
-    """Without the int32 rewrite, an 8-channel sign state's uint16 codes would not parse."""
+    """Without the int32 rewrite, a 13-channel sign state's uint16 codes would not parse."""
     install_fakes(monkeypatch, tmp_path)
     monkeypatch.setattr(trt_module, "_trt_types", lambda model: model)
     with pytest.raises(EngineUnavailable, match="UINT16, which TensorRT lacks"):
-        trt_module.TrtEngine(load_step_model("rule110"), k=2)
+        trt_module.TrtEngine(load_step_model("multiplication"), k=2)
 
 
 def test_empty_batches(monkeypatch, tmp_path):

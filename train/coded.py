@@ -42,7 +42,9 @@ POLISH_MAX_BATCHES = 128  # the polish set's cap: a rule far from exact stops gr
 def random_problems(cfg, rng: np.random.Generator) -> torch.Tensor:
     """(B, C_in, *S): a batch of cfg.batch_size random training problems, encoded."""
     task = get_task(cfg.task)
-    return encode_batch(cfg.task, [task.parse(line) for line in sample_lines(cfg.task, rng, cfg.batch_size, cfg.max_len)])[0]
+    length = int(rng.integers(1, cfg.max_len + 1)) if task.boundary == "ring" else None  # rings are never padded
+    lines = sample_lines(cfg.task, rng, cfg.batch_size, cfg.max_len, length=length)
+    return encode_batch(cfg.task, [task.parse(line) for line in lines])[0]
 
 
 def transition_loss(model: SEAD, code, x: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, float]:

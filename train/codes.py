@@ -1,6 +1,6 @@
 """State codes: what each cell of a sign state holds, as ±1 bits, and the automaton on those bits.
-Three codes: `carry_thermometer` (multiplication, below), `carry_in` (addition, class CarryIn) and
-`parity_front` (parity, class ParityFront).
+Four codes: `carry_thermometer` (multiplication, below), `carry_in` (addition, class CarryIn),
+`parity_front` (parity, class ParityFront) and `set_value` (rule110, class SetValue).
 
 A code gives a sign state what a symbol state has by construction, a known state at every step:
 the rule is trained to *be* the code's automaton (train/coded.py), one step at a time, on random
@@ -40,6 +40,7 @@ import torch
 
 from sead.runtime.tasks import Parsed
 from sead.runtime.tasks.multiplication import MARGIN, PRODUCTS, _digits_low_first, csa_state
+from sead.runtime.tasks.rule110 import rule110_generation
 
 READOUT_SCALE = 10.0  # the readout's hidden unit holds class / READOUT_SCALE
 
@@ -223,6 +224,56 @@ class ParityFront:
         return torch.ones_like(target) * x[:, :1]
 
 
+class SetValue:
+    """rule110, 2 channels: whether a generation has set the cell's value, and that value.
+
+        f = +1 once a step has run (0 in the zero state, before the first)
+        v = the cell's value after the last generation, ±1 (0 before the first)
+
+    A cell's value is its problem bit while f is 0 and [v > 0] after; each step writes f = +1 and
+    v = Rule 110 of the three values around the cell. Every cell of a ring starts and steps
+    together, so a window is all in the zero state or all set. The readout's class is linear in a
+    cell's bit and v (v = 0 leaves the bit to decide; ±1 outweighs it). Rule 110 is not a threshold
+    of one sum, so the rule keeps its relu (TrainConfig.relu_hidden): f opens one group of units,
+    which read the neighbours' v, and closes another, which read their bits."""
+
+    task = "rule110"
+    channels = 2
+    ZERO_SHARE = 0.2  # training rows in the zero state; the others set, with random values
+    POSITIVE_WEIGHT = 1.0
+
+    @staticmethod
+    def _bits(x: torch.Tensor) -> torch.Tensor:
+        return (x[:, 2] > 0).long()  # channel 1 + b: code 1 + bit
+
+    def bits(self, p: Parsed) -> np.ndarray:
+        """(channels, length) float32: the state after the problem's generations (0 before any)."""
+        if not p.generations:
+            return np.zeros((self.channels, p.length), np.float32)
+        tape = np.frombuffer(p.a.encode(), np.uint8).astype(np.int64) - 48
+        for _ in range(p.generations):
+            tape = rule110_generation(tape)
+        return np.stack([np.ones(p.length), tape * 2.0 - 1]).astype(np.float32)
+
+    def random_states(self, x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """(B, 2, L) for rings x (B, C_in, L) of one length: per row the zero state (ZERO_SHARE) or
+        f = +1 with random values."""
+        b, _, n = x.shape
+        values = torch.randint(0, 2, (b, 1, n), generator=gen).float() * 2 - 1
+        coded = torch.cat([torch.ones_like(values), values], 1)
+        zero = torch.rand((b, 1, 1), generator=gen) < self.ZERO_SHARE
+        return torch.where(zero, torch.zeros_like(coded), coded) * x[:, :1]
+
+    def transition(self, x: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        value = torch.where(state[:, 0] > 0, (state[:, 1] > 0).long(), self._bits(x))
+        pattern = 4 * torch.roll(value, 1, 1) + 2 * value + torch.roll(value, -1, 1)  # a ring: left, self, right
+        new = (110 >> pattern) & 1
+        return torch.stack([torch.ones_like(new), new], 1).float().mul(2).sub(1) * x[:, :1]
+
+    def loss_weight(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.ones_like(target) * x[:, :1]
+
+
 def _noisy(coded: torch.Tensor, x: torch.Tensor, gen: torch.Generator, random_share: float,
            zero_share: float) -> torch.Tensor:
     """A tape's training state (B, C, L): per cell the coded bits, or random bits (random_share), or
@@ -255,7 +306,8 @@ def rounding_readout(model) -> None:
     model.read_out.requires_grad_(False)
 
 
-CODES = {"carry_thermometer": CarryThermometer(), "carry_in": CarryIn(), "parity_front": ParityFront()}
+CODES = {"carry_thermometer": CarryThermometer(), "carry_in": CarryIn(), "parity_front": ParityFront(),
+         "set_value": SetValue()}
 
 
 def get_code(name: str):

@@ -34,8 +34,15 @@ RECIPES = {
     # to 7 changes per cell (1) and one that makes a seed forget parity (3) (docs/models-and-recipes.md)
     "parity_unrolled": TrainConfig(task="parity", steps=2000, lr=3e-3, hidden=32, readout_hidden=32,
                                    settle_weight=0.3, settle_from=0.5, hunt_from=0.5, activity_weight=2.0),
+    # a sign state of 2 channels in a fixed code, whether a generation has set the cell's value and
+    # that value (train/codes.py set_value), 16 relu units (8 left seed 0 wrong on 267 of 512 rows
+    # in the zero state), a one-unit readout. The rule learns the code's automaton on random states
+    # (train/coded.py), about 35 s on one core; bench/rule110_bound.py checks it on every neighbourhood
+    "rule110": TrainConfig(task="rule110", steps=3000, lr=1e-2, hidden=16, readout_hidden=1, code="set_value",
+                           relu_hidden=True, polish_rounds=6, settle_weight=0.0),
+    # the rule shipped before: 8 state channels learned by unrolling, hidden 32, 1,802 parameters;
     # unrolls of up to 12 generations: with up to 6, a seed drifts after many generations
-    "rule110": TrainConfig(task="rule110", steps=2000, lr=5e-3, extra_steps=12),
+    "rule110_unrolled": TrainConfig(task="rule110", steps=2000, lr=5e-3, extra_steps=12),
     # grids of operands of at most 6 digits (the follow-up paper's training range). A sign state of 13
     # channels in a fixed code of the carry-save array's (s, c) (train/codes.py carry_thermometer),
     # hidden width 3, a one-unit readout: 1,712 parameters. The rule learns the code's automaton on
