@@ -119,10 +119,7 @@ def windows(kinds: list[str]) -> tuple:
 
 def check(model: Path, never_met: bool = True) -> dict:
     """The report for one model file; never_met: also every state it never meets (875,520 windows)."""
-    step = load_step_model(model)
-    rule = Rule.from_step(step)
-    if (step.metadata.task, rule.state_channels, rule.input_channels) != ("addition", 2, 1 + SUMS):
-        raise SystemExit(f"{model}: not an addition rule with a 2-channel state")
+    step, rule = load(model, "addition", 1 + SUMS)
     met = decisions(step, rule, *windows(["zero", "coded"]))
     others = decisions(step, rule, *windows(["any"])) if never_met else None
     # the readout at rest: a column sum s with carry c in, z = [s = 9 and c]
@@ -130,6 +127,23 @@ def check(model: Path, never_met: bool = True) -> dict:
     c = np.tile([-1.0, 1.0], SUMS)
     rest = np.stack([c, np.where((s == 9) & (c > 0), 1.0, -1.0)], 1)
     return report(model, step, met, readout_at_rest(rule, 1 + s, rest, (s + (c > 0)) % 10), others)
+
+
+def load(model: Path, task: str, input_channels: int):
+    """-> (step, rule) of a TASK rule with a 2-channel state, or exit saying what the file is not."""
+    step = load_step_model(model)
+    rule = Rule.from_step(step)
+    if (step.metadata.task, rule.state_channels, rule.input_channels) != (task, 2, input_channels):
+        raise SystemExit(f"{model}: not a {task} rule with a 2-channel state")
+    return step, rule
+
+
+def met_and_never_met(step, rule: Rule, windows, kinds: tuple[str, ...], never_met: bool) -> tuple[dict, dict | None]:
+    """decisions() over the windows of the kinds a cell meets, together, and over windows("any")
+    (None unless never_met). windows(kind) -> (codes, states, target, bit names)."""
+    parts = [windows(kind) for kind in kinds]
+    met = decisions(step, rule, *(np.concatenate(arrays) for arrays in zip(*(p[:3] for p in parts))), parts[0][3])
+    return met, decisions(step, rule, *windows("any")) if never_met else None
 
 
 def readout_at_rest(rule: Rule, codes: np.ndarray, states: np.ndarray, want: np.ndarray) -> dict:

@@ -22,9 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from addition_bound import decisions, main, readout_at_rest, report  # bench/addition_bound.py
-from sead.runtime.model_file import load_step_model
-from sead.runtime.rule import Rule
+from addition_bound import load, main, met_and_never_met, readout_at_rest, report  # bench/addition_bound.py
 
 STATES = {"zero": [(0, 0)], "coded": [(-1, -1), (1, -1), (1, 1)],
           "any": [(0, 0), *itertools.product((-1, 1), repeat=2)]}
@@ -45,13 +43,8 @@ def windows(kind: str) -> tuple:
 
 
 def check(model: Path, never_met: bool = True) -> dict:
-    step = load_step_model(model)
-    rule = Rule.from_step(step)
-    if (step.metadata.task, rule.state_channels, rule.input_channels) != ("parity", 2, 3):
-        raise SystemExit(f"{model}: not a parity rule with a 2-channel state")
-    zero, coded = windows("zero"), windows("coded")
-    met = decisions(step, rule, *(np.concatenate([a, b]) for a, b in zip(zero[:3], coded[:3])), zero[3])
-    others = decisions(step, rule, *windows("any")) if never_met else None
+    step, rule = load(model, "parity", 3)
+    met, others = met_and_never_met(step, rule, windows, ("zero", "coded"), never_met)
     # the readout at rest: a known cell holding its prefix's parity
     bits, odd = np.repeat([0, 1], 2), np.tile([-1.0, 1.0], 2)
     rest = np.stack([np.ones(4), odd], 1)

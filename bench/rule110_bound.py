@@ -23,9 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from addition_bound import decisions, main, readout_at_rest, report  # bench/addition_bound.py
-from sead.runtime.model_file import load_step_model
-from sead.runtime.rule import Rule
+from addition_bound import load, main, met_and_never_met, readout_at_rest, report  # bench/addition_bound.py
 
 STATES = {"zero": [(0, 0)], "set": [(1, -1), (1, 1)], "any": list(itertools.product((-1, 0, 1), repeat=2))}
 
@@ -43,13 +41,8 @@ def windows(kind: str) -> tuple:
 
 
 def check(model: Path, never_met: bool = True) -> dict:
-    step = load_step_model(model)
-    rule = Rule.from_step(step)
-    if (step.metadata.task, rule.state_channels, rule.input_channels) != ("rule110", 2, 3):
-        raise SystemExit(f"{model}: not a rule110 rule with a 2-channel state")
-    zero, coded = windows("zero"), windows("set")
-    met = decisions(step, rule, *(np.concatenate([a, b]) for a, b in zip(zero[:3], coded[:3])), zero[3])
-    others = decisions(step, rule, *windows("any")) if never_met else None
+    step, rule = load(model, "rule110", 3)
+    met, others = met_and_never_met(step, rule, windows, ("zero", "set"), never_met)
     # the readout: a bit in the zero state reads as itself; a set cell as its value
     bits = np.tile([0, 1], 3)
     rest = np.repeat([(0.0, 0.0), (1.0, -1.0), (1.0, 1.0)], 2, axis=0)
