@@ -23,6 +23,7 @@ from typing import Iterable, Iterator, NamedTuple
 
 import numpy as np
 
+from .batching import DENSE_FIRST
 from .batching import TILE_FROM_DEFAULT as TILE_FROM
 from .batching import Scheduler
 from .engines import make_engine
@@ -46,7 +47,8 @@ class Runtime:
     max_batch_rows: problems per engine batch at most (default: as many as max_batch_cells holds).
     max_wait_ms: how long a short problem may wait for others to share its batch.
     max_queue_cells: cells of accepted, unfinished problems; past it submit() raises QueueFull.
-    tile_from: tapes longer than this many cells run in tiles (runtime/tiles.py).
+    tile_from: tapes longer than this many cells run in tiles (runtime/tiles.py) after their first
+        dense_first steps as whole rows (0: tiles from the first step).
     tile: (cells per tile, tiles per row at most); default: the engine's deepest K, RUN_TILES.
     allow_unverified_sizes: also answer problems larger than the model's sead.verified_size (the
         size up to which it was checked exact when it shipped; 0: no limit); refused by default.
@@ -55,7 +57,8 @@ class Runtime:
     def __init__(self, model: str = "addition", engine="auto", *, k: int | None = None,
                  max_batch_cells: int | None = None, max_batch_rows: int | None = None,
                  max_wait_ms: float = 0.0, max_queue_cells: int = DEFAULT_MAX_QUEUE_CELLS,
-                 tile_from: int = TILE_FROM, tile: tuple[int, int] | None = None, workers: int | None = None,
+                 tile_from: int = TILE_FROM, tile: tuple[int, int] | None = None, dense_first: int = DENSE_FIRST,
+                 workers: int | None = None,
                  self_test: bool = True, allow_unverified_sizes: bool = False):
         self.closed = True  # until the workers exist
         self.step = load_step_model(model)
@@ -68,7 +71,8 @@ class Runtime:
         tile = tile or (max(64, self.engine.k_choices[-1]), RUN_TILES)
         self.scheduler = Scheduler(self.engine, self.task, max_batch_cells=max_batch_cells or self.engine.batch_cells,
                                    max_batch_rows=max_batch_rows or 1 << 40, max_wait_ms=max_wait_ms,
-                                   max_queue_cells=max_queue_cells, tile_from=tile_from, tile=tile, workers=workers)
+                                   max_queue_cells=max_queue_cells, tile_from=tile_from, tile=tile,
+                                   dense_first=dense_first, workers=workers)
         self.closed = False
         if self_test:
             try:

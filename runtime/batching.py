@@ -4,8 +4,10 @@ Callers submit validated problems (runtime/tasks: Problems, arrays) and get a Fu
 problems wait in per-shape buckets until a bucket holds a full batch (`max_batch_cells`) or its
 oldest problem has waited `max_wait_ms`; then a worker takes them as one RowJob. Problems from
 many requests share a batch, which is where an engine's throughput comes from. A long problem
-becomes a TapeJob whose chunks workers run side by side. Every result goes to its request as soon
-as its own job delivers it, so a short request never waits for a long one.
+runs its first `dense_first` steps the same way, as a whole row (most settle by then: every cell
+busy, batched rows are the fastest form); one still changing then, or one longer than an engine
+row, becomes a TapeJob whose chunks workers run side by side. Every result goes to its request as
+soon as its own job delivers it, so a short request never waits for a long one.
 
 Scheduling, in order: a due bucket of fresh short problems; then resumed work (a RowJob that used
 its time slice, a tape's chunks), first come first served. To keep long work moving under a flood
@@ -35,7 +37,8 @@ from .errors import QueueFull, RuntimeClosed, SeadError
 from .loop import Chunk, Result, Results, RowJob, TapeJob, bucket_lengths, split_by_part
 from .tasks import Problems
 
-TILE_FROM_DEFAULT = 1 << 11  # tapes longer than this run in tiles (bench/tiles.py --sweep chose it)
+TILE_FROM_DEFAULT = 1 << 11  # tapes longer than this may run in tiles (bench/tiles.py --sweep chose it)
+DENSE_FIRST = 32  # steps a long problem runs as a whole row before tiles (random sums of 10^6 digits take 7)
 GRID_TILE_FROM = 1 << 14  # grids, unless told otherwise: a product of about 128-digit operands (CPU)
 SLICE_SECONDS = 0.02  # a RowJob yields its worker after this long, so others get a turn
 MIN_BATCH_CELLS = 1 << 12  # when splitting a bucket across idle workers, no batch smaller than this
@@ -73,6 +76,7 @@ class _Waiting(NamedTuple):
     problems: Problems
     evaluations: np.ndarray  # (n,) int64
     caps: np.ndarray         # (n,) int64
+    dense_limits: np.ndarray  # (n,) int64: steps as a whole row before tiles (past any cap: never)
     since: float
     start: int = 0
 
@@ -84,7 +88,7 @@ class _Waiting(NamedTuple):
         """The next `count` waiting problems (slices and views: no per-problem work)."""
         a, b = self.start, self.start + count
         return _Waiting(self.request, self.index[a:b], self.problems.slice(a, b), self.evaluations[a:b],
-                        self.caps[a:b], self.since)
+                        self.caps[a:b], self.dense_limits[a:b], self.since)
 
 
 class _Rows(NamedTuple):
@@ -119,10 +123,16 @@ class _TapeWork(NamedTuple):
         return [self._replace(chunk=c) for c in chunks]
 
 
+def padded_shapes(task, problems: Problems) -> np.ndarray:
+    """(n, rank) int64: each problem's row shape in a batch (bucket_shape)."""
+    if task.boundary == "ring":
+        return problems.shapes
+    return bucket_lengths(problems.shapes.reshape(-1)).reshape(problems.shapes.shape)
+
+
 def bucket_keys(task, problems: Problems) -> tuple[np.ndarray, list[tuple[int, ...]]]:
     """-> (n,) int64 bucket number of each problem, and each bucket's padded row shape."""
-    shapes = problems.shapes if task.boundary == "ring" else \
-        bucket_lengths(problems.shapes.reshape(-1)).reshape(problems.shapes.shape)
+    shapes = padded_shapes(task, problems)
     if shapes.shape[1] == 1:
         keys = shapes[:, 0]
     else:
@@ -136,7 +146,7 @@ def bucket_keys(task, problems: Problems) -> tuple[np.ndarray, list[tuple[int, .
 class Scheduler:
     def __init__(self, engine: Engine, task, *, max_batch_cells: int, max_batch_rows: int,
                  max_wait_ms: float, max_queue_cells: int, tile_from: int, tile: tuple[int, int],
-                 workers: int | None = None):
+                 dense_first: int = DENSE_FIRST, workers: int | None = None):
         self.engine, self.task = engine, task
         self.max_batch_cells, self.max_batch_rows = max_batch_cells, max_batch_rows
         self.max_wait, self.max_queue_cells = max_wait_ms / 1000, max_queue_cells
@@ -150,6 +160,7 @@ class Scheduler:
             tile_from = max(GRID_TILE_FROM, engine.batch_cells)
         self.tile_from = min(tile_from, engine.max_row_cells // 2)
         self.tile = tile  # (cells per tile, tiles per row at most)
+        self.dense_first = dense_first
         self.cond = threading.Condition()
         self.buckets: dict[tuple[int, ...], deque[_Waiting]] = {}  # by a row's padded cell shape
         self.bucket_rows: dict[tuple[int, ...], int] = {}   # problems waiting in each bucket
@@ -181,6 +192,14 @@ class Scheduler:
         # sort into tapes and buckets before taking the lock, which the workers wait on
         now = time.perf_counter()
         long = problems.lengths > self.tile_from if self.tile_from is not None else np.zeros(n, bool)
+        if self.dense_first and long.any():  # those that fit a row run their first steps as one
+            padded = np.prod(padded_shapes(self.task, problems), axis=1)
+            rowable = [cells <= self.engine.max_row_cells and self.engine.max_rows(cells) >= 1
+                       for cells in padded[long].tolist()]
+            long[np.flatnonzero(long)[rowable]] = False
+            dense_limits = np.where(problems.lengths > self.tile_from, self.dense_first, np.iinfo(np.int64).max)
+        else:
+            dense_limits = np.full(n, np.iinfo(np.int64).max)
         tapes = np.flatnonzero(long).tolist()
         short = np.flatnonzero(~long) if tapes else np.arange(n)
         waiting: list[tuple[tuple[int, ...], _Waiting]] = []
@@ -196,7 +215,8 @@ class Scheduler:
                                     f"'{self.engine.name}' takes in one row ({self.engine.max_row_cells:,})")
                 index = short[group]
                 part = subset if len(group) == len(subset) else subset.take(group)
-                waiting.append((shape, _Waiting(request, index, part, evaluations[index], caps[index], now)))
+                waiting.append((shape, _Waiting(request, index, part, evaluations[index], caps[index],
+                                                dense_limits[index], now)))
         with self.cond:
             if self.closed:
                 raise RuntimeClosed("the runtime is closed")
@@ -292,6 +312,28 @@ class Scheduler:
                               steps[sel], converged[sel])
         return deliver
 
+    def _hand_over(self, waiting: list[_Waiting]):
+        """A RowJob's hand-over: problems still changing at their dense limit go on as TapeJobs,
+        from their state codes and steps."""
+        offsets = np.cumsum([0] + [len(w.index) for w in waiting])
+
+        def hand_over(rows: np.ndarray, state_codes: np.ndarray, steps: np.ndarray) -> None:
+            with self.cond:
+                for part, sel in split_by_part(offsets, rows):
+                    w = waiting[part]
+                    if w.request.dropped:
+                        continue
+                    for slot, local in zip(sel.tolist(), (rows[sel] - offsets[part]).tolist()):
+                        p = w.problems.parsed(local)
+                        states = state_codes[slot][tuple(slice(0, d) for d in self.task.shape(p))]
+                        tape = TapeJob(self.engine, self.task, p, int(w.evaluations[local]), int(w.caps[local]), None,
+                                       *self.tile, states=np.ascontiguousarray(states), steps=int(steps[slot]))
+                        tape.deliver = self._tape_deliverer(w.request, int(w.index[local]), p.length, tape)
+                        self.tapes.add(tape)
+                        self._push(_TapeWork(tape, frozenset([w.request]), None))
+                self.cond.notify_all()
+        return hand_over
+
     def _on_cancel(self, request: _Request) -> None:
         """The caller cancelled: free its share of the queue; its waiting problems are skipped."""
         with self.cond:
@@ -380,9 +422,12 @@ class Scheduler:
         self.counters["batches"] += 1
         for listener in self.listeners:
             listener(n, n * length)
+        limits = np.concatenate([w.dense_limits for w in taken])
+        long = limits.min() < np.iinfo(np.int64).max
         job = RowJob(self.engine, self.task, [w.problems for w in taken],
                      np.concatenate([w.evaluations for w in taken]), np.concatenate([w.caps for w in taken]),
-                     self._row_deliverer(taken), shape)
+                     self._row_deliverer(taken), shape, limits if long else None,
+                     self._hand_over(taken) if long else None)
         return _Rows(job, frozenset(w.request for w in taken), False)
 
     def _work(self) -> None:

@@ -3,9 +3,12 @@
 Two kinds of job, both advancing K steps per engine call and reading only small per-row numbers
 back to decide what happens next:
 
-- RowJob: short problems of one padded shape, resident in an engine batch until each has
-  stopped. Finished problems leave the batch once they are half of it; once fewer than a quarter
-  of its rows are left, they go on in a new batch of their own, the state crossing as codes.
+- RowJob: problems of one padded shape, resident in an engine batch until each has stopped.
+  Finished problems leave the batch once they are half of it; once fewer than a quarter of its
+  rows are left, they go on in a new batch of their own, the state crossing as codes. A long
+  problem may run here for its first steps only (its dense limit): most settle in a few steps,
+  all cells busy, which whole rows batched together run fastest; one still changing then is
+  handed over, state codes and steps, to a TapeJob.
 - TapeJob: one long tape, at rest in compact form (runtime/tiles.py); each call runs only its
   active tiles, in chunks that workers run side by side, and stitches the owned cells back.
 
@@ -155,6 +158,8 @@ def split_by_part(offsets: np.ndarray, rows: np.ndarray, slots: np.ndarray | Non
 
 # deliver(rows, answers, steps, converged): rows (m,) int64 into the job's problems
 DeliverRows = Callable[[np.ndarray, list, np.ndarray, np.ndarray], None]
+# hand_over(rows, state codes (m, *shape), steps (m,)): problems that reached their dense limit
+HandOver = Callable[[np.ndarray, np.ndarray, np.ndarray], None]
 
 
 class RowJob:
@@ -163,10 +168,13 @@ class RowJob:
 
     parts: the problems, in parts (as they were queued); rows are numbered across the parts in
     order. evaluations (n,) int64: steps each may take (a fixed-point task's cap + 1, or a
-    generations task's count); caps (n,) int64: the cap reported for a problem that ran out."""
+    generations task's count); caps (n,) int64: the cap reported for a problem that ran out.
+    dense_limits (n,) int64 or None: after this many steps a problem still changing stops here
+    and goes to hand_over, with its state codes and steps, instead of being delivered."""
 
     def __init__(self, engine: Engine, task, parts: list[Problems], evaluations: np.ndarray, caps: np.ndarray,
-                 deliver: DeliverRows, shape: tuple[int, ...]):
+                 deliver: DeliverRows, shape: tuple[int, ...], dense_limits: np.ndarray | None = None,
+                 hand_over: HandOver | None = None):
         self.engine, self.task, self.parts, self.shape = engine, task, parts, shape
         self.offsets = np.cumsum([0] + [len(p) for p in parts])
         self.deliver = deliver
@@ -179,6 +187,8 @@ class RowJob:
         self.rows = np.arange(n)  # the problem of each row still in the batch
         self.stopped = self.allowed <= 0  # rule110 with 0 generations
         self.ran_out = np.zeros(n, bool)
+        self.dense_limits, self.hand_over = dense_limits, hand_over
+        self.handed = np.zeros(n, bool)  # stopped here, delivered by a TapeJob
         self.row_cells = math.prod(shape)
         self.cells = n * self.row_cells
 
@@ -214,11 +224,12 @@ class RowJob:
         stopped = self.stopped[self.rows]
         if 2 * stopped.sum() < max(len(self.rows), 1) or not stopped.any():
             return False
-        done = self.rows[stopped]
+        ending = stopped & ~self.handed[self.rows]  # the stopped rows this job delivers
+        done = self.rows[ending]
         out = self.ran_out[done]
         answers = [None] * len(done)
-        if not out.all():
-            classes = self.batch.classes()[stopped]
+        if len(done) and not out.all():
+            classes = self.batch.classes()[ending]
             answered = np.flatnonzero(~out)
             for part, slots in split_by_part(self.offsets, done, answered):
                 decoded = self.task.decode_classes(classes[slots], self.parts[part], done[slots] - self.offsets[part])
@@ -227,7 +238,8 @@ class RowJob:
                 else:
                     for slot, answer in zip(slots.tolist(), decoded):
                         answers[slot] = answer
-        self.deliver(done, answers, np.where(out, self.caps[done], self.steps[done]), ~out)
+        if len(done):
+            self.deliver(done, answers, np.where(out, self.caps[done], self.steps[done]), ~out)
         if stopped.all():
             return True
         self.rows = self.rows[~stopped]
@@ -242,6 +254,7 @@ class RowJob:
     def _call(self) -> None:
         rows, k = self.rows, self.schedule.k
         ran = np.minimum(self.allowed[rows] - self.steps[rows], k)
+        ran[self.stopped[rows]] = 0  # a stopped row may run on in the batch; its steps are final
         if not self.fixed_point:
             self.batch.advance(k, ran)
             counted = ran
@@ -252,9 +265,19 @@ class RowJob:
         out = ~settled & (self.steps[rows] >= self.allowed[rows])
         if self.fixed_point:
             self.ran_out[rows[out]] = True
-        newly = settled | out
-        self.stopped[rows[newly]] = True
-        self.schedule.after_call(newly.sum() * 2 < len(rows), len(rows) * self.row_cells)
+        self.stopped[rows[settled | out]] = True
+        if self.dense_limits is not None:
+            self._hand_over(np.flatnonzero(~self.stopped[rows] & (self.steps[rows] >= self.dense_limits[rows])))
+        self.schedule.after_call(self.stopped[rows].sum() * 2 < len(rows), len(rows) * self.row_cells)
+
+    def _hand_over(self, slots: np.ndarray) -> None:
+        """Batch rows `slots`, still changing at their dense limit, leave for tiles: their state
+        codes now (a call's last step was their last, so the state is at their step count)."""
+        if not len(slots):
+            return
+        rows = self.rows[slots]
+        self.stopped[rows] = self.handed[rows] = True
+        self.hand_over(rows, self.batch.state_codes()[slots], self.steps[rows])
 
 
 class Chunk(NamedTuple):
@@ -269,17 +292,20 @@ class TapeJob:
     """One long tape (or a large grid) in tiles. start() and each chunk return the chunks that can
     run next: a round's chunks run side by side, and the last one to finish plans the next round.
 
-    evaluations: steps it may take (cap + 1, or its generations); cap: reported if it runs out."""
+    evaluations: steps it may take (cap + 1, or its generations); cap: reported if it runs out.
+    states, steps: where a RowJob handed it over (state codes of shape(problem), steps taken)."""
 
     def __init__(self, engine: Engine, task, problem: Parsed, evaluations: int, cap: int,
-                 deliver: Callable[[Result], None], tile: int = TILE, run_tiles: int = RUN_TILES):
+                 deliver: Callable[[Result], None], tile: int = TILE, run_tiles: int = RUN_TILES,
+                 states: np.ndarray | None = None, steps: int = 0):
         self.engine, self.task, self.problem, self.deliver = engine, task, problem, deliver
         self.evaluations, self.cap = evaluations, cap
         self.fixed_point = task.convergence == "fixed_point"
         self.ring = task.boundary == "ring"
         self.tile, self.run_tiles = tile, run_tiles
         self.schedule = KSchedule(engine.k_choices)
-        self.steps, self.k_run = 0, 0
+        self.steps, self.k_run = steps, 0
+        self.start_states = states
         self.tape: TiledTape | TiledGrid | None = None
         self.lock = threading.Lock()
         self.pending, self.results = 0, []
@@ -304,7 +330,8 @@ class TapeJob:
             self.tape = TiledGrid(codes, GRID_TILE, bands=max(1, self.engine.workers))
         else:
             self.tape = TiledTape(codes, self.ring, self.tile, self.run_tiles)
-        if self.evaluations <= 0:  # rule110 with 0 generations
+        self.tape.states, self.start_states = self.start_states, None  # every tile starts active
+        if self.evaluations <= self.steps:  # rule110 with 0 generations
             return self._readout()
         return self._round()
 

@@ -211,9 +211,11 @@ def test_shipped_models_settle_exactly(name):
     engine.close()
 
 
+@pytest.mark.parametrize("dense_first", [0, 3])
 @pytest.mark.parametrize("name", ENGINES)
-def test_tiled_solves_on_every_engine(tiny_onnx, name):
-    """Long tapes cut into 8-cell tiles run through the engine exactly like the dense `ort` loop."""
+def test_tiled_solves_on_every_engine(tiny_onnx, name, dense_first):
+    """Long tapes cut into 8-cell tiles run through the engine exactly like the dense `ort` loop,
+    from the first step or handed over from rows after dense_first steps."""
     rng = np.random.default_rng(11)
     for model in ("addition", "rule110", "addition_symbol"):
         path = str(tiny_onnx[model])
@@ -223,5 +225,5 @@ def test_tiled_solves_on_every_engine(tiny_onnx, name):
         with Runtime(path, "ort", tile_from=10**9, self_test=False) as dense:
             want = dense.solve(lines, max_steps=cap)
         _engine(load_step_model(path), name).close()  # skips where the engine is missing
-        with Runtime(path, _factory(name), tile_from=40, tile=(8, 2), self_test=False) as tiled:
+        with Runtime(path, _factory(name), tile_from=40, tile=(8, 2), dense_first=dense_first, self_test=False) as tiled:
             assert tiled.solve(lines, max_steps=cap) == want

@@ -41,7 +41,7 @@ def test_tiled_equals_dense_and_the_oracle_on_shipped_models(task):
         want = dense.solve(lines)
     assert [r.answer for r in want] == [t.answer(t.parse(line)) for line in lines]
     for tile in ((8, 1), (8, 3), (16, 2), (64, 64)):
-        with Runtime(task, "ort", tile_from=20, tile=tile) as tiled:
+        with Runtime(task, "ort", tile_from=20, tile=tile, dense_first=0) as tiled:
             assert _key(tiled.solve(lines)) == _key(want), tile
 
 
@@ -55,9 +55,42 @@ def test_tiled_equals_the_pytorch_reference_on_untrained_rules(model, k, tiny_on
     rng = np.random.default_rng(k)
     lines = _lines(task, rng)[:5]
     cap = None if task == "rule110" else 40
-    with Runtime(str(tiny_onnx[model]), "ort", k=k, tile_from=20, tile=(8, 2), self_test=False) as tiled:
+    with Runtime(str(tiny_onnx[model]), "ort", k=k, tile_from=20, tile=(8, 2), dense_first=0, self_test=False) as tiled:
         got = tiled.solve(lines, max_steps=cap)
     assert _key(got) == reference(tiny_checkpoints[model], lines, cap)
+
+
+@pytest.mark.parametrize("dense_first", [1, 3, 8])
+@pytest.mark.parametrize("model", ["addition", "parity", "rule110", "addition_symbol", "multiplication"])
+def test_a_problem_handed_from_rows_to_tiles_goes_on_as_the_reference(model, dense_first, tiny_onnx,
+                                                                     tiny_checkpoints, reference):
+    """Long problems run their first dense_first steps as whole rows, batched, and those still
+    changing go on in tiles from their state codes and steps: untrained rules (arbitrary states at
+    the hand-over, some capped) give the PyTorch reference's answers, steps and converged flags."""
+    task = model.removesuffix("_symbol")
+    rng = np.random.default_rng(dense_first)
+    if task == "multiplication":
+        lines = [f"{random_digits(rng, a)}*{random_digits(rng, b)}" for a, b in ((12, 10), (3, 30), (20, 4))]
+    else:
+        lines = _lines(task, rng)[:6]
+    cap = None if task == "rule110" else 30
+    with Runtime(str(tiny_onnx[model]), "ort", tile_from=40, tile=(8, 2), dense_first=dense_first,
+                 self_test=False) as handed:
+        got = handed.solve(lines, max_steps=cap)
+        assert handed.stats()["tile_cell_steps"] > 0  # some went on in tiles
+    assert _key(got) == reference(tiny_checkpoints[model], lines, cap)
+
+
+def test_long_problems_that_settle_early_never_reach_tiles():
+    """Random sums settle in a few steps: run as rows, batched, they never start a tape; a carry
+    chain in the same request goes on in tiles. Every answer exact."""
+    rng = np.random.default_rng(8)
+    lines = [f"{random_digits(rng, 3000)}+{random_digits(rng, 3000)}" for _ in range(6)] + ["9" * 4000 + "+1"]
+    with Runtime("addition", "ort") as rt:
+        got = rt.solve(lines)
+        work = rt.stats()["tile_cell_steps"]
+    assert [r.answer for r in got] == [str(int(a) + int(b)) for a, b in (line.split("+") for line in lines)]
+    assert got[-1].steps == 4000 and 0 < work < 64 * 4001 * 8  # only the chain ran in tiles, a few tiles a step
 
 
 def test_every_k_the_loop_uses_on_long_chains():
@@ -124,7 +157,7 @@ def test_a_skipped_tile_would_not_have_changed():
     line = "0" * 40 + "1" + "0" * 23 + "1" + "0" * 100  # ones near tile borders
     loop_module.TapeJob._round = recording_round
     try:
-        with Runtime("parity", "ort", tile_from=20, tile=(8, 2)) as rt:
+        with Runtime("parity", "ort", tile_from=20, tile=(8, 2), dense_first=0) as rt:
             result = rt.solve([line])[0]
     finally:
         loop_module.TapeJob._round = original
@@ -177,7 +210,7 @@ def test_a_ring_at_a_fixed_point_still_counts_its_generations():
     """An all-zero ring is a fixed point of Rule 110: after the first steps no tile is hot, and
     the remaining generations are counted without running (they would change nothing)."""
     lines = ["0" * 300 + " 90", "0" * 150 + "1" + "0" * 149 + " 90"]
-    with Runtime("rule110", "ort", tile_from=100, tile=(8, 4)) as tiled, \
+    with Runtime("rule110", "ort", tile_from=100, tile=(8, 4), dense_first=0) as tiled, \
             Runtime("rule110", "ort", tile_from=DENSE) as dense:
         got = tiled.solve(lines)
         assert got == dense.solve(lines)
@@ -193,7 +226,7 @@ def test_tiled_grids_equal_dense_grids_and_the_reference(model, tiny_onnx, tiny_
     lines = [f"{random_digits(rng, a)}*{random_digits(rng, b)}" for a, b in ((30, 30), (45, 12), (8, 40))]
     with Runtime(str(tiny_onnx[model]), "ort", tile_from=10**9, self_test=False) as dense:
         want = dense.solve(lines, max_steps=30)
-    with Runtime(str(tiny_onnx[model]), "ort", tile_from=100, self_test=False) as tiled:
+    with Runtime(str(tiny_onnx[model]), "ort", tile_from=100, dense_first=0, self_test=False) as tiled:
         got = tiled.solve(lines, max_steps=30)
         assert tiled.stats()["tile_cell_steps"] > 0  # they did run in tiles
     assert got == want
@@ -202,7 +235,7 @@ def test_tiled_grids_equal_dense_grids_and_the_reference(model, tiny_onnx, tiny_
 
 def test_a_shipped_product_in_tiles_is_exact_and_skips_the_settled_rows():
     line = "7" * 150 + "*" + "3" * 149 + "1"
-    with Runtime("multiplication", "ort", tile_from=1000) as tiled:
+    with Runtime("multiplication", "ort", tile_from=1000, dense_first=0) as tiled:
         got = tiled.solve([line])[0]
         work = tiled.stats()["tile_cell_steps"]
     t = get_task("multiplication")

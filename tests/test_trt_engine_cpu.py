@@ -578,7 +578,7 @@ def _key(results):
 def check_solves_like_ort(model, engine, lines, cudart, **options):
     """The suite's check on whole solves: answers, steps and converged flags equal engine 'ort';
     no stream work faulted; every device block freed at close."""
-    options = dict(dict(k=4, tile_from=64, tile=(8, 3), self_test=False), **options)
+    options = dict(dict(k=4, tile_from=64, tile=(8, 3), dense_first=0, self_test=False), **options)
     with Runtime(model, "ort", **options) as rt:
         want = rt.solve(lines)
     with Runtime(model, engine, **options) as rt:
