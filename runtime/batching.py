@@ -5,8 +5,8 @@ problems wait in per-shape buckets until a bucket holds a full batch (`max_batch
 oldest problem has waited `max_wait_ms`; then a worker takes them as one RowJob. Problems from
 many requests share a batch, which is where an engine's throughput comes from. A long problem
 runs its first `dense_first` steps the same way, as a whole row (most settle by then: every cell
-busy, batched rows are the fastest form); one still changing then, or one longer than an engine
-row, becomes a TapeJob whose chunks workers run side by side. Every result goes to its request as
+busy, batched rows are the fastest form); one still changing then, or one longer than a batch,
+becomes a TapeJob whose chunks workers run side by side. Every result goes to its request as
 soon as its own job delivers it, so a short request never waits for a long one.
 
 Scheduling, in order: a due bucket of fresh short problems; then resumed work (a RowJob that used
@@ -38,7 +38,7 @@ from .loop import Chunk, Result, Results, RowJob, TapeJob, bucket_lengths, split
 from .tasks import Problems
 
 TILE_FROM_DEFAULT = 1 << 11  # tapes longer than this may run in tiles (bench/tiles.py --sweep chose it)
-DENSE_FIRST = 32  # steps a long problem runs as a whole row before tiles (random sums of 10^6 digits take 7)
+DENSE_FIRST = 32  # steps a long problem runs as a whole row before tiles (random sums of 10^4 digits take 5-7)
 GRID_TILE_FROM = 1 << 14  # grids, unless told otherwise: a product of about 128-digit operands (CPU)
 SLICE_SECONDS = 0.02  # a RowJob yields its worker after this long, so others get a turn
 MIN_BATCH_CELLS = 1 << 12  # when splitting a bucket across idle workers, no batch smaller than this
@@ -192,9 +192,11 @@ class Scheduler:
         # sort into tapes and buckets before taking the lock, which the workers wait on
         now = time.perf_counter()
         long = problems.lengths > self.tile_from if self.tile_from is not None else np.zeros(n, bool)
-        if self.dense_first and long.any():  # those that fit a row run their first steps as one
+        if self.dense_first and long.any():  # those that fit a batch run their first steps as one row
             padded = np.prod(padded_shapes(self.task, problems), axis=1)
-            rowable = [cells <= self.engine.max_row_cells and self.engine.max_rows(cells) >= 1
+            # a row past a batch runs slower whole than in tiles that workers share (a 10^6-cell
+            # ring: 2.7x on 2 CPU cores), so it tiles from the first step
+            rowable = [cells <= min(self.max_batch_cells, self.engine.max_row_cells) and self.engine.max_rows(cells) >= 1
                        for cells in padded[long].tolist()]
             long[np.flatnonzero(long)[rowable]] = False
             dense_limits = np.where(problems.lengths > self.tile_from, self.dense_first, np.iinfo(np.int64).max)

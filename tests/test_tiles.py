@@ -93,6 +93,20 @@ def test_long_problems_that_settle_early_never_reach_tiles():
     assert got[-1].steps == 4000 and 0 < work < 64 * 4001 * 8  # only the chain ran in tiles, a few tiles a step
 
 
+def test_a_problem_longer_than_a_batch_starts_in_tiles():
+    """Only problems that fit an engine batch run their first steps as a row: a longer one, which
+    workers share better as tiles, is tiled from its first step, and exact."""
+    rng = np.random.default_rng(9)
+    a, b = random_digits(rng, 3000), random_digits(rng, 3000)
+    with Runtime("addition", "ort", max_batch_cells=2048) as rt:
+        got = rt.solve([f"{a}+{b}"])[0]
+        assert rt.stats()["tile_cell_steps"] > 0
+    with Runtime("addition", "ort", max_batch_cells=4096) as rt:
+        assert rt.solve([f"{a}+{b}"])[0] == got
+        assert rt.stats()["tile_cell_steps"] == 0
+    assert got.answer == str(int(a) + int(b))
+
+
 def test_every_k_the_loop_uses_on_long_chains():
     """A carry chain long enough that the loop deepens K from 4 to 64 while it runs in tiles."""
     lines = ["9" * 3000 + "+1", "1+" + "9" * 2500, "9" * 1000 + "5+5"]
