@@ -117,7 +117,11 @@ ABOUT = [
      "Cheaper widths of the task's rule, trained from several seeds and screened exactly at short lengths "
      "(stage `screen`), chosen ones confirmed at bench/seeds.py's lengths (stage `confirm`)."),
     ("tiles_sweep_", "bench/tiles.py --sweep",
-     "The same problems run tiled and dense at tape lengths around the tiling threshold."),
+     "The same problems run in tiles from the first step and as whole rows (dense) at tape lengths "
+     "around the tiling threshold."),
+    ("dense_first_", "bench/tiles.py --dense-first",
+     "The runtime as it ships (a long problem's first 32 steps as a whole row, if it fits a batch) "
+     "against tiles from the first step (dense_first=0), on the same problems, best of repeated solves."),
     ("tiles_", "bench/tiles.py",
      "Tiled, activity-aware solving against the dense loop in the same run; `work saved` is dense "
      "cell-steps (length x steps) over the cell-steps the engine ran, halos included."),
@@ -305,6 +309,15 @@ def tiles_sweep(d: dict) -> list[str]:
         ["task", "tape cells", "problems", "tiled s", "dense s", "dense / tiled", "same answers and steps"], body)
 
 
+def dense_first(d: dict) -> list[str]:
+    body = [[r["case"], r["shipped"]["seconds"], r["tiles_first"]["seconds"], f"{num(r['speedup'])}x",
+             r["shipped"]["tile_cell_steps"], frac(r["shipped"]["exact"], r["problems"]), r["same"]]
+            for r in d["dense_first"]]
+    return [f"Engine `{d['engine']}` on {d['machine']}.", ""] + table(
+        ["case", "shipped s", "tiles first s", "speedup", "tile cell-steps (shipped)", "exact",
+         "same answers and steps"], body)
+
+
 def load(d: dict) -> list[str]:
     cfg = d["config"]
     out = [f"Machine: {d['machine']['cpus']} CPUs, Python {d['machine']['python']}. {cfg['clients']} clients x "
@@ -458,6 +471,8 @@ def summarize(name: str, d) -> list[str]:
             return model_speed(d)
         if "sweep" in d:
             return tiles_sweep(d)
+        if "dense_first" in d:
+            return dense_first(d)
         if "rows" in d and d["rows"] and "tiled" in d["rows"][0]:
             return tiles(d)
         if "rows" in d and d["rows"] and "digits" in d["rows"][0]:

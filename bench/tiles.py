@@ -2,10 +2,12 @@
 """Tiled, activity-aware execution against the dense loop, in the same run (issue #10's targets).
 
     python bench/tiles.py [--engine ort] [--quick] [--out bench/results/tiles_ort_cpu.json]
+    python bench/tiles.py --sweep --out bench/results/tiles_sweep_ort_cpu.json
+    python bench/tiles.py --dense-first --out bench/results/dense_first_ort_cpu.json
 
-Each case solves the same problems with tiles (the runtime's default) and, where it finishes in
-reasonable time, with the dense loop (tile_from=infinity: every cell of a tape runs every step,
-as before tiles). Answers are checked against exact oracles (Python ints and the stdlib's exact
+Each case solves the same problems with the runtime's defaults (tiles) and, where it finishes in
+reasonable time, with the dense loop (tile_from=infinity: every cell of a tape runs every step;
+the runtime still tiles rows past half an engine row, so 10^6-cell rows are tiled in both). Answers are checked against exact oracles (Python ints and the stdlib's exact
 decimal, direct Rule 110 simulation), and tiled steps against dense steps. "cell-steps" counts
 what the engine ran for tiled tapes, halos included; "dense cell-steps" is tape length x steps.
 The 10,000,000-digit case runs `sead run` in a subprocess under /usr/bin/time -v for its peak
@@ -79,13 +81,15 @@ def case(name: str, task_name: str, lines: list[str], engine: str, dense: bool, 
 
 
 def threshold_sweep(engine: str, lengths: list[int], seconds: float = 1.0) -> list[dict]:
-    """Where tiles start to pay: the same problems as whole rows (dense) and in tiles, per length,
-    for a few-step task (random additions) and a many-step one (random parity strings)."""
+    """Where tiles start to pay: the same problems as whole rows (dense) and in tiles from the first
+    step (dense_first=0), per length, for a few-step task (random additions) and a many-step one
+    (random parity strings)."""
     rng = np.random.default_rng(3)
     add, par = get_task("addition"), get_task("parity")
     rows = []
-    with Runtime("addition", engine, tile_from=1) as tiled_add, Runtime("addition", engine, tile_from=DENSE) as dense_add, \
-            Runtime("parity", engine, tile_from=1) as tiled_par, Runtime("parity", engine, tile_from=DENSE) as dense_par:
+    tiles = dict(tile_from=1, dense_first=0)
+    with Runtime("addition", engine, **tiles) as tiled_add, Runtime("addition", engine, tile_from=DENSE) as dense_add, \
+            Runtime("parity", engine, **tiles) as tiled_par, Runtime("parity", engine, tile_from=DENSE) as dense_par:
         for rt in (tiled_add, dense_add, tiled_par, dense_par):
             rt.solve(WARM_UP[rt.task.name])
         for n in lengths:
@@ -106,6 +110,44 @@ def threshold_sweep(engine: str, lengths: list[int], seconds: float = 1.0) -> li
                        "same": timing["tiled_results"] == timing["dense_results"]}
                 print(json.dumps(row), flush=True)
                 rows.append(row)
+    return rows
+
+
+def dense_first_cases(engine: str, quick: bool, seconds: float = 1.0) -> list[dict]:
+    """The runtime as it ships (a long problem's first DENSE_FIRST steps as a whole row, if it fits
+    a batch) against tiles from the first step (dense_first=0), on the same problems."""
+    rng = np.random.default_rng(5)
+    add, par = get_task("addition"), get_task("parity")
+    n = 1000 if quick else 3000
+    cases = [(f"64 random {n:,}-digit additions", "addition", [add.random_line(rng, n) for _ in range(64)]),
+             (f"8 random {10 * n:,}-digit additions", "addition", [add.random_line(rng, 10 * n) for _ in range(8)]),
+             (f"6 random {n:,}-digit additions and {n:,} nines + 1", "addition",
+              [add.random_line(rng, n) for _ in range(6)] + [f"{'9' * n}+1"]),
+             (f"99...9+1, {20 * n // 3:,} nines", "addition", [f"{'9' * (20 * n // 3)}+1"]),
+             (f"parity, {20 * n // 3:,} random bits", "parity", [par.random_line(rng, 20 * n // 3)])]
+    rows = []
+    for name, task_name, lines in cases:
+        task = get_task(task_name)
+        timing = {}
+        with Runtime(task_name, engine) as shipped, Runtime(task_name, engine, dense_first=0) as tiles:
+            for label, rt in (("shipped", shipped), ("tiles_first", tiles)):
+                rt.solve(WARM_UP[task_name])
+                best, start = float("inf"), time.perf_counter()
+                while best == float("inf") or time.perf_counter() - start < seconds:
+                    before = rt.stats()["tile_cell_steps"]
+                    t = time.perf_counter()
+                    results = rt.solve(lines)
+                    best = min(best, time.perf_counter() - t)
+                timing[label] = {"seconds": round(best, 4), "tile_cell_steps": rt.stats()["tile_cell_steps"] - before,
+                                 "exact": sum(r.converged and r.answer == task.answer(task.parse(x))
+                                              for r, x in zip(results, lines))}
+                timing[label + "_results"] = [(r.answer, r.steps) for r in results]
+        row = {"case": name, "task": task_name, "problems": len(lines),
+               "shipped": timing["shipped"], "tiles_first": timing["tiles_first"],
+               "same": timing["shipped_results"] == timing["tiles_first_results"],
+               "speedup": round(timing["tiles_first"]["seconds"] / timing["shipped"]["seconds"], 2)}
+        print(json.dumps(row), flush=True)
+        rows.append(row)
     return rows
 
 
@@ -139,11 +181,16 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="small sizes only (a check of the script)")
     ap.add_argument("--out", type=Path, default=Path("bench/out/tiles.json"))
     ap.add_argument("--sweep", action="store_true", help="only the dense-or-tiled threshold sweep")
+    ap.add_argument("--dense-first", action="store_true",
+                    help="only the shipped runtime against tiles from the first step (dense_first=0)")
     args = ap.parse_args()
-    if args.sweep:
+    if args.sweep or args.dense_first:
         lengths = [1024, 2048, 4096, 8192, 16384, 32768]
-        report = {"engine": args.engine, "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-                  "sweep": threshold_sweep(args.engine, lengths[:3] if args.quick else lengths)}
+        report = {"engine": args.engine, "machine": f"{platform.machine()}, {os.cpu_count()} cores"}
+        if args.sweep:
+            report["sweep"] = threshold_sweep(args.engine, lengths[:3] if args.quick else lengths)
+        else:
+            report["dense_first"] = dense_first_cases(args.engine, args.quick)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=1))
         print(f"wrote {args.out}")

@@ -196,8 +196,8 @@ class Scheduler:
             padded = np.prod(padded_shapes(self.task, problems), axis=1)
             # a row past a batch runs slower whole than in tiles that workers share (a 10^6-cell
             # ring: 2.7x on 2 CPU cores), so it tiles from the first step
-            rowable = [cells <= min(self.max_batch_cells, self.engine.max_row_cells) and self.engine.max_rows(cells) >= 1
-                       for cells in padded[long].tolist()]
+            fits = min(self.max_batch_cells, self.engine.max_row_cells)
+            rowable = [cells <= fits and self.engine.max_rows(cells) >= 1 for cells in padded[long].tolist()]
             long[np.flatnonzero(long)[rowable]] = False
             dense_limits = np.where(problems.lengths > self.tile_from, self.dense_first, np.iinfo(np.int64).max)
         else:
