@@ -135,8 +135,21 @@ def cf_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onn
     the first layer with its bias, less conv(mask)), threshold (B, C_s, *S) (-b_out, or +1e30 on an
     empty cell) and state (B, C_s, *S) in the 0/1 form above. Packed: B = 1, S = (cells,).
     wrap: each row is a whole ring (a ring task's whole problems; its tile windows are not)."""
-    assert rule.state_code == "sign"
     b = _Builder("sead_cf_prepare")
+    _cf_prepare_nodes(b, rule, fresh, wrap)
+    inputs = [_io("codes", UINT8, ["batch", *_cf_cells(rule, packed)])]
+    if not fresh:
+        inputs.append(_io("state_codes", _code_type(rule), ["batch", *_cf_cells(rule, packed)]))
+    cells = _cf_cells(rule, packed)
+    outputs = [_io("features", FLOAT, ["batch", rule.hidden, *cells]),
+               _io("threshold", FLOAT, ["batch", rule.state_channels, *cells]),
+               _io("state", FLOAT, ["batch", rule.state_channels, *cells])]
+    return b.model(inputs, outputs)
+
+
+def _cf_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> None:
+    """cf_prepare's nodes: from "codes" [and "state_codes"] to "features", "threshold", "state"."""
+    assert rule.state_code == "sign"
     if rule.rank == 1 and rule.input_channels ** 3 * rule.hidden <= TRIPLE_TABLE_ELEMENTS:
         # a tape cell's share reads three codes: one lookup per cell, the fold included
         codes = b.op("Cast", ["codes"], to=INT64)  # (B, L)
@@ -167,7 +180,6 @@ def cf_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onn
     half = b.op("Mul", [mask, b.const(np.float32(0.5))])
     if fresh:
         b.op("Mul", [half, b.const(np.ones((1, rule.state_channels, *[1] * rule.rank), np.float32))], "state")
-        inputs = [_io("codes", UINT8, ["batch", *_cf_cells(rule, packed)])]
     else:
         code = b.op("Unsqueeze", [b.op("Cast", ["state_codes"], to=FLOAT), b.const([1])])  # (B, 1, *S)
         shifted = b.op("Floor", [b.op("Mul", [code, b.const(_cf_channels(rule, 0.5 ** np.arange(rule.state_channels)))])])
@@ -175,13 +187,6 @@ def cf_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onn
                                                    b.const(np.float32(2))])])
         zero = b.op("Equal", [code, b.const(np.float32(rule.zero_code))])
         b.op("Mul", [b.op("Where", [zero, b.const(np.float32(0.5)), bits]), mask], "state")
-        inputs = [_io("codes", UINT8, ["batch", *_cf_cells(rule, packed)]),
-                  _io("state_codes", _code_type(rule), ["batch", *_cf_cells(rule, packed)])]
-    cells = _cf_cells(rule, packed)
-    outputs = [_io("features", FLOAT, ["batch", rule.hidden, *cells]),
-               _io("threshold", FLOAT, ["batch", rule.state_channels, *cells]),
-               _io("state", FLOAT, ["batch", rule.state_channels, *cells])]
-    return b.model(inputs, outputs)
 
 
 def _cf_step(b: _Builder, rule: Rule, state: str, wrap: bool) -> str:
@@ -239,29 +244,39 @@ def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) 
     if packed and (mode == "budget" or wrap):
         raise ValueError("only rows that end in an empty cell and need no budget are packed")
     b = _Builder(f"sead_cf_advance_{mode}_{k}")
-    spatial = list(range(2, 2 + rule.rank))
-    state, previous, changed_at = _unroll(b, k, mode, lambda s: _cf_step(b, rule, s, wrap),
-                                          lambda s: _cf_code(b, rule, s), [-1, 1, *[1] * rule.rank])
+    _cf_advance_nodes(b, rule, k, packed, mode, wrap)
     cells = _cf_cells(rule, packed)
     state_io = _io("state_out", FLOAT, ["batch", rule.state_channels, *cells])
     inputs = [_io("features", FLOAT, ["batch", rule.hidden, *cells]),
               _io("threshold", FLOAT, ["batch", rule.state_channels, *cells]),
               _io("state", FLOAT, ["batch", rule.state_channels, *cells])]
     if mode == "hot":
-        diff = b.op("ReduceMax", [b.op("Abs", [b.op("Sub", [state, previous])]), b.const([1])], keepdims=0)
-        b.op("Greater", [diff, b.const(np.float32(0))], "hot")
         return b.model(inputs, [state_io, _io("hot", BOOL, ["batch", *cells])])
     if mode == "owned":
-        changed_at = b.op("Mul", [changed_at, "owned"])
         inputs.append(_io("owned", FLOAT, ["batch", 1, *cells]))
     if packed:
-        b.op("ReduceMax", [b.op("Reshape", [changed_at, "rows"]), b.const([1])], "last", keepdims=0)  # rows (B, L)
         inputs.append(_io("rows", INT64, [2]))
-    else:
-        b.op("ReduceMax", [changed_at, b.const([1, *spatial])], "last", keepdims=0)
     if mode == "budget":
         inputs.append(_io("budget", FLOAT, ["rows"]))
     return b.model(inputs, [state_io, _io("last", FLOAT, ["rows"])])
+
+
+def _cf_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: str, wrap: bool) -> None:
+    """cf_advance's nodes: from "features", "threshold", "state" (and by mode "owned", "rows",
+    "budget") to "state_out" and "hot" or "last"."""
+    spatial = list(range(2, 2 + rule.rank))
+    state, previous, changed_at = _unroll(b, k, mode, lambda s: _cf_step(b, rule, s, wrap),
+                                          lambda s: _cf_code(b, rule, s), [-1, 1, *[1] * rule.rank])
+    if mode == "hot":
+        diff = b.op("ReduceMax", [b.op("Abs", [b.op("Sub", [state, previous])]), b.const([1])], keepdims=0)
+        b.op("Greater", [diff, b.const(np.float32(0))], "hot")
+        return
+    if mode == "owned":
+        changed_at = b.op("Mul", [changed_at, "owned"])
+    if packed:
+        b.op("ReduceMax", [b.op("Reshape", [changed_at, "rows"]), b.const([1])], "last", keepdims=0)  # rows (B, L)
+    else:
+        b.op("ReduceMax", [changed_at, b.const([1, *spatial])], "last", keepdims=0)
 
 
 def cf_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelProto:
@@ -269,21 +284,58 @@ def cf_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelProto
     (B, *S) uint8. The readout runs channels last (the cl readout): its problem part is a table
     lookup."""
     b = _Builder("sead_cf_finish")
-    codes = b.op("Cast", ["codes"], to=INT64)
-    real = b.op("Greater", [codes, b.const(np.int64(0))])
-    first = b.op("Squeeze", [b.op("Slice", ["state", b.const([0]), b.const([1]), b.const([1])]), b.const([1])])
-    fresh = b.op("Equal", [first, b.const(np.float32(0.5))])  # before the first step (all channels alike)
-    bits = b.op("Squeeze", [b.op("Conv", ["state", b.const(_cf_channels(rule, 2.0 ** np.arange(rule.state_channels)))]),
-                            b.const([1])])
-    code = b.op("Where", [b.op("And", [real, b.op("Not", [fresh])]), bits, b.const(np.float32(rule.zero_code))])
-    b.op("Cast", [code], "state_codes", to=_code_type(rule))
+    _cf_finish_nodes(b, rule, "state", "state_codes", readout)
     cells_axes = _cf_cells(rule, packed)
     outputs = [_io("state_codes", _code_type(rule), ["batch", *cells_axes])]
     if readout:
-        _readout_lookup(b, rule, codes, b.op("Cast", [code], to=INT64))
         outputs.append(_io("classes", UINT8, ["batch", *cells_axes]))
     return b.model([_io("codes", UINT8, ["batch", *cells_axes]),
                     _io("state", FLOAT, ["batch", rule.state_channels, *cells_axes])], outputs)
+
+
+def _cf_finish_nodes(b: _Builder, rule: Rule, state: str, state_codes: str, readout: bool) -> None:
+    """cf_finish's nodes: from "codes" and `state` to `state_codes` [and "classes"]."""
+    codes = b.op("Cast", ["codes"], to=INT64)
+    real = b.op("Greater", [codes, b.const(np.int64(0))])
+    first = b.op("Squeeze", [b.op("Slice", [state, b.const([0]), b.const([1]), b.const([1])]), b.const([1])])
+    fresh = b.op("Equal", [first, b.const(np.float32(0.5))])  # before the first step (all channels alike)
+    bits = b.op("Squeeze", [b.op("Conv", [state, b.const(_cf_channels(rule, 2.0 ** np.arange(rule.state_channels)))]),
+                            b.const([1])])
+    code = b.op("Where", [b.op("And", [real, b.op("Not", [fresh])]), bits, b.const(np.float32(rule.zero_code))])
+    b.op("Cast", [code], state_codes, to=_code_type(rule))
+    if readout:
+        _readout_lookup(b, rule, codes, b.op("Cast", [code], to=INT64))
+
+
+def cf_window(rule: Rule, k: int, mode: str, fresh: bool) -> onnx.ModelProto:
+    """Tile windows of a tape in one graph, prepare, K steps and finish, for hosts where each run
+    has a cost of its own (the CPU provider): window_codes (B, L) uint8 [, window_state_codes
+    (B, L)] [, window_owned (B, L) float] -> window_state_codes_out (B, L) and, by mode (hot or
+    owned, as cf_advance), window_hot (B, L) bool or last (B,) float. Rows are packed inside."""
+    assert rule.rank == 1 and mode in ("hot", "owned")
+    b = _Builder(f"sead_cf_window_{mode}_{k}")
+    flat = b.const(np.array([1, -1], np.int64))
+    b.op("Reshape", ["window_codes", flat], "codes")
+    b.op("Shape", ["window_codes"], "rows")
+    if not fresh:
+        b.op("Reshape", ["window_state_codes", flat], "state_codes")
+    if mode == "owned":
+        b.op("Reshape", ["window_owned", b.const(np.array([1, 1, -1], np.int64))], "owned")
+    _cf_prepare_nodes(b, rule, fresh, wrap=False)
+    _cf_advance_nodes(b, rule, k, packed=True, mode=mode, wrap=False)
+    _cf_finish_nodes(b, rule, "state_out", "packed_state_codes", readout=False)
+    b.op("Reshape", ["packed_state_codes", "rows"], "window_state_codes_out")
+    inputs = [_io("window_codes", UINT8, ["rows", "cells"])]
+    if not fresh:
+        inputs.append(_io("window_state_codes", _code_type(rule), ["rows", "cells"]))
+    outputs = [_io("window_state_codes_out", _code_type(rule), ["rows", "cells"])]
+    if mode == "hot":
+        b.op("Reshape", ["hot", "rows"], "window_hot")
+        outputs.append(_io("window_hot", BOOL, ["rows", "cells"]))
+    else:
+        inputs.append(_io("window_owned", FLOAT, ["rows", "cells"]))
+        outputs.append(_io("last", FLOAT, ["rows"]))
+    return b.model(inputs, outputs)
 
 
 def _readout_lookup(b: _Builder, rule: Rule, codes: str, state_codes: str) -> None:

@@ -17,7 +17,7 @@ from sead.runtime.model_file import load_step_model  # noqa: E402
 from sead.runtime.rule import Rule  # noqa: E402
 from sead.runtime.tasks import get_task  # noqa: E402
 
-ENGINES = ["ort", "ort-cl-on-cpu", pytest.param("ort-cuda", marks=pytest.mark.gpu),
+ENGINES = ["ort", "ort-cl-on-cpu", "ort-slots-on-cpu", pytest.param("ort-cuda", marks=pytest.mark.gpu),
            pytest.param("trt", marks=pytest.mark.trt)]
 
 
@@ -26,6 +26,9 @@ def _factory(name, k=None):
         if name == "ort-cl-on-cpu":  # ort-cuda's layout, slots and bookkeeping, on the CPU provider
             from sead.runtime.engines.ort import OrtEngine
             return OrtEngine(step, "cpu", layout="cl", cuda_graphs=True, graph_rows=True)
+        if name == "ort-slots-on-cpu":  # ort's layout with windows as batches in slots (ort runs them as one graph)
+            from sead.runtime.engines.ort import OrtEngine
+            return OrtEngine(step, "cpu", cuda_graphs=True)
         return make_engine(step, name, k)
     return make
 

@@ -3,7 +3,8 @@
 Every tensor of a batch is an OrtValue on the engine's device, bound to the sessions by IO
 binding: codes go up once per batch (1 byte per cell), the state stays on the device between
 calls, and per call only the (B,) budgets go up and the (B,) counts come back; classes come back
-once, when problems finish (1 byte per cell). On the CPU provider the device is host memory, so
+once, when problems finish (1 byte per cell); on `ort`, a tape's tile windows, which live for one
+call, run as one graph with plain arrays instead. On the CPU provider the device is host memory, so
 `ort` and `ort-cuda` differ only in where buffers live, the layout (runtime/graph.py: "cf" runs
 fastest on CPUs, "cl" on GPUs) and CUDA graphs, which `ort-cuda` captures for batch shapes that
 repeat (engine-owned buffer slots, so replays see the same addresses).
@@ -128,6 +129,8 @@ class OrtEngine:
                 return graph.cf_prepare(r, packed=key[2], fresh=key[1], wrap=key[3])
             if kind == "advance":
                 return graph.cf_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4])
+            if kind == "window":
+                return graph.cf_window(r, key[1], mode=key[2], fresh=key[3])
             return graph.cf_finish(r, packed=key[1], readout=key[2])
         if kind == "prepare":
             return graph.cl_prepare(r, fresh=key[1])
@@ -214,6 +217,19 @@ class OrtEngine:
                         "budget" if generations else "count", layout=self.layout)
 
     def run_windows(self, codes, state_codes, k, owned=None):
+        if self.device == "cpu" and self.window_layout == "cf" and not self.cuda_graphs and self.rule.rank == 1:
+            # in host memory, one run of one graph with plain arrays: a window's buffers, bindings
+            # and three runs cost as much as its 64 steps
+            if codes[:, -1].any():
+                raise InternalError("a window handed to the engine does not end in an empty cell")
+            mode = "hot" if owned is None else "owned"
+            feeds = {"window_codes": np.ascontiguousarray(codes, np.uint8)}
+            if state_codes is not None:
+                feeds["window_state_codes"] = np.ascontiguousarray(state_codes, self.rule.code_dtype)
+            if owned is not None:
+                feeds["window_owned"] = np.ascontiguousarray(owned, np.float32)
+            new_states, second = self.session(("cf", "window", k, mode, state_codes is None)).run(None, feeds)
+            return new_states, (second if owned is None else int(second.max(initial=0)))
         batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False,
                          "hot" if owned is None else "owned", owned=owned, layout=self.window_layout)
         try:
