@@ -122,7 +122,7 @@ class RuntimeForms:
             prep = self._session(("cf", "prepare"), lambda: G.cf_prepare(r, False, False, r.ring))
             feeds = dict(zip([o.name for o in prep.get_outputs()],
                              prep.run(None, {"codes": codes, "state_codes": state_codes})))
-            adv = self._session(("cf", "advance"), lambda: G.cf_advance(r, 1, False, "hot", r.ring))
+            adv = self._session(("cf", "advance"), lambda: G.cf_advance(r, 1, False, "hot", r.ring, fused=True))
             nxt = adv.run(["state_out"], {i.name: feeds[i.name] for i in adv.get_inputs()})[0]
             fin = self._session(("cf", "finish"), lambda: G.cf_finish(r, False))
             out["cf"] = fin.run(["state_codes"], {"codes": codes, "state": nxt})[0][kept]

@@ -39,6 +39,7 @@ from .rule import Rule
 OPSET = 18
 FLOAT, INT64, UINT8, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.UINT8, TensorProto.BOOL
 CODE_TYPES = {np.uint8: TensorProto.UINT8, np.uint16: TensorProto.UINT16, np.uint32: TensorProto.UINT32}
+MS_DOMAIN = "com.microsoft"  # ONNX Runtime's own operators (FusedConv), used only where asked for
 
 
 class _Builder:
@@ -55,16 +56,20 @@ class _Builder:
         self.inits[key] = value
         return key
 
-    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs) -> str:
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, domain: str = "", **attrs) -> str:
         self.count += 1
         out = out or f"t{self.count}"
-        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"n{self.count}_{op_type}", **attrs))
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"n{self.count}_{op_type}", domain=domain,
+                                           **attrs))
         return out
 
     def model(self, inputs, outputs) -> onnx.ModelProto:
         inits = [numpy_helper.from_array(v, k) for k, v in self.inits.items()]
         graph = helper.make_graph(self.nodes, self.name, inputs, outputs, inits)
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="sead.runtime")
+        opsets = [helper.make_opsetid("", OPSET)]
+        if any(n.domain == MS_DOMAIN for n in self.nodes):
+            opsets.append(helper.make_opsetid(MS_DOMAIN, 1))
+        model = helper.make_model(graph, opset_imports=opsets, producer_name="sead.runtime")
         model.ir_version = 9
         onnx.checker.check_model(model)
         return model
@@ -189,13 +194,18 @@ def _cf_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> None:
         b.op("Mul", [b.op("Where", [zero, b.const(np.float32(0.5)), bits]), mask], "state")
 
 
-def _cf_step(b: _Builder, rule: Rule, state: str, wrap: bool) -> str:
+def _cf_step(b: _Builder, rule: Rule, state: str, wrap: bool, fused: bool) -> str:
     if "w_state2" not in b.inits:
         b.const(2 * rule.w_in[:, rule.input_channels:], "w_state2")
         b.const(rule.w_out.reshape(*rule.w_out.shape, *[1] * rule.rank), "w_out")
-        b.const(np.float32(0), "zero")
     x = _cf_wrap(b, state) if wrap else state
-    hidden = b.op("Relu", [b.op("Add", [b.op("Conv", [x, "w_state2"], pads=_cf_pads(rule, wrap)), "features"])])
+    if fused:  # relu(conv + 0 + features) as one node instead of three (its own summation order)
+        if "zero_bias" not in b.inits:
+            b.const(np.zeros(rule.hidden, np.float32), "zero_bias")
+        hidden = b.op("FusedConv", [x, "w_state2", "zero_bias", "features"], domain=MS_DOMAIN, activation="Relu",
+                      pads=_cf_pads(rule, wrap))
+    else:
+        hidden = b.op("Relu", [b.op("Add", [b.op("Conv", [x, "w_state2"], pads=_cf_pads(rule, wrap)), "features"])])
     return b.op("Cast", [b.op("Greater", [b.op("Conv", [hidden, "w_out"]), "threshold"])], to=FLOAT)
 
 
@@ -228,7 +238,8 @@ def _unroll(b: _Builder, k: int, mode: str, step, code_of, budget_shape: list[in
     return state, previous, changed_at
 
 
-def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) -> onnx.ModelProto:
+def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False,
+               fused: bool = False) -> onnx.ModelProto:
     """K steps. inputs features, threshold, state (from prepare) and, by mode:
 
         count       (rows int64 [B, L] when packed) -> state_out, last (B,) float: the last step
@@ -240,11 +251,12 @@ def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) 
                     over owned cells: tile windows, whose halos change too)
 
     `count` without budgets serves whole problems of a fixed-point task (a row that settles stays
-    settled, so running past its budget changes nothing the loop reads)."""
+    settled, so running past its budget changes nothing the loop reads). fused: the first layer as
+    ONNX Runtime's FusedConv (com.microsoft), what `ort` runs; export/verify.py checks that form."""
     if packed and (mode == "budget" or wrap):
         raise ValueError("only rows that end in an empty cell and need no budget are packed")
     b = _Builder(f"sead_cf_advance_{mode}_{k}")
-    _cf_advance_nodes(b, rule, k, packed, mode, wrap)
+    _cf_advance_nodes(b, rule, k, packed, mode, wrap, fused)
     cells = _cf_cells(rule, packed)
     state_io = _io("state_out", FLOAT, ["batch", rule.state_channels, *cells])
     inputs = [_io("features", FLOAT, ["batch", rule.hidden, *cells]),
@@ -261,11 +273,11 @@ def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) 
     return b.model(inputs, [state_io, _io("last", FLOAT, ["rows"])])
 
 
-def _cf_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: str, wrap: bool) -> None:
+def _cf_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: str, wrap: bool, fused: bool) -> None:
     """cf_advance's nodes: from "features", "threshold", "state" (and by mode "owned", "rows",
     "budget") to "state_out" and "hot" or "last"."""
     spatial = list(range(2, 2 + rule.rank))
-    state, previous, changed_at = _unroll(b, k, mode, lambda s: _cf_step(b, rule, s, wrap),
+    state, previous, changed_at = _unroll(b, k, mode, lambda s: _cf_step(b, rule, s, wrap, fused),
                                           lambda s: _cf_code(b, rule, s), [-1, 1, *[1] * rule.rank])
     if mode == "hot":
         diff = b.op("ReduceMax", [b.op("Abs", [b.op("Sub", [state, previous])]), b.const([1])], keepdims=0)
@@ -307,7 +319,7 @@ def _cf_finish_nodes(b: _Builder, rule: Rule, state: str, state_codes: str, read
         _readout_lookup(b, rule, codes, b.op("Cast", [code], to=INT64))
 
 
-def cf_window(rule: Rule, k: int, mode: str, fresh: bool) -> onnx.ModelProto:
+def cf_window(rule: Rule, k: int, mode: str, fresh: bool, fused: bool = False) -> onnx.ModelProto:
     """Tile windows of a tape in one graph, prepare, K steps and finish, for hosts where each run
     has a cost of its own (the CPU provider): window_codes (B, L) uint8 [, window_state_codes
     (B, L)] [, window_owned (B, L) float] -> window_state_codes_out (B, L) and, by mode (hot or
@@ -322,7 +334,7 @@ def cf_window(rule: Rule, k: int, mode: str, fresh: bool) -> onnx.ModelProto:
     if mode == "owned":
         b.op("Reshape", ["window_owned", b.const(np.array([1, 1, -1], np.int64))], "owned")
     _cf_prepare_nodes(b, rule, fresh, wrap=False)
-    _cf_advance_nodes(b, rule, k, packed=True, mode=mode, wrap=False)
+    _cf_advance_nodes(b, rule, k, packed=True, mode=mode, wrap=False, fused=fused)
     _cf_finish_nodes(b, rule, "state_out", "packed_state_codes", readout=False)
     b.op("Reshape", ["packed_state_codes", "rows"], "window_state_codes_out")
     inputs = [_io("window_codes", UINT8, ["rows", "cells"])]

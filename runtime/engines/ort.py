@@ -127,10 +127,13 @@ class OrtEngine:
         if layout == "cf":
             if kind == "prepare":
                 return graph.cf_prepare(r, packed=key[2], fresh=key[1], wrap=key[3])
+            # the CPU provider runs the first layer's conv, sum and relu as one node (FusedConv, the
+            # form sead export checks); on CUDA that form has not run
+            fused = self.device == "cpu"
             if kind == "advance":
-                return graph.cf_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4])
+                return graph.cf_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4], fused=fused)
             if kind == "window":
-                return graph.cf_window(r, key[1], mode=key[2], fresh=key[3])
+                return graph.cf_window(r, key[1], mode=key[2], fresh=key[3], fused=fused)
             return graph.cf_finish(r, packed=key[1], readout=key[2])
         if kind == "prepare":
             return graph.cl_prepare(r, fresh=key[1])
