@@ -24,6 +24,9 @@ Sections (each timed; a section that fails is recorded and the run goes on):
   long         100,000 and 1,000,000 nines + 1, parity of 100,000 and 1,000,000 random bits, one
                random 10,000,000-digit sum: seconds, steps, exact; 10,000-cell cases against 'ort'
   products     one random product of 200, 400 and 1,000 digits, exact; 100-digit ones against 'ort'
+  windows      a long tape's tile window (K = 256) of each shipped tape model in each form of the
+               rule (cl, cf, cf with FusedConv, and the lookup experiment of bench/window_forms.py):
+               us a step, and the same states as cl
 Writes gpu_check.json to --out (default $OUT, else ./gpu_check_out); sized for under 6 minutes on
 one H200. --cpu-stand-in runs the 'ort-cuda' rows on the CPU provider (layout cl, the GPU path's
 graphs and bookkeeping) with --quick sizes: a check of this script on a machine without a GPU.
@@ -568,6 +571,27 @@ def torch_step_rates(x: np.ndarray, k: int, quick: bool) -> dict:
     return out
 
 
+def window_forms(quick: bool) -> dict:
+    """One long tape's tile window (3 tiles and 2 halos of K cells) in each form of the rule,
+    K = 256 (the engine's deepest): us a step and the same states as the cl form; the lookup form
+    is an experiment (bench/window_forms.py), the question being which form a GPU runs fastest."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from window_forms import forms, window_codes
+
+    from sead.runtime.model_file import load_step_model
+    from sead.runtime.rule import Rule
+    k = 64 if quick else 256
+    providers = ["CPUExecutionProvider"] if STAND_IN else [("CUDAExecutionProvider", {"use_tf32": 0})]
+    out = {"k": k, "window_cells": 5 * k + 1, "models": {}}
+    for name in ("addition", "parity", "rule110"):
+        got = forms(Rule.from_step(load_step_model(name)), window_codes(name, 5 * k + 1), k, providers, 5 if quick else 20)
+        out["models"][name] = got
+        say(f"{name} window: " + ", ".join(f"{f} {v['us_per_step']} us/step" if "us_per_step" in v else f"{f} failed"
+                                           for f, v in got.items()))
+    out["ok"] = all(v.get("same_as_cl", True) for m in out["models"].values() for v in m.values())
+    return out
+
+
 def long_tapes(quick: bool) -> dict:
     """Long tapes in tiles. The 100,000-cell cases run with each layout for the tile windows (cl:
     gathers and matrix products; cf: convolutions, fewer kernels a step); the 1,000,000-cell cases
@@ -672,7 +696,8 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
     parser.add_argument("--cpu-stand-in", action="store_true", help="run the ort-cuda rows on the CPU provider")
     parser.add_argument("--budget", type=float, default=330.0, help="no section starts after this many seconds")
-    parser.add_argument("--sections", nargs="+", default=["conformance", "short", "file", "step", "long", "products"])
+    parser.add_argument("--sections", nargs="+",
+                        default=["conformance", "short", "file", "step", "long", "products", "windows"])
     parser.add_argument("--long-layouts", nargs="+", default=["cl", "cf"], choices=["cl", "cf"],
                         help="the tile-window layouts compared on the 100,000-cell tapes")
     parser.add_argument("--no-longest", action="store_true", help="skip the 1,000,000-cell tapes")
@@ -693,7 +718,7 @@ def main(argv=None) -> int:
             say("no CUDA provider: install onnxruntime-gpu (never together with onnxruntime)")
             return 2
     work = {"conformance": conformance, "short": short_sums, "file": run_file, "step": step_formulations,
-            "long": long_tapes, "products": products}
+            "long": long_tapes, "products": products, "windows": window_forms}
     for name in args.sections:
         section(name, DEADLINE)(work[name])(quick)
     failed = [n for n, s in REPORT["sections"].items() if s.get("failed") or s.get("ok") is False]

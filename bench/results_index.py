@@ -119,6 +119,10 @@ ABOUT = [
     ("tiles_sweep_", "bench/tiles.py --sweep",
      "The same problems run in tiles from the first step and as whole rows (dense) at tape lengths "
      "around the tiling threshold."),
+    ("window_forms_", "bench/window_forms.py",
+     "One long tape's tile window of each shipped tape model in each form of the rule (cl, cf, cf with "
+     "FusedConv, and the whole step as one table lookup, an experiment): microseconds a step, and whether "
+     "its states equal the cl form's."),
     ("dense_first_", "bench/tiles.py --dense-first",
      "The runtime as it ships (a long problem's first 32 steps as a whole row, if it fits a batch) "
      "against tiles from the first step (dense_first=0), on the same problems, best of repeated solves."),
@@ -318,6 +322,14 @@ def dense_first(d: dict) -> list[str]:
          "same answers and steps"], body)
 
 
+def window_forms(d: dict) -> list[str]:
+    names = list(next(iter(d["models"].values())))
+    body = [[model] + [f"{v['us_per_step']} ({'same' if v.get('same_as_cl') else 'DIFFERENT'})" if "us_per_step" in v
+                       else "failed" for v in (forms[n] for n in names)] for model, forms in d["models"].items()]
+    return [f"{d['provider']} on {d['machine']}; K = {d['k']}, windows of {num(d['window_cells'])} cells; "
+            "us a step (states against cl).", ""] + table(["model"] + names, body)
+
+
 def load(d: dict) -> list[str]:
     cfg = d["config"]
     out = [f"Machine: {d['machine']['cpus']} CPUs, Python {d['machine']['python']}. {cfg['clients']} clients x "
@@ -455,6 +467,8 @@ def summarize(name: str, d) -> list[str]:
     if isinstance(d, dict):
         if "sections" in d:
             return gpu_check(d)
+        if "window_cells" in d:
+            return window_forms(d)
         if "models" in d and d["models"] and "met" in d["models"][0]:
             return code_bound(d)
         if "cases" in d and d["cases"] and "relative_to_default" in d["cases"][0]:

@@ -1,0 +1,191 @@
+#!/usr/bin/env python3
+"""A long tape's tile window in each form of the rule: microseconds a step, and the same states.
+
+    python bench/window_forms.py [--k 64] [--out bench/results/window_forms_ort_cpu.json]
+
+A carry chain's or a parity front's window is about a thousand cells and runs thousands of calls,
+so a step's cost is its operators' launch costs more than their arithmetic. Each shipped tape
+model's window (one row: 3 tiles and 2 halos of K cells, ending in an empty cell) runs K steps in:
+
+  cl        the channels-last form (`ort-cuda`'s windows)
+  cf        the channels-first form, unfused (what `ort-cuda` runs with window_layout cf)
+  cf_fused  cf with the first layer as ONNX Runtime's FusedConv (what `ort` runs)
+  lookup    an experiment, not in the runtime: the whole step as one table lookup. A cell's next
+            state depends only on its (left, own, right) problem codes and state values, so a
+            table of every such neighbourhood (computed once in float64, with a bound on float32
+            rounding that every entry's decision must clear) replaces the arithmetic: a
+            convolution for the state triple, an add, a cast and a gather, 4 operators a step
+            against cl's 7 and cf's 6 (cf_fused 4), all of them cheap.
+
+Every form's states after K steps must equal cl's on every real cell ("same_as_cl"). On a GPU
+machine bench/gpu_check.py runs the same on the CUDA provider (section "windows").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+from onnx import TensorProto
+
+from sead.runtime import graph as G
+from sead.runtime.layout import neighbour_table
+from sead.runtime.model_file import load_step_model
+from sead.runtime.rule import Rule
+from sead.runtime.tasks import Problems, get_task
+
+UNIT = 2.0 ** -24  # float32's unit roundoff
+
+
+def lookup_table(rule: Rule) -> np.ndarray:
+    """(C_in^3 * V^3,) float32, V = 2^C_s + 1: the next state value (0: the zero state, else 1 +
+    its code) of a cell with (left, own, right) problem codes t and state values (l, o, r), at
+    index t V^3 + l V^2 + o V + r. ValueError if an entry's decision is within the float32
+    rounding bound of a sum of its terms (then float32 forms could decide it either way)."""
+    assert rule.rank == 1 and rule.state_code == "sign"
+    c_in, c_s, v = rule.input_channels, rule.state_channels, (1 << rule.state_channels) + 1
+    z = np.arange(1 << c_s)
+    signs = np.concatenate([np.zeros((1, c_s)), ((z[:, None] >> np.arange(c_s)) & 1) * 2.0 - 1])  # (V, C_s)
+    w_p = rule.tap_weights("problem").astype(np.float64)  # (3, H, C_in)
+    w_s = rule.tap_weights("state").astype(np.float64)    # (3, H, C_s)
+    rows = np.zeros((3, c_in, rule.hidden))
+    rows_abs = np.zeros((3, c_in, rule.hidden))
+    rows[:, 1:] = (w_p[:, :, :1] + w_p[:, :, 1:]).transpose(0, 2, 1)
+    rows_abs[:, 1:] = (np.abs(w_p[:, :, :1]) + np.abs(w_p[:, :, 1:])).transpose(0, 2, 1)
+    b_in = rule.b_in.astype(np.float64)
+    problem = (rows[0][:, None, None] + rows[1][None, :, None] + rows[2][None, None, :] + b_in).reshape(-1, rule.hidden)
+    problem_abs = (rows_abs[0][:, None, None] + rows_abs[1][None, :, None] + rows_abs[2][None, None, :]
+                   + np.abs(b_in)).reshape(-1, rule.hidden)
+    state = [signs @ w_s[tap].T for tap in range(3)]  # (V, H) each
+    state_abs = [np.abs(signs) @ np.abs(w_s[tap]).T for tap in range(3)]
+    h = (problem[:, None, None, None] + state[0][None, :, None, None] + state[1][None, None, :, None]
+         + state[2][None, None, None, :])  # (T, V, V, V, H)
+    h_abs = (problem_abs[:, None, None, None] + state_abs[0][None, :, None, None] + state_abs[1][None, None, :, None]
+             + state_abs[2][None, None, None, :])
+    n_first = 3 * (2 + c_s) + 1  # terms summed into a hidden unit
+    h_err = 2 * n_first * UNIT * h_abs
+    relu = np.maximum(h, 0)
+    w_out, b_out = rule.w_out.astype(np.float64), rule.b_out.astype(np.float64)
+    pre = relu @ w_out.T + b_out  # (T, V, V, V, C_s)
+    pre_err = h_err @ np.abs(w_out).T + 2 * (rule.hidden + 1) * UNIT * (np.maximum(h, 0) + h_err) @ np.abs(w_out).T \
+        + 2 * (rule.hidden + 1) * UNIT * np.abs(b_out)
+    own = (np.arange(c_in ** 3) // c_in) % c_in  # a triple's own code
+    real = (own > 0)[:, None, None, None, None]
+    close = real & (np.abs(pre) <= pre_err)
+    if close.any():
+        raise ValueError(f"{int(close.sum())} table entries decide within float32 rounding")
+    value = 1 + ((pre > 0) * (2 ** np.arange(c_s))).sum(-1)
+    value = np.where(real[..., 0], value, 0)
+    return value.reshape(-1).astype(np.float32)
+
+
+def lookup_advance(rule: Rule, k: int):
+    """K steps of the lookup form, hot mode: base (1, 1, N) float (t V^3 per cell), state (1, 1, N)
+    float values -> state_out, hot (1, N) bool."""
+    v = (1 << rule.state_channels) + 1
+    b = G._Builder(f"sead_lookup_advance_{k}")
+    table, triple = b.const(lookup_table(rule), "table"), b.const(np.array([[[v * v, v, 1]]], np.float32), "triple")
+    state, previous = "state", None
+    for _ in range(k):
+        index = b.op("Cast", [b.op("Add", [b.op("Conv", [state, triple], pads=[1, 1]), "base"])], to=G.INT64)
+        previous, state = state, b.op("Gather", [table, index])
+    b.op("Identity", [state], "state_out")
+    b.op("Squeeze", [b.op("Not", [b.op("Equal", [state, previous])]), b.const([1])], "hot")
+    io = [G._io(n, TensorProto.FLOAT, [1, 1, "cells"]) for n in ("base", "state")]
+    return b.model(io, [G._io("state_out", TensorProto.FLOAT, [1, 1, "cells"]),
+                        G._io("hot", TensorProto.BOOL, [1, "cells"])])
+
+
+def window_codes(task_name: str, cells: int) -> np.ndarray:
+    """(1, cells) uint8: the first cells of a long problem of the task, then one empty cell."""
+    task, rng = get_task(task_name), np.random.default_rng(7)
+    line = {"addition": "9" * (2 * cells) + "+1"}.get(task_name) or task.random_line(rng, 2 * cells, 10)
+    p = task.parse(line)
+    codes = task.codes(Problems.from_parsed(task, [p]), np.zeros(1, np.int64), tuple(task.shape(p)))[:, : cells - 1]
+    return np.concatenate([codes, np.zeros((1, 1), np.uint8)], axis=1)
+
+
+def forms(rule: Rule, codes: np.ndarray, k: int, providers: list, repeats: int) -> dict:
+    """Each form on one window row from its first step: us a step (best of `repeats` calls of K
+    steps, inputs and outputs in host memory) and whether its states equal cl's."""
+    import onnxruntime as ort
+
+    def session(model):
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+
+    def best(run) -> float:
+        run()
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - start)
+        return min(times) / k * 1e6
+
+    out, states = {}, {}
+    table = np.ascontiguousarray(neighbour_table((codes.shape[1],), False))
+    prep = session(G.cl_prepare(rule, True))
+    feeds = dict(zip([o.name for o in prep.get_outputs()], prep.run(None, {"codes": codes, "neighbours": table})))
+    feeds["neighbours"] = table
+    adv = session(G.cl_advance(rule, k, "hot"))
+    feeds = {i.name: feeds[i.name] for i in adv.get_inputs()}
+    out["cl"] = {"us_per_step": best(lambda: adv.run(None, feeds))}
+    state = adv.run(["state_out"], feeds)[0]
+    states["cl"] = session(G.cl_finish(rule, readout=False)).run(None, {"codes": codes, "state": state})[0]
+    for name, fused in (("cf", False), ("cf_fused", True)):
+        try:
+            prep = session(G.cf_prepare(rule, False, True))
+            feeds = dict(zip([o.name for o in prep.get_outputs()], prep.run(None, {"codes": codes})))
+            adv = session(G.cf_advance(rule, k, False, "hot", fused=fused))
+            out[name] = {"us_per_step": best(lambda: adv.run(None, feeds))}
+            state = adv.run(["state_out"], feeds)[0]
+            states[name] = session(G.cf_finish(rule, False, readout=False)).run(
+                None, {"codes": codes, "state": state})[0]
+        except Exception as exc:  # FusedConv may be missing from a provider
+            out[name] = {"failed": f"{type(exc).__name__}: {exc}"}
+    try:
+        c_in, v = rule.input_channels, (1 << rule.state_channels) + 1
+        c = np.pad(codes[0].astype(np.int64), 1)
+        base = ((c[:-2] * c_in + c[1:-1]) * c_in + c[2:]) * v ** 3
+        feeds = {"base": base.astype(np.float32).reshape(1, 1, -1), "state": np.zeros((1, 1, codes.shape[1]), np.float32)}
+        adv = session(lookup_advance(rule, k))
+        out["lookup"] = {"us_per_step": best(lambda: adv.run(None, feeds))}
+        value = adv.run(["state_out"], feeds)[0].reshape(codes.shape).astype(np.int64)
+        states["lookup"] = np.where(value > 0, value - 1, rule.zero_code)
+    except Exception as exc:
+        out["lookup"] = {"failed": f"{type(exc).__name__}: {exc}"}
+    real = codes > 0
+    for name, s in states.items():
+        out[name]["same_as_cl"] = bool(np.array_equal(s[real], states["cl"][real]))
+        out[name]["us_per_step"] = round(out[name]["us_per_step"], 2)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--k", type=int, default=64, help="steps per call (a tile is this many cells)")
+    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    cells = 5 * args.k + 1  # 3 tiles of k cells, a halo of k on each side, one empty cell
+    report = {"machine": f"{platform.machine()}, {len(os.sched_getaffinity(0))} cores", "k": args.k,
+              "window_cells": cells, "provider": "CPUExecutionProvider", "models": {}}
+    for name in ("addition", "parity", "rule110"):
+        rule = Rule.from_step(load_step_model(name))
+        got = forms(rule, window_codes(name, cells), args.k, ["CPUExecutionProvider"], args.repeats)
+        report["models"][name] = got
+        print(name, json.dumps(got), flush=True)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
