@@ -25,7 +25,7 @@ Sections (each timed; a section that fails is recorded and the run goes on):
                random 10,000,000-digit sum: seconds, steps, exact; 10,000-cell cases against 'ort'
   products     one random product of 200, 400 and 1,000 digits, exact; 100-digit ones against 'ort'
   windows      a long tape's tile window (K = 256) of each shipped tape model in each form of the
-               rule (cl, cf, cf with FusedConv, and the lookup experiment of bench/window_forms.py):
+               rule (cl, cf, cf with FusedConv, and the lookup form `ort` runs; bench/window_forms.py):
                us a step, and the same states as cl
 Writes gpu_check.json to --out (default $OUT, else ./gpu_check_out); sized for under 6 minutes on
 one H200. --cpu-stand-in runs the 'ort-cuda' rows on the CPU provider (layout cl, the GPU path's
@@ -573,8 +573,8 @@ def torch_step_rates(x: np.ndarray, k: int, quick: bool) -> dict:
 
 def window_forms(quick: bool) -> dict:
     """One long tape's tile window (3 tiles and 2 halos of K cells) in each form of the rule,
-    K = 256 (the engine's deepest): us a step and the same states as the cl form; the lookup form
-    is an experiment (bench/window_forms.py), the question being which form a GPU runs fastest."""
+    K = 256 (the engine's deepest): us a step and the same states as the cl form (the lookup form
+    is what `ort` runs where the table is small; bench/window_forms.py). Which runs fastest here?"""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from window_forms import forms, window_codes
 

@@ -121,7 +121,7 @@ ABOUT = [
      "around the tiling threshold."),
     ("window_forms_", "bench/window_forms.py",
      "One long tape's tile window of each shipped tape model in each form of the rule (cl, cf, cf with "
-     "FusedConv, and the whole step as one table lookup, an experiment): microseconds a step, and whether "
+     "FusedConv, and the whole step as one table lookup): microseconds a step, and whether "
      "its states equal the cl form's."),
     ("dense_first_", "bench/tiles.py --dense-first",
      "The runtime as it ships (a long problem's first 32 steps as a whole row, if it fits a batch) "

@@ -10,12 +10,11 @@ model's window (one row: 3 tiles and 2 halos of K cells, ending in an empty cell
   cl        the channels-last form (`ort-cuda`'s windows)
   cf        the channels-first form, unfused (what `ort-cuda` runs with window_layout cf)
   cf_fused  cf with the first layer as ONNX Runtime's FusedConv (what `ort` runs)
-  lookup    an experiment, not in the runtime: the whole step as one table lookup. A cell's next
-            state depends only on its (left, own, right) problem codes and state values, so a
-            table of every such neighbourhood (computed once in float64, with a bound on float32
-            rounding that every entry's decision must clear) replaces the arithmetic: a
-            convolution for the state triple, an add, a cast and a gather, 4 operators a step
-            against cl's 7 and cf's 6 (cf_fused 4), all of them cheap.
+  lookup    the whole step as one table lookup (Rule.step_table; what `ort` runs for rules whose
+            table is small): a cell's next state depends only on its (left, own, right) problem
+            codes and state values, so a table of every such neighbourhood replaces the
+            arithmetic: a convolution for the state triple, an add, a cast and a gather, 4
+            operators a step against cl's 7 and cf's 6 (cf_fused 4).
 
 Every form's states after K steps must equal cl's on every real cell ("same_as_cl"). On a GPU
 machine bench/gpu_check.py runs the same on the CUDA provider (section "windows").
@@ -38,57 +37,15 @@ from sead.runtime.model_file import load_step_model
 from sead.runtime.rule import Rule
 from sead.runtime.tasks import Problems, get_task
 
-UNIT = 2.0 ** -24  # float32's unit roundoff
-
-
-def lookup_table(rule: Rule) -> np.ndarray:
-    """(C_in^3 * V^3,) float32, V = 2^C_s + 1: the next state value (0: the zero state, else 1 +
-    its code) of a cell with (left, own, right) problem codes t and state values (l, o, r), at
-    index t V^3 + l V^2 + o V + r. ValueError if an entry's decision is within the float32
-    rounding bound of a sum of its terms (then float32 forms could decide it either way)."""
-    assert rule.rank == 1 and rule.state_code == "sign"
-    c_in, c_s, v = rule.input_channels, rule.state_channels, (1 << rule.state_channels) + 1
-    z = np.arange(1 << c_s)
-    signs = np.concatenate([np.zeros((1, c_s)), ((z[:, None] >> np.arange(c_s)) & 1) * 2.0 - 1])  # (V, C_s)
-    w_p = rule.tap_weights("problem").astype(np.float64)  # (3, H, C_in)
-    w_s = rule.tap_weights("state").astype(np.float64)    # (3, H, C_s)
-    rows = np.zeros((3, c_in, rule.hidden))
-    rows_abs = np.zeros((3, c_in, rule.hidden))
-    rows[:, 1:] = (w_p[:, :, :1] + w_p[:, :, 1:]).transpose(0, 2, 1)
-    rows_abs[:, 1:] = (np.abs(w_p[:, :, :1]) + np.abs(w_p[:, :, 1:])).transpose(0, 2, 1)
-    b_in = rule.b_in.astype(np.float64)
-    problem = (rows[0][:, None, None] + rows[1][None, :, None] + rows[2][None, None, :] + b_in).reshape(-1, rule.hidden)
-    problem_abs = (rows_abs[0][:, None, None] + rows_abs[1][None, :, None] + rows_abs[2][None, None, :]
-                   + np.abs(b_in)).reshape(-1, rule.hidden)
-    state = [signs @ w_s[tap].T for tap in range(3)]  # (V, H) each
-    state_abs = [np.abs(signs) @ np.abs(w_s[tap]).T for tap in range(3)]
-    h = (problem[:, None, None, None] + state[0][None, :, None, None] + state[1][None, None, :, None]
-         + state[2][None, None, None, :])  # (T, V, V, V, H)
-    h_abs = (problem_abs[:, None, None, None] + state_abs[0][None, :, None, None] + state_abs[1][None, None, :, None]
-             + state_abs[2][None, None, None, :])
-    n_first = 3 * (2 + c_s) + 1  # terms summed into a hidden unit
-    h_err = 2 * n_first * UNIT * h_abs
-    relu = np.maximum(h, 0)
-    w_out, b_out = rule.w_out.astype(np.float64), rule.b_out.astype(np.float64)
-    pre = relu @ w_out.T + b_out  # (T, V, V, V, C_s)
-    pre_err = h_err @ np.abs(w_out).T + 2 * (rule.hidden + 1) * UNIT * (np.maximum(h, 0) + h_err) @ np.abs(w_out).T \
-        + 2 * (rule.hidden + 1) * UNIT * np.abs(b_out)
-    own = (np.arange(c_in ** 3) // c_in) % c_in  # a triple's own code
-    real = (own > 0)[:, None, None, None, None]
-    close = real & (np.abs(pre) <= pre_err)
-    if close.any():
-        raise ValueError(f"{int(close.sum())} table entries decide within float32 rounding")
-    value = 1 + ((pre > 0) * (2 ** np.arange(c_s))).sum(-1)
-    value = np.where(real[..., 0], value, 0)
-    return value.reshape(-1).astype(np.float32)
-
-
 def lookup_advance(rule: Rule, k: int):
     """K steps of the lookup form, hot mode: base (1, 1, N) float (t V^3 per cell), state (1, 1, N)
     float values -> state_out, hot (1, N) bool."""
     v = (1 << rule.state_channels) + 1
     b = G._Builder(f"sead_lookup_advance_{k}")
-    table, triple = b.const(lookup_table(rule), "table"), b.const(np.array([[[v * v, v, 1]]], np.float32), "triple")
+    table = rule.step_table(max_entries=1 << 24)
+    if table is None:
+        raise ValueError("the rule has no step table (an entry decides within float32 rounding)")
+    table, triple = b.const(table, "table"), b.const(np.array([[[v * v, v, 1]]], np.float32), "triple")
     state, previous = "state", None
     for _ in range(k):
         index = b.op("Cast", [b.op("Add", [b.op("Conv", [state, triple], pads=[1, 1]), "base"])], to=G.INT64)

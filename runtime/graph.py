@@ -359,6 +359,61 @@ def _readout_lookup(b: _Builder, rule: Rule, codes: str, state_codes: str) -> No
     b.op("Cast", [b.op("Gather", [b.const(table), index])], "classes", to=UINT8)
 
 
+# -- the whole step as one lookup (tile windows of tape rules with a Rule.step_table) -------------
+
+def lookup_window(rule: Rule, k: int, mode: str, fresh: bool) -> onnx.ModelProto:
+    """Tile windows as cf_window (same inputs and outputs), each step one lookup in
+    Rule.step_table: a cell's state is one value (0: the zero state, else 1 + its code), a
+    convolution reads the (left, own, right) values as one number, and the table gives the next.
+    Four operators a step, with nothing of the rule's arithmetic left to round."""
+    table = rule.step_table()
+    assert table is not None and mode in ("hot", "owned")
+    v = (1 << rule.state_channels) + 1
+    b = _Builder(f"sead_lookup_window_{mode}_{k}")
+    rows = b.op("Shape", ["window_codes"])
+    codes = b.op("Cast", [b.op("Reshape", ["window_codes", b.const(np.array([1, -1], np.int64))])], to=INT64)
+    padded = b.op("Pad", [codes, b.const(np.array([0, 1, 0, 1], np.int64))])
+    left = b.op("Slice", [padded, b.const([0]), b.const([-2]), b.const([1])])
+    right = b.op("Slice", [padded, b.const([2]), b.const([np.iinfo(np.int64).max]), b.const([1])])
+    c = b.const(np.int64(rule.input_channels))
+    triple = b.op("Add", [b.op("Mul", [b.op("Add", [b.op("Mul", [left, c]), codes]), c]), right])
+    base = b.op("Unsqueeze", [b.op("Cast", [b.op("Mul", [triple, b.const(np.int64(v ** 3))])], to=FLOAT),
+                              b.const([1])])  # (1, 1, N): where the cell's rows of the table start
+    if fresh:
+        state = b.op("Mul", [base, b.const(np.float32(0))])
+    else:
+        code = b.op("Cast", [b.op("Reshape", ["window_state_codes", b.const(np.array([1, 1, -1], np.int64))])], to=FLOAT)
+        real = b.op("Unsqueeze", [b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=FLOAT),
+                                  b.const([1])])  # an empty cell's state code is never read: it holds none
+        state = b.op("Mul", [b.op("Where", [b.op("Equal", [code, b.const(np.float32(rule.zero_code))]),
+                                            b.const(np.float32(0)), b.op("Add", [code, b.const(np.float32(1))])]), real])
+    table, read = b.const(table), b.const(np.array([[[v * v, v, 1]]], np.float32))
+    previous, changed_at = None, b.const(np.float32(0))
+    for i in range(k):
+        index = b.op("Cast", [b.op("Add", [b.op("Conv", [state, read], pads=[1, 1]), base])], to=INT64)
+        previous, state = state, b.op("Gather", [table, index])
+        if mode == "owned":
+            moved = b.op("Not", [b.op("Equal", [state, previous])])
+            changed_at = b.op("Where", [moved, b.const(np.float32(i + 1)), changed_at])
+    code = b.op("Where", [b.op("Equal", [state, b.const(np.float32(0))]), b.const(np.float32(rule.zero_code)),
+                          b.op("Sub", [state, b.const(np.float32(1))])])
+    b.op("Reshape", [b.op("Cast", [code], to=_code_type(rule)), rows], "window_state_codes_out")
+    inputs = [_io("window_codes", UINT8, ["rows", "cells"])]
+    if not fresh:
+        inputs.append(_io("window_state_codes", _code_type(rule), ["rows", "cells"]))
+    outputs = [_io("window_state_codes_out", _code_type(rule), ["rows", "cells"])]
+    if mode == "hot":
+        b.op("Reshape", [b.op("Not", [b.op("Equal", [state, previous])]), rows], "window_hot")
+        outputs.append(_io("window_hot", BOOL, ["rows", "cells"]))
+    else:
+        owned = b.op("Reshape", ["window_owned", b.const(np.array([1, 1, -1], np.int64))])
+        b.op("ReduceMax", [b.op("Reshape", [b.op("Mul", [changed_at, owned]), rows]), b.const([1])], "last",
+             keepdims=0)
+        inputs.append(_io("window_owned", FLOAT, ["rows", "cells"]))
+        outputs.append(_io("last", FLOAT, ["rows"]))
+    return b.model(inputs, outputs)
+
+
 # -- cl: channels last, rows of cells with a neighbour table --------------------------------------
 
 def _cl_problem_tables(rule: Rule) -> np.ndarray:

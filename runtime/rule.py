@@ -25,6 +25,8 @@ import numpy as np
 from .errors import ModelFileError
 
 MAX_SIGN_CHANNELS = 16  # a sign state's code must fit an int32 and its tables stay small (2^16 rows)
+STEP_TABLE_ENTRIES = 1 << 16  # a tape rule's whole step as a table, if it is this small (it stays in cache)
+UNIT_ROUNDOFF = 2.0 ** -24  # float32's
 
 
 @dataclass(frozen=True, eq=False)
@@ -103,6 +105,42 @@ class Rule:
             rows[:, 1:] -= self.tap_weights("state").astype(np.float64).sum(axis=2)[:, None, :]
         total = rows[0][:, None, None] + rows[1][None, :, None] + rows[2][None, None, :] + self.b_in.astype(np.float64)
         return np.ascontiguousarray(total.reshape(-1, self.hidden).T.astype(np.float32))
+
+    def step_table(self, max_entries: int = STEP_TABLE_ENTRIES) -> np.ndarray | None:
+        """Tapes with a sign state: the whole step as a table, (C_in^3 V^3,) float32 with V =
+        2^C_s + 1. Entry t V^3 + l V^2 + o V + r is the next state value (0: the zero state, else
+        1 + its code) of a cell whose (left, own, right) problem codes make t = (left C_in + own)
+        C_in + right and whose neighbours' and own state values are l, r and o. Computed in
+        float64; None where it would pass max_entries, or where some entry's decision lies within
+        a bound on float32 rounding (any summation order), so that every entry is what the
+        exported step decides in float32 on that neighbourhood."""
+        c_in, c_s = self.input_channels, self.state_channels
+        v = (1 << c_s) + 1
+        if self.rank != 1 or self.state_code != "sign" or c_in ** 3 * v ** 3 > max_entries:
+            return None
+        z = np.arange(1 << c_s)
+        signs = np.concatenate([np.zeros((1, c_s)), ((z[:, None] >> np.arange(c_s)) & 1) * 2.0 - 1])  # (V, C_s)
+        w_p, w_s = self.tap_weights("problem").astype(np.float64), self.tap_weights("state").astype(np.float64)
+        taps = np.zeros((2, 3, c_in, self.hidden))  # (value, |value|) a neighbour's code adds, by tap
+        taps[0, :, 1:] = (w_p[:, :, :1] + w_p[:, :, 1:]).transpose(0, 2, 1)
+        taps[1, :, 1:] = (np.abs(w_p[:, :, :1]) + np.abs(w_p[:, :, 1:])).transpose(0, 2, 1)
+        b_in = np.stack([self.b_in, np.abs(self.b_in)]).astype(np.float64)[:, None, None, None]
+        problem = (taps[:, 0][:, :, None, None] + taps[:, 1][:, None, :, None] + taps[:, 2][:, None, None, :]
+                   + b_in).reshape(2, -1, self.hidden)  # (2, T, H)
+        state = [(signs @ w_s[t].T, np.abs(signs) @ np.abs(w_s[t]).T) for t in range(3)]  # (V, H) each
+        h, h_abs = ((problem[i][:, None, None, None] + state[0][i][None, :, None, None]
+                     + state[1][i][None, None, :, None] + state[2][i][None, None, None, :]) for i in (0, 1))
+        # float32 error bounds: a sum of n terms is off by at most about n u times their sizes (2x margin)
+        h_err = 2 * (3 * (2 + c_s) + 1) * UNIT_ROUNDOFF * h_abs
+        relu, w_out, b_out = np.maximum(h, 0), self.w_out.astype(np.float64), self.b_out.astype(np.float64)
+        pre = relu @ w_out.T + b_out  # (T, V, V, V, C_s)
+        pre_err = h_err @ np.abs(w_out).T + 2 * (self.hidden + 1) * UNIT_ROUNDOFF * (
+            (relu + h_err) @ np.abs(w_out).T + np.abs(b_out))
+        real = ((np.arange(c_in ** 3) // c_in) % c_in > 0)[:, None, None, None]  # the own code is not empty
+        if (real[..., None] & (np.abs(pre) <= pre_err)).any():
+            return None
+        value = np.where(real, 1 + ((pre > 0) * (2 ** np.arange(c_s))).sum(-1), 0)
+        return value.reshape(-1).astype(np.float32)
 
     @classmethod
     def from_step(cls, step) -> "Rule":

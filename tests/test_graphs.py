@@ -44,6 +44,9 @@ def _graphs(rule):
             yield "cf prepare", G.cf_prepare(rule, not wrap and rule.rank == 1, True, wrap)
             yield f"cf advance K=4 wrap={wrap}", G.cf_advance(rule, 4, False, "count", wrap)
         yield "cf finish", G.cf_finish(rule, False)
+    if rule.step_table() is not None:
+        for mode in ("hot", "owned"):
+            yield f"lookup window {mode}", G.lookup_window(rule, 4, mode, fresh=False)
 
 
 def test_every_graph_uses_portable_operators_and_constant_shape_parameters(tiny_onnx):
@@ -131,3 +134,49 @@ def test_a_model_with_non_finite_weights_never_answers_even_without_its_self_tes
     step = _doctor(tmp_path, poison)
     with pytest.raises(ModelFileError, match="NaN or infinite"):
         Runtime(step.path, "ort", self_test=False)
+
+
+def _session(model):
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def test_the_lookup_form_runs_windows_as_the_cf_forms_do(tiny_onnx):
+    """Rule.step_table's windows (graph.lookup_window) give the states, hot cells and owned
+    counts of the cf forms (fused as on `ort`, and plain), from random states and from the first
+    step, on every rule small enough to have a table: the shipped parity and Rule 110 at least."""
+    rng = np.random.default_rng(4)
+    rules = {name: r for name, r in _rules(tiny_onnx).items() if r.step_table() is not None}
+    assert {"parity", "rule110"} <= set(rules)
+    for name, rule in rules.items():
+        codes = rng.integers(1, rule.input_channels, (3, 57)).astype(np.uint8)
+        codes[rng.random(codes.shape) < 0.05] = 0
+        codes[:, -1] = 0
+        states = rng.integers(0, rule.zero_code + 1, codes.shape).astype(rule.code_dtype)  # empty cells' too: never read
+        owned = (rng.random(codes.shape) < 0.7).astype(np.float32)
+        for k in (1, 5):
+            for mode in ("hot", "owned"):
+                for fresh in (True, False):
+                    feeds = {"window_codes": codes}
+                    if not fresh:
+                        feeds["window_state_codes"] = states
+                    if mode == "owned":
+                        feeds["window_owned"] = owned
+                    want = _session(G.cf_window(rule, k, mode, fresh, fused=True)).run(None, feeds)
+                    plain = _session(G.cf_window(rule, k, mode, fresh)).run(None, feeds)
+                    got = _session(G.lookup_window(rule, k, mode, fresh)).run(None, feeds)
+                    where = f"{name} K={k} {mode} fresh={fresh}"
+                    for a, b, c in zip(got, want, plain):
+                        assert np.array_equal(a, b) and np.array_equal(b, c), where
+
+
+def test_no_step_table_where_a_decision_could_round_either_way():
+    """A rule whose next state sits at a tie (pre = 0 exactly) has no table: float32 could decide
+    it either way. Rules too large for one (addition's codes, grids) have none either."""
+    import dataclasses
+
+    parity = Rule.from_step(load_step_model(default_model_path("parity")))
+    assert parity.step_table() is not None
+    tied = dataclasses.replace(parity, w_out=np.zeros_like(parity.w_out), b_out=np.zeros_like(parity.b_out))
+    assert tied.step_table() is None
+    for name in ("addition", "multiplication"):
+        assert Rule.from_step(load_step_model(default_model_path(name))).step_table() is None

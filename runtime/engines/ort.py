@@ -81,6 +81,8 @@ class OrtEngine:
         self.layout = layout or ("cf" if device == "cpu" and self.rule.state_code == "sign" else "cl")
         # tile windows are few cells and many steps: the layout with fewer kernels per step may win
         self.window_layout = window_layout or self.layout
+        # a tape rule whose whole step fits a small table runs its windows as lookups on the CPU
+        self.lookup_windows = device == "cpu" and self.rule.step_table() is not None
         if "cf" in (self.layout, self.window_layout) and self.rule.state_code != "sign":
             raise ValueError("the cf layout runs sign states; a symbol state runs cl")
         self.name = "ort" if device == "cpu" else "ort-cuda"
@@ -134,6 +136,8 @@ class OrtEngine:
                 return graph.cf_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4], fused=fused)
             if kind == "window":
                 return graph.cf_window(r, key[1], mode=key[2], fresh=key[3], fused=fused)
+            if kind == "lookup":
+                return graph.lookup_window(r, key[1], mode=key[2], fresh=key[3])
             return graph.cf_finish(r, packed=key[1], readout=key[2])
         if kind == "prepare":
             return graph.cl_prepare(r, fresh=key[1])
@@ -231,7 +235,8 @@ class OrtEngine:
                 feeds["window_state_codes"] = np.ascontiguousarray(state_codes, self.rule.code_dtype)
             if owned is not None:
                 feeds["window_owned"] = np.ascontiguousarray(owned, np.float32)
-            new_states, second = self.session(("cf", "window", k, mode, state_codes is None)).run(None, feeds)
+            form = "lookup" if self.lookup_windows else "window"
+            new_states, second = self.session(("cf", form, k, mode, state_codes is None)).run(None, feeds)
             return new_states, (second if owned is None else int(second.max(initial=0)))
         batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False,
                          "hot" if owned is None else "owned", owned=owned, layout=self.window_layout)
