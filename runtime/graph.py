@@ -158,17 +158,7 @@ def _cf_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> None:
     if rule.rank == 1 and rule.input_channels ** 3 * rule.hidden <= TRIPLE_TABLE_ELEMENTS:
         # a tape cell's share reads three codes: one lookup per cell, the fold included
         codes = b.op("Cast", ["codes"], to=INT64)  # (B, L)
-        if wrap:
-            left = b.op("Concat", [b.op("Slice", [codes, b.const([-1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
-                                   b.op("Slice", [codes, b.const([0]), b.const([-1]), b.const([1])])], axis=1)
-            right = b.op("Concat", [b.op("Slice", [codes, b.const([1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
-                                    b.op("Slice", [codes, b.const([0]), b.const([1]), b.const([1])])], axis=1)
-        else:
-            padded = b.op("Pad", [codes, b.const(np.array([0, 1, 0, 1], np.int64))])
-            left = b.op("Slice", [padded, b.const([0]), b.const([-2]), b.const([1])])
-            right = b.op("Slice", [padded, b.const([2]), b.const([np.iinfo(np.int64).max]), b.const([1])])
-        c = np.int64(rule.input_channels)
-        index = b.op("Add", [b.op("Mul", [b.op("Add", [b.op("Mul", [left, b.const(c)]), codes]), b.const(c)]), right])
+        index = _code_triples(b, rule, codes, wrap)
         table = np.ascontiguousarray(rule.problem_table(less_state_mask=True).T)  # (C_in^3, H)
         b.op("Transpose", [b.op("Gather", [b.const(table), index])], "features", perm=[0, 2, 1])  # (B, H, L)
         mask = b.op("Unsqueeze", [b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=FLOAT),
@@ -324,8 +314,14 @@ def cf_window(rule: Rule, k: int, mode: str, fresh: bool, fused: bool = False) -
     has a cost of its own (the CPU provider): window_codes (B, L) uint8 [, window_state_codes
     (B, L)] [, window_owned (B, L) float] -> window_state_codes_out (B, L) and, by mode (hot or
     owned, as cf_advance), window_hot (B, L) bool or last (B,) float. Rows are packed inside."""
+    return _window(rule, k, mode, fresh, f"sead_cf_window_{mode}_{k}", _cf_prepare_nodes,
+                   lambda b: _cf_advance_nodes(b, rule, k, packed=True, mode=mode, wrap=False, fused=fused),
+                   _cf_finish_nodes)
+
+
+def _window(rule: Rule, k: int, mode: str, fresh: bool, name: str, prepare, advance, finish) -> onnx.ModelProto:
     assert rule.rank == 1 and mode in ("hot", "owned")
-    b = _Builder(f"sead_cf_window_{mode}_{k}")
+    b = _Builder(name)
     flat = b.const(np.array([1, -1], np.int64))
     b.op("Reshape", ["window_codes", flat], "codes")
     b.op("Shape", ["window_codes"], "rows")
@@ -333,9 +329,9 @@ def cf_window(rule: Rule, k: int, mode: str, fresh: bool, fused: bool = False) -
         b.op("Reshape", ["window_state_codes", flat], "state_codes")
     if mode == "owned":
         b.op("Reshape", ["window_owned", b.const(np.array([1, 1, -1], np.int64))], "owned")
-    _cf_prepare_nodes(b, rule, fresh, wrap=False)
-    _cf_advance_nodes(b, rule, k, packed=True, mode=mode, wrap=False, fused=fused)
-    _cf_finish_nodes(b, rule, "state_out", "packed_state_codes", readout=False)
+    prepare(b, rule, fresh, False)
+    advance(b)
+    finish(b, rule, "state_out", "packed_state_codes", False)
     b.op("Reshape", ["packed_state_codes", "rows"], "window_state_codes_out")
     inputs = [_io("window_codes", UINT8, ["rows", "cells"])]
     if not fresh:
@@ -359,59 +355,138 @@ def _readout_lookup(b: _Builder, rule: Rule, codes: str, state_codes: str) -> No
     b.op("Cast", [b.op("Gather", [b.const(table), index])], "classes", to=UINT8)
 
 
-# -- the whole step as one lookup (tile windows of tape rules with a Rule.step_table) -------------
+# -- lookup: the whole step as one table lookup (tape rules with a Rule.step_table) ----------------
+# Laid out as cf with one channel: rows (B, 1, L), packed end to end where cf packs. A cell's state
+# is one value, 0 for the zero state (and on every empty cell), else 1 + its code; `base` holds
+# where the cell's rows of the table start (its (left, own, right) problem codes, t V^3). A step
+# is a convolution reading the three state values as one number (l V^2 + o V + r), an add, a cast
+# and a gather: four operators, none of the rule's arithmetic left to round.
+
+def _lookup_v(rule: Rule) -> int:
+    return (1 << rule.state_channels) + 1
+
+
+def _code_triples(b: _Builder, rule: Rule, codes: str, wrap: bool) -> str:
+    """codes (B, L) int64 -> (B, L) int64: (left C_in + own) C_in + right, empty beyond the ends
+    (or, wrapped, around the ring)."""
+    if wrap:
+        left = b.op("Concat", [b.op("Slice", [codes, b.const([-1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
+                               b.op("Slice", [codes, b.const([0]), b.const([-1]), b.const([1])])], axis=1)
+        right = b.op("Concat", [b.op("Slice", [codes, b.const([1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
+                                b.op("Slice", [codes, b.const([0]), b.const([1]), b.const([1])])], axis=1)
+    else:
+        padded = b.op("Pad", [codes, b.const(np.array([0, 1, 0, 1], np.int64))])
+        left = b.op("Slice", [padded, b.const([0]), b.const([-2]), b.const([1])])
+        right = b.op("Slice", [padded, b.const([2]), b.const([np.iinfo(np.int64).max]), b.const([1])])
+    c = b.const(np.int64(rule.input_channels))
+    return b.op("Add", [b.op("Mul", [b.op("Add", [b.op("Mul", [left, c]), codes]), c]), right])
+
+
+def _lookup_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> None:
+    """From "codes" [and "state_codes"] to "base" and "state" (B, 1, L) float."""
+    codes = b.op("Cast", ["codes"], to=INT64)
+    triple = _code_triples(b, rule, codes, wrap)
+    b.op("Unsqueeze", [b.op("Cast", [b.op("Mul", [triple, b.const(np.int64(_lookup_v(rule) ** 3))])], to=FLOAT),
+                       b.const([1])], "base")
+    if fresh:
+        b.op("Mul", ["base", b.const(np.float32(0))], "state")
+        return
+    code = b.op("Unsqueeze", [b.op("Cast", ["state_codes"], to=FLOAT), b.const([1])])
+    real = b.op("Unsqueeze", [b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=FLOAT),
+                              b.const([1])])  # an empty cell's state code is never read: it holds none
+    value = b.op("Where", [b.op("Equal", [code, b.const(np.float32(rule.zero_code))]), b.const(np.float32(0)),
+                           b.op("Add", [code, b.const(np.float32(1))])])
+    b.op("Mul", [value, real], "state")
+
+
+def _lookup_step(b: _Builder, rule: Rule, state: str, wrap: bool) -> str:
+    if "table" not in b.inits:
+        table = rule.step_table()
+        if table is None:
+            raise ValueError("the lookup layout needs a tape rule whose whole step fits Rule.step_table")
+        v = _lookup_v(rule)
+        b.const(table, "table")
+        b.const(np.array([[[v * v, v, 1]]], np.float32), "read_triple")
+    x = _cf_wrap(b, state) if wrap else state
+    index = b.op("Cast", [b.op("Add", [b.op("Conv", [x, "read_triple"], pads=_cf_pads(rule, wrap)), "base"])], to=INT64)
+    return b.op("Gather", ["table", index])
+
+
+def _lookup_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: str, wrap: bool) -> None:
+    """From "base", "state" (and by mode "owned", "rows", "budget") to "state_out" and "hot" or "last"."""
+    state, previous, changed_at = _unroll(b, k, mode, lambda s: _lookup_step(b, rule, s, wrap), lambda s: s,
+                                          [-1, 1, 1])
+    if mode == "hot":
+        b.op("Squeeze", [b.op("Not", [b.op("Equal", [state, previous])]), b.const([1])], "hot")
+        return
+    if mode == "owned":
+        changed_at = b.op("Mul", [changed_at, "owned"])
+    if packed:
+        b.op("ReduceMax", [b.op("Reshape", [changed_at, "rows"]), b.const([1])], "last", keepdims=0)
+    else:
+        b.op("ReduceMax", [changed_at, b.const([1, 2])], "last", keepdims=0)
+
+
+def _lookup_finish_nodes(b: _Builder, rule: Rule, state: str, state_codes: str, readout: bool) -> None:
+    """From "codes" and `state` to `state_codes` [and "classes"]."""
+    value = b.op("Squeeze", [state, b.const([1])])
+    code = b.op("Where", [b.op("Equal", [value, b.const(np.float32(0))]), b.const(np.float32(rule.zero_code)),
+                          b.op("Sub", [value, b.const(np.float32(1))])])
+    b.op("Cast", [code], state_codes, to=_code_type(rule))
+    if readout:
+        _readout_lookup(b, rule, b.op("Cast", ["codes"], to=INT64), b.op("Cast", [code], to=INT64))
+
+
+def _lookup_cells(packed: bool) -> list:
+    return ["cells"] if packed else ["length"]
+
+
+def lookup_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onnx.ModelProto:
+    """codes (B, L) uint8 [, state_codes] -> base, state (B, 1, L) float (packed: B = 1)."""
+    b = _Builder("sead_lookup_prepare")
+    _lookup_prepare_nodes(b, rule, fresh, wrap)
+    cells = _lookup_cells(packed)
+    inputs = [_io("codes", UINT8, ["batch", *cells])]
+    if not fresh:
+        inputs.append(_io("state_codes", _code_type(rule), ["batch", *cells]))
+    return b.model(inputs, [_io("base", FLOAT, ["batch", 1, *cells]), _io("state", FLOAT, ["batch", 1, *cells])])
+
+
+def lookup_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) -> onnx.ModelProto:
+    """K steps; modes, inputs and outputs as cf_advance, with base in place of features and threshold."""
+    if packed and (mode == "budget" or wrap):
+        raise ValueError("only rows that end in an empty cell and need no budget are packed")
+    b = _Builder(f"sead_lookup_advance_{mode}_{k}")
+    _lookup_advance_nodes(b, rule, k, packed, mode, wrap)
+    cells = _lookup_cells(packed)
+    inputs = [_io("base", FLOAT, ["batch", 1, *cells]), _io("state", FLOAT, ["batch", 1, *cells])]
+    state_io = _io("state_out", FLOAT, ["batch", 1, *cells])
+    if mode == "hot":
+        return b.model(inputs, [state_io, _io("hot", BOOL, ["batch", *cells])])
+    if mode == "owned":
+        inputs.append(_io("owned", FLOAT, ["batch", 1, *cells]))
+    if packed:
+        inputs.append(_io("rows", INT64, [2]))
+    if mode == "budget":
+        inputs.append(_io("budget", FLOAT, ["rows"]))
+    return b.model(inputs, [state_io, _io("last", FLOAT, ["rows"])])
+
+
+def lookup_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelProto:
+    """codes (B, L) uint8, state (B, 1, L) -> state_codes (B, L) [, classes (B, L) uint8]."""
+    b = _Builder("sead_lookup_finish")
+    _lookup_finish_nodes(b, rule, "state", "state_codes", readout)
+    cells = _lookup_cells(packed)
+    outputs = [_io("state_codes", _code_type(rule), ["batch", *cells])]
+    if readout:
+        outputs.append(_io("classes", UINT8, ["batch", *cells]))
+    return b.model([_io("codes", UINT8, ["batch", *cells]), _io("state", FLOAT, ["batch", 1, *cells])], outputs)
+
 
 def lookup_window(rule: Rule, k: int, mode: str, fresh: bool) -> onnx.ModelProto:
-    """Tile windows as cf_window (same inputs and outputs), each step one lookup in
-    Rule.step_table: a cell's state is one value (0: the zero state, else 1 + its code), a
-    convolution reads the (left, own, right) values as one number, and the table gives the next.
-    Four operators a step, with nothing of the rule's arithmetic left to round."""
-    table = rule.step_table()
-    assert table is not None and mode in ("hot", "owned")
-    v = (1 << rule.state_channels) + 1
-    b = _Builder(f"sead_lookup_window_{mode}_{k}")
-    rows = b.op("Shape", ["window_codes"])
-    codes = b.op("Cast", [b.op("Reshape", ["window_codes", b.const(np.array([1, -1], np.int64))])], to=INT64)
-    padded = b.op("Pad", [codes, b.const(np.array([0, 1, 0, 1], np.int64))])
-    left = b.op("Slice", [padded, b.const([0]), b.const([-2]), b.const([1])])
-    right = b.op("Slice", [padded, b.const([2]), b.const([np.iinfo(np.int64).max]), b.const([1])])
-    c = b.const(np.int64(rule.input_channels))
-    triple = b.op("Add", [b.op("Mul", [b.op("Add", [b.op("Mul", [left, c]), codes]), c]), right])
-    base = b.op("Unsqueeze", [b.op("Cast", [b.op("Mul", [triple, b.const(np.int64(v ** 3))])], to=FLOAT),
-                              b.const([1])])  # (1, 1, N): where the cell's rows of the table start
-    if fresh:
-        state = b.op("Mul", [base, b.const(np.float32(0))])
-    else:
-        code = b.op("Cast", [b.op("Reshape", ["window_state_codes", b.const(np.array([1, 1, -1], np.int64))])], to=FLOAT)
-        real = b.op("Unsqueeze", [b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=FLOAT),
-                                  b.const([1])])  # an empty cell's state code is never read: it holds none
-        state = b.op("Mul", [b.op("Where", [b.op("Equal", [code, b.const(np.float32(rule.zero_code))]),
-                                            b.const(np.float32(0)), b.op("Add", [code, b.const(np.float32(1))])]), real])
-    table, read = b.const(table), b.const(np.array([[[v * v, v, 1]]], np.float32))
-    previous, changed_at = None, b.const(np.float32(0))
-    for i in range(k):
-        index = b.op("Cast", [b.op("Add", [b.op("Conv", [state, read], pads=[1, 1]), base])], to=INT64)
-        previous, state = state, b.op("Gather", [table, index])
-        if mode == "owned":
-            moved = b.op("Not", [b.op("Equal", [state, previous])])
-            changed_at = b.op("Where", [moved, b.const(np.float32(i + 1)), changed_at])
-    code = b.op("Where", [b.op("Equal", [state, b.const(np.float32(0))]), b.const(np.float32(rule.zero_code)),
-                          b.op("Sub", [state, b.const(np.float32(1))])])
-    b.op("Reshape", [b.op("Cast", [code], to=_code_type(rule)), rows], "window_state_codes_out")
-    inputs = [_io("window_codes", UINT8, ["rows", "cells"])]
-    if not fresh:
-        inputs.append(_io("window_state_codes", _code_type(rule), ["rows", "cells"]))
-    outputs = [_io("window_state_codes_out", _code_type(rule), ["rows", "cells"])]
-    if mode == "hot":
-        b.op("Reshape", [b.op("Not", [b.op("Equal", [state, previous])]), rows], "window_hot")
-        outputs.append(_io("window_hot", BOOL, ["rows", "cells"]))
-    else:
-        owned = b.op("Reshape", ["window_owned", b.const(np.array([1, 1, -1], np.int64))])
-        b.op("ReduceMax", [b.op("Reshape", [b.op("Mul", [changed_at, owned]), rows]), b.const([1])], "last",
-             keepdims=0)
-        inputs.append(_io("window_owned", FLOAT, ["rows", "cells"]))
-        outputs.append(_io("last", FLOAT, ["rows"]))
-    return b.model(inputs, outputs)
+    """Tile windows in one graph, as cf_window (same inputs and outputs), in the lookup form."""
+    return _window(rule, k, mode, fresh, f"sead_lookup_window_{mode}_{k}", _lookup_prepare_nodes,
+                   lambda b: _lookup_advance_nodes(b, rule, k, True, mode, False), _lookup_finish_nodes)
 
 
 # -- cl: channels last, rows of cells with a neighbour table --------------------------------------

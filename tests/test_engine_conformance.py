@@ -230,3 +230,29 @@ def test_tiled_solves_on_every_engine(tiny_onnx, name, dense_first):
         _engine(load_step_model(path), name).close()  # skips where the engine is missing
         with Runtime(path, _factory(name), tile_from=40, tile=(8, 2), dense_first=dense_first, self_test=False) as tiled:
             assert tiled.solve(lines, max_steps=cap) == want
+
+
+@pytest.mark.parametrize("model", ["parity", "rule110"])
+def test_the_lookup_layout_solves_as_the_arithmetic_ones(model):
+    """The shipped parity and Rule 110 rules have a step table, so `ort` runs them as lookups
+    (rows: counts, budgets, rings, packing; and tile windows). The same problems through the cf
+    and cl layouts, dense and tiled, give the same answers, steps and flags, and the answers are
+    the oracle's."""
+    from sead.runtime.engines.ort import OrtEngine
+
+    step = load_step_model(model)
+    assert Rule.from_step(step).step_table() is not None and OrtEngine(step, "cpu").layout == "lookup"
+    t = get_task(model)
+    rng = np.random.default_rng(12)
+    lines = [t.random_line(rng, n, 40) for n in (1, 2, 7, 16, 60, 300, 700, 3000)] + ["1" * 900, "01" * 800]
+    if model == "rule110":
+        lines = [line for line in lines if not line.startswith(("1" * 900, "01" * 800))]
+    got = {}
+    for layout in ("lookup", "cf", "cl"):
+        for tiles in (dict(tile_from=10**9), dict(tile_from=100, tile=(16, 4), dense_first=0)):
+            engine = lambda s, layout=layout: OrtEngine(s, "cpu", layout=layout, window_layout=layout)
+            with Runtime(model, engine, **tiles) as rt:
+                got[layout, tiles["tile_from"]] = rt.solve(lines)
+    want = got["cf", 10**9]
+    assert all(results == want for results in got.values())
+    assert [r.answer for r in want] == [t.answer(t.parse(line)) for line in lines]

@@ -45,6 +45,12 @@ def _graphs(rule):
             yield f"cf advance K=4 wrap={wrap}", G.cf_advance(rule, 4, False, "count", wrap)
         yield "cf finish", G.cf_finish(rule, False)
     if rule.step_table() is not None:
+        for wrap in {False, rule.ring}:
+            yield "lookup prepare", G.lookup_prepare(rule, not wrap, False, wrap)
+            for mode in ("count", "budget", "hot", "owned"):
+                if mode != "budget" or not rule.ring or wrap:
+                    yield f"lookup advance {mode} wrap={wrap}", G.lookup_advance(rule, 4, False, mode, wrap)
+        yield "lookup finish", G.lookup_finish(rule, False)
         for mode in ("hot", "owned"):
             yield f"lookup window {mode}", G.lookup_window(rule, 4, mode, fresh=False)
 

@@ -5,9 +5,10 @@ binding: codes go up once per batch (1 byte per cell), the state stays on the de
 calls, and per call only the (B,) budgets go up and the (B,) counts come back; classes come back
 once, when problems finish (1 byte per cell); on `ort`, a tape's tile windows, which live for one
 call, run as one graph with plain arrays instead. On the CPU provider the device is host memory, so
-`ort` and `ort-cuda` differ only in where buffers live, the layout (runtime/graph.py: "cf" runs
-fastest on CPUs, "cl" on GPUs) and CUDA graphs, which `ort-cuda` captures for batch shapes that
-repeat (engine-owned buffer slots, so replays see the same addresses).
+`ort` and `ort-cuda` differ only in where buffers live, the layout (runtime/graph.py: "lookup",
+for rules whose step fits a table, and "cf" run fastest on CPUs, "cl" on GPUs) and CUDA graphs,
+which `ort-cuda` captures for batch shapes that repeat (engine-owned buffer slots, so replays see
+the same addresses).
 
 `OrtEngine(step, device="cpu", layout="cl")` runs the CUDA engine's path on the CPU provider: how
 its bookkeeping is tested on machines without a GPU (tests/test_engine_conformance.py).
@@ -58,8 +59,9 @@ def cpu_batch_cells(rule: Rule) -> int:
 
 
 class OrtEngine:
-    """device "cpu" (engine `ort`) or "cuda" (`ort-cuda`). layout: "cf" or "cl" (default: cf for a
-    sign state on the CPU, else cl; symbol states always run cl). workers: batches run side by side
+    """device "cpu" (engine `ort`) or "cuda" (`ort-cuda`). layout: "lookup", "cf" or "cl" (default:
+    on the CPU lookup where Rule.step_table exists, else cf for a sign state; cl on CUDA and for
+    symbol states). workers: batches run side by side
     (default: one per core on the CPU, two on CUDA). cuda_graphs: give repeating tile
     window shapes engine-owned slots and capture CUDA graphs on them (default on for CUDA unless
     SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only the slots, for tests of their bookkeeping);
@@ -78,13 +80,17 @@ class OrtEngine:
                                     quiet=True)
         self.ort, self.step, self.device, self.device_id = ort, step, device, device_id
         self.rule = Rule.from_step(step)
-        self.layout = layout or ("cf" if device == "cpu" and self.rule.state_code == "sign" else "cl")
+        lookup = self.rule.step_table() is not None
+        if device == "cpu":  # a rule whose whole step fits a small table runs as lookups (graph.py)
+            self.layout = layout or ("lookup" if lookup else "cf" if self.rule.state_code == "sign" else "cl")
+        else:
+            self.layout = layout or "cl"
         # tile windows are few cells and many steps: the layout with fewer kernels per step may win
         self.window_layout = window_layout or self.layout
-        # a tape rule whose whole step fits a small table runs its windows as lookups on the CPU
-        self.lookup_windows = device == "cpu" and self.rule.step_table() is not None
         if "cf" in (self.layout, self.window_layout) and self.rule.state_code != "sign":
             raise ValueError("the cf layout runs sign states; a symbol state runs cl")
+        if "lookup" in (self.layout, self.window_layout) and not lookup:
+            raise ValueError("the lookup layout runs tape rules whose whole step fits Rule.step_table")
         self.name = "ort" if device == "cpu" else "ort-cuda"
         self.k_choices = tuple(k_choices or (K_CHOICES if device == "cpu" else K_CHOICES_CUDA))
         if 1 not in self.k_choices or 2 not in self.k_choices:
@@ -116,8 +122,9 @@ class OrtEngine:
         self._device_lock = threading.RLock()
         self._slots: dict[tuple, _Slot] = {}
         self._seen: dict[tuple, int] = {}
-        packs = self.layout == "cf" and r.rank == 1 and not r.ring
-        self.session((self.layout, "advance", self.k_choices[0], "count", packs, r.ring and self.layout == "cf"))  # fails here
+        channels_first = self.layout in ("cf", "lookup")
+        packs = channels_first and r.rank == 1 and not r.ring
+        self.session((self.layout, "advance", self.k_choices[0], "count", packs, r.ring and channels_first))  # fails here
 
     # -- sessions and buffers ------------------------------------------------------------------------
     def max_rows(self, row_cells: int) -> int:
@@ -136,9 +143,15 @@ class OrtEngine:
                 return graph.cf_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4], fused=fused)
             if kind == "window":
                 return graph.cf_window(r, key[1], mode=key[2], fresh=key[3], fused=fused)
-            if kind == "lookup":
-                return graph.lookup_window(r, key[1], mode=key[2], fresh=key[3])
             return graph.cf_finish(r, packed=key[1], readout=key[2])
+        if layout == "lookup":
+            if kind == "prepare":
+                return graph.lookup_prepare(r, packed=key[2], fresh=key[1], wrap=key[3])
+            if kind == "advance":
+                return graph.lookup_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4])
+            if kind == "window":
+                return graph.lookup_window(r, key[1], mode=key[2], fresh=key[3])
+            return graph.lookup_finish(r, packed=key[1], readout=key[2])
         if kind == "prepare":
             return graph.cl_prepare(r, fresh=key[1])
         if kind == "advance":
@@ -224,7 +237,7 @@ class OrtEngine:
                         "budget" if generations else "count", layout=self.layout)
 
     def run_windows(self, codes, state_codes, k, owned=None):
-        if self.device == "cpu" and self.window_layout == "cf" and not self.cuda_graphs and self.rule.rank == 1:
+        if self.device == "cpu" and self.window_layout in ("cf", "lookup") and not self.cuda_graphs and self.rule.rank == 1:
             # in host memory, one run of one graph with plain arrays: a window's buffers, bindings
             # and three runs cost as much as its 64 steps
             if codes[:, -1].any():
@@ -235,8 +248,7 @@ class OrtEngine:
                 feeds["window_state_codes"] = np.ascontiguousarray(state_codes, self.rule.code_dtype)
             if owned is not None:
                 feeds["window_owned"] = np.ascontiguousarray(owned, np.float32)
-            form = "lookup" if self.lookup_windows else "window"
-            new_states, second = self.session(("cf", form, k, mode, state_codes is None)).run(None, feeds)
+            new_states, second = self.session((self.window_layout, "window", k, mode, state_codes is None)).run(None, feeds)
             return new_states, (second if owned is None else int(second.max(initial=0)))
         batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False,
                          "hot" if owned is None else "owned", owned=owned, layout=self.window_layout)
@@ -286,10 +298,11 @@ class OrtBatch:
         if self.b > engine.max_rows(self.row_cells):
             raise InternalError(f"a batch of {self.b} rows of {self.row_cells} cells passes the engine's element limit")
         # cf packs rows end to end when it can (whole problems of a fixed-point task, or windows)
-        self.packed = layout == "cf" and r.rank == 1 and not wrap and mode != "budget"
-        self.cf_wrap = wrap and layout == "cf"  # cl wraps through its neighbour table
+        channels_first = layout in ("cf", "lookup")
+        self.packed = channels_first and r.rank == 1 and not wrap and mode != "budget"
+        self.cf_wrap = wrap and channels_first  # cl wraps through its neighbour table
         self.codes = codes
-        if layout == "cf":
+        if channels_first:
             self.cells_shape = (1, self.b * self.row_cells) if self.packed else codes.shape
         else:
             self.cells_shape = (self.b, self.row_cells)
@@ -327,10 +340,12 @@ class OrtBatch:
         if state_codes is not None:
             inputs["state_codes"] = self._tensor("state_codes_in", cells, r.code_dtype)
             inputs["state_codes"].update_inplace(np.ascontiguousarray(state_codes, r.code_dtype).reshape(cells))
+        channels = lambda c: (cells[0], c, *cells[1:])
         if self.layout == "cf":
-            channels = lambda c: (cells[0], c, *cells[1:])
             shapes = {"features": (channels(r.hidden), np.float32), "threshold": (channels(r.state_channels), np.float32),
                       "state": (channels(r.state_channels), np.float32)}
+        elif self.layout == "lookup":
+            shapes = {"base": (channels(1), np.float32), "state": (channels(1), np.float32)}
         elif r.state_code == "sign":
             shapes = {"features": (cells + (r.hidden,), np.float32), "mask": (cells + (1,), np.float32),
                       "minus_mask": (cells + (1,), np.float32), "state": (cells + (r.state_channels,), np.float32)}
@@ -354,7 +369,7 @@ class OrtBatch:
             self.inputs["budget"] = self._tensor("budget", rows, np.float32)
         if self.mode == "owned":
             mask = np.ascontiguousarray(owned, np.float32)
-            shape = (cells[0], 1, *cells[1:]) if self.layout == "cf" else cells
+            shape = (cells[0], 1, *cells[1:]) if self.layout in ("cf", "lookup") else cells
             self.inputs["owned"] = self._tensor("owned", shape, np.float32)
             self.inputs["owned"].update_inplace(mask.reshape(shape))
         if self.mode == "hot":
