@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The decision margins of the shipped rules on the states export's check visits, and how often
-each runtime form (cf, cl) rounds a decision differently from the PyTorch step there.
+each runtime form (cf, cl, lookup) rounds a decision differently from the PyTorch step there.
 
     python bench/margins.py [--out bench/results/margins.json]
 

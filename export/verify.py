@@ -8,7 +8,8 @@ decision is within float rounding of a tie (a sign's pre-activation near zero, a
 largest pre-activations). Logits must agree to LOGIT_TOL of the largest one.
 
 The runtime runs the rule in its own forms (runtime/graph.py: the cf and cl layouts, which sum in
-another order than the exported convolution); they are held to the same rule on the real states:
+another order than the exported convolution, and the lookup layout where the rule has a step
+table, computed in float64); they are held to the same rule on the real states:
 each form's next state may differ from PyTorch's only where the decision margin is within rounding.
 """
 from __future__ import annotations
@@ -126,6 +127,14 @@ class RuntimeForms:
             nxt = adv.run(["state_out"], {i.name: feeds[i.name] for i in adv.get_inputs()})[0]
             fin = self._session(("cf", "finish"), lambda: G.cf_finish(r, False))
             out["cf"] = fin.run(["state_codes"], {"codes": codes, "state": nxt})[0][kept]
+        if r.step_table() is not None:
+            prep = self._session(("lookup", "prepare"), lambda: G.lookup_prepare(r, False, False, r.ring))
+            feeds = dict(zip([o.name for o in prep.get_outputs()],
+                             prep.run(None, {"codes": codes, "state_codes": state_codes})))
+            adv = self._session(("lookup", "advance"), lambda: G.lookup_advance(r, 1, False, "hot", r.ring))
+            nxt = adv.run(["state_out"], {i.name: feeds[i.name] for i in adv.get_inputs()})[0]
+            fin = self._session(("lookup", "finish"), lambda: G.lookup_finish(r, False, readout=False))
+            out["lookup"] = fin.run(["state_codes"], {"codes": codes, "state": nxt})[0][kept]
         return out
 
 
