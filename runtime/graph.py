@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .rule import Rule
+from .rule import STEP_TABLE_ENTRIES, Rule
 
 OPSET = 18
 FLOAT, INT64, UINT8, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.UINT8, TensorProto.BOOL
@@ -399,9 +399,9 @@ def _lookup_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> N
     b.op("Mul", [value, real], "state")
 
 
-def _lookup_step(b: _Builder, rule: Rule, state: str, wrap: bool) -> str:
+def _lookup_step(b: _Builder, rule: Rule, state: str, wrap: bool, max_entries: int) -> str:
     if "table" not in b.inits:
-        table = rule.step_table()
+        table = rule.step_table(max_entries)
         if table is None:
             raise ValueError("the lookup layout needs a tape rule whose whole step fits Rule.step_table")
         v = _lookup_v(rule)
@@ -412,10 +412,11 @@ def _lookup_step(b: _Builder, rule: Rule, state: str, wrap: bool) -> str:
     return b.op("Gather", ["table", index])
 
 
-def _lookup_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: str, wrap: bool) -> None:
+def _lookup_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: str, wrap: bool,
+                          max_entries: int = STEP_TABLE_ENTRIES) -> None:
     """From "base", "state" (and by mode "owned", "rows", "budget") to "state_out" and "hot" or "last"."""
-    state, previous, changed_at = _unroll(b, k, mode, lambda s: _lookup_step(b, rule, s, wrap), lambda s: s,
-                                          [-1, 1, 1])
+    state, previous, changed_at = _unroll(b, k, mode, lambda s: _lookup_step(b, rule, s, wrap, max_entries),
+                                          lambda s: s, [-1, 1, 1])
     if mode == "hot":
         b.op("Squeeze", [b.op("Not", [b.op("Equal", [state, previous])]), b.const([1])], "hot")
         return
@@ -452,12 +453,14 @@ def lookup_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) ->
     return b.model(inputs, [_io("base", FLOAT, ["batch", 1, *cells]), _io("state", FLOAT, ["batch", 1, *cells])])
 
 
-def lookup_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) -> onnx.ModelProto:
-    """K steps; modes, inputs and outputs as cf_advance, with base in place of features and threshold."""
+def lookup_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False,
+                   max_entries: int = STEP_TABLE_ENTRIES) -> onnx.ModelProto:
+    """K steps; modes, inputs and outputs as cf_advance, with base in place of features and
+    threshold. max_entries: the largest step table to build (Rule.step_table)."""
     if packed and (mode == "budget" or wrap):
         raise ValueError("only rows that end in an empty cell and need no budget are packed")
     b = _Builder(f"sead_lookup_advance_{mode}_{k}")
-    _lookup_advance_nodes(b, rule, k, packed, mode, wrap)
+    _lookup_advance_nodes(b, rule, k, packed, mode, wrap, max_entries)
     cells = _lookup_cells(packed)
     inputs = [_io("base", FLOAT, ["batch", 1, *cells]), _io("state", FLOAT, ["batch", 1, *cells])]
     state_io = _io("state_out", FLOAT, ["batch", 1, *cells])
@@ -483,10 +486,10 @@ def lookup_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelP
     return b.model([_io("codes", UINT8, ["batch", *cells]), _io("state", FLOAT, ["batch", 1, *cells])], outputs)
 
 
-def lookup_window(rule: Rule, k: int, mode: str, fresh: bool) -> onnx.ModelProto:
+def lookup_window(rule: Rule, k: int, mode: str, fresh: bool, max_entries: int = STEP_TABLE_ENTRIES) -> onnx.ModelProto:
     """Tile windows in one graph, as cf_window (same inputs and outputs), in the lookup form."""
     return _window(rule, k, mode, fresh, f"sead_lookup_window_{mode}_{k}", _lookup_prepare_nodes,
-                   lambda b: _lookup_advance_nodes(b, rule, k, True, mode, False), _lookup_finish_nodes)
+                   lambda b: _lookup_advance_nodes(b, rule, k, True, mode, False, max_entries), _lookup_finish_nodes)
 
 
 # -- cl: channels last, rows of cells with a neighbour table --------------------------------------

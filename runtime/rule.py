@@ -111,12 +111,13 @@ class Rule:
         2^C_s + 1. Entry t V^3 + l V^2 + o V + r is the next state value (0: the zero state, else
         1 + its code) of a cell whose (left, own, right) problem codes make t = (left C_in + own)
         C_in + right and whose neighbours' and own state values are l, r and o. Computed in
-        float64; None where it would pass max_entries, or where some entry's decision lies within
+        float64; None where it would pass max_entries (or 2^24, past which a float32 index would
+        not be exact), or where some entry's decision lies within
         a bound on float32 rounding (any summation order), so that every entry is what the
         exported step decides in float32 on that neighbourhood."""
         c_in, c_s = self.input_channels, self.state_channels
         v = (1 << c_s) + 1
-        if self.rank != 1 or self.state_code != "sign" or c_in ** 3 * v ** 3 > max_entries:
+        if self.rank != 1 or self.state_code != "sign" or c_in ** 3 * v ** 3 > min(max_entries, 1 << 24):
             return None
         z = np.arange(1 << c_s)
         signs = np.concatenate([np.zeros((1, c_s)), ((z[:, None] >> np.arange(c_s)) & 1) * 2.0 - 1])  # (V, C_s)

@@ -27,7 +27,7 @@ from .. import graph
 from ..errors import EngineUnavailable, InternalError
 from ..layout import neighbour_table
 from ..model_file import StepModel
-from ..rule import Rule
+from ..rule import STEP_TABLE_ENTRIES, Rule
 
 K_CHOICES = (1, 2, 4, 8, 16, 32, 64)                 # CPU: deeper calls gain nothing there
 K_CHOICES_CUDA = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # a GPU call's launch cost is worth spreading
@@ -65,14 +65,15 @@ class OrtEngine:
     (default: one per core on the CPU, two on CUDA). cuda_graphs: give repeating tile
     window shapes engine-owned slots and capture CUDA graphs on them (default on for CUDA unless
     SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only the slots, for tests of their bookkeeping);
-    graph_rows: batches of whole problems too."""
+    graph_rows: batches of whole problems too. lookup_entries: the largest step table the lookup
+    layout builds (by default 65,536 entries, which stay in a CPU core's cache)."""
 
     GRAPH_SLOTS = 16            # batch shapes that own buffers (and graphs) for good
 
     def __init__(self, step: StepModel, device: str = "cpu", layout: str | None = None,
                  k_choices: tuple[int, ...] | None = None, workers: int | None = None,
                  cuda_graphs: bool | None = None, device_id: int = 0, window_layout: str | None = None,
-                 graph_rows: bool = False):
+                 graph_rows: bool = False, lookup_entries: int = STEP_TABLE_ENTRIES):
         ort = _onnxruntime()
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise EngineUnavailable("engine 'ort-cuda' needs onnxruntime-gpu and a CUDA GPU: pip install 'sead[cuda]' "
@@ -80,7 +81,8 @@ class OrtEngine:
                                     quiet=True)
         self.ort, self.step, self.device, self.device_id = ort, step, device, device_id
         self.rule = Rule.from_step(step)
-        lookup = self.rule.step_table() is not None
+        self.lookup_entries = lookup_entries
+        lookup = self.rule.step_table(lookup_entries) is not None
         if device == "cpu":  # a rule whose whole step fits a small table runs as lookups (graph.py)
             self.layout = layout or ("lookup" if lookup else "cf" if self.rule.state_code == "sign" else "cl")
         else:
@@ -148,9 +150,10 @@ class OrtEngine:
             if kind == "prepare":
                 return graph.lookup_prepare(r, packed=key[2], fresh=key[1], wrap=key[3])
             if kind == "advance":
-                return graph.lookup_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4])
+                return graph.lookup_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4],
+                                            max_entries=self.lookup_entries)
             if kind == "window":
-                return graph.lookup_window(r, key[1], mode=key[2], fresh=key[3])
+                return graph.lookup_window(r, key[1], mode=key[2], fresh=key[3], max_entries=self.lookup_entries)
             return graph.lookup_finish(r, packed=key[1], readout=key[2])
         if kind == "prepare":
             return graph.cl_prepare(r, fresh=key[1])
