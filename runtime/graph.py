@@ -248,10 +248,15 @@ def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False,
     b = _Builder(f"sead_cf_advance_{mode}_{k}")
     _cf_advance_nodes(b, rule, k, packed, mode, wrap, fused)
     cells = _cf_cells(rule, packed)
-    state_io = _io("state_out", FLOAT, ["batch", rule.state_channels, *cells])
     inputs = [_io("features", FLOAT, ["batch", rule.hidden, *cells]),
               _io("threshold", FLOAT, ["batch", rule.state_channels, *cells]),
               _io("state", FLOAT, ["batch", rule.state_channels, *cells])]
+    return _advance_model(b, mode, packed, cells, inputs, rule.state_channels)
+
+
+def _advance_model(b: _Builder, mode: str, packed: bool, cells: list, inputs: list, channels: int) -> onnx.ModelProto:
+    """A channels-first advance graph's inputs by mode, and its outputs (cf and lookup alike)."""
+    state_io = _io("state_out", FLOAT, ["batch", channels, *cells])
     if mode == "hot":
         return b.model(inputs, [state_io, _io("hot", BOOL, ["batch", *cells])])
     if mode == "owned":
@@ -263,22 +268,26 @@ def cf_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False,
     return b.model(inputs, [state_io, _io("last", FLOAT, ["rows"])])
 
 
-def _cf_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: str, wrap: bool, fused: bool) -> None:
-    """cf_advance's nodes: from "features", "threshold", "state" (and by mode "owned", "rows",
-    "budget") to "state_out" and "hot" or "last"."""
-    spatial = list(range(2, 2 + rule.rank))
-    state, previous, changed_at = _unroll(b, k, mode, lambda s: _cf_step(b, rule, s, wrap, fused),
-                                          lambda s: _cf_code(b, rule, s), [-1, 1, *[1] * rule.rank])
-    if mode == "hot":
-        diff = b.op("ReduceMax", [b.op("Abs", [b.op("Sub", [state, previous])]), b.const([1])], keepdims=0)
-        b.op("Greater", [diff, b.const(np.float32(0))], "hot")
-        return
+def _last_changes(b: _Builder, rule: Rule, changed_at: str, mode: str, packed: bool) -> None:
+    """(B, C, *S) per-cell last changing step -> "last" (B,): per row, over owned cells in mode owned."""
     if mode == "owned":
         changed_at = b.op("Mul", [changed_at, "owned"])
     if packed:
         b.op("ReduceMax", [b.op("Reshape", [changed_at, "rows"]), b.const([1])], "last", keepdims=0)  # rows (B, L)
     else:
-        b.op("ReduceMax", [changed_at, b.const([1, *spatial])], "last", keepdims=0)
+        b.op("ReduceMax", [changed_at, b.const(list(range(1, 2 + rule.rank)))], "last", keepdims=0)
+
+
+def _cf_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: str, wrap: bool, fused: bool) -> None:
+    """cf_advance's nodes: from "features", "threshold", "state" (and by mode "owned", "rows",
+    "budget") to "state_out" and "hot" or "last"."""
+    state, previous, changed_at = _unroll(b, k, mode, lambda s: _cf_step(b, rule, s, wrap, fused),
+                                          lambda s: _cf_code(b, rule, s), [-1, 1, *[1] * rule.rank])
+    if mode == "hot":
+        diff = b.op("ReduceMax", [b.op("Abs", [b.op("Sub", [state, previous])]), b.const([1])], keepdims=0)
+        b.op("Greater", [diff, b.const(np.float32(0))], "hot")
+    else:
+        _last_changes(b, rule, changed_at, mode, packed)
 
 
 def cf_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelProto:
@@ -419,13 +428,8 @@ def _lookup_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: s
                                           lambda s: s, [-1, 1, 1])
     if mode == "hot":
         b.op("Squeeze", [b.op("Not", [b.op("Equal", [state, previous])]), b.const([1])], "hot")
-        return
-    if mode == "owned":
-        changed_at = b.op("Mul", [changed_at, "owned"])
-    if packed:
-        b.op("ReduceMax", [b.op("Reshape", [changed_at, "rows"]), b.const([1])], "last", keepdims=0)
     else:
-        b.op("ReduceMax", [changed_at, b.const([1, 2])], "last", keepdims=0)
+        _last_changes(b, rule, changed_at, mode, packed)
 
 
 def _lookup_finish_nodes(b: _Builder, rule: Rule, state: str, state_codes: str, readout: bool) -> None:
@@ -463,16 +467,7 @@ def lookup_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = Fal
     _lookup_advance_nodes(b, rule, k, packed, mode, wrap, max_entries)
     cells = _lookup_cells(packed)
     inputs = [_io("base", FLOAT, ["batch", 1, *cells]), _io("state", FLOAT, ["batch", 1, *cells])]
-    state_io = _io("state_out", FLOAT, ["batch", 1, *cells])
-    if mode == "hot":
-        return b.model(inputs, [state_io, _io("hot", BOOL, ["batch", *cells])])
-    if mode == "owned":
-        inputs.append(_io("owned", FLOAT, ["batch", 1, *cells]))
-    if packed:
-        inputs.append(_io("rows", INT64, [2]))
-    if mode == "budget":
-        inputs.append(_io("budget", FLOAT, ["rows"]))
-    return b.model(inputs, [state_io, _io("last", FLOAT, ["rows"])])
+    return _advance_model(b, mode, packed, cells, inputs, 1)
 
 
 def lookup_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelProto:
