@@ -19,6 +19,7 @@ is the all-zero state of empty cells and of every cell before the first step.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -111,14 +112,19 @@ class Rule:
         2^C_s + 1. Entry t V^3 + l V^2 + o V + r is the next state value (0: the zero state, else
         1 + its code) of a cell whose (left, own, right) problem codes make t = (left C_in + own)
         C_in + right and whose neighbours' and own state values are l, r and o. Computed in
-        float64; None where it would pass max_entries (or 2^24, past which a float32 index would
-        not be exact), or where some entry's decision lies within
-        a bound on float32 rounding (any summation order), so that every entry is what the
+        float64 once per rule and shared (read-only); None where it would pass max_entries (or
+        2^24, past which a float32 index would not be exact), or where some entry's decision lies
+        within a bound on float32 rounding (any summation order), so that every entry is what the
         exported step decides in float32 on that neighbourhood."""
-        c_in, c_s = self.input_channels, self.state_channels
-        v = (1 << c_s) + 1
-        if self.rank != 1 or self.state_code != "sign" or c_in ** 3 * v ** 3 > min(max_entries, 1 << 24):
+        entries = self.input_channels ** 3 * ((1 << self.state_channels) + 1) ** 3
+        if self.rank != 1 or self.state_code != "sign" or entries > min(max_entries, 1 << 24):
             return None
+        return self._step_table
+
+    @cached_property
+    def _step_table(self) -> np.ndarray | None:
+        """step_table's computation, without its size limit."""
+        c_in, c_s = self.input_channels, self.state_channels
         z = np.arange(1 << c_s)
         signs = np.concatenate([np.zeros((1, c_s)), ((z[:, None] >> np.arange(c_s)) & 1) * 2.0 - 1])  # (V, C_s)
         w_p, w_s = self.tap_weights("problem").astype(np.float64), self.tap_weights("state").astype(np.float64)
@@ -141,7 +147,9 @@ class Rule:
         if (real[..., None] & (np.abs(pre) <= pre_err)).any():
             return None
         value = np.where(real, 1 + ((pre > 0) * (2 ** np.arange(c_s))).sum(-1), 0)
-        return value.reshape(-1).astype(np.float32)
+        table = value.reshape(-1).astype(np.float32)
+        table.flags.writeable = False
+        return table
 
     @classmethod
     def from_step(cls, step) -> "Rule":

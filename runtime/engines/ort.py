@@ -61,12 +61,12 @@ def cpu_batch_cells(rule: Rule) -> int:
 class OrtEngine:
     """device "cpu" (engine `ort`) or "cuda" (`ort-cuda`). layout: "lookup", "cf" or "cl" (default:
     on the CPU lookup where Rule.step_table exists, else cf for a sign state; cl on CUDA and for
-    symbol states). workers: batches run side by side
-    (default: one per core on the CPU, two on CUDA). cuda_graphs: give repeating tile
-    window shapes engine-owned slots and capture CUDA graphs on them (default on for CUDA unless
-    SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only the slots, for tests of their bookkeeping);
-    graph_rows: batches of whole problems too. lookup_entries: the largest step table the lookup
-    layout builds (by default 65,536 entries, which stay in a CPU core's cache)."""
+    symbol states). workers: batches run side by side (default: one per core on the CPU, two on
+    CUDA). cuda_graphs: give repeating tile window shapes engine-owned slots and capture CUDA
+    graphs on them (default on for CUDA unless SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only
+    the slots, for tests of their bookkeeping); graph_rows: batches of whole problems too.
+    lookup_entries: the largest step table the lookup layout builds (by default 65,536 entries,
+    which stay in a CPU core's cache)."""
 
     GRAPH_SLOTS = 16            # batch shapes that own buffers (and graphs) for good
 
@@ -372,7 +372,7 @@ class OrtBatch:
             self.inputs["budget"] = self._tensor("budget", rows, np.float32)
         if self.mode == "owned":
             mask = np.ascontiguousarray(owned, np.float32)
-            shape = (cells[0], 1, *cells[1:]) if self.layout in ("cf", "lookup") else cells
+            shape = channels(1) if self.layout in ("cf", "lookup") else cells
             self.inputs["owned"] = self._tensor("owned", shape, np.float32)
             self.inputs["owned"].update_inplace(mask.reshape(shape))
         if self.mode == "hot":
