@@ -93,7 +93,7 @@ def _code_type(rule: Rule) -> int:
 # CPU provider runs this much faster than a select between +mask and -mask.
 
 FAR = np.float32(1e30)  # an empty cell's threshold: no finite rule output passes it
-TRIPLE_TABLE_ELEMENTS = 1 << 22  # a tape's problem share by (left, own, right) codes, if the table is this small
+TRIPLE_TABLE_ELEMENTS = 1 << 22  # the problem share by each row's (left, own, right) codes, if its tables are this small
 
 
 def _cf_cells(rule: Rule, packed: bool) -> list:
@@ -155,33 +155,55 @@ def cf_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onn
 def _cf_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> None:
     """cf_prepare's nodes: from "codes" [and "state_codes"] to "features", "threshold", "state"."""
     assert rule.state_code == "sign"
-    if rule.rank == 1 and rule.input_channels ** 3 * rule.hidden <= TRIPLE_TABLE_ELEMENTS:
-        # a tape cell's share reads three codes: one lookup per cell, the fold included
-        codes = b.op("Cast", ["codes"], to=INT64)  # (B, L)
-        index = _code_triples(b, rule, codes, wrap)
-        table = np.ascontiguousarray(rule.problem_table(less_state_mask=True).T)  # (C_in^3, H)
-        b.op("Transpose", [b.op("Gather", [b.const(table), index])], "features", perm=[0, 2, 1])  # (B, H, L)
-        mask = b.op("Unsqueeze", [b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=FLOAT),
-                                  b.const([1])])  # (B, 1, L)
+    codes = b.op("Cast", ["codes"], to=INT64)  # (B, *S)
+    mask = b.op("Unsqueeze", [b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=FLOAT),
+                              b.const([1])])  # (B, 1, *S)
+    if rule.taps // 3 * rule.input_channels ** 3 * rule.hidden <= TRIPLE_TABLE_ELEMENTS and not (wrap and rule.rank > 1):
+        # a cell's share reads the code triples of its neighbourhood's rows: one lookup per row,
+        # the fold included
+        b.op("Transpose", [_problem_share(b, rule, codes, wrap)], "features", perm=[1, 0, *range(2, 2 + rule.rank)])
     else:
         problem = _cf_problem(b, rule, "codes")
-        mask = b.op("Slice", [problem, b.const([0]), b.const([1]), b.const([1])])  # (B, 1, *S)
         w_state = rule.w_in[:, rule.input_channels:]
         features = _cf_conv(b, rule, wrap, problem, rule.w_in[:, : rule.input_channels], b.const(rule.b_in))
         folded = _cf_conv(b, rule, wrap, mask, w_state.sum(axis=1, keepdims=True))  # conv(mask) of the state part
         b.op("Sub", [features, folded], "features")
     far = b.op("Mul", [b.op("Sub", [mask, b.const(np.float32(1))]), b.const(FAR)])  # 0 real, -1e30 empty
     b.op("Sub", [b.op("Neg", [far]), b.const(_cf_channels(rule, rule.b_out))], "threshold")
-    half = b.op("Mul", [mask, b.const(np.float32(0.5))])
     if fresh:
-        b.op("Mul", [half, b.const(np.ones((1, rule.state_channels, *[1] * rule.rank), np.float32))], "state")
+        b.op("Mul", [b.op("Mul", [mask, b.const(np.float32(0.5))]),
+                     b.const(np.ones((1, rule.state_channels, *[1] * rule.rank), np.float32))], "state")
     else:
-        code = b.op("Unsqueeze", [b.op("Cast", ["state_codes"], to=FLOAT), b.const([1])])  # (B, 1, *S)
-        shifted = b.op("Floor", [b.op("Mul", [code, b.const(_cf_channels(rule, 0.5 ** np.arange(rule.state_channels)))])])
-        bits = b.op("Sub", [shifted, b.op("Mul", [b.op("Floor", [b.op("Mul", [shifted, b.const(np.float32(0.5))])]),
-                                                   b.const(np.float32(2))])])
-        zero = b.op("Equal", [code, b.const(np.float32(rule.zero_code))])
-        b.op("Mul", [b.op("Where", [zero, b.const(np.float32(0.5)), bits]), mask], "state")
+        # each code's working values, one lookup per cell: (C_s, B, *S) -> (B, C_s, *S)
+        values = b.op("Gather", [b.const(_cf_state_table(rule)), b.op("Cast", ["state_codes"], to=INT64)], axis=1)
+        b.op("Mul", [b.op("Transpose", [values], perm=[1, 0, *range(2, 2 + rule.rank)]), mask], "state")
+
+
+def _cf_state_table(rule: Rule) -> np.ndarray:
+    """(C_s, 2^C_s + 1) float32: the working value of each channel of a real cell with state code
+    z (its bit c), 0.5 in every channel at zero_code (before the first step)."""
+    z = np.arange(rule.zero_code + 1)
+    table = ((z[None, :] >> np.arange(rule.state_channels)[:, None]) & 1).astype(np.float32)
+    table[:, rule.zero_code] = 0.5
+    return table
+
+
+def _problem_share(b: _Builder, rule: Rule, codes: str, wrap: bool) -> str:
+    """codes (B, *S) int64 -> (H, B, *S) float: the problem's share of the first layer with its
+    bias, less conv(mask) (Rule.problem_table(less_state_mask=True)): a tape's one lookup of its
+    code triples; a grid's three, one per row of the neighbourhood, summed."""
+    tables = rule.problem_table(less_state_mask=True)  # (R, H, C_in^3)
+    if rule.rank == 1:
+        return b.op("Gather", [b.const(tables[0]), _code_triples(b, rule, codes, wrap)], axis=1)
+    padded = b.op("Pad", [codes, b.const(np.array([0, 1, 1, 0, 1, 1], np.int64))])  # (B, H + 2, W + 2)
+    triples = _triples(b, rule, padded)  # (B, H + 2, W): each row's (left, own, right)
+    share = None
+    for dy, table in enumerate(tables):
+        rows = b.op("Slice", [triples, b.const([dy]), b.const([dy - 2 if dy < 2 else np.iinfo(np.int64).max]),
+                              b.const([1])])
+        part = b.op("Gather", [b.const(table), rows], axis=1)
+        share = part if share is None else b.op("Add", [share, part])
+    return share
 
 
 def _cf_step(b: _Builder, rule: Rule, state: str, wrap: bool, fused: bool) -> str:
@@ -378,17 +400,22 @@ def _lookup_v(rule: Rule) -> int:
 def _code_triples(b: _Builder, rule: Rule, codes: str, wrap: bool) -> str:
     """codes (B, L) int64 -> (B, L) int64: (left C_in + own) C_in + right, empty beyond the ends
     (or, wrapped, around the ring)."""
-    if wrap:
-        left = b.op("Concat", [b.op("Slice", [codes, b.const([-1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
-                               b.op("Slice", [codes, b.const([0]), b.const([-1]), b.const([1])])], axis=1)
-        right = b.op("Concat", [b.op("Slice", [codes, b.const([1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
-                                b.op("Slice", [codes, b.const([0]), b.const([1]), b.const([1])])], axis=1)
-    else:
-        padded = b.op("Pad", [codes, b.const(np.array([0, 1, 0, 1], np.int64))])
-        left = b.op("Slice", [padded, b.const([0]), b.const([-2]), b.const([1])])
-        right = b.op("Slice", [padded, b.const([2]), b.const([np.iinfo(np.int64).max]), b.const([1])])
+    if not wrap:
+        return _triples(b, rule, b.op("Pad", [codes, b.const(np.array([0, 1, 0, 1], np.int64))]))
+    left = b.op("Concat", [b.op("Slice", [codes, b.const([-1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
+                           b.op("Slice", [codes, b.const([0]), b.const([-1]), b.const([1])])], axis=1)
+    right = b.op("Concat", [b.op("Slice", [codes, b.const([1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
+                            b.op("Slice", [codes, b.const([0]), b.const([1]), b.const([1])])], axis=1)
     c = b.const(np.int64(rule.input_channels))
     return b.op("Add", [b.op("Mul", [b.op("Add", [b.op("Mul", [left, c]), codes]), c]), right])
+
+
+def _triples(b: _Builder, rule: Rule, padded: str) -> str:
+    """(..., N + 2) int64 codes -> (..., N): (left C_in + own) C_in + right along the last axis."""
+    left, own, right = (b.op("Slice", [padded, b.const([i]), b.const([i - 2 if i < 2 else np.iinfo(np.int64).max]),
+                                       b.const([-1])]) for i in range(3))
+    c = b.const(np.int64(rule.input_channels))
+    return b.op("Add", [b.op("Mul", [b.op("Add", [b.op("Mul", [left, c]), own]), c]), right])
 
 
 def _lookup_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> None:

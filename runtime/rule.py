@@ -94,18 +94,22 @@ class Rule:
         return table
 
     def problem_table(self, less_state_mask: bool = False) -> np.ndarray:
-        """Tapes (rank 1): (H, C_in^3) float32, the problem's share of the first layer with its bias,
-        for every (left, own, right) code triple: a cell's share reads only those three codes.
+        """(R, H, C_in^3) float32, R = 3^(rank - 1): the problem's share of the first layer from one
+        row of the neighbourhood (a tape's only row; a grid's rows above, through and below the
+        cell), for every (left, own, right) code triple of that row; the bias is in the middle
+        row's. A cell's share is the sum of its rows' entries. Summed in float64, rounded once.
         less_state_mask: also less the state weights' sum over each real neighbour (the cf form's
         fold, runtime/graph.py)."""
         c_in = self.input_channels
-        w = self.tap_weights("problem").astype(np.float64)  # (3, H, C_in)
-        rows = np.zeros((3, c_in, self.hidden))  # (tap, code) -> contribution
-        rows[:, 1:] = (w[:, :, :1] + w[:, :, 1:]).transpose(0, 2, 1)
+        w = self.tap_weights("problem").astype(np.float64)  # (taps, H, C_in)
+        taps = np.zeros((self.taps, c_in, self.hidden))  # (tap, code) -> contribution
+        taps[:, 1:] = (w[:, :, :1] + w[:, :, 1:]).transpose(0, 2, 1)
         if less_state_mask:
-            rows[:, 1:] -= self.tap_weights("state").astype(np.float64).sum(axis=2)[:, None, :]
-        total = rows[0][:, None, None] + rows[1][None, :, None] + rows[2][None, None, :] + self.b_in.astype(np.float64)
-        return np.ascontiguousarray(total.reshape(-1, self.hidden).T.astype(np.float32))
+            taps[:, 1:] -= self.tap_weights("state").astype(np.float64).sum(axis=2)[:, None, :]
+        rows = taps.reshape(-1, 3, c_in, self.hidden)  # taps run row-major: (row, tap along it, ...)
+        total = rows[:, 0, :, None, None] + rows[:, 1, None, :, None] + rows[:, 2, None, None, :]
+        total[len(total) // 2] += self.b_in.astype(np.float64)
+        return np.ascontiguousarray(total.reshape(len(total), -1, self.hidden).transpose(0, 2, 1).astype(np.float32))
 
     def step_table(self, max_entries: int = STEP_TABLE_ENTRIES) -> np.ndarray | None:
         """Tapes with a sign state: the whole step as a table, (C_in^3 V^3,) float32 with V =
