@@ -319,7 +319,7 @@ class TapeJob:
     def progress(self) -> dict:
         tape = self.tape
         return {"cells": self.problem.length, "steps": self.steps,
-                "active_tiles": int(tape.active.sum()) if tape is not None else 0,
+                "active_tiles": tape.active_tiles if tape is not None else 0,
                 "tiles": tape.tiles if tape is not None else 0, "cell_steps": self.cell_steps}
 
     # -- rounds --------------------------------------------------------------------------------
@@ -421,7 +421,7 @@ class TapeJob:
             # nothing changed at the final step: a fixed point, so the remaining generations change
             # nothing either (and no tile would run them)
             self.steps = self.evaluations
-        self.schedule.after_call(True, int(self.tape.active.sum()) * self.tape.tile ** self.tape.rank)
+        self.schedule.after_call(True, self.tape.active_tiles * self.tape.tile ** self.tape.rank)
         if settled or self.steps >= self.evaluations:
             return self._readout()
         return self._round()

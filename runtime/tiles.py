@@ -36,11 +36,20 @@ class TiledTape:
         self.length = len(codes)
         self.ring, self.tile, self.run_tiles = ring, tile, run_tiles
         self.states: np.ndarray | None = None  # (L,) state codes, once a step has run
-        self.active = np.ones(-(-self.length // tile), bool)
+        self.tiles = -(-self.length // tile)
+        # the active tiles' indices, sorted: a round costs what its active tiles cost, not the tape
+        self.active_ids = np.arange(self.tiles)
 
     @property
-    def tiles(self) -> int:
-        return len(self.active)
+    def active(self) -> np.ndarray:
+        """(tiles,) bool: which tiles the next call runs."""
+        mask = np.zeros(self.tiles, bool)
+        mask[self.active_ids] = True
+        return mask
+
+    @property
+    def active_tiles(self) -> int:
+        return len(self.active_ids)
 
     def spans(self, max_cells: int | None = None, halo: int = 0) -> list[tuple[int, int]]:
         """The owned cell ranges [a, b) of this call's rows: runs of active tiles, split at
@@ -49,11 +58,14 @@ class TiledTape:
         if max_cells is not None:
             max_cells -= 2 * halo + 1
         run = self.run_tiles if max_cells is None else max(1, min(self.run_tiles, max_cells // self.tile))
-        edges = np.flatnonzero(np.diff(np.concatenate(([False], self.active, [False])).astype(np.int8)))
+        ids = self.active_ids
+        if not len(ids):
+            return []
+        breaks = np.flatnonzero(np.diff(ids) != 1) + 1
         spans = []
-        for first, end in zip(edges[::2].tolist(), edges[1::2].tolist()):
-            for lo in range(first, end, run):
-                hi = min(end, lo + run)
+        for first, last in zip(ids[np.r_[0, breaks]].tolist(), ids[np.r_[breaks - 1, len(ids) - 1]].tolist()):
+            for lo in range(first, last + 1, run):
+                hi = min(last + 1, lo + run)
                 spans.append((lo * self.tile, min(hi * self.tile, self.length)))
         return spans
 
@@ -103,20 +115,17 @@ class TiledTape:
 
     def apply(self, results) -> bool:
         """Store a call's owned results and choose the next call's tiles. -> whether any tile is hot."""
-        hot = np.zeros(self.tiles, bool)
+        hot = []
         for (a, b), states, tiles_hot in results:
             if self.states is None:
                 self.states = np.zeros(self.length, states.dtype)
             self.states[a:b] = states
-            hot[a // self.tile: a // self.tile + len(tiles_hot)] = tiles_hot
-        active = hot.copy()
-        active[1:] |= hot[:-1]
-        active[:-1] |= hot[1:]
-        if self.ring and self.tiles > 1:
-            active[0] |= hot[-1]
-            active[-1] |= hot[0]
-        self.active = active
-        return bool(hot.any())
+            hot.append(a // self.tile + np.flatnonzero(tiles_hot))
+        hot = np.concatenate(hot) if hot else np.zeros(0, np.int64)
+        near = (hot[:, None] + np.arange(-1, 2)).reshape(-1)
+        near = near % self.tiles if self.ring else near[(near >= 0) & (near < self.tiles)]
+        self.active_ids = np.unique(near)
+        return bool(len(hot))
 
     def all_spans(self, max_cells: int | None = None) -> list[tuple[int, int]]:
         step = self.tile * (self.run_tiles if max_cells is None else max(1, min(self.run_tiles, max_cells // self.tile)))
@@ -147,6 +156,10 @@ class TiledGrid:
     @property
     def tiles(self) -> int:
         return self.active.size
+
+    @property
+    def active_tiles(self) -> int:
+        return int(self.active.sum())
 
     def _box(self, active: np.ndarray) -> tuple[int, int, int, int]:
         rows, cols = np.flatnonzero(active.any(1)), np.flatnonzero(active.any(0))
