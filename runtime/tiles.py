@@ -61,9 +61,9 @@ class TiledTape:
         ids = self.active_ids
         if not len(ids):
             return []
-        breaks = np.flatnonzero(np.diff(ids) != 1) + 1
+        breaks = np.flatnonzero(ids[1:] != ids[:-1] + 1)  # a run ends at each
         spans = []
-        for first, last in zip(ids[np.r_[0, breaks]].tolist(), ids[np.r_[breaks - 1, len(ids) - 1]].tolist()):
+        for first, last in zip([int(ids[0])] + ids[breaks + 1].tolist(), ids[breaks].tolist() + [int(ids[-1])]):
             for lo in range(first, last + 1, run):
                 hi = min(last + 1, lo + run)
                 spans.append((lo * self.tile, min(hi * self.tile, self.length)))
