@@ -124,7 +124,9 @@ class TiledTape:
         hot = np.concatenate(hot) if hot else np.zeros(0, np.int64)
         near = (hot[:, None] + np.arange(-1, 2)).reshape(-1)
         near = near % self.tiles if self.ring else near[(near >= 0) & (near < self.tiles)]
-        self.active_ids = np.unique(near)
+        mask = np.zeros(self.tiles, bool)  # (a sort of the ids cost 16x more with every tile hot)
+        mask[near] = True
+        self.active_ids = np.flatnonzero(mask)
         return bool(len(hot))
 
     def all_spans(self, max_cells: int | None = None) -> list[tuple[int, int]]:
