@@ -36,20 +36,15 @@ class TiledTape:
         self.length = len(codes)
         self.ring, self.tile, self.run_tiles = ring, tile, run_tiles
         self.states: np.ndarray | None = None  # (L,) state codes, once a step has run
-        self.tiles = -(-self.length // tile)
-        # the active tiles' indices, sorted: a round costs what its active tiles cost, not the tape
-        self.active_ids = np.arange(self.tiles)
+        self.active = np.ones(-(-self.length // tile), bool)
 
     @property
-    def active(self) -> np.ndarray:
-        """(tiles,) bool: which tiles the next call runs."""
-        mask = np.zeros(self.tiles, bool)
-        mask[self.active_ids] = True
-        return mask
+    def tiles(self) -> int:
+        return len(self.active)
 
     @property
     def active_tiles(self) -> int:
-        return len(self.active_ids)
+        return int(self.active.sum())
 
     def spans(self, max_cells: int | None = None, halo: int = 0) -> list[tuple[int, int]]:
         """The owned cell ranges [a, b) of this call's rows: runs of active tiles, split at
@@ -58,10 +53,10 @@ class TiledTape:
         if max_cells is not None:
             max_cells -= 2 * halo + 1
         run = self.run_tiles if max_cells is None else max(1, min(self.run_tiles, max_cells // self.tile))
-        ids = self.active_ids
+        ids = np.flatnonzero(self.active)
         if not len(ids):
             return []
-        breaks = np.flatnonzero(ids[1:] != ids[:-1] + 1)  # a run ends at each
+        breaks = np.flatnonzero(ids[1:] != ids[:-1] + 1)  # a run of active tiles ends at each
         spans = []
         for first, last in zip([int(ids[0])] + ids[breaks + 1].tolist(), ids[breaks].tolist() + [int(ids[-1])]):
             for lo in range(first, last + 1, run):
@@ -115,19 +110,20 @@ class TiledTape:
 
     def apply(self, results) -> bool:
         """Store a call's owned results and choose the next call's tiles. -> whether any tile is hot."""
-        hot = []
+        hot = np.zeros(self.tiles, bool)
         for (a, b), states, tiles_hot in results:
             if self.states is None:
                 self.states = np.zeros(self.length, states.dtype)
             self.states[a:b] = states
-            hot.append(a // self.tile + np.flatnonzero(tiles_hot))
-        hot = np.concatenate(hot) if hot else np.zeros(0, np.int64)
-        near = (hot[:, None] + np.arange(-1, 2)).reshape(-1)
-        near = near % self.tiles if self.ring else near[(near >= 0) & (near < self.tiles)]
-        mask = np.zeros(self.tiles, bool)  # (a sort of the ids cost 16x more with every tile hot)
-        mask[near] = True
-        self.active_ids = np.flatnonzero(mask)
-        return bool(len(hot))
+            hot[a // self.tile: a // self.tile + len(tiles_hot)] = tiles_hot
+        active = hot.copy()
+        active[1:] |= hot[:-1]
+        active[:-1] |= hot[1:]
+        if self.ring and self.tiles > 1:
+            active[0] |= hot[-1]
+            active[-1] |= hot[0]
+        self.active = active
+        return bool(hot.any())
 
     def all_spans(self, max_cells: int | None = None) -> list[tuple[int, int]]:
         step = self.tile * (self.run_tiles if max_cells is None else max(1, min(self.run_tiles, max_cells // self.tile)))
