@@ -43,7 +43,7 @@ ABOUT = [
      "The runtime against the PyTorch reference loop of the same shipped models: answers, step counts and "
      "converged flags, and every answer against the task's oracle."),
     ("before_after_", "bench/before_after.py",
-     "This runtime against an earlier commit's runtime, both loading the same model file, in fresh processes, "
+     "This runtime against an earlier commit's runtime, both loading the same model files, in fresh processes, "
      "interleaved rounds; best and median of repeated solves."),
     ("bench_", "sead bench",
      "Engine throughput per tape length and batch beside three baselines timed in the same run (a naive "
@@ -269,7 +269,8 @@ def bench(d: dict) -> list[str]:
 
 
 def before_after(d: dict) -> list[str]:
-    out = [f"Before: commit {d['base']}; after: commit {d['head']}; model `{d['model']}`; {len(d['rounds'])} "
+    models = f"model `{d['model']}`" if d.get("cases", "addition") == "addition" else "each task's shipped model"
+    out = [f"Before: commit {d['base']}; after: commit {d['head']}; {models}; {len(d['rounds'])} "
            f"rounds on {d['cpus']} CPUs.", ""]
     best = lambda v: min(v) if isinstance(v, list) else v  # per round: the best of all rounds
     every = lambda v: all(v) if isinstance(v, list) else v
