@@ -650,6 +650,21 @@ def long_tapes(quick: bool) -> dict:
     return out
 
 
+def product_case(rt, task, line: str) -> dict:
+    """One product through `rt`, timed and checked against the oracle (how wrong, if wrong)."""
+    got, seconds = timed(rt.solve, [line])
+    want = task.answer(task.parse(line))
+    answer = got[0].answer or ""
+    entry = {"digits": len(line.split("*")[0]), "seconds": round(seconds, 3), "steps": got[0].steps,
+             "exact": answer == want}
+    if answer != want:  # how wrong: digits that differ, counted from the least significant end
+        a, w = answer[::-1], want[::-1]
+        wrong = [i for i in range(max(len(a), len(w))) if a[i:i + 1] != w[i:i + 1]]
+        entry.update(wrong_digits=len(wrong), first_wrong_digit=wrong[0] if wrong else None,
+                     answer_digits=len(answer), want_digits=len(want))
+    return entry
+
+
 def products(quick: bool) -> dict:
     from sead.runtime.tasks import get_task
     from sead.runtime.tasks.base import random_digits
@@ -660,33 +675,38 @@ def products(quick: bool) -> dict:
     weights = sum(int(np.prod(t.dims)) for t in step.proto.graph.initializer)
     out = {"model": f"the shipped multiplication rule ({weights:,} weights, verified size {step.metadata.verified_size:,})",
            "cases": []}
+    timed_lines = {}
     with runtime("multiplication", gpu_engine(True), allow_unverified_sizes=True) as rt:
         rt.solve([f"{random_digits(rng, 50)}*{random_digits(rng, 50)}"])  # warm-up
         for digits in ((30, 60) if quick else (200, 400, 1000, 4096)):  # 4,096: 683x the training range
             if time.perf_counter() > DEADLINE:
                 out["cases"].append({"digits": digits, "skipped": "time budget"})
                 continue
-            line = f"{random_digits(rng, digits)}*{random_digits(rng, digits)}"
-            got, seconds = timed(rt.solve, [line])
-            want = task.answer(task.parse(line))
-            answer = got[0].answer or ""
-            exact = answer == want
-            entry = {"digits": digits, "seconds": round(seconds, 3), "steps": got[0].steps, "exact": exact}
-            if not exact:  # how wrong: digits that differ, counted from the least significant end
-                a, w = answer[::-1], want[::-1]
-                wrong = [i for i in range(max(len(a), len(w))) if a[i:i + 1] != w[i:i + 1]]
-                entry.update(wrong_digits=len(wrong), first_wrong_digit=wrong[0] if wrong else None,
-                             answer_digits=len(answer), want_digits=len(want))
+            line = timed_lines[digits] = f"{random_digits(rng, digits)}*{random_digits(rng, digits)}"
+            entry = product_case(rt, task, line)
             out["cases"].append(entry)
-            say(f"one {digits}-digit product: {seconds:.2f} s, {got[0].steps} steps, exact {exact}")
+            say(f"one {digits}-digit product: {entry['seconds']:.2f} s, {entry['steps']} steps, exact {entry['exact']}")
             save()
         lines = [f"{random_digits(rng, 100)}*{random_digits(rng, 100)}" for _ in range(2 if quick else 8)]
         gpu = rt.solve(lines)
+    # the same products in the channels-first layout (the CPU's), whose grid prepare is three lookups a
+    # cell and whose step is a 3x3 convolution: which layout a GPU should run grids in
+    out["cf_layout"] = []
+    with runtime("multiplication", gpu_engine(True, layout="cf", window_layout="cf"), allow_unverified_sizes=True) as rt:
+        rt.solve([f"{random_digits(rng, 50)}*{random_digits(rng, 50)}"])  # warm-up
+        for digits in ((30, 60) if quick else (200, 400)):
+            if digits not in timed_lines or time.perf_counter() > DEADLINE:
+                continue
+            entry = product_case(rt, task, timed_lines[digits])
+            out["cf_layout"].append(entry)
+            say(f"one {digits}-digit product, cf layout: {entry['seconds']:.2f} s, {entry['steps']} steps, "
+                f"exact {entry['exact']}")
     with runtime("multiplication", "ort") as cpu:
         ref, seconds = timed(cpu.solve, lines)
     out["against_ort"] = {"problems": len(lines), "ort_seconds": round(seconds, 2), **compare(gpu, ref),
                           "exact": sum(a == task.answer(task.parse(line)) for a, line in zip(gpu.answers, lines))}
-    out["ok"] = all(c.get("exact", True) for c in out["cases"]) and out["against_ort"]["identical"]
+    out["ok"] = (all(c.get("exact", True) for c in out["cases"] + out["cf_layout"])
+                 and out["against_ort"]["identical"])
     return out
 
 

@@ -65,11 +65,13 @@ def render(report: dict) -> str:
             lines.append(f"| {case['case']} ({case['window_layout']} tile windows) | {case['seconds']:.2f} s, "
                          f"{case['steps']:,} steps{per_step}, {'exact' if case['exact'] else 'WRONG'} | |")
     model = s.get("products", {}).get("model", "")
-    for case in s.get("products", {}).get("cases", []):
-        if "seconds" in case:
-            how = "exact" if case["exact"] else f"{case.get('wrong_digits')} digit of {case.get('want_digits')} wrong"
-            lines.append(f"| one product of two {case['digits']:,}-digit numbers | "
-                         f"{case['seconds']:.2f} s, {case['steps']:,} steps, {how} | |")
+    products = s.get("products", {})
+    for layout, cases in (("", products.get("cases", [])), (" (cf layout)", products.get("cf_layout", []))):
+        for case in cases:
+            if "seconds" in case:
+                how = "exact" if case["exact"] else f"{case.get('wrong_digits')} digit of {case.get('want_digits')} wrong"
+                lines.append(f"| one product of two {case['digits']:,}-digit numbers{layout} | "
+                             f"{case['seconds']:.2f} s, {case['steps']:,} steps, {how} | |")
     graphs = "tile windows" if report.get("graph_rows") is False else "tile windows and batches of whole problems"
     lines += ["", f"`ort-cuda` ran with CUDA graphs on {graphs} in this run (the engine's default: tile "
               "windows only; [docs/engines.md](docs/engines.md))." + (f" The products ran {model}." if model else ""),
