@@ -44,7 +44,7 @@ class TiledTape:
 
     @property
     def active_tiles(self) -> int:
-        return int(self.active.sum())
+        return int(np.count_nonzero(self.active))
 
     def spans(self, max_cells: int | None = None, halo: int = 0) -> list[tuple[int, int]]:
         """The owned cell ranges [a, b) of this call's rows: runs of active tiles, split at
@@ -80,21 +80,25 @@ class TiledTape:
 
     def gather(self, spans: list[tuple[int, int]], halo: int, shape: tuple[int, ...]):
         """-> codes (R, row_length) uint8, state codes (R, row_length) or None before the first
-        step, owned (R, row_length) bool, for the rows of `spans`, padded with empty cells."""
+        step, owned (R, row_length) bool, for the rows of `spans`, padded with empty cells (whose
+        state codes are never read: 0 here)."""
         (row_length,) = shape
-        starts = np.array([a - halo for a, _ in spans], np.int64)
-        widths = np.array([b - a + 2 * halo for a, b in spans], np.int64)
-        columns = np.arange(row_length, dtype=np.int64)
-        index = starts[:, None] + columns
-        valid = columns < widths[:, None]
-        if self.ring:
-            index %= self.length
-        else:  # beyond a line tape's ends lie empty cells
-            valid &= (index >= 0) & (index < self.length)
-            np.clip(index, 0, self.length - 1, out=index)
-        codes = np.where(valid, self.codes[index], np.uint8(0))
-        states = None if self.states is None else self.states[index]  # empty cells' states are never read
-        owned = (columns >= halo) & (columns < widths[:, None] - halo)
+        codes = np.zeros((len(spans), row_length), np.uint8)
+        states = None if self.states is None else np.zeros((len(spans), row_length), self.states.dtype)
+        owned = np.zeros((len(spans), row_length), bool)
+        for row, (a, b) in enumerate(spans):  # a round has few rows, or rows long enough to cost more
+            lo, hi = a - halo, b + halo
+            if self.ring:  # the window wraps around the ring
+                cells = np.arange(lo, hi) % self.length
+                codes[row, : hi - lo] = self.codes[cells]
+                if states is not None:
+                    states[row, : hi - lo] = self.states[cells]
+            else:  # beyond a line tape's ends lie empty cells
+                first, last = max(lo, 0), min(hi, self.length)
+                codes[row, first - lo: last - lo] = self.codes[first:last]
+                if states is not None:
+                    states[row, first - lo: last - lo] = self.states[first:last]
+            owned[row, halo: halo + b - a] = True
         return codes, states, owned
 
     def owned_results(self, spans: list[tuple[int, int]], halo: int, states: np.ndarray, hot: np.ndarray):
@@ -157,7 +161,7 @@ class TiledGrid:
 
     @property
     def active_tiles(self) -> int:
-        return int(self.active.sum())
+        return int(np.count_nonzero(self.active))
 
     def _box(self, active: np.ndarray) -> tuple[int, int, int, int]:
         rows, cols = np.flatnonzero(active.any(1)), np.flatnonzero(active.any(0))
