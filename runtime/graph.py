@@ -106,11 +106,12 @@ def _cf_pads(rule: Rule, wrap: bool) -> list[int]:
     return [0] * 2 * rule.rank if wrap else [1] * 2 * rule.rank
 
 
-def _cf_wrap(b: _Builder, x: str) -> str:
-    """A ring's rows with their last cell before the first and their first after the last."""
-    last = b.op("Slice", [x, b.const([-1]), b.const([np.iinfo(np.int64).max]), b.const([2])])
-    first = b.op("Slice", [x, b.const([0]), b.const([1]), b.const([2])])
-    return b.op("Concat", [last, x, first], axis=2)
+def _cf_wrap(b: _Builder, x: str, axis: int = 2) -> str:
+    """A ring's rows with their last cell before the first and their first after the last (along
+    `axis`: a state's cells, or 1 for codes (B, L))."""
+    last = b.op("Slice", [x, b.const([-1]), b.const([np.iinfo(np.int64).max]), b.const([axis])])
+    first = b.op("Slice", [x, b.const([0]), b.const([1]), b.const([axis])])
+    return b.op("Concat", [last, x, first], axis=axis)
 
 
 def _cf_conv(b: _Builder, rule: Rule, wrap: bool, x: str, w: np.ndarray, bias: str | None = None) -> str:
@@ -406,14 +407,8 @@ def _lookup_v(rule: Rule) -> int:
 def _code_triples(b: _Builder, rule: Rule, codes: str, wrap: bool) -> str:
     """codes (B, L) int64 -> (B, L) int64: (left C_in + own) C_in + right, empty beyond the ends
     (or, wrapped, around the ring)."""
-    if not wrap:
-        return _triples(b, rule, b.op("Pad", [codes, b.const(np.array([0, 1, 0, 1], np.int64))]))
-    left = b.op("Concat", [b.op("Slice", [codes, b.const([-1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
-                           b.op("Slice", [codes, b.const([0]), b.const([-1]), b.const([1])])], axis=1)
-    right = b.op("Concat", [b.op("Slice", [codes, b.const([1]), b.const([np.iinfo(np.int64).max]), b.const([1])]),
-                            b.op("Slice", [codes, b.const([0]), b.const([1]), b.const([1])])], axis=1)
-    c = b.const(np.int64(rule.input_channels))
-    return b.op("Add", [b.op("Mul", [b.op("Add", [b.op("Mul", [left, c]), codes]), c]), right])
+    padded = _cf_wrap(b, codes, axis=1) if wrap else b.op("Pad", [codes, b.const(np.array([0, 1, 0, 1], np.int64))])
+    return _triples(b, rule, padded)
 
 
 def _triples(b: _Builder, rule: Rule, padded: str) -> str:
