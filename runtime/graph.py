@@ -183,9 +183,8 @@ def _cf_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> None:
 def _cf_state_table(rule: Rule) -> np.ndarray:
     """(C_s, 2^C_s + 1) float32: the working value of each channel of a real cell with state code
     z (its bit c), 0.5 in every channel at zero_code (before the first step)."""
-    z = np.arange(rule.zero_code + 1)
-    table = ((z[None, :] >> np.arange(rule.state_channels)[:, None]) & 1).astype(np.float32)
-    table[:, rule.zero_code] = 0.5
+    table = np.full((rule.state_channels, rule.zero_code + 1), 0.5, np.float32)
+    table[:, : rule.zero_code] = rule.code_bits.T
     return table
 
 

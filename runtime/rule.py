@@ -72,6 +72,12 @@ class Rule:
         w = self.w_in[:, :c] if part == "problem" else self.w_in[:, c:]
         return np.ascontiguousarray(w.reshape(w.shape[0], w.shape[1], self.taps).transpose(2, 0, 1))
 
+    @property
+    def code_bits(self) -> np.ndarray:
+        """Sign states: (2^C_s, C_s) int64, bit c of every state code z (channel c is +1 where set)."""
+        z = np.arange(1 << self.state_channels)
+        return (z[:, None] >> np.arange(self.state_channels)) & 1
+
     def readout_table(self) -> np.ndarray:
         """Sign states: (C_in, 2^C_s + 1) uint8, the readout's class of a cell with code c (0 empty,
         1 + s) and state code z (zero_code, the last column: the state before the first step): the
@@ -79,8 +85,7 @@ class Rule:
         outcome fits a table. Computed as the exported graph computes it, in float32 (the argmax
         keeps the first largest)."""
         c_in, c_s = self.input_channels, self.state_channels
-        z = np.arange(1 << c_s)
-        sign = (((z[:, None] >> np.arange(c_s)) & 1) * 2 - 1).astype(np.float32)  # (2^C_s, C_s)
+        sign = (self.code_bits * 2 - 1).astype(np.float32)  # (2^C_s, C_s)
         sign = np.concatenate([sign, np.zeros((1, c_s), np.float32)])  # the zero state
         problem = np.zeros((c_in, c_in), np.float32)  # one row per code: mask + one-hot symbol
         problem[1:, 0] = 1
@@ -129,8 +134,7 @@ class Rule:
     def _step_table(self) -> np.ndarray | None:
         """step_table's computation, without its size limit."""
         c_in, c_s = self.input_channels, self.state_channels
-        z = np.arange(1 << c_s)
-        signs = np.concatenate([np.zeros((1, c_s)), ((z[:, None] >> np.arange(c_s)) & 1) * 2.0 - 1])  # (V, C_s)
+        signs = np.concatenate([np.zeros((1, c_s)), self.code_bits * 2.0 - 1])  # (V, C_s)
         w_p, w_s = self.tap_weights("problem").astype(np.float64), self.tap_weights("state").astype(np.float64)
         taps = np.zeros((2, 3, c_in, self.hidden))  # (value, |value|) a neighbour's code adds, by tap
         taps[0, :, 1:] = (w_p[:, :, :1] + w_p[:, :, 1:]).transpose(0, 2, 1)
