@@ -13,7 +13,7 @@ model's window (one row: 3 tiles and 2 halos of K cells, ending in an empty cell
   lookup    the whole step as one table lookup (Rule.step_table; what `ort` runs for rules whose
             table is small): a cell's next state depends only on its (left, own, right) problem
             codes and state values, so a table of every such neighbourhood replaces the
-            arithmetic: a convolution for the state triple, an add, a cast and a gather, 4
+            arithmetic (graph.lookup_advance): a convolution, a cast and a GatherElements, 3
             operators a step against cl's 7 and cf's 6 (cf_fused 4).
 
 Every form's states after K steps must equal cl's on every real cell ("same_as_cl"). On a GPU
@@ -29,33 +29,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from onnx import TensorProto
 
 from sead.runtime import graph as G
 from sead.runtime.layout import neighbour_table
 from sead.runtime.model_file import load_step_model
 from sead.runtime.rule import Rule
 from sead.runtime.tasks import Problems, get_task
-
-def lookup_advance(rule: Rule, k: int):
-    """K steps of the lookup form, hot mode: base (1, 1, N) float (t V^3 per cell), state (1, 1, N)
-    float values -> state_out, hot (1, N) bool."""
-    v = (1 << rule.state_channels) + 1
-    b = G._Builder(f"sead_lookup_advance_{k}")
-    table = rule.step_table(max_entries=1 << 24)
-    if table is None:
-        raise ValueError("the rule has no step table (an entry decides within float32 rounding)")
-    table, triple = b.const(table, "table"), b.const(np.array([[[v * v, v, 1]]], np.float32), "triple")
-    state, previous = "state", None
-    for _ in range(k):
-        index = b.op("Cast", [b.op("Add", [b.op("Conv", [state, triple], pads=[1, 1]), "base"])], to=G.INT64)
-        previous, state = state, b.op("Gather", [table, index])
-    b.op("Identity", [state], "state_out")
-    b.op("Squeeze", [b.op("Not", [b.op("Equal", [state, previous])]), b.const([1])], "hot")
-    io = [G._io(n, TensorProto.FLOAT, [1, 1, "cells"]) for n in ("base", "state")]
-    return b.model(io, [G._io("state_out", TensorProto.FLOAT, [1, 1, "cells"]),
-                        G._io("hot", TensorProto.BOOL, [1, "cells"])])
-
 
 def window_codes(task_name: str, cells: int) -> np.ndarray:
     """(1, cells) uint8: the first cells of a long problem of the task, then one empty cell."""
@@ -107,14 +86,14 @@ def forms(rule: Rule, codes: np.ndarray, k: int, providers: list, repeats: int) 
         except Exception as exc:  # FusedConv may be missing from a provider
             out[name] = {"failed": f"{type(exc).__name__}: {exc}"}
     try:
-        c_in, v = rule.input_channels, (1 << rule.state_channels) + 1
-        c = np.pad(codes[0].astype(np.int64), 1)
-        base = ((c[:-2] * c_in + c[1:-1]) * c_in + c[2:]) * v ** 3
-        feeds = {"base": base.astype(np.float32).reshape(1, 1, -1), "state": np.zeros((1, 1, codes.shape[1]), np.float32)}
-        adv = session(lookup_advance(rule, k))
+        prep = session(G.lookup_prepare(rule, True, True))
+        feeds = dict(zip([o.name for o in prep.get_outputs()], prep.run(None, {"codes": codes})))
+        feeds["table"] = G.lookup_table(rule)
+        adv = session(G.lookup_advance(rule, k, True, "hot"))
         out["lookup"] = {"us_per_step": best(lambda: adv.run(None, feeds))}
-        value = adv.run(["state_out"], feeds)[0].reshape(codes.shape).astype(np.int64)
-        states["lookup"] = np.where(value > 0, value - 1, rule.zero_code)
+        state = adv.run(["state_out"], feeds)[0]
+        states["lookup"] = session(G.lookup_finish(rule, True, readout=False)).run(
+            None, {"codes": codes, "state": state})[0]
     except Exception as exc:
         out["lookup"] = {"failed": f"{type(exc).__name__}: {exc}"}
     real = codes > 0

@@ -132,6 +132,7 @@ class RuntimeForms:
             feeds = dict(zip([o.name for o in prep.get_outputs()],
                              prep.run(None, {"codes": codes, "state_codes": state_codes})))
             adv = self._session(("lookup", "advance"), lambda: G.lookup_advance(r, 1, False, "hot", r.ring))
+            feeds["table"] = G.lookup_table(r)
             nxt = adv.run(["state_out"], {i.name: feeds[i.name] for i in adv.get_inputs()})[0]
             fin = self._session(("lookup", "finish"), lambda: G.lookup_finish(r, False, readout=False))
             out["lookup"] = fin.run(["state_codes"], {"codes": codes, "state": nxt})[0][kept]

@@ -37,7 +37,8 @@ from onnx import TensorProto, helper, numpy_helper
 from .rule import STEP_TABLE_ENTRIES, Rule
 
 OPSET = 18
-FLOAT, INT64, UINT8, BOOL = TensorProto.FLOAT, TensorProto.INT64, TensorProto.UINT8, TensorProto.BOOL
+FLOAT, INT32, INT64, UINT8, BOOL = (TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
+                                    TensorProto.BOOL)
 CODE_TYPES = {np.uint8: TensorProto.UINT8, np.uint16: TensorProto.UINT16, np.uint32: TensorProto.UINT32}
 MS_DOMAIN = "com.microsoft"  # ONNX Runtime's own operators (FusedConv), used only where asked for
 
@@ -356,7 +357,8 @@ def cf_window(rule: Rule, k: int, mode: str, fresh: bool, fused: bool = False) -
                    _cf_finish_nodes)
 
 
-def _window(rule: Rule, k: int, mode: str, fresh: bool, name: str, prepare, advance, finish) -> onnx.ModelProto:
+def _window(rule: Rule, k: int, mode: str, fresh: bool, name: str, prepare, advance, finish,
+            extra_inputs: tuple = ()) -> onnx.ModelProto:
     assert rule.rank == 1 and mode in ("hot", "owned")
     b = _Builder(name)
     flat = b.const(np.array([1, -1], np.int64))
@@ -380,7 +382,7 @@ def _window(rule: Rule, k: int, mode: str, fresh: bool, name: str, prepare, adva
     else:
         inputs.append(_io("window_owned", FLOAT, ["rows", "cells"]))
         outputs.append(_io("last", FLOAT, ["rows"]))
-    return b.model(inputs, outputs)
+    return b.model(inputs + list(extra_inputs), outputs)
 
 
 def _readout_lookup(b: _Builder, rule: Rule, codes: str, state_codes: str) -> None:
@@ -394,13 +396,37 @@ def _readout_lookup(b: _Builder, rule: Rule, codes: str, state_codes: str) -> No
 
 # -- lookup: the whole step as one table lookup (tape rules with a Rule.step_table) ----------------
 # Laid out as cf with one channel: rows (B, 1, L), packed end to end where cf packs. A cell's state
-# is one value, 0 for the zero state (and on every empty cell), else 1 + its code; `base` holds
-# where the cell's rows of the table start (its (left, own, right) problem codes, t V^3). A step
-# is a convolution reading the three state values as one number (l V^2 + o V + r), an add, a cast
-# and a gather: four operators, none of the rule's arithmetic left to round.
+# is one number, its digit d = s + V c: its state value s (0 for the zero state, and on every empty
+# cell, else 1 + its code) and its own problem code c, which never changes, so d < D = V C_in. A
+# step is a convolution reading the three digits around each cell as one number (D^2 d_l + D d_o +
+# d_r, below 2^24: exact in float32 in any order), a cast, and a lookup in the table of every
+# neighbourhood's next digit (lookup_table): three operators, none of the rule's arithmetic left to
+# round. The table is an input, not a constant: an engine holds it once for all its graphs (a
+# million entries for addition). Packed rows look up with GatherElements, which ONNX Runtime's CPU
+# provider ran in a third of Gather's time a cell; it wants the table's rank and leading dims,
+# (1, 1, cells), so B unpacked rows (rings, budgets) use Gather.
 
 def _lookup_v(rule: Rule) -> int:
     return (1 << rule.state_channels) + 1
+
+
+def lookup_table(rule: Rule, max_entries: int = STEP_TABLE_ENTRIES) -> np.ndarray | None:
+    """(1, 1, D^3) float32, Rule.step_table by digits: entry D^2 d_l + D d_o + d_r is the next
+    digit of a cell with digit d_o between d_l and d_r; the lookup graphs' "table" input. None
+    where the rule has no table of at most max_entries entries."""
+    table = rule.step_table(max_entries)
+    if table is None:
+        return None
+    c, v = rule.input_channels, _lookup_v(rule)
+    value = table.reshape(c, c, c, v, v, v).transpose(0, 3, 1, 4, 2, 5)  # (c_l, s_l, c_o, s_o, c_r, s_r)
+    own = (v * np.arange(c, dtype=np.float32)).reshape(1, 1, c, 1, 1, 1)
+    table = np.ascontiguousarray((value + own).reshape(1, 1, -1))
+    table.flags.writeable = False
+    return table
+
+
+def _lookup_table_io(rule: Rule) -> onnx.ValueInfoProto:
+    return _io("table", FLOAT, [1, 1, (_lookup_v(rule) * rule.input_channels) ** 3])
 
 
 def _code_triples(b: _Builder, rule: Rule, codes: str, wrap: bool) -> str:
@@ -419,39 +445,35 @@ def _triples(b: _Builder, rule: Rule, padded: str) -> str:
 
 
 def _lookup_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> None:
-    """From "codes" [and "state_codes"] to "base" and "state" (B, 1, L) float."""
+    """From "codes" [and "state_codes"] to "state" (B, 1, L) float digits."""
     codes = b.op("Cast", ["codes"], to=INT64)
-    triple = _code_triples(b, rule, codes, wrap)
-    b.op("Unsqueeze", [b.op("Cast", [b.op("Mul", [triple, b.const(np.int64(_lookup_v(rule) ** 3))])], to=FLOAT),
-                       b.const([1])], "base")
+    own = b.op("Mul", [b.op("Cast", [codes], to=FLOAT), b.const(np.float32(_lookup_v(rule)))])
     if fresh:
-        b.op("Mul", ["base", b.const(np.float32(0))], "state")
+        b.op("Unsqueeze", [own, b.const([1])], "state")
         return
-    code = b.op("Unsqueeze", [b.op("Cast", ["state_codes"], to=FLOAT), b.const([1])])
-    real = b.op("Unsqueeze", [b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=FLOAT),
-                              b.const([1])])  # an empty cell's state code is never read: it holds none
+    code = b.op("Cast", ["state_codes"], to=FLOAT)
+    real = b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=FLOAT)  # an empty cell holds no state
     value = b.op("Where", [b.op("Equal", [code, b.const(np.float32(rule.zero_code))]), b.const(np.float32(0)),
                            b.op("Add", [code, b.const(np.float32(1))])])
-    b.op("Mul", [value, real], "state")
+    b.op("Unsqueeze", [b.op("Add", [b.op("Mul", [value, real]), own]), b.const([1])], "state")
 
 
-def _lookup_step(b: _Builder, rule: Rule, state: str, wrap: bool, max_entries: int) -> str:
-    if "table" not in b.inits:
-        table = rule.step_table(max_entries)
-        if table is None:
-            raise ValueError("the lookup layout needs a tape rule whose whole step fits Rule.step_table")
-        v = _lookup_v(rule)
-        b.const(table, "table")
-        b.const(np.array([[[v * v, v, 1]]], np.float32), "read_triple")
+def _lookup_step(b: _Builder, rule: Rule, state: str, wrap: bool, packed: bool) -> str:
+    if "read_triple" not in b.inits:
+        d = _lookup_v(rule) * rule.input_channels
+        b.const(np.array([[[d * d, d, 1]]], np.float32), "read_triple")
+        if not packed:
+            b.op("Reshape", ["table", b.const(np.array([-1], np.int64))], "flat_table")
     x = _cf_wrap(b, state) if wrap else state
-    index = b.op("Cast", [b.op("Add", [b.op("Conv", [x, "read_triple"], pads=_cf_pads(rule, wrap)), "base"])], to=INT64)
-    return b.op("Gather", ["table", index])
+    index = b.op("Cast", [b.op("Conv", [x, "read_triple"], pads=_cf_pads(rule, wrap))], to=INT32)
+    if packed:  # (1, 1, cells): the table's rank, as GatherElements wants
+        return b.op("GatherElements", ["table", index], axis=2)
+    return b.op("Gather", ["flat_table", index])
 
 
-def _lookup_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: str, wrap: bool,
-                          max_entries: int = STEP_TABLE_ENTRIES) -> None:
-    """From "base", "state" (and by mode "owned", "rows", "budget") to "state_out" and "hot" or "last"."""
-    state, previous, last = _unroll(b, k, mode, lambda s: _lookup_step(b, rule, s, wrap, max_entries), None,
+def _lookup_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: str, wrap: bool) -> None:
+    """From "state", "table" (and by mode "owned", "rows", "budget") to "state_out" and "hot" or "last"."""
+    state, previous, last = _unroll(b, k, mode, lambda s: _lookup_step(b, rule, s, wrap, packed), None,
                                     [-1, 1, 1], _rows_moved(b, rule, mode, packed))
     if mode == "hot":
         b.op("Squeeze", [b.op("Not", [b.op("Equal", [state, previous])]), b.const([1])], "hot")
@@ -460,13 +482,15 @@ def _lookup_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: s
 
 
 def _lookup_finish_nodes(b: _Builder, rule: Rule, state: str, state_codes: str, readout: bool) -> None:
-    """From "codes" and `state` to `state_codes` [and "classes"]."""
-    value = b.op("Squeeze", [state, b.const([1])])
+    """From "codes" and `state` (digits) to `state_codes` [and "classes"]."""
+    codes = b.op("Cast", ["codes"], to=INT64)
+    own = b.op("Mul", [b.op("Cast", [codes], to=FLOAT), b.const(np.float32(_lookup_v(rule)))])
+    value = b.op("Sub", [b.op("Squeeze", [state, b.const([1])]), own])
     code = b.op("Where", [b.op("Equal", [value, b.const(np.float32(0))]), b.const(np.float32(rule.zero_code)),
                           b.op("Sub", [value, b.const(np.float32(1))])])
     b.op("Cast", [code], state_codes, to=_code_type(rule))
     if readout:
-        _readout_lookup(b, rule, b.op("Cast", ["codes"], to=INT64), b.op("Cast", [code], to=INT64))
+        _readout_lookup(b, rule, codes, b.op("Cast", [code], to=INT64))
 
 
 def _lookup_cells(packed: bool) -> list:
@@ -474,31 +498,29 @@ def _lookup_cells(packed: bool) -> list:
 
 
 def lookup_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onnx.ModelProto:
-    """codes (B, L) uint8 [, state_codes] -> base, state (B, 1, L) float (packed: B = 1)."""
+    """codes (B, L) uint8 [, state_codes] -> state (B, 1, L) float digits (packed: B = 1)."""
     b = _Builder("sead_lookup_prepare")
     _lookup_prepare_nodes(b, rule, fresh, wrap)
     cells = _lookup_cells(packed)
     inputs = [_io("codes", UINT8, ["batch", *cells])]
     if not fresh:
         inputs.append(_io("state_codes", _code_type(rule), ["batch", *cells]))
-    return b.model(inputs, [_io("base", FLOAT, ["batch", 1, *cells]), _io("state", FLOAT, ["batch", 1, *cells])])
+    return b.model(inputs, [_io("state", FLOAT, ["batch", 1, *cells])])
 
 
-def lookup_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False,
-                   max_entries: int = STEP_TABLE_ENTRIES) -> onnx.ModelProto:
-    """K steps; modes, inputs and outputs as cf_advance, with base in place of features and
-    threshold. max_entries: the largest step table to build (Rule.step_table)."""
+def lookup_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) -> onnx.ModelProto:
+    """K steps; modes, inputs and outputs as cf_advance, with the state and "table" (lookup_table)
+    in place of features, threshold and state."""
     if packed and (mode == "budget" or wrap):
         raise ValueError("only rows that end in an empty cell and need no budget are packed")
     b = _Builder(f"sead_lookup_advance_{mode}_{k}")
-    _lookup_advance_nodes(b, rule, k, packed, mode, wrap, max_entries)
+    _lookup_advance_nodes(b, rule, k, packed, mode, wrap)
     cells = _lookup_cells(packed)
-    inputs = [_io("base", FLOAT, ["batch", 1, *cells]), _io("state", FLOAT, ["batch", 1, *cells])]
-    return _advance_model(b, mode, packed, cells, inputs, 1)
+    return _advance_model(b, mode, packed, cells, [_io("state", FLOAT, ["batch", 1, *cells]), _lookup_table_io(rule)], 1)
 
 
 def lookup_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelProto:
-    """codes (B, L) uint8, state (B, 1, L) -> state_codes (B, L) [, classes (B, L) uint8]."""
+    """codes (B, L) uint8, state (B, 1, L) digits -> state_codes (B, L) [, classes (B, L) uint8]."""
     b = _Builder("sead_lookup_finish")
     _lookup_finish_nodes(b, rule, "state", "state_codes", readout)
     cells = _lookup_cells(packed)
@@ -508,10 +530,12 @@ def lookup_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelP
     return b.model([_io("codes", UINT8, ["batch", *cells]), _io("state", FLOAT, ["batch", 1, *cells])], outputs)
 
 
-def lookup_window(rule: Rule, k: int, mode: str, fresh: bool, max_entries: int = STEP_TABLE_ENTRIES) -> onnx.ModelProto:
-    """Tile windows in one graph, as cf_window (same inputs and outputs), in the lookup form."""
+def lookup_window(rule: Rule, k: int, mode: str, fresh: bool) -> onnx.ModelProto:
+    """Tile windows in one graph, as cf_window (same inputs and outputs, and "table"), in the
+    lookup form."""
     return _window(rule, k, mode, fresh, f"sead_lookup_window_{mode}_{k}", _lookup_prepare_nodes,
-                   lambda b: _lookup_advance_nodes(b, rule, k, True, mode, False, max_entries), _lookup_finish_nodes)
+                   lambda b: _lookup_advance_nodes(b, rule, k, True, mode, False), _lookup_finish_nodes,
+                   [_lookup_table_io(rule)])
 
 
 # -- cl: channels last, rows of cells with a neighbour table --------------------------------------

@@ -26,7 +26,7 @@ import numpy as np
 from .errors import ModelFileError
 
 MAX_SIGN_CHANNELS = 16  # a sign state's code must fit an int32 and its tables stay small (2^16 rows)
-STEP_TABLE_ENTRIES = 1 << 16  # a tape rule's whole step as a table, if it is this small (it stays in cache)
+STEP_TABLE_ENTRIES = 1 << 24  # a tape rule's whole step as a table, if it is this small (a float32 index is exact)
 UNIT_ROUNDOFF = 2.0 ** -24  # float32's
 
 
@@ -143,19 +143,26 @@ class Rule:
         problem = (taps[:, 0][:, :, None, None] + taps[:, 1][:, None, :, None] + taps[:, 2][:, None, None, :]
                    + b_in).reshape(2, -1, self.hidden)  # (2, T, H)
         state = [(signs @ w_s[t].T, np.abs(signs) @ np.abs(w_s[t]).T) for t in range(3)]  # (V, H) each
-        h, h_abs = ((problem[i][:, None, None, None] + state[0][i][None, :, None, None]
-                     + state[1][i][None, None, :, None] + state[2][i][None, None, None, :]) for i in (0, 1))
-        # float32 error bounds: a sum of n terms is off by at most about n u times their sizes (2x margin)
-        h_err = 2 * (3 * (2 + c_s) + 1) * UNIT_ROUNDOFF * h_abs
-        relu, w_out, b_out = np.maximum(h, 0), self.w_out.astype(np.float64), self.b_out.astype(np.float64)
-        pre = relu @ w_out.T + b_out  # (T, V, V, V, C_s)
-        pre_err = h_err @ np.abs(w_out).T + 2 * (self.hidden + 1) * UNIT_ROUNDOFF * (
-            (relu + h_err) @ np.abs(w_out).T + np.abs(b_out))
-        real = ((np.arange(c_in ** 3) // c_in) % c_in > 0)[:, None, None, None]  # the own code is not empty
-        if (real[..., None] & (np.abs(pre) <= pre_err)).any():
-            return None
-        value = np.where(real, 1 + ((pre > 0) * (2 ** np.arange(c_s))).sum(-1), 0)
-        table = value.reshape(-1).astype(np.float32)
+        w_out, b_out = self.w_out.astype(np.float64), self.b_out.astype(np.float64)
+        own_real = (np.arange(c_in ** 3) // c_in) % c_in > 0  # by problem triple: the own code is not empty
+        v3 = len(signs) ** 3
+        table = np.empty(c_in ** 3 * v3, np.float32)
+        chunk = max(1, (1 << 14) // v3)  # problem triples at a time: temporaries that stay in cache
+        for lo in range(0, c_in ** 3, chunk):
+            part = problem[:, lo:lo + chunk]
+            h, h_abs = ((part[i][:, None, None, None] + state[0][i][None, :, None, None]
+                         + state[1][i][None, None, :, None] + state[2][i][None, None, None, :]).reshape(-1, self.hidden)
+                        for i in (0, 1))
+            # float32 error bounds: a sum of n terms is off by at most about n u times their sizes (2x margin)
+            h_err = 2 * (3 * (2 + c_s) + 1) * UNIT_ROUNDOFF * h_abs
+            relu = np.maximum(h, 0)
+            pre = relu @ w_out.T + b_out  # (entries, C_s)
+            pre_err = h_err @ np.abs(w_out).T + 2 * (self.hidden + 1) * UNIT_ROUNDOFF * (
+                (relu + h_err) @ np.abs(w_out).T + np.abs(b_out))
+            real = np.repeat(own_real[lo:lo + chunk], v3)
+            if (real[:, None] & (np.abs(pre) <= pre_err)).any():
+                return None
+            table[lo * v3:lo * v3 + len(real)] = np.where(real, 1 + (pre > 0) @ (2 ** np.arange(c_s)), 0)
         table.flags.writeable = False
         return table
 

@@ -17,7 +17,8 @@ from sead.runtime.rule import Rule  # noqa: E402
 
 GPU_OPS = {"Abs", "Add", "And", "ArgMax", "Cast", "Concat", "Conv", "Equal", "Floor", "Gather", "Greater", "MatMul",
            "Mul", "Neg", "Not", "ReduceMax", "ReduceSum", "Relu", "Reshape", "Slice", "Squeeze", "Sub", "Unsqueeze",
-           "Where", "Identity", "Gemm", "Transpose", "Shape", "ConstantOfShape", "Pad"}
+           "Where", "Identity", "Gemm", "Transpose", "Shape", "ConstantOfShape", "Pad",
+           "GatherElements"}  # onnxruntime: providers/cuda/tensor/gather_elements.cc; onnx-tensorrt: docs/operators.md
 SHAPE_OPS = {"Shape", "ConstantOfShape"}  # read shapes on the host: allowed only outside advance graphs
 CONSTANT_INPUTS = {"Slice": (1, 2, 3, 4), "ReduceMax": (1,), "ReduceSum": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
                    "Reshape": (1,)}
@@ -149,10 +150,11 @@ def _session(model):
 def test_the_lookup_form_runs_windows_as_the_cf_forms_do(tiny_onnx):
     """Rule.step_table's windows (graph.lookup_window) give the states, hot cells and owned
     counts of the cf forms (fused as on `ort`, and plain), from random states and from the first
-    step, on every rule small enough to have a table: the shipped parity and Rule 110 at least."""
+    step, on every rule small enough to have a table: the shipped addition, parity and Rule 110
+    at least."""
     rng = np.random.default_rng(4)
     rules = {name: r for name, r in _rules(tiny_onnx).items() if r.step_table() is not None}
-    assert {"parity", "rule110"} <= set(rules)
+    assert {"addition", "parity", "rule110"} <= set(rules)
     for name, rule in rules.items():
         codes = rng.integers(1, rule.input_channels, (3, 57)).astype(np.uint8)
         codes[rng.random(codes.shape) < 0.05] = 0
@@ -169,7 +171,7 @@ def test_the_lookup_form_runs_windows_as_the_cf_forms_do(tiny_onnx):
                         feeds["window_owned"] = owned
                     want = _session(G.cf_window(rule, k, mode, fresh, fused=True)).run(None, feeds)
                     plain = _session(G.cf_window(rule, k, mode, fresh)).run(None, feeds)
-                    got = _session(G.lookup_window(rule, k, mode, fresh)).run(None, feeds)
+                    got = _session(G.lookup_window(rule, k, mode, fresh)).run(None, dict(feeds, table=G.lookup_table(rule)))
                     where = f"{name} K={k} {mode} fresh={fresh}"
                     for a, b, c in zip(got, want, plain):
                         assert np.array_equal(a, b) and np.array_equal(b, c), where
@@ -177,12 +179,14 @@ def test_the_lookup_form_runs_windows_as_the_cf_forms_do(tiny_onnx):
 
 def test_no_step_table_where_a_decision_could_round_either_way():
     """A rule whose next state sits at a tie (pre = 0 exactly) has no table: float32 could decide
-    it either way. Rules too large for one (addition's codes, grids) have none either."""
+    it either way. Grids have none, and no rule has one past max_entries (addition's holds a
+    million entries)."""
     import dataclasses
 
     parity = Rule.from_step(load_step_model(default_model_path("parity")))
     assert parity.step_table() is not None
     tied = dataclasses.replace(parity, w_out=np.zeros_like(parity.w_out), b_out=np.zeros_like(parity.b_out))
     assert tied.step_table() is None
-    for name in ("addition", "multiplication"):
-        assert Rule.from_step(load_step_model(default_model_path(name))).step_table() is None
+    assert Rule.from_step(load_step_model(default_model_path("multiplication"))).step_table() is None
+    addition = Rule.from_step(load_step_model(default_model_path("addition")))
+    assert addition.step_table() is not None and addition.step_table(max_entries=999_999) is None

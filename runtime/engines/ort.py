@@ -65,8 +65,9 @@ class OrtEngine:
     CUDA). cuda_graphs: give repeating tile window shapes engine-owned slots and capture CUDA
     graphs on them (default on for CUDA unless SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only
     the slots, for tests of their bookkeeping); graph_rows: batches of whole problems too.
-    lookup_entries: the largest step table the lookup layout builds (by default 65,536 entries,
-    which stay in a CPU core's cache)."""
+    lookup_entries: the largest step table the lookup layout builds (by default 2^24 entries, the
+    most a float32 index holds exactly: addition's million-entry table, 4 MB, ran its rows and
+    windows faster than cf on a CPU, bench/results/lookup_ort_cpu.json)."""
 
     GRAPH_SLOTS = 16            # batch shapes that own buffers (and graphs) for good
 
@@ -81,8 +82,9 @@ class OrtEngine:
                                     quiet=True)
         self.ort, self.step, self.device, self.device_id = ort, step, device, device_id
         self.rule = Rule.from_step(step)
-        self.lookup_entries = lookup_entries
-        lookup = self.rule.step_table(lookup_entries) is not None
+        self.lookup_table = graph.lookup_table(self.rule, lookup_entries)  # the lookup graphs' "table" input
+        self._lookup_table_value = None
+        lookup = self.lookup_table is not None
         if device == "cpu":  # a rule whose whole step fits a small table runs as lookups (graph.py)
             self.layout = layout or ("lookup" if lookup else "cf" if self.rule.state_code == "sign" else "cl")
         else:
@@ -150,10 +152,9 @@ class OrtEngine:
             if kind == "prepare":
                 return graph.lookup_prepare(r, packed=key[2], fresh=key[1], wrap=key[3])
             if kind == "advance":
-                return graph.lookup_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4],
-                                            max_entries=self.lookup_entries)
+                return graph.lookup_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4])
             if kind == "window":
-                return graph.lookup_window(r, key[1], mode=key[2], fresh=key[3], max_entries=self.lookup_entries)
+                return graph.lookup_window(r, key[1], mode=key[2], fresh=key[3])
             return graph.lookup_finish(r, packed=key[1], readout=key[2])
         if kind == "prepare":
             return graph.cl_prepare(r, fresh=key[1])
@@ -195,6 +196,15 @@ class OrtEngine:
 
     def alloc(self, shape: tuple[int, ...], dtype) -> object:
         return self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device, self.device_id)
+
+    def lookup_table_value(self) -> object:
+        """The step table on the device, one for every batch and graph of the engine."""
+        with self._lock:
+            if self._lookup_table_value is None:
+                value = self.alloc(self.lookup_table.shape, np.float32)
+                value.update_inplace(self.lookup_table)
+                self._lookup_table_value = value
+            return self._lookup_table_value
 
     def device_lock(self):
         """While CUDA graphs are on, device work goes one thread at a time: ONNX Runtime captures
@@ -251,6 +261,8 @@ class OrtEngine:
                 feeds["window_state_codes"] = np.ascontiguousarray(state_codes, self.rule.code_dtype)
             if owned is not None:
                 feeds["window_owned"] = np.ascontiguousarray(owned, np.float32)
+            if self.window_layout == "lookup":
+                feeds["table"] = self.lookup_table
             new_states, second = self.session((self.window_layout, "window", k, mode, state_codes is None)).run(None, feeds)
             return new_states, (second if owned is None else int(second.max(initial=0)))
         batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False,
@@ -273,6 +285,7 @@ class OrtEngine:
         with self._device_lock, self._lock:
             self._sessions.clear()
             self._slots.clear()
+            self._lookup_table_value = None
 
 
 class _Slot:
@@ -348,7 +361,7 @@ class OrtBatch:
             shapes = {"features": (channels(r.hidden), np.float32), "threshold": (channels(r.state_channels), np.float32),
                       "state": (channels(r.state_channels), np.float32)}
         elif self.layout == "lookup":
-            shapes = {"base": (channels(1), np.float32), "state": (channels(1), np.float32)}
+            shapes = {"state": (channels(1), np.float32)}
         elif r.state_code == "sign":
             shapes = {"features": (cells + (r.hidden,), np.float32), "mask": (cells + (1,), np.float32),
                       "minus_mask": (cells + (1,), np.float32), "state": (cells + (r.state_channels,), np.float32)}
@@ -362,6 +375,8 @@ class OrtBatch:
         self.inputs = {k: v for k, v in outputs.items() if k != "state"}
         if self.layout == "cl":
             self.inputs["neighbours"] = inputs["neighbours"]
+        if self.layout == "lookup":
+            self.inputs["table"] = e.lookup_table_value()
         if self.packed and self.mode != "hot":
             self.inputs["rows"] = self._tensor("rows", (2,), np.int64)
             self.inputs["rows"].update_inplace(np.array([self.b, self.row_cells], np.int64))
