@@ -18,7 +18,7 @@ Sections (each timed; a section that fails is recorded and the run goes on):
   file         `sead run` on a file of 2,000,000 random 16-digit sums, file to file in a fresh
                process, with 'ort-cuda' and 'ort', against a Python loop over the same file
   step         4,096 x 1,024 cells: cell-updates/s of one step in each formulation measured here
-               (the exported step on ORT CUDA with IO binding; sead's cl and cf advance graphs;
+               (the exported step on ORT CUDA with IO binding; sead's cl, cf and lookup advance graphs;
                PyTorch eager; PyTorch with a CUDA graph), the fp32 limit (67 TFLOP/s over the
                rule's FLOPs per cell-update), and 4,096 random 1,000-digit sums end to end
   long         100,000 and 1,000,000 nines + 1, parity of 100,000 and 1,000,000 random bits, one
@@ -500,6 +500,13 @@ def step_formulations(quick: bool) -> dict:
     out["sead_cf_advance"] = ort_rate(G.cf_advance(rule, k, False, "count"), feats,
                                       {"state_out": (feats["state"].shape, np.float32), "last": ((rows,), np.float32)}, k,
                                       swap=("state", "state_out"))
+    # the lookup form (addition's million-entry table, 4 MB): rows packed end to end, as `ort` runs them
+    prep_lk = ort.InferenceSession(G.lookup_prepare(rule, True, True).SerializeToString(), providers=providers)
+    feats = {"state": prep_lk.run(None, {"codes": codes.reshape(1, -1)})[0], "table": G.lookup_table(rule),
+             "rows": np.array([rows, length], np.int64)}
+    out["sead_lookup_advance"] = ort_rate(G.lookup_advance(rule, k, True, "count"), feats,
+                                          {"state_out": (feats["state"].shape, np.float32), "last": ((rows,), np.float32)},
+                                          k, swap=("state", "state_out"))
     try:
         out.update(torch_step_rates(x, k, quick))
     except Exception as exc:

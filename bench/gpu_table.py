@@ -48,6 +48,7 @@ def render(report: dict) -> str:
     step = s.get("step", {})
     if "end_to_end" in step:
         names = {"sead_cl_advance": "sead cl form", "sead_cf_advance": "sead cf form",
+                 "sead_lookup_advance": "sead lookup form",
                  "exported_step_ort_iobinding": "the exported step (with its readout) on ORT CUDA",
                  "torch_eager": "PyTorch eager", "torch_cuda_graph": "PyTorch CUDA graph"}
         forms = {names[k]: step[k] for k in names if isinstance(step.get(k), float)}

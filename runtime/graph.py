@@ -163,7 +163,7 @@ def _cf_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> None:
     if rule.taps // 3 * rule.input_channels ** 3 * rule.hidden <= TRIPLE_TABLE_ELEMENTS and not (wrap and rule.rank > 1):
         # a cell's share reads the code triples of its neighbourhood's rows: one lookup per row,
         # the fold included
-        b.op("Transpose", [_problem_share(b, rule, codes, wrap)], "features", perm=[1, 0, *range(2, 2 + rule.rank)])
+        b.op("Transpose", [_problem_share(b, rule, codes, wrap)], "features", perm=_channels_first(rule))
     else:
         problem = _cf_problem(b, rule, "codes")
         w_state = rule.w_in[:, rule.input_channels:]
@@ -176,33 +176,42 @@ def _cf_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> None:
         b.op("Mul", [b.op("Mul", [mask, b.const(np.float32(0.5))]),
                      b.const(np.ones((1, rule.state_channels, *[1] * rule.rank), np.float32))], "state")
     else:
-        # each code's working values, one lookup per cell: (C_s, B, *S) -> (B, C_s, *S)
-        values = b.op("Gather", [b.const(_cf_state_table(rule)), b.op("Cast", ["state_codes"], to=INT64)], axis=1)
-        b.op("Mul", [b.op("Transpose", [values], perm=[1, 0, *range(2, 2 + rule.rank)]), mask], "state")
+        # each code's working values, one lookup per cell: (B, *S, C_s) -> (B, C_s, *S)
+        values = b.op("Gather", [b.const(_cf_state_table(rule)), b.op("Cast", ["state_codes"], to=INT64)])
+        b.op("Mul", [b.op("Transpose", [values], perm=_channels_first(rule)), mask], "state")
 
+
+def _channels_first(rule: Rule) -> list[int]:
+    """The Transpose permutation from (B, *S, C) to (B, C, *S)."""
+    return [0, 1 + rule.rank, *range(1, 1 + rule.rank)]
+
+
+# Tables are looked up a row of channels at a time (Gather on axis 0, then one transpose): ONNX
+# Runtime's CPU Gather copies each index's block, so a block of C values costs about what one
+# value does, and lookups along axis 1 (one value per channel) took three times as long.
 
 def _cf_state_table(rule: Rule) -> np.ndarray:
-    """(C_s, 2^C_s + 1) float32: the working value of each channel of a real cell with state code
+    """(2^C_s + 1, C_s) float32: the working value of each channel of a real cell with state code
     z (its bit c), 0.5 in every channel at zero_code (before the first step)."""
-    table = np.full((rule.state_channels, rule.zero_code + 1), 0.5, np.float32)
-    table[:, : rule.zero_code] = rule.code_bits.T
+    table = np.full((rule.zero_code + 1, rule.state_channels), 0.5, np.float32)
+    table[: rule.zero_code] = rule.code_bits
     return table
 
 
 def _problem_share(b: _Builder, rule: Rule, codes: str, wrap: bool) -> str:
-    """codes (B, *S) int64 -> (H, B, *S) float: the problem's share of the first layer with its
+    """codes (B, *S) int64 -> (B, *S, H) float: the problem's share of the first layer with its
     bias, less conv(mask) (Rule.problem_table(less_state_mask=True)): a tape's one lookup of its
     code triples; a grid's three, one per row of the neighbourhood, summed."""
-    tables = rule.problem_table(less_state_mask=True)  # (R, H, C_in^3)
+    tables = rule.problem_table(less_state_mask=True)  # (R, C_in^3, H)
     if rule.rank == 1:
-        return b.op("Gather", [b.const(tables[0]), _code_triples(b, rule, codes, wrap)], axis=1)
+        return b.op("Gather", [b.const(tables[0]), _code_triples(b, rule, codes, wrap)])
     padded = b.op("Pad", [codes, b.const(np.array([0, 1, 1, 0, 1, 1], np.int64))])  # (B, H + 2, W + 2)
     triples = _triples(b, rule, padded)  # (B, H + 2, W): each row's (left, own, right)
     share = None
     for dy, table in enumerate(tables):
         rows = b.op("Slice", [triples, b.const([dy]), b.const([dy - 2 if dy < 2 else np.iinfo(np.int64).max]),
                               b.const([1])])
-        part = b.op("Gather", [b.const(table), rows], axis=1)
+        part = b.op("Gather", [b.const(table), rows])
         share = part if share is None else b.op("Add", [share, part])
     return share
 

@@ -99,7 +99,7 @@ class Rule:
         return table
 
     def problem_table(self, less_state_mask: bool = False) -> np.ndarray:
-        """(R, H, C_in^3) float32, R = 3^(rank - 1): the problem's share of the first layer from one
+        """(R, C_in^3, H) float32, R = 3^(rank - 1): the problem's share of the first layer from one
         row of the neighbourhood (a tape's only row; a grid's rows above, through and below the
         cell), for every (left, own, right) code triple of that row; the bias is in the middle
         row's. A cell's share is the sum of its rows' entries. Summed in float64, rounded once.
@@ -114,7 +114,7 @@ class Rule:
         rows = taps.reshape(-1, 3, c_in, self.hidden)  # taps run row-major: (row, tap along it, ...)
         total = rows[:, 0, :, None, None] + rows[:, 1, None, :, None] + rows[:, 2, None, None, :]
         total[len(total) // 2] += self.b_in.astype(np.float64)
-        return np.ascontiguousarray(total.reshape(len(total), -1, self.hidden).transpose(0, 2, 1).astype(np.float32))
+        return total.reshape(len(total), -1, self.hidden).astype(np.float32)
 
     def step_table(self, max_entries: int = STEP_TABLE_ENTRIES) -> np.ndarray | None:
         """Tapes with a sign state: the whole step as a table, (C_in^3 V^3,) float32 with V =
