@@ -10,7 +10,8 @@ Sections (each timed; a section that fails is recorded and the run goes on):
                converged flags must be identical to 'ort', answers equal to the task's oracle
   short        2,000,000 random 16-digit sums through Runtime.solve (texts in, answers out), exact
                against Python ints; where the time goes (graph calls by kind, and the host path
-               alone, through an engine that does nothing); the same solve with 2x and 4x the
+               alone, through an engine that does nothing); the same sums in the lookup layout
+               (what `ort` runs on a CPU); the same solve with 2x and 4x the
                engine's workers (each runs its batches' host work between device calls), and
                with batches 4x smaller and larger;
                200,000 of them through 'ort' (identical); a naive PyTorch CUDA loop on the same
@@ -20,7 +21,8 @@ Sections (each timed; a section that fails is recorded and the run goes on):
   step         4,096 x 1,024 cells: cell-updates/s of one step in each formulation measured here
                (the exported step on ORT CUDA with IO binding; sead's cl, cf and lookup advance graphs;
                PyTorch eager; PyTorch with a CUDA graph), the fp32 limit (67 TFLOP/s over the
-               rule's FLOPs per cell-update), and 4,096 random 1,000-digit sums end to end
+               rule's FLOPs per cell-update), and 4,096 random 1,000-digit sums end to end, in
+               the cl and the lookup layouts
   long         100,000 and 1,000,000 nines + 1, parity of 100,000 and 1,000,000 random bits, one
                random 10,000,000-digit sum: seconds, steps, exact; 10,000-cell cases against 'ort'
   products     one random product of 200, 400 and 1,000 digits, exact; 100-digit ones against 'ort'
@@ -236,6 +238,14 @@ def short_sums(quick: bool) -> dict:
         head = lines[: n // 10]
         gpu_head = rt.solve(head)
         workers, cells = rt.engine.workers, rt.scheduler.max_batch_cells
+    # the same sums in the lookup layout (addition's million-entry step table, 3 operators a step
+    # against cl's 7), which `ort` runs on a CPU: which layout whole rows should take on a GPU
+    with runtime("addition", gpu_engine(True, layout="lookup", window_layout="lookup")) as rt:
+        rt.solve(lines[: n // 4])
+        best = min(timed(rt.solve, lines)[1] for _ in range(2))
+        got = rt.solve(lines)
+        out["lookup_layout"] = {"seconds": round(best, 3), "problems_per_s": round(n / best), "exact": got.answers == want}
+        say(f"{n:,} 16-digit sums, lookup layout: {n / best:,.0f} problems/s (exact: {out['lookup_layout']['exact']})")
     out["batching"] = batching_sweep(lines, want, workers, cells)
     with runtime("addition", "ort") as cpu:
         ref, seconds = timed(cpu.solve, head)
@@ -246,6 +256,7 @@ def short_sums(quick: bool) -> dict:
         out["torch_naive"] = torch_naive_sums(lines[:200_000] if not quick else lines[:20_000], want)
     except Exception as exc:
         out["torch_naive"] = {"failed": f"{type(exc).__name__}: {exc}"}
+    out["ok"] = out["exact"] and out["lookup_layout"]["exact"] and out["ort_cpu"]["identical"]
     return out
 
 
@@ -521,6 +532,12 @@ def step_formulations(quick: bool) -> dict:
         exact = got.answers == [str(int(a) + int(b)) for a, b in (line.split("+") for line in e2e_lines)]
     out["end_to_end"] = {"problems": rows, "seconds": round(seconds, 3), "cell_updates": updates,
                          "cell_updates_per_s": updates / seconds, "exact": exact}
+    with runtime("addition", gpu_engine(True, layout="lookup", window_layout="lookup")) as rt:
+        rt.solve(e2e_lines)
+        got, seconds = timed(rt.solve, e2e_lines)
+    out["end_to_end_lookup_layout"] = {"seconds": round(seconds, 3), "cell_updates_per_s": updates / seconds,
+                                       "exact": got.answers == [str(int(a) + int(b)) for a, b in
+                                                                (line.split("+") for line in e2e_lines)]}
     formulations = {k2: v for k2, v in out.items() if isinstance(v, float) and k2 != "fp32_limit_cell_updates_per_s"}
     best = max(formulations.values())
     out["fastest_formulation"] = max(formulations, key=formulations.get)
@@ -529,6 +546,10 @@ def step_formulations(quick: bool) -> dict:
         say(f"{name}: {rate / 1e9:.2f} G cell-updates/s")
     say(f"end to end, {rows} x 1,000-digit sums: {updates / seconds / 1e9:.2f} G cell-updates/s "
         f"({out['end_to_end']['share_of_fastest']:.0%} of the fastest step), exact: {exact}")
+    lookup = out["end_to_end_lookup_layout"]
+    lookup["share_of_fastest"] = round(lookup["cell_updates_per_s"] / best, 3)
+    say(f"the same in the lookup layout: {lookup['cell_updates_per_s'] / 1e9:.2f} G cell-updates/s, exact: {lookup['exact']}")
+    out["ok"] = exact and lookup["exact"]
     return out
 
 

@@ -45,6 +45,10 @@ def render(report: dict) -> str:
                      f"{short['problems_per_s']:,} problems/s, exact | naive PyTorch CUDA loop "
                      f"{naive.get('problems_per_s', 0):,}/s; `ort` on {env.get('cpus')} CPU cores "
                      f"{cpu.get('problems_per_s', 0):,}/s, identical |")
+        if "lookup_layout" in short:
+            lk = short["lookup_layout"]
+            lines.append(f"| the same sums, lookup layout | {lk['problems_per_s']:,} problems/s, "
+                         f"{'exact' if lk['exact'] else 'WRONG'} | |")
     step = s.get("step", {})
     if "end_to_end" in step:
         names = {"sead_cl_advance": "sead cl form", "sead_cf_advance": "sead cf form",
@@ -60,6 +64,10 @@ def render(report: dict) -> str:
         lines.append(f"| {e2e['problems']:,} random 1,000-digit sums, end to end | "
                      f"{rate(e2e['cell_updates_per_s'])} cell-updates/s, exact | "
                      f"{e2e['share_of_fastest']:.0%} of the fastest step form |")
+        if "end_to_end_lookup_layout" in step:
+            lk = step["end_to_end_lookup_layout"]
+            lines.append(f"| the same sums, lookup layout | {rate(lk['cell_updates_per_s'])} cell-updates/s, "
+                         f"{'exact' if lk['exact'] else 'WRONG'} | {lk['share_of_fastest']:.0%} of the fastest step form |")
     for case in s.get("long", {}).get("cases", []):
         if "seconds" in case:
             per_step = f" ({case['us_per_step']:.1f} us a step)" if case["steps"] >= 1000 else ""
