@@ -238,12 +238,13 @@ NUM = {F, I32, I64}
 # docs/operators.md, TensorRT 10), as far as the runtime's graphs need; anything else is refused
 SUPPORTED = {
     "Abs": NUM, "Add": NUM, "And": {B}, "ArgMax": NUM, "Cast": NUM | {U8, B}, "Concat": NUM | {B}, "Conv": {F},
-    "Equal": NUM, "Floor": {F}, "Gather": NUM | {B}, "Gemm": {F}, "Greater": NUM, "Identity": NUM | {B},
+    "Equal": NUM, "Floor": {F}, "Gather": NUM | {B}, "GatherElements": {F, I32}, "Gemm": {F}, "Greater": NUM,
+    "Identity": NUM | {B},
     "MatMul": {F}, "Mul": NUM, "Neg": NUM, "Not": {B}, "ReduceMax": NUM, "ReduceSum": NUM, "Relu": NUM,
     "Reshape": NUM | {B}, "Shape": NUM | {B}, "Slice": NUM | {B}, "Squeeze": NUM | {B}, "Sub": NUM,
     "Transpose": NUM | {B}, "Unsqueeze": NUM | {B}, "Where": NUM | {B},
 }
-DATA_INPUTS = {"Gather": (0,), "Where": (1, 2), "Reshape": (0,), "Slice": (0,), "Squeeze": (0,), "Unsqueeze": (0,),
+DATA_INPUTS = {"Gather": (0,), "GatherElements": (0,), "Where": (1, 2), "Reshape": (0,), "Slice": (0,), "Squeeze": (0,), "Unsqueeze": (0,),
                "ReduceMax": (0,), "ReduceSum": (0,)}  # the others: every input is data
 CONSTANT_INPUTS = {"ReduceMax": (1,), "ReduceSum": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Slice": (3,)}
 TRT_TYPES = {TensorProto.FLOAT: F, TensorProto.INT32: I32, TensorProto.INT64: I64, TensorProto.BOOL: B,
