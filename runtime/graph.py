@@ -11,12 +11,15 @@ the device between calls:
 
 The problem never changes during a solve, so its share of the first convolution (most of its
 input channels) is computed once in `prepare` instead of at every step, and the readout runs once
-at the end. Two layouts of the same rule:
+at the end. Three layouts of the same rule:
 
+- "lookup" (tape rules whose whole step fits a table, Rule.step_table): one number a cell, and a
+  step is a lookup of the next in a table of every neighbourhood. ONNX Runtime's CPU provider
+  runs this form fastest where it exists.
 - "cf" (channels first, sign states): rows (B, C, L) or grids (B, C, H, W); neighbours through a
   convolution over the state channels. Rows that each end in an empty cell are packed end to end,
   (1, C, B*L): one long convolution instead of B short ones (what lies beyond a row is what lies
-  beyond a tape, an empty cell). ONNX Runtime's CPU provider runs this form fastest.
+  beyond a tape, an empty cell). The CPU's form for grids.
 - "cl" (channels last, flat): the cells of a batch as one list (N, C) plus one empty cell at the
   end (index N), with a neighbour table (N + 1, taps) int64 made by the host once per batch shape
   (runtime/layout.py): any topology (tapes, rings, grids, tile windows) is the same graph. A
@@ -24,9 +27,9 @@ at the end. Two layouts of the same rule:
   one class per cell, so its part of the first layer is a table lookup per neighbour instead of a
   convolution over `classes` one-hot channels.
 
-Exactness: the forms sum the rule's products in another order than the exported convolution,
+Exactness: cf and cl sum the rule's products in another order than the exported convolution,
 which can flip a decision only where its margin is within float rounding (export/verify.py checks
-the margins of every form). fp32 throughout; engines must not use TF32 or fp16.
+the margins of every form); the lookup form's table is refused where any entry could. fp32 throughout; engines must not use TF32 or fp16.
 """
 from __future__ import annotations
 
