@@ -54,10 +54,16 @@ def _onnxruntime():
     return onnxruntime
 
 
-def cpu_batch_cells(rule: Rule) -> int:
-    """Cells per CPU batch: the most, a power of two from 2^14 to 2^18, whose step keeps its
-    activations in STEP_CACHE_BYTES, at about 4 H + 4 C floats a cell: the count that puts each
-    shipped rule's default at or next to its fastest size in bench/row_batches.py."""
+LOOKUP_BATCH_CELLS = 1 << 16  # the lookup layout's step holds a few numbers a cell, whatever H and C_s
+
+
+def cpu_batch_cells(rule: Rule, layout: str) -> int:
+    """Cells per CPU batch. The lookup layout: LOOKUP_BATCH_CELLS, at or next to the fastest size
+    of each shipped tape rule in bench/row_batches.py (short sums ran faster in larger batches,
+    parity strings slower). Else the most, a power of two from 2^14 to 2^18, whose step keeps its
+    activations in STEP_CACHE_BYTES, at about 4 H + 4 C floats a cell."""
+    if layout == "lookup":
+        return LOOKUP_BATCH_CELLS
     per_cell = 4 * (4 * rule.hidden + 4 * rule.state_channels)
     return 1 << max(14, min(18, (STEP_CACHE_BYTES // per_cell).bit_length() - 1))
 
@@ -105,7 +111,7 @@ class OrtEngine:
             self.k_choices = tuple(sorted({1, 2, *self.k_choices}))  # a generations tape's last steps need them
         if device == "cpu":
             self.workers = workers or max(1, len(os.sched_getaffinity(0)))
-            self.batch_cells = cpu_batch_cells(self.rule)
+            self.batch_cells = cpu_batch_cells(self.rule, self.layout)
         else:
             self.workers = workers or 2  # one batch computes while the other's counts cross the bus
             self.batch_cells = 1 << 20
