@@ -29,7 +29,8 @@ at the end. Three layouts of the same rule:
 
 Exactness: cf and cl sum the rule's products in another order than the exported convolution,
 which can flip a decision only where its margin is within float rounding (export/verify.py checks
-the margins of every form); the lookup form's table is refused where any entry could. fp32 throughout; engines must not use TF32 or fp16.
+the margins of every form); the lookup form's table is refused where any entry could. fp32
+throughout; engines must not use TF32 or fp16.
 """
 from __future__ import annotations
 

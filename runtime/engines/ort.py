@@ -77,7 +77,7 @@ class OrtEngine:
     the slots, for tests of their bookkeeping); graph_rows: batches of whole problems too.
     lookup_entries: the largest step table the lookup layout builds (by default 2^24 entries, the
     most a float32 index holds exactly: addition's million-entry table, 4 MB, ran its rows and
-    windows faster than cf on a CPU, bench/results/lookup_ort_cpu.json)."""
+    windows faster than cf on a CPU, bench/results/before_after_ort_cpu.json)."""
 
     GRAPH_SLOTS = 16            # batch shapes that own buffers (and graphs) for good
 
