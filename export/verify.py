@@ -130,7 +130,7 @@ class RuntimeForms:
             fin = self._session(("cf", "finish"), lambda: G.cf_finish(r, False))
             out["cf"] = fin.run(["state_codes"], {"codes": codes, "state": nxt})[0][kept]
         if r.step_table() is not None:
-            prep = self._session(("lookup", "prepare"), lambda: G.lookup_prepare(r, False, False, r.ring))
+            prep = self._session(("lookup", "prepare"), lambda: G.lookup_prepare(r, False, False))
             feeds = dict(zip([o.name for o in prep.get_outputs()],
                              prep.run(None, {"codes": codes, "state_codes": state_codes})))
             adv = self._session(("lookup", "advance"), lambda: G.lookup_advance(r, 1, False, "hot", r.ring))

@@ -239,7 +239,7 @@ def _unroll(b: _Builder, k: int, mode: str, step, code_of, budget_shape: list[in
     """K copies of `step` from the input "state"; writes state_out. -> (the last state, the one
     before it, changed_at: per cell the last step 1..K that changed it (0 if none), None in hot
     mode). budget mode: a row steps while its budget (reshaped to budget_shape) exceeds the step.
-    rows_moved (the channels-first layouts): moved cells (B, C, *S) bool -> (B,) bool; then the
+    rows_moved (the cf layout): moved cells (B, C, *S) bool -> (B,) bool; then the
     third value is each row's last changing step (B,), kept step by step: a comparison of the
     states and a reduction a step, which ran 17% faster on a CPU than a code per cell."""
     state, previous, changed_at = "state", None, None
@@ -465,8 +465,9 @@ def _triples(b: _Builder, rule: Rule, padded: str) -> str:
     return b.op("Add", [b.op("Mul", [b.op("Add", [b.op("Mul", [left, c]), own]), c]), right])
 
 
-def _lookup_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool) -> None:
-    """From "codes" [and "state_codes"] to "state" (B, 1, L) float digits."""
+def _lookup_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool = False) -> None:
+    """From "codes" [and "state_codes"] to "state" (B, 1, L) float digits. wrap: unused (a digit
+    reads no neighbour), taken as cf's prepare takes it (graph._window calls either)."""
     codes = b.op("Cast", ["codes"], to=INT64)
     own = b.op("Mul", [b.op("Cast", [codes], to=FLOAT), b.const(np.float32(_lookup_v(rule)))])
     if fresh:
@@ -527,10 +528,11 @@ def _lookup_cells(packed: bool) -> list:
     return ["cells"] if packed else ["length"]
 
 
-def lookup_prepare(rule: Rule, packed: bool, fresh: bool, wrap: bool = False) -> onnx.ModelProto:
-    """codes (B, L) uint8 [, state_codes] -> state (B, 1, L) float digits (packed: B = 1)."""
+def lookup_prepare(rule: Rule, packed: bool, fresh: bool) -> onnx.ModelProto:
+    """codes (B, L) uint8 [, state_codes] -> state (B, 1, L) float digits (packed: B = 1; rings
+    and lines alike: a digit reads no neighbour)."""
     b = _Builder("sead_lookup_prepare")
-    _lookup_prepare_nodes(b, rule, fresh, wrap)
+    _lookup_prepare_nodes(b, rule, fresh)
     cells = _lookup_cells(packed)
     inputs = [_io("codes", UINT8, ["batch", *cells])]
     if not fresh:
@@ -550,7 +552,9 @@ def lookup_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = Fal
 
 
 def lookup_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelProto:
-    """codes (B, L) uint8, state (B, 1, L) digits -> state_codes (B, L) [, classes (B, L) uint8]."""
+    """codes (B, L) uint8, state (B, 1, L) digits -> state_codes (B, L) [, classes (B, L) uint8].
+    The digits hold the codes: "codes" is unread, taken so that every layout's finish has the same
+    inputs."""
     b = _Builder("sead_lookup_finish")
     _lookup_finish_nodes(b, rule, "state", "state_codes", readout)
     cells = _lookup_cells(packed)

@@ -47,7 +47,7 @@ def _graphs(rule):
         yield "cf finish", G.cf_finish(rule, False)
     if rule.step_table() is not None:
         for wrap in {False, rule.ring}:
-            yield "lookup prepare", G.lookup_prepare(rule, not wrap, False, wrap)
+            yield "lookup prepare", G.lookup_prepare(rule, not wrap, False)
             for mode in ("count", "budget", "hot", "owned"):
                 if mode != "budget" or not rule.ring or wrap:
                     yield f"lookup advance {mode} wrap={wrap}", G.lookup_advance(rule, 4, False, mode, wrap)
