@@ -163,6 +163,14 @@ def timed(fn, *args):
     return out, time.perf_counter() - start
 
 
+def warm_best(rt, lines: list[str]):
+    """A warm-up on a quarter of the lines (sessions, slots, captured graphs), then the best of two
+    solves of them all. -> (the last solve's results, its best seconds)."""
+    rt.solve(lines[: len(lines) // 4])
+    (got, first), (got, second) = timed(rt.solve, lines), timed(rt.solve, lines)
+    return got, min(first, second)
+
+
 def digit_lines(rng, count: int, digits: int) -> list[str]:
     """count random sums of two `digits`-digit numbers, made with numpy (no per-digit Python)."""
     a = rng.integers(0, 10, (count, digits), dtype=np.uint8) + 48
@@ -226,11 +234,7 @@ def short_sums(quick: bool) -> dict:
     want, py_seconds = timed(lambda: [str(int(a) + int(b)) for a, b in (line.split("+") for line in lines)])
     out = {"problems": n, "python_int_loop_seconds": round(py_seconds, 3)}
     with runtime("addition", gpu_engine(True)) as rt:
-        rt.solve(lines[: n // 4])  # warm-up: sessions, slots, captured graphs
-        best = None
-        for _ in range(2):
-            got, seconds = timed(rt.solve, lines)
-            best = seconds if best is None else min(best, seconds)
+        got, best = warm_best(rt, lines)
         out.update(seconds=round(best, 3), problems_per_s=round(n / best), exact=got.answers == want,
                    steps_histogram=np.bincount(np.asarray(got.steps)).tolist())
         say(f"{n:,} 16-digit sums: {n / best:,.0f} problems/s (exact: {out['exact']})")
@@ -241,9 +245,7 @@ def short_sums(quick: bool) -> dict:
     # the same sums in the lookup layout (addition's million-entry step table, 3 operators a step
     # against cl's 7), which `ort` runs on a CPU: which layout whole rows should take on a GPU
     with runtime("addition", gpu_engine(True, layout="lookup", window_layout="lookup")) as rt:
-        rt.solve(lines[: n // 4])
-        best = min(timed(rt.solve, lines)[1] for _ in range(2))
-        got = rt.solve(lines)
+        got, best = warm_best(rt, lines)
         out["lookup_layout"] = {"seconds": round(best, 3), "problems_per_s": round(n / best), "exact": got.answers == want}
         say(f"{n:,} 16-digit sums, lookup layout: {n / best:,.0f} problems/s (exact: {out['lookup_layout']['exact']})")
     out["batching"] = batching_sweep(lines, want, workers, cells)
@@ -268,11 +270,7 @@ def batching_sweep(lines: list[str], want: list[str], workers: int, cells: int) 
     rows = []
     for w, c in ((workers, cells), (2 * workers, cells), (4 * workers, cells), (workers, cells // 4), (workers, 4 * cells)):
         with runtime("addition", gpu_engine(True, workers=w), max_batch_cells=c) as rt:
-            rt.solve(lines[: len(lines) // 4])
-            best = None
-            for _ in range(2):
-                got, seconds = timed(rt.solve, lines)
-                best = seconds if best is None else min(best, seconds)
+            got, best = warm_best(rt, lines)
             if got.answers != want:
                 raise AssertionError(f"{w} workers, {c:,}-cell batches: answers differ from Python's")
         rows.append({"workers": w, "batch_cells": c, "problems_per_s": round(len(lines) / best)})
