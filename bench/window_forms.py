@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from sead.runtime import graph as G
+from sead.runtime.engines.ort import CPU_OPTIMIZATION
 from sead.runtime.layout import neighbour_table
 from sead.runtime.model_file import load_step_model
 from sead.runtime.rule import Rule
@@ -53,6 +54,8 @@ def forms(rule: Rule, codes: np.ndarray, k: int, providers: list, repeats: int) 
     def session(model):
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if providers == ["CPUExecutionProvider"]:  # as `ort` runs its graphs
+            opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, CPU_OPTIMIZATION)
         return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
 
     def best(run) -> float:
@@ -74,28 +77,26 @@ def forms(rule: Rule, codes: np.ndarray, k: int, providers: list, repeats: int) 
     out["cl"] = {"us_per_step": best(lambda: adv.run(None, feeds))}
     state = adv.run(["state_out"], feeds)[0]
     states["cl"] = session(G.cl_finish(rule, readout=False)).run(None, {"codes": codes, "state": state})[0]
-    for name, fused in (("cf", False), ("cf_fused", True)):
-        try:
-            prep = session(G.cf_prepare(rule, False, True))
-            feeds = dict(zip([o.name for o in prep.get_outputs()], prep.run(None, {"codes": codes})))
-            adv = session(G.cf_advance(rule, k, False, "hot", fused=fused))
+    # the channels-first forms: prepare from the codes, K steps timed, finish to state codes
+    channels_first = {
+        "cf": lambda: (G.cf_prepare(rule, False, True), G.cf_advance(rule, k, False, "hot"),
+                       G.cf_finish(rule, False, readout=False), {}),
+        "cf_fused": lambda: (G.cf_prepare(rule, False, True), G.cf_advance(rule, k, False, "hot", fused=True),
+                             G.cf_finish(rule, False, readout=False), {}),
+        "lookup": lambda: (G.lookup_prepare(rule, True, True), G.lookup_advance(rule, k, True, "hot"),
+                           G.lookup_finish(rule, True, readout=False), {"table": G.lookup_table(rule)}),
+    }
+    for name, build in channels_first.items():
+        try:  # FusedConv may be missing from a provider; a rule may have no step table
+            prepare, advance, finish, extra = build()
+            prep = session(prepare)
+            feeds = dict(zip([o.name for o in prep.get_outputs()], prep.run(None, {"codes": codes})), **extra)
+            adv = session(advance)
             out[name] = {"us_per_step": best(lambda: adv.run(None, feeds))}
             state = adv.run(["state_out"], feeds)[0]
-            states[name] = session(G.cf_finish(rule, False, readout=False)).run(
-                None, {"codes": codes, "state": state})[0]
-        except Exception as exc:  # FusedConv may be missing from a provider
+            states[name] = session(finish).run(None, {"codes": codes, "state": state})[0]
+        except Exception as exc:
             out[name] = {"failed": f"{type(exc).__name__}: {exc}"}
-    try:
-        prep = session(G.lookup_prepare(rule, True, True))
-        feeds = dict(zip([o.name for o in prep.get_outputs()], prep.run(None, {"codes": codes})))
-        feeds["table"] = G.lookup_table(rule)
-        adv = session(G.lookup_advance(rule, k, True, "hot"))
-        out["lookup"] = {"us_per_step": best(lambda: adv.run(None, feeds))}
-        state = adv.run(["state_out"], feeds)[0]
-        states["lookup"] = session(G.lookup_finish(rule, True, readout=False)).run(
-            None, {"codes": codes, "state": state})[0]
-    except Exception as exc:
-        out["lookup"] = {"failed": f"{type(exc).__name__}: {exc}"}
     real = codes > 0
     for name, s in states.items():
         out[name]["same_as_cl"] = bool(np.array_equal(s[real], states["cl"][real]))
