@@ -77,6 +77,7 @@ class RuntimeForms:
         except ModelFileError as exc:  # the graph the exporter wrote cannot be what the runtime runs
             raise ExportMismatch(str(exc).removeprefix("<export>: ")) from None
         self.sessions = {}
+        self.lookup_tables = None  # built at the first step that needs them
 
     def _session(self, key, build):
         if key not in self.sessions:
@@ -129,14 +130,16 @@ class RuntimeForms:
             nxt = adv.run(["state_out"], {i.name: feeds[i.name] for i in adv.get_inputs()})[0]
             fin = self._session(("cf", "finish"), lambda: G.cf_finish(r, False))
             out["cf"] = fin.run(["state_codes"], {"codes": codes, "state": nxt})[0][kept]
-        if r.step_table() is not None:
-            prep = self._session(("lookup", "prepare"), lambda: G.lookup_prepare(r, False, False))
+        if self.lookup_tables is None:
+            self.lookup_tables = G.lookup_tables(r) or False
+        tables = self.lookup_tables
+        if tables:
+            prep = self._session(("lookup", "prepare"), lambda: G.lookup_prepare(tables, False, False))
             feeds = dict(zip([o.name for o in prep.get_outputs()],
-                             prep.run(None, {"codes": codes, "state_codes": state_codes})))
-            adv = self._session(("lookup", "advance"), lambda: G.lookup_advance(r, 1, False, "hot", r.ring))
-            feeds["table"] = G.lookup_table(r)
+                             prep.run(None, {"codes": codes, "state_codes": state_codes})), **tables.inputs)
+            adv = self._session(("lookup", "advance"), lambda: G.lookup_advance(tables, 1, False, "hot", r.ring))
             nxt = adv.run(["state_out"], {i.name: feeds[i.name] for i in adv.get_inputs()})[0]
-            fin = self._session(("lookup", "finish"), lambda: G.lookup_finish(r, False, readout=False))
+            fin = self._session(("lookup", "finish"), lambda: G.lookup_finish(tables, False, readout=False))
             out["lookup"] = fin.run(["state_codes"], {"codes": codes, "state": nxt})[0][kept]
         return out
 

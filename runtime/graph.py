@@ -137,6 +137,21 @@ def _cf_problem(b: _Builder, rule: Rule, codes: str) -> str:
     return b.op("Concat", [mask, rest], axis=1)
 
 
+def _code_triples(b: _Builder, rule: Rule, codes: str, wrap: bool) -> str:
+    """codes (B, L) int64 -> (B, L) int64: (left C_in + own) C_in + right, empty beyond the ends
+    (or, wrapped, around the ring)."""
+    padded = _cf_wrap(b, codes, axis=1) if wrap else b.op("Pad", [codes, b.const(np.array([0, 1, 0, 1], np.int64))])
+    return _triples(b, rule, padded)
+
+
+def _triples(b: _Builder, rule: Rule, padded: str) -> str:
+    """(..., N + 2) int64 codes -> (..., N): (left C_in + own) C_in + right along the last axis."""
+    left, own, right = (b.op("Slice", [padded, b.const([i]), b.const([i - 2 if i < 2 else np.iinfo(np.int64).max]),
+                                       b.const([-1])]) for i in range(3))
+    c = b.const(np.int64(rule.input_channels))
+    return b.op("Add", [b.op("Mul", [b.op("Add", [b.op("Mul", [left, c]), own]), c]), right])
+
+
 def _cf_channels(rule: Rule, a: np.ndarray) -> np.ndarray:
     return a.reshape(1, -1, *[1] * rule.rank).astype(np.float32)
 
@@ -371,7 +386,7 @@ def cf_window(rule: Rule, k: int, mode: str, fresh: bool, fused: bool = False) -
 
 
 def _window(rule: Rule, k: int, mode: str, fresh: bool, name: str, prepare, advance, finish,
-            extra_inputs: tuple = ()) -> onnx.ModelProto:
+            extra_inputs=lambda b: []) -> onnx.ModelProto:
     assert rule.rank == 1 and mode in ("hot", "owned")
     b = _Builder(name)
     flat = b.const(np.array([1, -1], np.int64))
@@ -395,7 +410,7 @@ def _window(rule: Rule, k: int, mode: str, fresh: bool, name: str, prepare, adva
     else:
         inputs.append(_io("window_owned", FLOAT, ["rows", "cells"]))
         outputs.append(_io("last", FLOAT, ["rows"]))
-    return b.model(inputs + list(extra_inputs), outputs)
+    return b.model(inputs + extra_inputs(b), outputs)
 
 
 def _readout_lookup(b: _Builder, rule: Rule, codes: str, state_codes: str) -> None:
@@ -417,88 +432,166 @@ def _lookup_flat(b: _Builder, table: np.ndarray, index: str, shape: str) -> str:
 
 # -- lookup: the whole step as one table lookup (tape rules with a Rule.step_table) ----------------
 # Laid out as cf with one channel: rows (B, 1, L), packed end to end where cf packs. A cell's state
-# is one number, its digit d = s + V c: its state value s (0 for the zero state, and on every empty
-# cell, else 1 + its code) and its own problem code c, which never changes, so d < D = V C_in. A
-# step is a convolution reading the three digits around each cell as one number (D^2 d_l + D d_o +
-# d_r, below 2^24: exact in float32 in any order), a cast, and a lookup in the table of every
-# neighbourhood's next digit (lookup_table): three operators, none of the rule's arithmetic left to
-# round. The table is an input, not a constant: an engine holds it once for all its graphs (a
-# million entries for addition). Packed rows look up with GatherElements, which ONNX Runtime's CPU
-# provider ran in a third of Gather's time a cell; it wants the table's rank and leading dims,
-# (1, 1, cells), so B unpacked rows (rings, budgets) use Gather.
+# is one number, its digit: the index of its pair p = s + V c (its state value s: 0 for the zero
+# state, and on every empty cell, else 1 + its code; and its own problem code c, which never
+# changes) among the n pairs a run can reach, ascending, so digit 0 is an empty cell. A step is a
+# convolution reading the three digits around each cell as one number ((l n + o) n + r, below 2^24:
+# exact in float32 in any order), a cast, and a lookup in the table of every neighbourhood's next
+# digit: three operators, none of the rule's arithmetic left to round. Where n is small, a block
+# table does the same for m steps at once from 2m + 1 digits (a cell's state after m steps depends
+# on no others), and a second one gives the last of those steps that changed the cell, so that
+# step counts stay exact. Tables are inputs, not constants: an engine holds them once for all its
+# graphs. Packed rows look up with GatherElements, which ONNX Runtime's CPU provider ran in a
+# third of Gather's time a cell; it wants the table's rank and leading dims, (1, 1, entries), so
+# B unpacked rows (rings, budgets) use Gather, and one step at a time.
+
+BLOCK_TABLE_ENTRIES = 1 << 23  # a block table's entries at most (parity's 3-step one: 9^7, 19 MB)
+BLOCK_STEPS = (3, 2)           # the block lengths tried, longest first
+NEVER = np.float32(-1e9)       # block_last where no step of the block changed the cell
+
+
+class LookupTables:
+    """The lookup layout's tables of one rule (lookup_tables): a digit's pair, the step table and,
+    where n is small, the block tables. Read-only arrays, shared by every graph and batch."""
+
+    def __init__(self, rule: Rule, step_table: np.ndarray):
+        self.rule = rule
+        c, v = rule.input_channels, _lookup_v(rule)
+        d = c * v  # pairs; entry ((l d + o) d + r) of `pair_step` is the next pair of pair o
+        value = step_table.reshape(c, c, c, v, v, v).transpose(0, 3, 1, 4, 2, 5)  # (c_l, s_l, c_o, s_o, c_r, s_r)
+        pair_step = (value + v * np.arange(c).reshape(1, 1, c, 1, 1, 1)).reshape(-1).astype(np.int64)
+        reach = np.zeros(d, bool)
+        reach[v * np.arange(c)] = True  # a first step's pairs: every code, no state yet
+        while True:  # close under the step: a run from a first step never leaves these pairs
+            p = np.flatnonzero(reach)
+            after = np.zeros(d, bool)
+            after[pair_step[((p[:, None, None] * d + p[None, :, None]) * d + p[None, None, :]).reshape(-1)]] = True
+            if not (after & ~reach).any():
+                break
+            reach |= after
+        self.pairs = np.flatnonzero(reach)  # digit -> pair; pair 0 (an empty cell) is digit 0
+        self.digit_of_pair = np.zeros(d, np.int64)  # a pair no run reaches: 0 (never handed an engine)
+        self.digit_of_pair[self.pairs] = np.arange(len(self.pairs))
+        n = self.n = len(self.pairs)
+        p = self.pairs
+        self.step = self.digit_of_pair[pair_step[((p[:, None, None] * d + p[None, :, None]) * d + p[None, None, :])
+                                                 .reshape(-1)]].astype(np.int32)  # (n^3,)
+        # a block reads m digits past each end: exact at a row's ends and between packed rows
+        # only because an empty cell stays empty whatever its neighbours
+        keeps_empty = not self.step.reshape(n, n, n)[:, 0, :].any()
+        self.block_steps = next((m for m in BLOCK_STEPS if n ** (2 * m + 1) <= BLOCK_TABLE_ENTRIES), 1) \
+            if keeps_empty else 1
+        shaped = lambda a: _read_only(np.ascontiguousarray(a, np.float32).reshape(1, 1, -1))
+        self.inputs = {"table": shaped(self.step)}  # the graphs' table inputs by name, (1, 1, entries)
+        if self.block_steps > 1:
+            block, last = _block_tables(self.step, n, self.block_steps)
+            self.inputs.update(block_table=shaped(block), block_last=shaped(last))
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    a.flags.writeable = False
+    return a
+
+
+def _block_tables(step: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+    """-> (centre digit after m steps, last step 1..m that changed the centre or NEVER), each
+    (n^(2m+1),) over the windows of 2m + 1 digits, index sum x_i n^(2m-i)."""
+    after = [np.arange(n, dtype=np.int32), step]  # after[j]: the centre after j steps of 2j + 1 digits
+    for j in range(1, m):
+        width = n ** (2 * j + 1)  # after[j]'s windows; the next reads three of them, shifted by one
+        w = np.arange(width, dtype=np.int64)[:, None, None]
+        y, z = np.arange(n)[None, :, None], np.arange(n)[None, None, :]
+        left = after[j][w]
+        centre = after[j][(w % (width // n)) * n + y]
+        right = after[j][(w % (width // n ** 2)) * n * n + y * n + z]
+        after.append(step[(left.astype(np.int64) * n + centre) * n + right].reshape(-1))
+    windows = np.arange(n ** (2 * m + 1), dtype=np.int64)
+    centres = [after[j][(windows // n ** (m - j)) % n ** (2 * j + 1)] for j in range(m + 1)]
+    last = np.full(len(windows), NEVER, np.float32)
+    for j in range(1, m + 1):
+        last[centres[j] != centres[j - 1]] = j
+    return centres[m], last
+
+
+def lookup_tables(rule: Rule, max_entries: int = STEP_TABLE_ENTRIES) -> LookupTables | None:
+    """The lookup layout's tables, from Rule.step_table; None where the rule has no step table of
+    at most max_entries entries."""
+    table = rule.step_table(max_entries)
+    return None if table is None else LookupTables(rule, table)
+
 
 def _lookup_v(rule: Rule) -> int:
     return (1 << rule.state_channels) + 1
 
 
-def lookup_table(rule: Rule, max_entries: int = STEP_TABLE_ENTRIES) -> np.ndarray | None:
-    """(1, 1, D^3) float32, Rule.step_table by digits: entry D^2 d_l + D d_o + d_r is the next
-    digit of a cell with digit d_o between d_l and d_r; the lookup graphs' "table" input. None
-    where the rule has no table of at most max_entries entries."""
-    table = rule.step_table(max_entries)
-    if table is None:
-        return None
-    c, v = rule.input_channels, _lookup_v(rule)
-    value = table.reshape(c, c, c, v, v, v).transpose(0, 3, 1, 4, 2, 5)  # (c_l, s_l, c_o, s_o, c_r, s_r)
-    own = (v * np.arange(c, dtype=np.float32)).reshape(1, 1, c, 1, 1, 1)
-    table = np.ascontiguousarray((value + own).reshape(1, 1, -1))
-    table.flags.writeable = False
-    return table
+def _table_io(tables: LookupTables, name: str) -> onnx.ValueInfoProto:
+    steps = tables.block_steps if name != "table" else 1
+    return _io(name, FLOAT, [1, 1, tables.n ** (2 * steps + 1)])
 
 
-def _lookup_table_io(rule: Rule) -> onnx.ValueInfoProto:
-    return _io("table", FLOAT, [1, 1, (_lookup_v(rule) * rule.input_channels) ** 3])
-
-
-def _code_triples(b: _Builder, rule: Rule, codes: str, wrap: bool) -> str:
-    """codes (B, L) int64 -> (B, L) int64: (left C_in + own) C_in + right, empty beyond the ends
-    (or, wrapped, around the ring)."""
-    padded = _cf_wrap(b, codes, axis=1) if wrap else b.op("Pad", [codes, b.const(np.array([0, 1, 0, 1], np.int64))])
-    return _triples(b, rule, padded)
-
-
-def _triples(b: _Builder, rule: Rule, padded: str) -> str:
-    """(..., N + 2) int64 codes -> (..., N): (left C_in + own) C_in + right along the last axis."""
-    left, own, right = (b.op("Slice", [padded, b.const([i]), b.const([i - 2 if i < 2 else np.iinfo(np.int64).max]),
-                                       b.const([-1])]) for i in range(3))
-    c = b.const(np.int64(rule.input_channels))
-    return b.op("Add", [b.op("Mul", [b.op("Add", [b.op("Mul", [left, c]), own]), c]), right])
-
-
-def _lookup_prepare_nodes(b: _Builder, rule: Rule, fresh: bool, wrap: bool = False) -> None:
+def _lookup_prepare_nodes(b: _Builder, t: LookupTables, fresh: bool, wrap: bool = False) -> None:
     """From "codes" [and "state_codes"] to "state" (B, 1, L) float digits. wrap: unused (a digit
     reads no neighbour), taken as cf's prepare takes it (graph._window calls either)."""
     codes = b.op("Cast", ["codes"], to=INT64)
-    own = b.op("Mul", [b.op("Cast", [codes], to=FLOAT), b.const(np.float32(_lookup_v(rule)))])
-    if fresh:
-        b.op("Unsqueeze", [own, b.const([1])], "state")
-        return
-    code = b.op("Cast", ["state_codes"], to=FLOAT)
-    real = b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=FLOAT)  # an empty cell holds no state
-    value = b.op("Where", [b.op("Equal", [code, b.const(np.float32(rule.zero_code))]), b.const(np.float32(0)),
-                           b.op("Add", [code, b.const(np.float32(1))])])
-    b.op("Unsqueeze", [b.op("Add", [b.op("Mul", [value, real]), own]), b.const([1])], "state")
+    pair = b.op("Mul", [codes, b.const(np.int64(_lookup_v(t.rule)))])
+    if not fresh:
+        code = b.op("Cast", ["state_codes"], to=INT64)
+        real = b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=INT64)  # an empty cell holds no state
+        value = b.op("Where", [b.op("Equal", [code, b.const(np.int64(t.rule.zero_code))]), b.const(np.int64(0)),
+                               b.op("Add", [code, b.const(np.int64(1))])])
+        pair = b.op("Add", [b.op("Mul", [value, real]), pair])
+    digit = _lookup_flat(b, t.digit_of_pair.astype(np.float32), pair, b.op("Shape", [pair]))
+    b.op("Unsqueeze", [digit, b.const([1])], "state")
 
 
-def _lookup_step(b: _Builder, rule: Rule, state: str, wrap: bool, packed: bool) -> str:
-    if "read_triple" not in b.inits:
-        d = _lookup_v(rule) * rule.input_channels
-        b.const(np.array([[[d * d, d, 1]]], np.float32), "read_triple")
-        if not packed:
+def _lookup_step(b: _Builder, t: LookupTables, state: str, wrap: bool, packed: bool, steps: int = 1) -> str:
+    """One step (steps 1) or a block of `steps` (packed rows only) -> the new state; also returns
+    the index read, for block_last."""
+    read = f"read_{2 * steps + 1}"
+    if read not in b.inits:
+        b.const(np.array([[[t.n ** (2 * steps - i) for i in range(2 * steps + 1)]]], np.float32), read)
+        if not packed:  # (unpacked rows run single steps)
             b.op("Reshape", ["table", b.const(np.array([-1], np.int64))], "flat_table")
     x = _cf_wrap(b, state) if wrap else state
-    index = b.op("Cast", [b.op("Conv", [x, "read_triple"], pads=_cf_pads(rule, wrap))], to=INT32)
+    index = b.op("Cast", [b.op("Conv", [x, read], pads=[0, 0] if wrap else [steps, steps])], to=INT32)
     if packed:  # (1, 1, cells): the table's rank, as GatherElements wants
-        return b.op("GatherElements", ["table", index], axis=2)
-    return b.op("Gather", ["flat_table", index])
+        return b.op("GatherElements", ["table" if steps == 1 else "block_table", index], axis=2), index
+    return b.op("Gather", ["flat_table", index]), index
 
 
-def _lookup_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: str, wrap: bool) -> None:
-    """From "state", "table" (and by mode "owned", "rows", "budget") to "state_out" and "hot" or
-    "last". A digit is its own code: each cell's last change is kept by comparing digits, three
-    operators a step, and reduced per row once (a per-row reduction every step took eight)."""
-    state, previous, changed_at = _unroll(b, k, mode, lambda s: _lookup_step(b, rule, s, wrap, packed),
-                                          lambda s: s, [-1, 1, 1])
+def _lookup_unroll(b: _Builder, t: LookupTables, k: int, mode: str) -> tuple[str, str | None, str | None]:
+    """K steps of packed rows: blocks of block_steps while they fit (in hot mode, leaving the last
+    step single, whose change is the output), then single steps. -> (state, the state before the
+    last step (hot), changed_at (B', 1, cells) float: the last step 1..K that changed each cell,
+    0 if none (count, owned)). Writes state_out."""
+    m = t.block_steps
+    blocks = 0 if m == 1 else (k - 1) // m if mode == "hot" else k // m
+    state, previous, changed_at = "state", None, b.const(np.float32(0))
+    for i in range(blocks):
+        nxt, index = _lookup_step(b, t, state, False, True, m)
+        if mode != "hot":
+            last = b.op("Add", [b.op("GatherElements", ["block_last", index], axis=2), b.const(np.float32(i * m))])
+            changed_at = b.op("Max", [changed_at, last])
+        state = nxt
+    for i in range(blocks * m, k):
+        nxt, _ = _lookup_step(b, t, state, False, True)
+        if mode != "hot":
+            moved = b.op("Not", [b.op("Equal", [nxt, state])])
+            changed_at = b.op("Where", [moved, b.const(np.float32(i + 1)), changed_at])
+        previous, state = state, nxt
+    b.op("Identity", [state], "state_out")
+    return state, previous, changed_at
+
+
+def _lookup_advance_nodes(b: _Builder, t: LookupTables, k: int, packed: bool, mode: str, wrap: bool) -> None:
+    """From "state", the tables (and by mode "owned", "rows", "budget") to "state_out" and "hot"
+    or "last". A digit is its own code: each cell's last change is kept by comparing digits, three
+    operators a step (a block: three), and reduced per row once."""
+    if packed:
+        state, previous, changed_at = _lookup_unroll(b, t, k, mode)
+    else:
+        state, previous, changed_at = _unroll(b, k, mode, lambda s: _lookup_step(b, t, s, wrap, packed)[0],
+                                              lambda s: s, [-1, 1, 1])
     if mode == "hot":
         b.op("Squeeze", [b.op("Not", [b.op("Equal", [state, previous])]), b.const([1])], "hot")
         return
@@ -510,13 +603,20 @@ def _lookup_advance_nodes(b: _Builder, rule: Rule, k: int, packed: bool, mode: s
         b.op("ReduceMax", [changed_at, b.const([1, 2])], "last", keepdims=0)
 
 
-def _lookup_finish_nodes(b: _Builder, rule: Rule, state: str, state_codes: str, readout: bool) -> None:
-    """From `state` (digits) to `state_codes` [and "classes"]: a digit holds its cell's code and
+def _lookup_tables_read(b: _Builder, t: LookupTables) -> list[onnx.ValueInfoProto]:
+    """The table inputs of the nodes built so far."""
+    used = {i for node in b.nodes for i in node.input}
+    return [_table_io(t, name) for name in ("table", "block_table", "block_last") if name in used]
+
+
+def _lookup_finish_nodes(b: _Builder, t: LookupTables, state: str, state_codes: str, readout: bool) -> None:
+    """From `state` (digits) to `state_codes` [and "classes"]: a digit names its cell's code and
     state value, so both are lookups by digit."""
+    rule = t.rule
     digit = b.op("Cast", [b.op("Squeeze", [state, b.const([1])])], to=INT64)
     shape = b.op("Shape", [digit])
-    v, digits = _lookup_v(rule), np.arange(_lookup_v(rule) * rule.input_channels)
-    value, cell_code = digits % v, digits // v
+    v = _lookup_v(rule)
+    value, cell_code = t.pairs % v, t.pairs // v
     state_code = np.where(value == 0, rule.zero_code, value - 1)
     b.op("Cast", [_lookup_flat(b, state_code.astype(np.int32), digit, shape)], state_codes, to=_code_type(rule))
     if readout:  # int32 tables: uint8 only at a graph's edge (TensorRT)
@@ -528,48 +628,51 @@ def _lookup_cells(packed: bool) -> list:
     return ["cells"] if packed else ["length"]
 
 
-def lookup_prepare(rule: Rule, packed: bool, fresh: bool) -> onnx.ModelProto:
+def lookup_prepare(t: LookupTables, packed: bool, fresh: bool) -> onnx.ModelProto:
     """codes (B, L) uint8 [, state_codes] -> state (B, 1, L) float digits (packed: B = 1; rings
     and lines alike: a digit reads no neighbour)."""
     b = _Builder("sead_lookup_prepare")
-    _lookup_prepare_nodes(b, rule, fresh)
+    _lookup_prepare_nodes(b, t, fresh)
     cells = _lookup_cells(packed)
     inputs = [_io("codes", UINT8, ["batch", *cells])]
     if not fresh:
-        inputs.append(_io("state_codes", _code_type(rule), ["batch", *cells]))
+        inputs.append(_io("state_codes", _code_type(t.rule), ["batch", *cells]))
     return b.model(inputs, [_io("state", FLOAT, ["batch", 1, *cells])])
 
 
-def lookup_advance(rule: Rule, k: int, packed: bool, mode: str, wrap: bool = False) -> onnx.ModelProto:
-    """K steps; modes, inputs and outputs as cf_advance, with the state and "table" (lookup_table)
-    in place of features, threshold and state."""
+def lookup_advance(t: LookupTables, k: int, packed: bool, mode: str, wrap: bool = False) -> onnx.ModelProto:
+    """K steps; modes, inputs and outputs as cf_advance, with the state and the tables it reads
+    (LookupTables.inputs) in place of features, threshold and state."""
     if packed and (mode == "budget" or wrap):
         raise ValueError("only rows that end in an empty cell and need no budget are packed")
     b = _Builder(f"sead_lookup_advance_{mode}_{k}")
-    _lookup_advance_nodes(b, rule, k, packed, mode, wrap)
+    _lookup_advance_nodes(b, t, k, packed, mode, wrap)
     cells = _lookup_cells(packed)
-    return _advance_model(b, mode, packed, cells, [_io("state", FLOAT, ["batch", 1, *cells]), _lookup_table_io(rule)], 1)
+    return _advance_model(b, mode, packed, cells, [_io("state", FLOAT, ["batch", 1, *cells]),
+                                                   *_lookup_tables_read(b, t)], 1)
 
 
-def lookup_finish(rule: Rule, packed: bool, readout: bool = True) -> onnx.ModelProto:
+def lookup_finish(t: LookupTables, packed: bool, readout: bool = True) -> onnx.ModelProto:
     """codes (B, L) uint8, state (B, 1, L) digits -> state_codes (B, L) [, classes (B, L) uint8].
     The digits hold the codes: "codes" is unread, taken so that every layout's finish has the same
     inputs."""
     b = _Builder("sead_lookup_finish")
-    _lookup_finish_nodes(b, rule, "state", "state_codes", readout)
+    _lookup_finish_nodes(b, t, "state", "state_codes", readout)
     cells = _lookup_cells(packed)
-    outputs = [_io("state_codes", _code_type(rule), ["batch", *cells])]
+    outputs = [_io("state_codes", _code_type(t.rule), ["batch", *cells])]
     if readout:
         outputs.append(_io("classes", UINT8, ["batch", *cells]))
     return b.model([_io("codes", UINT8, ["batch", *cells]), _io("state", FLOAT, ["batch", 1, *cells])], outputs)
 
 
-def lookup_window(rule: Rule, k: int, mode: str, fresh: bool) -> onnx.ModelProto:
-    """Tile windows in one graph, as cf_window (same inputs and outputs, and "table"), in the
-    lookup form."""
-    return _window(rule, k, mode, fresh, f"sead_lookup_window_{mode}_{k}", _lookup_prepare_nodes,
-                   lambda b: _lookup_advance_nodes(b, rule, k, True, mode, False), _lookup_finish_nodes,
-                   [_lookup_table_io(rule)])
+def lookup_window(t: LookupTables, k: int, mode: str, fresh: bool) -> onnx.ModelProto:
+    """Tile windows in one graph, as cf_window (same inputs and outputs, and the tables it reads),
+    in the lookup form."""
+    return _window(t.rule, k, mode, fresh, f"sead_lookup_window_{mode}_{k}",
+                   lambda b, _, fresh, wrap: _lookup_prepare_nodes(b, t, fresh, wrap),
+                   lambda b: _lookup_advance_nodes(b, t, k, True, mode, False),
+                   lambda b, _, state, state_codes, readout: _lookup_finish_nodes(b, t, state, state_codes, readout),
+                   extra_inputs=lambda b: _lookup_tables_read(b, t))
 
 
 # -- cl: channels last, rows of cells with a neighbour table --------------------------------------

@@ -18,7 +18,8 @@ from sead.runtime.rule import Rule  # noqa: E402
 GPU_OPS = {"Abs", "Add", "And", "ArgMax", "Cast", "Concat", "Conv", "Equal", "Floor", "Gather", "Greater", "MatMul",
            "Mul", "Neg", "Not", "ReduceMax", "ReduceSum", "Relu", "Reshape", "Slice", "Squeeze", "Sub", "Unsqueeze",
            "Where", "Identity", "Gemm", "Transpose", "Shape", "ConstantOfShape", "Pad",
-           "GatherElements"}  # onnxruntime: providers/cuda/tensor/gather_elements.cc; onnx-tensorrt: docs/operators.md
+           "GatherElements",  # onnxruntime: providers/cuda/tensor/gather_elements.cc; onnx-tensorrt: docs/operators.md
+           "Max"}  # onnxruntime: providers/cuda/math/variadic_elementwise_ops.cc; onnx-tensorrt: docs/operators.md
 SHAPE_OPS = {"Shape", "ConstantOfShape"}  # read shapes on the host: allowed only outside advance graphs
 CONSTANT_INPUTS = {"Slice": (1, 2, 3, 4), "ReduceMax": (1,), "ReduceSum": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
                    "Reshape": (1,)}
@@ -45,15 +46,18 @@ def _graphs(rule):
             yield "cf prepare", G.cf_prepare(rule, not wrap and rule.rank == 1, True, wrap)
             yield f"cf advance K=4 wrap={wrap}", G.cf_advance(rule, 4, False, "count", wrap)
         yield "cf finish", G.cf_finish(rule, False)
-    if rule.step_table() is not None:
+    tables = G.lookup_tables(rule)
+    if tables is not None:
         for wrap in {False, rule.ring}:
-            yield "lookup prepare", G.lookup_prepare(rule, not wrap, False)
+            yield "lookup prepare", G.lookup_prepare(tables, not wrap, False)
             for mode in ("count", "budget", "hot", "owned"):
                 if mode != "budget" or not rule.ring or wrap:
-                    yield f"lookup advance {mode} wrap={wrap}", G.lookup_advance(rule, 4, False, mode, wrap)
-        yield "lookup finish", G.lookup_finish(rule, False)
+                    yield f"lookup advance {mode} wrap={wrap}", G.lookup_advance(tables, 4, False, mode, wrap)
+        for mode in ("count", "hot", "owned"):  # packed rows: blocks of steps where the rule has them
+            yield f"lookup advance packed {mode}", G.lookup_advance(tables, 8, True, mode)
+        yield "lookup finish", G.lookup_finish(tables, False)
         for mode in ("hot", "owned"):
-            yield f"lookup window {mode}", G.lookup_window(rule, 4, mode, fresh=False)
+            yield f"lookup window {mode}", G.lookup_window(tables, 4, mode, fresh=False)
 
 
 def test_every_graph_uses_portable_operators_and_constant_shape_parameters(tiny_onnx):
@@ -68,7 +72,8 @@ def test_every_graph_uses_portable_operators_and_constant_shape_parameters(tiny_
                     assert node.op_type not in SHAPE_OPS, f"{where}: {node.op_type} would run on the host"
                 for i in CONSTANT_INPUTS.get(node.op_type, ()):
                     if i < len(node.input) and node.input[i] and (node.op_type != "Reshape" or "advance" in label):
-                        assert node.input[i] in initializers, f"{where}: {node.op_type} input {i} is computed"
+                        given = node.input[i] == "rows" and "packed" in label  # packed rows' (B, L), an input
+                        assert node.input[i] in initializers or given, f"{where}: {node.op_type} input {i} is computed"
             inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
             for value in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
                 assert value.type.tensor_type.elem_type in TYPES, f"{where}: {value.name} has an unexpected type"
@@ -147,21 +152,36 @@ def _session(model):
     return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
+def _reachable_states(tables, codes, rng):
+    """State codes for cells of these codes, each drawn from the states a run can reach there
+    (the lookup layout's digits hold no others; empty cells' are never read)."""
+    v = G._lookup_v(tables.rule)
+    states = np.zeros(codes.shape, tables.rule.code_dtype)
+    for code in np.unique(codes[codes > 0]):
+        values = tables.pairs[tables.pairs // v == code] % v  # state values: 0 the zero state, else 1 + code
+        cells = codes == code
+        drawn = values[rng.integers(0, len(values), cells.sum())]
+        states[cells] = np.where(drawn == 0, tables.rule.zero_code, drawn - 1)
+    return states
+
+
 def test_the_lookup_form_runs_windows_as_the_cf_forms_do(tiny_onnx):
-    """Rule.step_table's windows (graph.lookup_window) give the states, hot cells and owned
-    counts of the cf forms (fused as on `ort`, and plain), from random states and from the first
-    step, on every rule small enough to have a table: the shipped addition, parity and Rule 110
-    at least."""
+    """The lookup form's windows (graph.lookup_window: blocks of steps where the rule has them,
+    then single steps) give the states, hot cells and owned counts of the cf forms (fused as on
+    `ort`, and plain), from reachable states and from the first step, on every rule small enough
+    to have a table: the shipped addition, parity and Rule 110 at least, the last two in blocks."""
     rng = np.random.default_rng(4)
-    rules = {name: r for name, r in _rules(tiny_onnx).items() if r.step_table() is not None}
-    assert {"addition", "parity", "rule110"} <= set(rules)
-    for name, rule in rules.items():
+    tables = {name: G.lookup_tables(r) for name, r in _rules(tiny_onnx).items() if r.step_table() is not None}
+    assert {"addition", "parity", "rule110"} <= set(tables)
+    assert tables["parity"].block_steps == tables["rule110"].block_steps == 3
+    for name, t in tables.items():
+        rule = t.rule
         codes = rng.integers(1, rule.input_channels, (3, 57)).astype(np.uint8)
         codes[rng.random(codes.shape) < 0.05] = 0
         codes[:, -1] = 0
-        states = rng.integers(0, rule.zero_code + 1, codes.shape).astype(rule.code_dtype)  # empty cells' too: never read
+        states = _reachable_states(t, codes, rng)
         owned = (rng.random(codes.shape) < 0.7).astype(np.float32)
-        for k in (1, 5):
+        for k in (1, 2, 5, 7):
             for mode in ("hot", "owned"):
                 for fresh in (True, False):
                     feeds = {"window_codes": codes}
@@ -171,10 +191,33 @@ def test_the_lookup_form_runs_windows_as_the_cf_forms_do(tiny_onnx):
                         feeds["window_owned"] = owned
                     want = _session(G.cf_window(rule, k, mode, fresh, fused=True)).run(None, feeds)
                     plain = _session(G.cf_window(rule, k, mode, fresh)).run(None, feeds)
-                    got = _session(G.lookup_window(rule, k, mode, fresh)).run(None, dict(feeds, table=G.lookup_table(rule)))
+                    session = _session(G.lookup_window(t, k, mode, fresh))
+                    got = session.run(None, dict(feeds, **{i.name: t.inputs[i.name] for i in session.get_inputs()
+                                                           if i.name in t.inputs}))
                     where = f"{name} K={k} {mode} fresh={fresh}"
                     for a, b, c in zip(got, want, plain):
                         assert np.array_equal(a, b) and np.array_equal(b, c), where
+
+
+def test_block_tables_are_the_step_table_run_block_steps_times():
+    """Each entry of a block table is the centre of its 2m + 1 digits after m steps of the step
+    table, and block_last the last of those steps that changed it (NEVER if none); and no digit
+    outside the reachable ones comes out of the step table."""
+    rng = np.random.default_rng(8)
+    for name in ("parity", "rule110"):
+        t = G.lookup_tables(Rule.from_step(load_step_model(default_model_path(name))))
+        n, m = t.n, t.block_steps
+        step = t.inputs["table"].reshape(-1).astype(np.int64)
+        assert step.max() < n and step.reshape(n, n, n)[:, 0, :].max() == 0  # closed; an empty cell stays empty
+        index = rng.integers(0, n ** (2 * m + 1), 20_000)
+        cells = [(index // n ** (2 * m - i)) % n for i in range(2 * m + 1)]
+        last = np.full(len(index), G.NEVER)
+        for j in range(1, m + 1):
+            centre = cells[len(cells) // 2]
+            cells = [step[(cells[i] * n + cells[i + 1]) * n + cells[i + 2]] for i in range(len(cells) - 2)]
+            last[cells[len(cells) // 2] != centre] = j
+        assert np.array_equal(t.inputs["block_table"].reshape(-1)[index], cells[0]), name
+        assert np.array_equal(t.inputs["block_last"].reshape(-1)[index], last), name
 
 
 def test_no_step_table_where_a_decision_could_round_either_way():

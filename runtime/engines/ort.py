@@ -92,12 +92,12 @@ class OrtEngine:
                                     quiet=True)
         self.ort, self.step, self.device, self.device_id = ort, step, device, device_id
         self.rule = Rule.from_step(step)
-        # the lookup graphs' "table" input, built only where a lookup layout may be chosen (addition's
-        # takes 0.06 s and 4 MB; ort-cuda runs cl unless told)
+        # the lookup graphs' tables, built only where a lookup layout may be chosen (addition's take
+        # 0.1 s and 2 MB; ort-cuda runs cl unless told)
         may_look_up = (device == "cpu" and layout is None) or "lookup" in (layout, window_layout)
-        self.lookup_table = graph.lookup_table(self.rule, lookup_entries) if may_look_up else None
-        self._lookup_table_value = None
-        lookup = self.lookup_table is not None
+        self.lookup = graph.lookup_tables(self.rule, lookup_entries) if may_look_up else None
+        self._lookup_values: dict | None = None
+        lookup = self.lookup is not None
         if device == "cpu":  # a rule whose whole step fits a small table runs as lookups (graph.py)
             self.layout = layout or ("lookup" if lookup else "cf" if self.rule.state_code == "sign" else "cl")
         else:
@@ -162,13 +162,14 @@ class OrtEngine:
                 return graph.cf_window(r, key[1], mode=key[2], fresh=key[3], fused=fused)
             return graph.cf_finish(r, packed=key[1], readout=key[2])
         if layout == "lookup":
+            t = self.lookup
             if kind == "prepare":
-                return graph.lookup_prepare(r, packed=key[2], fresh=key[1])  # digits need no neighbours
+                return graph.lookup_prepare(t, packed=key[2], fresh=key[1])  # digits need no neighbours
             if kind == "advance":
-                return graph.lookup_advance(r, key[1], packed=key[3], mode=key[2], wrap=key[4])
+                return graph.lookup_advance(t, key[1], packed=key[3], mode=key[2], wrap=key[4])
             if kind == "window":
-                return graph.lookup_window(r, key[1], mode=key[2], fresh=key[3])
-            return graph.lookup_finish(r, packed=key[1], readout=key[2])
+                return graph.lookup_window(t, key[1], mode=key[2], fresh=key[3])
+            return graph.lookup_finish(t, packed=key[1], readout=key[2])
         if kind == "prepare":
             return graph.cl_prepare(r, fresh=key[1])
         if kind == "advance":
@@ -211,14 +212,14 @@ class OrtEngine:
     def alloc(self, shape: tuple[int, ...], dtype) -> object:
         return self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device, self.device_id)
 
-    def lookup_table_value(self) -> object:
-        """The step table on the device, one for every batch and graph of the engine (on the CPU
-        provider the OrtValue holds the array itself, no copy)."""
+    def lookup_values(self) -> dict[str, object]:
+        """The lookup tables on the device by input name, one of each for every batch and graph of
+        the engine (on the CPU provider an OrtValue holds the array itself, no copy)."""
         with self._lock:
-            if self._lookup_table_value is None:
-                self._lookup_table_value = self.ort.OrtValue.ortvalue_from_numpy(self.lookup_table, self.device,
-                                                                                  self.device_id)
-            return self._lookup_table_value
+            if self._lookup_values is None:
+                self._lookup_values = {name: self.ort.OrtValue.ortvalue_from_numpy(table, self.device, self.device_id)
+                                       for name, table in self.lookup.inputs.items()}
+            return self._lookup_values
 
     def device_lock(self):
         """While CUDA graphs are on, device work goes one thread at a time: ONNX Runtime captures
@@ -275,9 +276,10 @@ class OrtEngine:
                 feeds["window_state_codes"] = np.ascontiguousarray(state_codes, self.rule.code_dtype)
             if owned is not None:
                 feeds["window_owned"] = np.ascontiguousarray(owned, np.float32)
+            session = self.session((self.window_layout, "window", k, mode, state_codes is None))
             if self.window_layout == "lookup":
-                feeds["table"] = self.lookup_table
-            new_states, second = self.session((self.window_layout, "window", k, mode, state_codes is None)).run(None, feeds)
+                feeds.update((i.name, self.lookup.inputs[i.name]) for i in session.get_inputs() if i.name in self.lookup.inputs)
+            new_states, second = session.run(None, feeds)
             return new_states, (second if owned is None else int(second.max(initial=0)))
         batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False,
                          "hot" if owned is None else "owned", owned=owned, layout=self.window_layout)
@@ -299,7 +301,7 @@ class OrtEngine:
         with self._device_lock, self._lock:
             self._sessions.clear()
             self._slots.clear()
-            self._lookup_table_value = None
+            self._lookup_values = None
 
 
 class _Slot:
@@ -390,7 +392,7 @@ class OrtBatch:
         if self.layout == "cl":
             self.inputs["neighbours"] = inputs["neighbours"]
         if self.layout == "lookup":
-            self.inputs["table"] = e.lookup_table_value()
+            self.inputs.update(e.lookup_values())  # each advance graph binds the tables it reads
         if self.packed and self.mode != "hot":
             self.inputs["rows"] = self._tensor("rows", (2,), np.int64)
             self.inputs["rows"].update_inplace(np.array([self.b, self.row_cells], np.int64))
@@ -416,8 +418,10 @@ class OrtBatch:
         binding = self._bindings.get(key)
         if binding is None:
             binding = session.io_binding()
+            declared = {i.name for i in session.get_inputs()}
             for name, value in inputs.items():
-                binding.bind_ortvalue_input(name, value)
+                if name in declared:
+                    binding.bind_ortvalue_input(name, value)
             for name, value in outputs.items():
                 binding.bind_ortvalue_output(name, value)
             self._bindings[key] = binding
