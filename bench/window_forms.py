@@ -78,13 +78,14 @@ def forms(rule: Rule, codes: np.ndarray, k: int, providers: list, repeats: int) 
     state = adv.run(["state_out"], feeds)[0]
     states["cl"] = session(G.cl_finish(rule, readout=False)).run(None, {"codes": codes, "state": state})[0]
     # the channels-first forms: prepare from the codes, K steps timed, finish to state codes
+    tables = G.lookup_tables(rule)
     channels_first = {
         "cf": lambda: (G.cf_prepare(rule, False, True), G.cf_advance(rule, k, False, "hot"),
                        G.cf_finish(rule, False, readout=False), {}),
         "cf_fused": lambda: (G.cf_prepare(rule, False, True), G.cf_advance(rule, k, False, "hot", fused=True),
                              G.cf_finish(rule, False, readout=False), {}),
-        "lookup": lambda: (G.lookup_prepare(rule, True, True), G.lookup_advance(rule, k, True, "hot"),
-                           G.lookup_finish(rule, True, readout=False), {"table": G.lookup_table(rule)}),
+        "lookup": lambda: (G.lookup_prepare(tables, True, True), G.lookup_advance(tables, k, True, "hot"),
+                           G.lookup_finish(tables, True, readout=False), tables.inputs),
     }
     for name, build in channels_first.items():
         try:  # FusedConv may be missing from a provider; a rule may have no step table
@@ -92,6 +93,7 @@ def forms(rule: Rule, codes: np.ndarray, k: int, providers: list, repeats: int) 
             prep = session(prepare)
             feeds = dict(zip([o.name for o in prep.get_outputs()], prep.run(None, {"codes": codes})), **extra)
             adv = session(advance)
+            feeds = {i.name: feeds[i.name] for i in adv.get_inputs()}
             out[name] = {"us_per_step": best(lambda: adv.run(None, feeds))}
             state = adv.run(["state_out"], feeds)[0]
             states[name] = session(finish).run(None, {"codes": codes, "state": state})[0]

@@ -423,7 +423,7 @@ def _readout_lookup(b: _Builder, rule: Rule, codes: str, state_codes: str) -> No
 
 
 def _lookup_flat(b: _Builder, table: np.ndarray, index: str, shape: str) -> str:
-    """table[index], table 1-D, for an int64 index of any shape (`shape`, its Shape): one
+    """table[index], table 1-D, for an integer index of any shape (`shape`, its Shape): one
     GatherElements over the flattened index, which ONNX Runtime's CPU provider ran in a third of
     Gather's time a value. Outside advance graphs only (Shape)."""
     flat = b.op("Reshape", [index, b.const(np.array([-1], np.int64))])
@@ -470,11 +470,16 @@ class LookupTables:
                 break
             reach |= after
         self.pairs = np.flatnonzero(reach)  # digit -> pair; pair 0 (an empty cell) is digit 0
-        self.digit_of_pair = np.zeros(d, np.int64)  # a pair no run reaches: 0 (never handed an engine)
-        self.digit_of_pair[self.pairs] = np.arange(len(self.pairs))
+        digit_of_pair = np.zeros(d, np.int64)  # a pair no run reaches: 0 (never handed an engine)
+        digit_of_pair[self.pairs] = np.arange(len(self.pairs))
+        # (C_in (Z + 1),) float32, Z the zero state's code: entry c (Z + 1) + q is the digit of a cell
+        # of code c and state code q (state value 0 for Z, else q + 1; an empty cell's is 0)
+        q = np.arange(rule.zero_code + 1)
+        pair = v * np.arange(c)[:, None] + np.where(q == rule.zero_code, 0, q + 1)[None, :] * (np.arange(c) > 0)[:, None]
+        self.digit_of_codes = digit_of_pair[pair].reshape(-1).astype(np.float32)
         n = self.n = len(self.pairs)
         p = self.pairs
-        self.step = self.digit_of_pair[pair_step[((p[:, None, None] * d + p[None, :, None]) * d + p[None, None, :])
+        self.step = digit_of_pair[pair_step[((p[:, None, None] * d + p[None, :, None]) * d + p[None, None, :])
                                                  .reshape(-1)]].astype(np.int32)  # (n^3,)
         # a block reads m digits past each end: exact at a row's ends and between packed rows
         # only because an empty cell stays empty whatever its neighbours
@@ -530,18 +535,13 @@ def _table_io(tables: LookupTables, name: str) -> onnx.ValueInfoProto:
 
 
 def _lookup_prepare_nodes(b: _Builder, t: LookupTables, fresh: bool, wrap: bool = False) -> None:
-    """From "codes" [and "state_codes"] to "state" (B, 1, L) float digits. wrap: unused (a digit
-    reads no neighbour), taken as cf's prepare takes it (graph._window calls either)."""
-    codes = b.op("Cast", ["codes"], to=INT64)
-    pair = b.op("Mul", [codes, b.const(np.int64(_lookup_v(t.rule)))])
-    if not fresh:
-        code = b.op("Cast", ["state_codes"], to=INT64)
-        real = b.op("Cast", [b.op("Greater", [codes, b.const(np.int64(0))])], to=INT64)  # an empty cell holds no state
-        value = b.op("Where", [b.op("Equal", [code, b.const(np.int64(t.rule.zero_code))]), b.const(np.int64(0)),
-                               b.op("Add", [code, b.const(np.int64(1))])])
-        pair = b.op("Add", [b.op("Mul", [value, real]), pair])
-    digit = _lookup_flat(b, t.digit_of_pair.astype(np.float32), pair, b.op("Shape", [pair]))
-    b.op("Unsqueeze", [digit, b.const([1])], "state")
+    """From "codes" [and "state_codes"] to "state" (B, 1, L) float digits: one lookup by code and
+    state code (the zero state's, before a first step). wrap: unused (a digit reads no neighbour),
+    taken as cf's prepare takes it (graph._window calls either)."""
+    index = b.op("Mul", [b.op("Cast", ["codes"], to=INT32), b.const(np.int32(t.rule.zero_code + 1))])
+    state_code = b.const(np.int32(t.rule.zero_code)) if fresh else b.op("Cast", ["state_codes"], to=INT32)
+    index = b.op("Add", [index, state_code])
+    b.op("Unsqueeze", [_lookup_flat(b, t.digit_of_codes, index, b.op("Shape", [index])), b.const([1])], "state")
 
 
 def _lookup_step(b: _Builder, t: LookupTables, state: str, wrap: bool, packed: bool, steps: int = 1) -> str:
@@ -613,7 +613,7 @@ def _lookup_finish_nodes(b: _Builder, t: LookupTables, state: str, state_codes: 
     """From `state` (digits) to `state_codes` [and "classes"]: a digit names its cell's code and
     state value, so both are lookups by digit."""
     rule = t.rule
-    digit = b.op("Cast", [b.op("Squeeze", [state, b.const([1])])], to=INT64)
+    digit = b.op("Cast", [b.op("Squeeze", [state, b.const([1])])], to=INT32)
     shape = b.op("Shape", [digit])
     v = _lookup_v(rule)
     value, cell_code = t.pairs % v, t.pairs // v
