@@ -480,7 +480,7 @@ class LookupTables:
         n = self.n = len(self.pairs)
         p = self.pairs
         self.step = digit_of_pair[pair_step[((p[:, None, None] * d + p[None, :, None]) * d + p[None, None, :])
-                                                 .reshape(-1)]].astype(np.int32)  # (n^3,)
+                                                 .reshape(-1)]]  # (n^3,)
         # a block reads m digits past each end: exact at a row's ends and between packed rows
         # only because an empty cell stays empty whatever its neighbours
         keeps_empty = not self.step.reshape(n, n, n)[:, 0, :].any()
@@ -500,22 +500,21 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 
 def _block_tables(step: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
     """-> (centre digit after m steps, last step 1..m that changed the centre or NEVER), each
-    (n^(2m+1),) over the windows of 2m + 1 digits, index sum x_i n^(2m-i)."""
-    after = [np.arange(n, dtype=np.int32), step]  # after[j]: the centre after j steps of 2j + 1 digits
+    (n^(2m+1),) float32 over the windows of 2m + 1 digits, index sum x_i n^(2m-i). Built on
+    broadcast views, one window axis per cell: no index array of n^(2m+1) int64."""
+    small = np.uint8 if n <= 256 else np.int32
+    step = step.astype(small)
+    after = [np.arange(n, dtype=small), step.reshape(n, n, n)]  # after[j]: the centre after j steps of 2j + 1 cells
     for j in range(1, m):
-        width = n ** (2 * j + 1)  # after[j]'s windows; the next reads three of them, shifted by one
-        w = np.arange(width, dtype=np.int64)[:, None, None]
-        y, z = np.arange(n)[None, :, None], np.arange(n)[None, None, :]
-        left = after[j][w]
-        centre = after[j][(w % (width // n)) * n + y]
-        right = after[j][(w % (width // n ** 2)) * n * n + y * n + z]
-        after.append(step[(left.astype(np.int64) * n + centre) * n + right].reshape(-1))
-    windows = np.arange(n ** (2 * m + 1), dtype=np.int64)
-    centres = [after[j][(windows // n ** (m - j)) % n ** (2 * j + 1)] for j in range(m + 1)]
-    last = np.full(len(windows), NEVER, np.float32)
+        a = after[j].astype(np.int32)
+        index = (a[..., None, None] * n + a[None, ..., None]) * n + a[None, None, ...]  # (left, own, right) views
+        after.append(step[index])
+    shape = (n,) * (2 * m + 1)
+    centre = lambda j: after[j].reshape((1,) * (m - j) + (n,) * (2 * j + 1) + (1,) * (m - j))
+    last = np.full(shape, NEVER, np.float32)
     for j in range(1, m + 1):
-        last[centres[j] != centres[j - 1]] = j
-    return centres[m], last
+        last[np.broadcast_to(centre(j) != centre(j - 1), shape)] = j
+    return after[m].reshape(-1), last.reshape(-1)
 
 
 def lookup_tables(rule: Rule, max_entries: int = STEP_TABLE_ENTRIES) -> LookupTables | None:
