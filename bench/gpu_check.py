@@ -466,7 +466,8 @@ def step_formulations(quick: bool) -> dict:
 
     def ort_rate(model, feeds: dict, outputs: dict, steps_per_run: int, swap=None) -> float:
         session = ort.InferenceSession(model.SerializeToString(), providers=providers)
-        values = {n: ort.OrtValue.ortvalue_from_numpy(a, device, 0) for n, a in feeds.items()}
+        declared = {i.name for i in session.get_inputs()}
+        values = {n: ort.OrtValue.ortvalue_from_numpy(a, device, 0) for n, a in feeds.items() if n in declared}
         outs = {n: ort.OrtValue.ortvalue_from_shape_and_type(list(s), dt, device, 0) for n, (s, dt) in outputs.items()}
 
         def run():
@@ -509,11 +510,12 @@ def step_formulations(quick: bool) -> dict:
     out["sead_cf_advance"] = ort_rate(G.cf_advance(rule, k, False, "count"), feats,
                                       {"state_out": (feats["state"].shape, np.float32), "last": ((rows,), np.float32)}, k,
                                       swap=("state", "state_out"))
-    # the lookup form (addition's million-entry table, 4 MB): rows packed end to end, as `ort` runs them
-    prep_lk = ort.InferenceSession(G.lookup_prepare(rule, True, True).SerializeToString(), providers=providers)
-    feats = {"state": prep_lk.run(None, {"codes": codes.reshape(1, -1)})[0], "table": G.lookup_table(rule),
+    # the lookup form (addition's 76^3-entry table): rows packed end to end, as `ort` runs them
+    tables = G.lookup_tables(rule, LOOKUP_ENTRIES)
+    prep_lk = ort.InferenceSession(G.lookup_prepare(tables, True, True).SerializeToString(), providers=providers)
+    feats = {"state": prep_lk.run(None, {"codes": codes.reshape(1, -1)})[0], **tables.inputs,
              "rows": np.array([rows, length], np.int64)}
-    out["sead_lookup_advance"] = ort_rate(G.lookup_advance(rule, k, True, "count"), feats,
+    out["sead_lookup_advance"] = ort_rate(G.lookup_advance(tables, k, True, "count"), feats,
                                           {"state_out": (feats["state"].shape, np.float32), "last": ((rows,), np.float32)},
                                           k, swap=("state", "state_out"))
     try:

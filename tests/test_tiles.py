@@ -88,9 +88,9 @@ def test_long_problems_that_settle_early_never_reach_tiles():
     lines = [f"{random_digits(rng, 3000)}+{random_digits(rng, 3000)}" for _ in range(6)] + ["9" * 4000 + "+1"]
     with Runtime("addition", "ort") as rt:
         got = rt.solve(lines)
-        work = rt.stats()["tile_cell_steps"]
+        work, tile = rt.stats()["tile_cell_steps"], rt.scheduler.tile[0]
     assert [r.answer for r in got] == [str(int(a) + int(b)) for a, b in (line.split("+") for line in lines)]
-    assert got[-1].steps == 4000 and 0 < work < 64 * 4001 * 8  # only the chain ran in tiles, a few tiles a step
+    assert got[-1].steps == 4000 and 0 < work < tile * 4001 * 8  # only the chain ran in tiles, a few tiles a step
 
 
 def test_a_problem_longer_than_a_batch_starts_in_tiles():
@@ -139,13 +139,13 @@ def test_rows_stay_bounded_and_tapes_rest_compact():
     line = "9" * 20_000 + "+1"
     with Runtime("addition", lambda step: _Recording(make_engine(step, "ort"), calls)) as rt:
         result = rt.solve([line])[0]
-        engine = rt.engine
+        engine, (tile, run_tiles) = rt.engine, rt.scheduler.tile
     assert result.answer == "1" + "0" * 20_000 and 20_000 <= result.steps <= 20_002
     assert calls  # the tape ran in tile windows: the bounds below hold for each of them
     for (rows, length), k in calls:
-        assert length <= 64 * 64 + 2 * 64 + 1 and rows * length <= max(engine.batch_cells, length)
+        assert length <= run_tiles * tile + 2 * tile + 1 and rows * length <= max(engine.batch_cells, length)
         assert rows <= engine.max_rows(length)  # no tensor, even the widest activation, near int32 indexing
-    # the chain moves one cell a step, so almost every call runs 3 tiles: not the tape's 313
+    # the chain moves one cell a step, so almost every call runs 3 tiles: not the tape's 157
     assert np.median([shape[0] for shape, _ in calls]) <= 3
     tape = TiledTape(np.ones(1000, np.uint8), ring=False)
     tape.apply([((0, 1000), np.zeros(1000, np.uint16), np.zeros(16, bool))])
