@@ -130,7 +130,7 @@ def section(name: str, deadline: float):
 
 # -- engines ---------------------------------------------------------------------------------------
 
-LOOKUP_ENTRIES = 1 << 24  # lookup windows on a GPU also for addition's million-entry table (its L2 holds it)
+LOOKUP_ENTRIES = 1 << 24  # lookup windows on a GPU also for addition (its tables: 1.7 MB, well inside L2)
 
 
 def gpu_engine(graphs: bool = True, layout: str | None = None, window_layout: str | None = None,
@@ -242,7 +242,7 @@ def short_sums(quick: bool) -> dict:
         head = lines[: n // 10]
         gpu_head = rt.solve(head)
         workers, cells = rt.engine.workers, rt.scheduler.max_batch_cells
-    # the same sums in the lookup layout (addition's million-entry step table, 3 operators a step
+    # the same sums in the lookup layout (addition's 76^3-entry step table, 3 operators a step
     # against cl's 7), which `ort` runs on a CPU: which layout whole rows should take on a GPU
     with runtime("addition", gpu_engine(True, layout="lookup", window_layout="lookup")) as rt:
         got, best = warm_best(rt, lines)

@@ -194,9 +194,10 @@ class Scheduler:
         long = problems.lengths > self.tile_from if self.tile_from is not None else np.zeros(n, bool)
         if self.dense_first and long.any():  # those that fit a batch run their first steps as one row
             padded = np.prod(padded_shapes(self.task, problems), axis=1)
-            # a row past a batch runs slower whole than in tiles that workers share (a 10^6-cell
-            # ring: 2.7x on 2 CPU cores), so it tiles from the first step
-            fits = min(self.max_batch_cells, self.engine.max_row_cells)
+            # a row past a worker's share of a batch runs slower whole, on one worker, than in tiles
+            # that workers share (a 10^6-cell ring: 2.7x on 2 CPU cores; a 10^5-cell ring for 100
+            # generations: 1.6x), so it tiles from the first step
+            fits = min(self.max_batch_cells // len(self.threads), self.engine.max_row_cells)
             rowable = [cells <= fits and self.engine.max_rows(cells) >= 1 for cells in padded[long].tolist()]
             long[np.flatnonzero(long)[rowable]] = False
             dense_limits = np.where(problems.lengths > self.tile_from, self.dense_first, np.iinfo(np.int64).max)

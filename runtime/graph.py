@@ -544,8 +544,8 @@ def _lookup_prepare_nodes(b: _Builder, t: LookupTables, fresh: bool, wrap: bool 
 
 
 def _lookup_step(b: _Builder, t: LookupTables, state: str, wrap: bool, packed: bool, steps: int = 1) -> str:
-    """One step (steps 1) or a block of `steps` (packed rows only) -> the new state; also returns
-    the index read, for block_last."""
+    """One step (steps 1) or a block of `steps` (packed rows only) -> (the new state, the index it
+    read: block_last's, for a block)."""
     read = f"read_{2 * steps + 1}"
     if read not in b.inits:
         b.const(np.array([[[t.n ** (2 * steps - i) for i in range(2 * steps + 1)]]], np.float32), read)
@@ -585,7 +585,7 @@ def _lookup_unroll(b: _Builder, t: LookupTables, k: int, mode: str) -> tuple[str
 def _lookup_advance_nodes(b: _Builder, t: LookupTables, k: int, packed: bool, mode: str, wrap: bool) -> None:
     """From "state", the tables (and by mode "owned", "rows", "budget") to "state_out" and "hot"
     or "last". A digit is its own code: each cell's last change is kept by comparing digits, three
-    operators a step (a block: three), and reduced per row once."""
+    operators a step (a block's is a lookup in block_last: three), and reduced per row once."""
     if packed:
         state, previous, changed_at = _lookup_unroll(b, t, k, mode)
     else:

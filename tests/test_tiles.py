@@ -94,14 +94,14 @@ def test_long_problems_that_settle_early_never_reach_tiles():
 
 
 def test_a_problem_longer_than_a_batch_starts_in_tiles():
-    """Only problems that fit an engine batch run their first steps as a row: a longer one, which
-    workers share better as tiles, is tiled from its first step, and exact."""
+    """Only problems that fit a worker's share of an engine batch run their first steps as a row:
+    a longer one, which workers share better as tiles, is tiled from its first step, and exact."""
     rng = np.random.default_rng(9)
     a, b = random_digits(rng, 3000), random_digits(rng, 3000)
-    with Runtime("addition", "ort", max_batch_cells=2048) as rt:
+    with Runtime("addition", "ort", max_batch_cells=4096, workers=2) as rt:
         got = rt.solve([f"{a}+{b}"])[0]
         assert rt.stats()["tile_cell_steps"] > 0
-    with Runtime("addition", "ort", max_batch_cells=4096) as rt:
+    with Runtime("addition", "ort", max_batch_cells=8192, workers=2) as rt:
         assert rt.solve([f"{a}+{b}"])[0] == got
         assert rt.stats()["tile_cell_steps"] == 0
     assert got.answer == str(int(a) + int(b))

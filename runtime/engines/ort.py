@@ -75,9 +75,9 @@ class OrtEngine:
     CUDA). cuda_graphs: give repeating tile window shapes engine-owned slots and capture CUDA
     graphs on them (default on for CUDA unless SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only
     the slots, for tests of their bookkeeping); graph_rows: batches of whole problems too.
-    lookup_entries: the largest step table the lookup layout builds (by default 2^24 entries, the
-    most a float32 index holds exactly: addition's million-entry table, 4 MB, ran its rows and
-    windows faster than cf on a CPU, bench/results/before_after_ort_cpu.json)."""
+    lookup_entries: the largest Rule.step_table the lookup layout builds on (by default 2^24
+    entries, the most a float32 index holds exactly: addition's million-entry table, whose
+    lookup form ran its rows and windows faster than cf on a CPU)."""
 
     GRAPH_SLOTS = 16            # batch shapes that own buffers (and graphs) for good
 
