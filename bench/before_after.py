@@ -2,7 +2,7 @@
 """This checkout's runtime against an earlier commit's, on the same problems, interleaved in one run.
 
     python bench/before_after.py [--base 882732b] [--rounds 7] [--out bench/results/before_after_ort_cpu.json]
-    python bench/before_after.py --cases long --base b27036e --rounds 5 --out bench/results/before_after_long_ort_cpu.json
+    python bench/before_after.py --cases long --base dae5713 --rounds 5 --out bench/results/before_after_long_ort_cpu.json
 
 The earlier commit is checked out into a temporary git worktree and imported as `sead` from
 there (its runtime needs only numpy, onnx and onnxruntime, as this one does). Each round times

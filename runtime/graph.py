@@ -14,8 +14,8 @@ input channels) is computed once in `prepare` instead of at every step, and the 
 at the end. Three layouts of the same rule:
 
 - "lookup" (tape rules whose whole step fits a table, Rule.step_table): one number a cell, and a
-  step is a lookup of the next in a table of every neighbourhood. ONNX Runtime's CPU provider
-  runs this form fastest where it exists.
+  step is a lookup of the next in a table of every neighbourhood; where the numbers are few, one
+  lookup makes 3 steps. ONNX Runtime's CPU provider runs this form fastest where it exists.
 - "cf" (channels first, sign states): rows (B, C, L) or grids (B, C, H, W); neighbours through a
   convolution over the state channels. Rows that each end in an empty cell are packed end to end,
   (1, C, B*L): one long convolution instead of B short ones (what lies beyond a row is what lies
