@@ -14,6 +14,8 @@ each form's next state may differ from PyTorch's only where the decision margin 
 """
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import torch
 
@@ -77,7 +79,12 @@ class RuntimeForms:
         except ModelFileError as exc:  # the graph the exporter wrote cannot be what the runtime runs
             raise ExportMismatch(str(exc).removeprefix("<export>: ")) from None
         self.sessions = {}
-        self.lookup_tables = None  # built at the first step that needs them
+
+    @cached_property
+    def lookup_tables(self):
+        """The lookup layout's tables (None where the rule has no step table), built once."""
+        from sead.runtime import graph as G
+        return G.lookup_tables(self.rule)
 
     def _session(self, key, build):
         if key not in self.sessions:
@@ -130,10 +137,8 @@ class RuntimeForms:
             nxt = adv.run(["state_out"], {i.name: feeds[i.name] for i in adv.get_inputs()})[0]
             fin = self._session(("cf", "finish"), lambda: G.cf_finish(r, False))
             out["cf"] = fin.run(["state_codes"], {"codes": codes, "state": nxt})[0][kept]
-        if self.lookup_tables is None:
-            self.lookup_tables = G.lookup_tables(r) or False
         tables = self.lookup_tables
-        if tables:
+        if tables is not None:
             prep = self._session(("lookup", "prepare"), lambda: G.lookup_prepare(tables, False, False))
             feeds = dict(zip([o.name for o in prep.get_outputs()],
                              prep.run(None, {"codes": codes, "state_codes": state_codes})), **tables.inputs)

@@ -98,6 +98,7 @@ class OrtEngine:
         may_look_up = (device == "cpu" and layout is None) or "lookup" in (layout, window_layout)
         self.lookup = graph.lookup_tables(self.rule, lookup_entries) if may_look_up else None
         self._lookup_values: dict | None = None
+        self._tables_read: dict[int, dict] = {}  # by id(session): the lookup tables its graph reads
         lookup = self.lookup is not None
         if device == "cpu":  # a rule whose whole step fits a small table runs as lookups (graph.py)
             self.layout = layout or ("lookup" if lookup else "cf" if self.rule.state_code == "sign" else "cl")
@@ -222,6 +223,15 @@ class OrtEngine:
                                        for name, table in self.lookup.inputs.items()}
             return self._lookup_values
 
+    def tables_read(self, session) -> dict[str, np.ndarray]:
+        """The lookup tables a session's graph takes as inputs, by name (looked up once a session:
+        a window runs one per call)."""
+        tables = self._tables_read.get(id(session))
+        if tables is None:
+            tables = {i.name: self.lookup.inputs[i.name] for i in session.get_inputs() if i.name in self.lookup.inputs}
+            self._tables_read[id(session)] = tables
+        return tables
+
     def device_lock(self):
         """While CUDA graphs are on, device work goes one thread at a time: ONNX Runtime captures
         a graph in global mode, where another thread's allocation or copy would invalidate it."""
@@ -279,7 +289,7 @@ class OrtEngine:
                 feeds["window_owned"] = np.ascontiguousarray(owned, np.float32)
             session = self.session((self.window_layout, "window", k, mode, state_codes is None))
             if self.window_layout == "lookup":
-                feeds.update((i.name, self.lookup.inputs[i.name]) for i in session.get_inputs() if i.name in self.lookup.inputs)
+                feeds.update(self.tables_read(session))
             new_states, second = session.run(None, feeds)
             return new_states, (second if owned is None else int(second.max(initial=0)))
         batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False,
@@ -303,6 +313,7 @@ class OrtEngine:
             self._sessions.clear()
             self._slots.clear()
             self._lookup_values = None
+            self._tables_read.clear()
 
 
 class _Slot:
