@@ -443,7 +443,7 @@ def _lookup_flat(b: _Builder, table: np.ndarray, index: str, shape: str) -> str:
 # step counts stay exact. Tables are inputs, not constants: an engine holds them once for all its
 # graphs. Packed rows look up with GatherElements, which ONNX Runtime's CPU provider ran in a
 # third of Gather's time a cell; it wants the table's rank and leading dims, (1, 1, entries), so
-# B unpacked rows (rings, budgets) use Gather, and one step at a time.
+# B unpacked rows (rings, budgets) use Gather. Budget rows run one step at a time.
 
 BLOCK_TABLE_ENTRIES = 1 << 23  # a block table's entries at most (parity's 3-step one: 9^7, 19 MB)
 BLOCK_STEPS = (3, 2)           # the block lengths tried, longest first
@@ -543,37 +543,50 @@ def _lookup_prepare_nodes(b: _Builder, t: LookupTables, fresh: bool, wrap: bool 
     b.op("Unsqueeze", [_lookup_flat(b, t.digit_of_codes, index, b.op("Shape", [index])), b.const([1])], "state")
 
 
-def _lookup_step(b: _Builder, t: LookupTables, state: str, wrap: bool, packed: bool, steps: int = 1) -> str:
-    """One step (steps 1) or a block of `steps` (packed rows only) -> (the new state, the index it
-    read: block_last's, for a block)."""
+def _lookup_step(b: _Builder, t: LookupTables, state: str, wrap: int, packed: bool, steps: int = 1) -> tuple[str, str]:
+    """One step (steps 1) or a block of `steps` -> (the new state, the index it read: block_last's,
+    for a block). wrap: a ring's rows, at least `steps` cells long."""
     read = f"read_{2 * steps + 1}"
     if read not in b.inits:
         b.const(np.array([[[t.n ** (2 * steps - i) for i in range(2 * steps + 1)]]], np.float32), read)
-        if not packed:  # (unpacked rows run single steps)
-            b.op("Reshape", ["table", b.const(np.array([-1], np.int64))], "flat_table")
-    x = _cf_wrap(b, state) if wrap else state
-    index = b.op("Cast", [b.op("Conv", [x, read], pads=[0, 0] if wrap else [steps, steps])], to=INT32)
+    if wrap:  # the ring's last `steps` cells before its first, its first `steps` after its last
+        last = b.op("Slice", [state, b.const([-steps]), b.const([np.iinfo(np.int64).max]), b.const([2])])
+        first = b.op("Slice", [state, b.const([0]), b.const([steps]), b.const([2])])
+        state = b.op("Concat", [last, state, first], axis=2)
+    index = b.op("Cast", [b.op("Conv", [state, read], pads=[0, 0] if wrap else [steps, steps])], to=INT32)
+    table = "table" if steps == 1 else "block_table"
     if packed:  # (1, 1, cells): the table's rank, as GatherElements wants
-        return b.op("GatherElements", ["table" if steps == 1 else "block_table", index], axis=2), index
-    return b.op("Gather", ["flat_table", index]), index
+        return b.op("GatherElements", [table, index], axis=2), index
+    return b.op("Gather", [_flat(b, table), index]), index
 
 
-def _lookup_unroll(b: _Builder, t: LookupTables, k: int, mode: str) -> tuple[str, str | None, str | None]:
-    """K steps of packed rows: blocks of block_steps while they fit (in hot mode, leaving the last
-    step single, whose change is the output), then single steps. -> (state, the state before the
-    last step (hot), changed_at (B', 1, cells) float: the last step 1..K that changed each cell,
-    0 if none (count, owned)). Writes state_out."""
+def _flat(b: _Builder, table: str) -> str:
+    """A table input as one axis, for Gather (made once a graph)."""
+    flat = f"flat_{table}"
+    if not any(flat in node.output for node in b.nodes):
+        b.op("Reshape", [table, b.const(np.array([-1], np.int64))], flat)
+    return flat
+
+
+def _lookup_unroll(b: _Builder, t: LookupTables, k: int, mode: str, packed: bool,
+                   wrap: int) -> tuple[str, str | None, str | None]:
+    """K steps (modes count, owned, hot): blocks of block_steps while they fit (in hot mode leaving
+    the last step single, whose change is the output; on a ring, if its rows are long enough:
+    wrap >= block_steps), then single steps. -> (state, the state before the last step (hot),
+    changed_at (B', 1, cells) float: the last step 1..K that changed each cell, 0 if none (count,
+    owned)). Writes state_out."""
     m = t.block_steps
-    blocks = 0 if m == 1 else (k - 1) // m if mode == "hot" else k // m
+    blocks = 0 if m == 1 or 0 < wrap < m else (k - 1) // m if mode == "hot" else k // m
     state, previous, changed_at = "state", None, b.const(np.float32(0))
     for i in range(blocks):
-        nxt, index = _lookup_step(b, t, state, False, True, m)
+        nxt, index = _lookup_step(b, t, state, wrap, packed, m)
         if mode != "hot":
-            last = b.op("Add", [b.op("GatherElements", ["block_last", index], axis=2), b.const(np.float32(i * m))])
-            changed_at = b.op("Max", [changed_at, last])
+            last = b.op("GatherElements", ["block_last", index], axis=2) if packed else \
+                b.op("Gather", [_flat(b, "block_last"), index])
+            changed_at = b.op("Max", [changed_at, b.op("Add", [last, b.const(np.float32(i * m))])])
         state = nxt
     for i in range(blocks * m, k):
-        nxt, _ = _lookup_step(b, t, state, False, True)
+        nxt, _ = _lookup_step(b, t, state, wrap, packed)
         if mode != "hot":
             moved = b.op("Not", [b.op("Equal", [nxt, state])])
             changed_at = b.op("Where", [moved, b.const(np.float32(i + 1)), changed_at])
@@ -582,15 +595,16 @@ def _lookup_unroll(b: _Builder, t: LookupTables, k: int, mode: str) -> tuple[str
     return state, previous, changed_at
 
 
-def _lookup_advance_nodes(b: _Builder, t: LookupTables, k: int, packed: bool, mode: str, wrap: bool) -> None:
+def _lookup_advance_nodes(b: _Builder, t: LookupTables, k: int, packed: bool, mode: str, wrap: int) -> None:
     """From "state", the tables (and by mode "owned", "rows", "budget") to "state_out" and "hot"
     or "last". A digit is its own code: each cell's last change is kept by comparing digits, three
-    operators a step (a block's is a lookup in block_last: three), and reduced per row once."""
-    if packed:
-        state, previous, changed_at = _lookup_unroll(b, t, k, mode)
-    else:
+    operators a step (a block's is a lookup in block_last: three), and reduced per row once.
+    Budget rows run single steps (a row's budget may end inside a block)."""
+    if mode == "budget":
         state, previous, changed_at = _unroll(b, k, mode, lambda s: _lookup_step(b, t, s, wrap, packed)[0],
                                               lambda s: s, [-1, 1, 1])
+    else:
+        state, previous, changed_at = _lookup_unroll(b, t, k, mode, packed, wrap)
     if mode == "hot":
         b.op("Squeeze", [b.op("Not", [b.op("Equal", [state, previous])]), b.const([1])], "hot")
         return
@@ -639,9 +653,10 @@ def lookup_prepare(t: LookupTables, packed: bool, fresh: bool) -> onnx.ModelProt
     return b.model(inputs, [_io("state", FLOAT, ["batch", 1, *cells])])
 
 
-def lookup_advance(t: LookupTables, k: int, packed: bool, mode: str, wrap: bool = False) -> onnx.ModelProto:
+def lookup_advance(t: LookupTables, k: int, packed: bool, mode: str, wrap: int = 0) -> onnx.ModelProto:
     """K steps; modes, inputs and outputs as cf_advance, with the state and the tables it reads
-    (LookupTables.inputs) in place of features, threshold and state."""
+    (LookupTables.inputs) in place of features, threshold and state. wrap: rings, whose rows are
+    at least this many cells (0: lines); blocks run on rings where wrap >= block_steps."""
     if packed and (mode == "budget" or wrap):
         raise ValueError("only rows that end in an empty cell and need no budget are packed")
     b = _Builder(f"sead_lookup_advance_{mode}_{k}")

@@ -55,6 +55,8 @@ def _graphs(rule):
                     yield f"lookup advance {mode} wrap={wrap}", G.lookup_advance(tables, 4, False, mode, wrap)
         for mode in ("count", "hot", "owned"):  # packed rows: blocks of steps where the rule has them
             yield f"lookup advance packed {mode}", G.lookup_advance(tables, 8, True, mode)
+        if rule.ring:  # rings long enough for blocks
+            yield "lookup advance count, ring blocks", G.lookup_advance(tables, 8, False, "count", tables.block_steps)
         yield "lookup finish", G.lookup_finish(tables, False)
         for mode in ("hot", "owned"):
             yield f"lookup window {mode}", G.lookup_window(tables, 4, mode, fresh=False)
@@ -197,6 +199,29 @@ def test_the_lookup_form_runs_windows_as_the_cf_forms_do(tiny_onnx):
                     where = f"{name} K={k} {mode} fresh={fresh}"
                     for a, b, c in zip(got, want, plain):
                         assert np.array_equal(a, b) and np.array_equal(b, c), where
+
+
+def test_rings_run_blocks_as_they_run_single_steps():
+    """Rule 110 rings of 3 cells and more (as long as a block reads past each end) give the same
+    states and last changing steps in blocks (wrap = block_steps) as one step at a time, from the
+    first step and from reachable states, for K that end inside and after a block."""
+    rng = np.random.default_rng(6)
+    t = G.lookup_tables(Rule.from_step(load_step_model(default_model_path("rule110"))))
+    m = t.block_steps
+    assert m == 3
+    for length in (m, 4, 7, 20):
+        codes = rng.integers(1, t.rule.input_channels, (5, length)).astype(np.uint8)
+        for fresh in (True, False):
+            prepare = {"codes": codes} if fresh else {"codes": codes, "state_codes": _reachable_states(t, codes, rng)}
+            state = _session(G.lookup_prepare(t, False, fresh)).run(None, prepare)[0]
+            for k in (1, 3, 4, 8):
+                out = {}
+                for wrap in (1, m):
+                    session = _session(G.lookup_advance(t, k, False, "count", wrap))
+                    feeds = {"state": state, **{i.name: t.inputs[i.name] for i in session.get_inputs() if i.name in t.inputs}}
+                    out[wrap] = session.run(None, feeds)
+                where = f"length {length} K={k} fresh={fresh}"
+                assert all(np.array_equal(a, b) for a, b in zip(out[1], out[m])), where
 
 
 def test_block_tables_are_the_step_table_run_block_steps_times():

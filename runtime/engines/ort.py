@@ -345,6 +345,9 @@ class OrtBatch:
         channels_first = layout in ("cf", "lookup")
         self.packed = channels_first and r.rank == 1 and not wrap and mode != "budget"
         self.cf_wrap = wrap and channels_first  # cl wraps through its neighbour table
+        if wrap and layout == "lookup":  # a ring's rows wrap as many cells as a block reads, if that long
+            blocks = engine.lookup.block_steps
+            self.cf_wrap = blocks if self.row_cells >= blocks else 1
         self.codes = codes
         if channels_first:
             self.cells_shape = (1, self.b * self.row_cells) if self.packed else codes.shape
@@ -454,7 +457,10 @@ class OrtBatch:
             src, dst = self.states[self.current], self.states[1 - self.current]
             inputs = dict(self.inputs, state=src)
             outputs = {"state_out": dst, ("hot" if self.mode == "hot" else "last"): self.result}
-            key = (self.layout, "advance", k, self.mode, self.packed, self.cf_wrap)
+            mode = self.mode
+            if mode == "budget" and self.layout == "lookup" and budget.min(initial=k) >= k:
+                mode = "count"  # every live row runs all k steps: the graph that runs blocks (idle rows run on)
+            key = (self.layout, "advance", k, mode, self.packed, self.cf_wrap)
             graphed = self.slot is not None and e.cuda_graphs
             if graphed:
                 try:
