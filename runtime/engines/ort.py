@@ -59,8 +59,8 @@ LOOKUP_BATCH_CELLS = 1 << 17  # the lookup layout's step holds a few numbers a c
 
 def cpu_batch_cells(rule: Rule, layout: str) -> int:
     """Cells per CPU batch. The lookup layout: LOOKUP_BATCH_CELLS; bench/row_batches.py ran short
-    sums 1.20x (16 digits) and 1.30x (100) as long at 65,536, and parity strings 1.07x at 65,536
-    and 1.09x at 262,144, Rule 110 rings within 1% of it at both. Else the most, a power of two
+    sums 1.20x (16 digits) and 1.45x (100) as long at 65,536, parity strings 0.98x at 65,536 and
+    1.06x at 262,144, Rule 110 rings within 1% of it at both. Else the most, a power of two
     from 2^14 to 2^18, whose step keeps its activations in STEP_CACHE_BYTES, at about 4 H + 4 C
     floats a cell."""
     if layout == "lookup":
