@@ -180,7 +180,9 @@ class OrtEngine:
 
     def session(self, key: tuple, graphs: bool = False):
         """key: (layout, "prepare", fresh, packed, wrap) | (layout, "advance", k, mode, packed, wrap) |
-        (layout, "finish", packed, readout). graphs: a session that captures CUDA graphs (advance only)."""
+        (layout, "finish", packed, readout); wrap: rings (on lookup, the cells a ring's rows wrap
+        around each end: 1, or the block's steps). graphs: a session that captures CUDA graphs
+        (advance only)."""
         with self._lock:
             full = key + (graphs,)
             if full not in self._sessions:
