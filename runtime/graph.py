@@ -111,11 +111,11 @@ def _cf_pads(rule: Rule, wrap: bool) -> list[int]:
     return [0] * 2 * rule.rank if wrap else [1] * 2 * rule.rank
 
 
-def _cf_wrap(b: _Builder, x: str, axis: int = 2) -> str:
-    """A ring's rows with their last cell before the first and their first after the last (along
-    `axis`: a state's cells, or 1 for codes (B, L))."""
-    last = b.op("Slice", [x, b.const([-1]), b.const([np.iinfo(np.int64).max]), b.const([axis])])
-    first = b.op("Slice", [x, b.const([0]), b.const([1]), b.const([axis])])
+def _cf_wrap(b: _Builder, x: str, axis: int = 2, width: int = 1) -> str:
+    """A ring's rows with their last `width` cells before the first and their first `width` after
+    the last (along `axis`: a state's cells, or 1 for codes (B, L)); rows of at least `width`."""
+    last = b.op("Slice", [x, b.const([-width]), b.const([np.iinfo(np.int64).max]), b.const([axis])])
+    first = b.op("Slice", [x, b.const([0]), b.const([width]), b.const([axis])])
     return b.op("Concat", [last, x, first], axis=axis)
 
 
@@ -460,12 +460,12 @@ class LookupTables:
         d = c * v  # pairs; entry ((l d + o) d + r) of `pair_step` is the next pair of pair o
         value = step_table.reshape(c, c, c, v, v, v).transpose(0, 3, 1, 4, 2, 5)  # (c_l, s_l, c_o, s_o, c_r, s_r)
         pair_step = (value + v * np.arange(c).reshape(1, 1, c, 1, 1, 1)).reshape(-1).astype(np.int64)
+        step_of = lambda p: pair_step[((p[:, None, None] * d + p[None, :, None]) * d + p[None, None, :]).reshape(-1)]
         reach = np.zeros(d, bool)
         reach[v * np.arange(c)] = True  # a first step's pairs: every code, no state yet
         while True:  # close under the step: a run from a first step never leaves these pairs
-            p = np.flatnonzero(reach)
             after = np.zeros(d, bool)
-            after[pair_step[((p[:, None, None] * d + p[None, :, None]) * d + p[None, None, :]).reshape(-1)]] = True
+            after[step_of(np.flatnonzero(reach))] = True
             if not (after & ~reach).any():
                 break
             reach |= after
@@ -478,9 +478,7 @@ class LookupTables:
         pair = v * np.arange(c)[:, None] + np.where(q == rule.zero_code, 0, q + 1)[None, :] * (np.arange(c) > 0)[:, None]
         self.digit_of_codes = digit_of_pair[pair].reshape(-1).astype(np.float32)
         n = self.n = len(self.pairs)
-        p = self.pairs
-        self.step = digit_of_pair[pair_step[((p[:, None, None] * d + p[None, :, None]) * d + p[None, None, :])
-                                                 .reshape(-1)]]  # (n^3,)
+        self.step = digit_of_pair[step_of(self.pairs)]  # (n^3,): the next digit of (l n + o) n + r
         # a block reads m digits past each end: exact at a row's ends and between packed rows
         # only because an empty cell stays empty whatever its neighbours
         keeps_empty = not self.step.reshape(n, n, n)[:, 0, :].any()
@@ -499,8 +497,8 @@ def _read_only(a: np.ndarray) -> np.ndarray:
 
 
 def _block_tables(step: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
-    """-> (centre digit after m steps, last step 1..m that changed the centre or NEVER), each
-    (n^(2m+1),) float32 over the windows of 2m + 1 digits, index sum x_i n^(2m-i). Built on
+    """-> (centre digit after m steps, last step 1..m that changed the centre (float32) or NEVER),
+    each (n^(2m+1),) over the windows of 2m + 1 digits, index sum x_i n^(2m-i). Built on
     broadcast views, one window axis per cell: no index array of n^(2m+1) int64."""
     small = np.uint8 if n <= 256 else np.int32
     step = step.astype(small)
@@ -549,10 +547,8 @@ def _lookup_step(b: _Builder, t: LookupTables, state: str, wrap: int, packed: bo
     read = f"read_{2 * steps + 1}"
     if read not in b.inits:
         b.const(np.array([[[t.n ** (2 * steps - i) for i in range(2 * steps + 1)]]], np.float32), read)
-    if wrap:  # the ring's last `steps` cells before its first, its first `steps` after its last
-        last = b.op("Slice", [state, b.const([-steps]), b.const([np.iinfo(np.int64).max]), b.const([2])])
-        first = b.op("Slice", [state, b.const([0]), b.const([steps]), b.const([2])])
-        state = b.op("Concat", [last, state, first], axis=2)
+    if wrap:  # a block reads `steps` cells around each end of the ring
+        state = _cf_wrap(b, state, width=steps)
     index = b.op("Cast", [b.op("Conv", [state, read], pads=[0, 0] if wrap else [steps, steps])], to=INT32)
     table = "table" if steps == 1 else "block_table"
     if packed:  # (1, 1, cells): the table's rank, as GatherElements wants
