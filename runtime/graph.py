@@ -111,12 +111,15 @@ def _cf_pads(rule: Rule, wrap: bool) -> list[int]:
     return [0] * 2 * rule.rank if wrap else [1] * 2 * rule.rank
 
 
-def _cf_wrap(b: _Builder, x: str, axis: int = 2, width: int = 1) -> str:
-    """A ring's rows with their last `width` cells before the first and their first `width` after
-    the last (along `axis`: a state's cells, or 1 for codes (B, L)); rows of at least `width`."""
-    last = b.op("Slice", [x, b.const([-width]), b.const([np.iinfo(np.int64).max]), b.const([axis])])
-    first = b.op("Slice", [x, b.const([0]), b.const([width]), b.const([axis])])
-    return b.op("Concat", [last, x, first], axis=axis)
+def _cf_wrap(b: _Builder, x: str, axis: int = 2, left: int = 1, right: int = 1) -> str:
+    """A ring's rows with their last `left` cells before the first and their first `right` after
+    the last (along `axis`: a state's cells, or 1 for codes (B, L)); rows of at least that many."""
+    parts = [x]
+    if left:
+        parts.insert(0, b.op("Slice", [x, b.const([-left]), b.const([np.iinfo(np.int64).max]), b.const([axis])]))
+    if right:
+        parts.append(b.op("Slice", [x, b.const([0]), b.const([right]), b.const([axis])]))
+    return b.op("Concat", parts, axis=axis)
 
 
 def _cf_conv(b: _Builder, rule: Rule, wrap: bool, x: str, w: np.ndarray, bias: str | None = None) -> str:
@@ -438,15 +441,16 @@ def _lookup_flat(b: _Builder, table: np.ndarray, index: str, shape: str) -> str:
 # convolution reading the three digits around each cell as one number ((l n + o) n + r, below 2^24:
 # exact in float32 in any order), a cast, and a lookup in the table of every neighbourhood's next
 # digit: three operators, none of the rule's arithmetic left to round. Where n is small, a block
-# table does the same for m steps at once from 2m + 1 digits (a cell's state after m steps depends
-# on no others), and a second one gives the last of those steps that changed the cell, so that
+# table does the same for m steps at once from the digits within m cells (a cell's state after m
+# steps depends on no others; on those on one side only where the step reads one neighbour, as
+# parity's does), and a second one gives the last of those steps that changed the cell, so that
 # step counts stay exact. Tables are inputs, not constants: an engine holds them once for all its
 # graphs. Packed rows look up with GatherElements, which ONNX Runtime's CPU provider ran in a
 # third of Gather's time a cell; it wants the table's rank and leading dims, (1, 1, entries), so
 # B unpacked rows (rings, budgets) use Gather. Budget rows run one step at a time.
 
-BLOCK_TABLE_ENTRIES = 1 << 23  # a block table's entries at most (parity's 3-step one: 9^7, 19 MB)
-BLOCK_STEPS = (3, 2)           # the block lengths tried, longest first
+BLOCK_TABLE_ENTRIES = 1 << 23  # a block table's entries at most (parity's 6-step one: 9^7, 19 MB)
+MAX_BLOCK_STEPS = 6            # the longest block tried
 NEVER = np.float32(-1e9)       # block_last where no step of the block changed the cell
 
 
@@ -481,13 +485,16 @@ class LookupTables:
         self.step = digit_of_pair[step_of(self.pairs)]  # (n^3,): the next digit of (l n + o) n + r
         # a block reads m digits past each end: exact at a row's ends and between packed rows
         # only because an empty cell stays empty whatever its neighbours
-        keeps_empty = not self.step.reshape(n, n, n)[:, 0, :].any()
-        self.block_steps = next((m for m in BLOCK_STEPS if n ** (2 * m + 1) <= BLOCK_TABLE_ENTRIES), 1) \
-            if keeps_empty else 1
+        step3 = self.step.reshape(n, n, n)
+        keeps_empty = not step3[:, 0, :].any()
+        sides = (int((step3 != step3[:1]).any()), int((step3 != step3[..., :1]).any()))  # reads left, right
+        self.block_steps = next((m for m in range(MAX_BLOCK_STEPS, 1, -1)
+                                 if n ** (m * sum(sides) + 1) <= BLOCK_TABLE_ENTRIES), 1) if keeps_empty else 1
+        self.block_reach = (self.block_steps * sides[0], self.block_steps * sides[1])  # cells a block reads left, right
         shaped = lambda a: _read_only(np.ascontiguousarray(a, np.float32).reshape(1, 1, -1))
         self.inputs = {"table": shaped(self.step)}  # the graphs' table inputs by name, (1, 1, entries)
         if self.block_steps > 1:
-            block, last = _block_tables(self.step, n, self.block_steps)
+            block, last = _block_tables(self.step, n, self.block_steps, sides)
             self.inputs.update(block_table=shaped(block), block_last=shaped(last))
 
 
@@ -496,22 +503,33 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _block_tables(step: np.ndarray, n: int, m: int) -> tuple[np.ndarray, np.ndarray]:
+def _block_tables(step: np.ndarray, n: int, m: int, sides: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """-> (centre digit after m steps, last step 1..m that changed the centre (float32) or NEVER),
-    each (n^(2m+1),) over the windows of 2m + 1 digits, index sum x_i n^(2m-i). Built on
-    broadcast views, one window axis per cell: no index array of n^(2m+1) int64."""
+    each over the windows of the w = m (left + right) + 1 digits a block reads (`sides`: whether
+    the step reads its left, right neighbour), index sum x_i n^(w-1-i). Built on broadcast views,
+    one window axis per cell: no index array of n^w int64."""
     small = np.uint8 if n <= 256 else np.int32
     step = step.astype(small)
-    after = [np.arange(n, dtype=small), step.reshape(n, n, n)]  # after[j]: the centre after j steps of 2j + 1 cells
-    for j in range(1, m):
-        a = after[j].astype(np.int32)
-        index = (a[..., None, None] * n + a[None, ..., None]) * n + a[None, None, ...]  # (left, own, right) views
-        after.append(step[index])
-    shape = (n,) * (2 * m + 1)
-    centre = lambda j: after[j].reshape((1,) * (m - j) + (n,) * (2 * j + 1) + (1,) * (m - j))
+    left, right = sides
+    width = lambda j: j * (left + right) + 1  # cells the centre after j steps depends on
+    after = [np.arange(n, dtype=small)]  # after[j]: the centre after j steps, one axis per cell it reads
+
+    def placed(a: np.ndarray, j: int, q: int, big: int) -> np.ndarray:
+        """after[j] as a view on the cells after[big] reads, for the centre q cells along."""
+        lead = q + (big - j) * left
+        return a.reshape((1,) * lead + (n,) * width(j) + (1,) * (width(big) - width(j) - lead))
+
+    for j in range(1, m + 1):
+        a = after[j - 1].astype(np.int32)
+        own = placed(a, j - 1, 0, j)
+        l_ = placed(a, j - 1, -1, j) if left else 0  # a neighbour the step does not read: any digit
+        r_ = placed(a, j - 1, 1, j) if right else 0
+        after.append(step[(l_ * n + own) * n + r_])
+    shape = (n,) * width(m)
     last = np.full(shape, NEVER, np.float32)
     for j in range(1, m + 1):
-        last[np.broadcast_to(centre(j) != centre(j - 1), shape)] = j
+        changed = placed(after[j], j, 0, m) != placed(after[j - 1], j - 1, 0, m)
+        last[np.broadcast_to(changed, shape)] = j
     return after[m].reshape(-1), last.reshape(-1)
 
 
@@ -527,8 +545,7 @@ def _lookup_v(rule: Rule) -> int:
 
 
 def _table_io(tables: LookupTables, name: str) -> onnx.ValueInfoProto:
-    steps = tables.block_steps if name != "table" else 1
-    return _io(name, FLOAT, [1, 1, tables.n ** (2 * steps + 1)])
+    return _io(name, FLOAT, list(tables.inputs[name].shape))
 
 
 def _lookup_prepare_nodes(b: _Builder, t: LookupTables, fresh: bool, wrap: bool = False) -> None:
@@ -542,14 +559,16 @@ def _lookup_prepare_nodes(b: _Builder, t: LookupTables, fresh: bool, wrap: bool 
 
 
 def _lookup_step(b: _Builder, t: LookupTables, state: str, wrap: int, packed: bool, steps: int = 1) -> tuple[str, str]:
-    """One step (steps 1) or a block of `steps` -> (the new state, the index it read: block_last's,
-    for a block). wrap: a ring's rows, at least `steps` cells long."""
-    read = f"read_{2 * steps + 1}"
+    """One step (steps 1) or a block (steps block_steps) -> (the new state, the index it read:
+    block_last's, for a block). wrap: a ring's rows, at least `steps` cells long."""
+    left, right = (1, 1) if steps == 1 else t.block_reach  # the cells it reads on each side
+    read = f"read_{left}_{right}"
     if read not in b.inits:
-        b.const(np.array([[[t.n ** (2 * steps - i) for i in range(2 * steps + 1)]]], np.float32), read)
-    if wrap:  # a block reads `steps` cells around each end of the ring
-        state = _cf_wrap(b, state, width=steps)
-    index = b.op("Cast", [b.op("Conv", [state, read], pads=[0, 0] if wrap else [steps, steps])], to=INT32)
+        width = left + right + 1
+        b.const(np.array([[[t.n ** (width - 1 - i) for i in range(width)]]], np.float32), read)
+    if wrap:  # the ring's cells it reads past each end
+        state = _cf_wrap(b, state, left=left, right=right)
+    index = b.op("Cast", [b.op("Conv", [state, read], pads=[0, 0] if wrap else [left, right])], to=INT32)
     table = "table" if steps == 1 else "block_table"
     if packed:  # (1, 1, cells): the table's rank, as GatherElements wants
         return b.op("GatherElements", [table, index], axis=2), index

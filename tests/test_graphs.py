@@ -175,7 +175,7 @@ def test_the_lookup_form_runs_windows_as_the_cf_forms_do(tiny_onnx):
     rng = np.random.default_rng(4)
     tables = {name: G.lookup_tables(r) for name, r in _rules(tiny_onnx).items() if r.step_table() is not None}
     assert {"addition", "parity", "rule110"} <= set(tables)
-    assert tables["parity"].block_steps == tables["rule110"].block_steps == 3
+    assert (tables["parity"].block_steps, tables["rule110"].block_steps) == (6, 3)
     for name, t in tables.items():
         rule = t.rule
         codes = rng.integers(1, rule.input_channels, (3, 57)).astype(np.uint8)
@@ -183,7 +183,7 @@ def test_the_lookup_form_runs_windows_as_the_cf_forms_do(tiny_onnx):
         codes[:, -1] = 0
         states = _reachable_states(t, codes, rng)
         owned = (rng.random(codes.shape) < 0.7).astype(np.float32)
-        for k in (1, 2, 5, 7):
+        for k in (1, 2, 5, 7, 13):
             for mode in ("hot", "owned"):
                 for fresh in (True, False):
                     feeds = {"window_codes": codes}
@@ -202,45 +202,52 @@ def test_the_lookup_form_runs_windows_as_the_cf_forms_do(tiny_onnx):
 
 
 def test_rings_run_blocks_as_they_run_single_steps():
-    """Rule 110 rings of 3 cells and more (as long as a block reads past each end) give the same
-    states and last changing steps in blocks (wrap = block_steps) as one step at a time, from the
-    first step and from reachable states, for K that end inside and after a block."""
+    """Rings as short as a block's reach and longer give the same states and last changing steps
+    in blocks (wrap = block_steps) as one step at a time, from the first step and from reachable
+    states, for K that end inside and after a block: Rule 110's blocks read both sides, parity's
+    the left only (a ring of parity digits: the graphs run any rule's digits on a ring)."""
     rng = np.random.default_rng(6)
-    t = G.lookup_tables(Rule.from_step(load_step_model(default_model_path("rule110"))))
-    m = t.block_steps
-    assert m == 3
-    for length in (m, 4, 7, 20):
-        codes = rng.integers(1, t.rule.input_channels, (5, length)).astype(np.uint8)
-        for fresh in (True, False):
-            prepare = {"codes": codes} if fresh else {"codes": codes, "state_codes": _reachable_states(t, codes, rng)}
-            state = _session(G.lookup_prepare(t, False, fresh)).run(None, prepare)[0]
-            for k in (1, 3, 4, 8):
-                out = {}
-                for wrap in (1, m):
-                    session = _session(G.lookup_advance(t, k, False, "count", wrap))
-                    feeds = {"state": state, **{i.name: t.inputs[i.name] for i in session.get_inputs() if i.name in t.inputs}}
-                    out[wrap] = session.run(None, feeds)
-                where = f"length {length} K={k} fresh={fresh}"
-                assert all(np.array_equal(a, b) for a, b in zip(out[1], out[m])), where
+    for name in ("rule110", "parity"):
+        t = G.lookup_tables(Rule.from_step(load_step_model(default_model_path(name))))
+        m = t.block_steps
+        for length in (m, m + 1, 2 * m + 1, 20):
+            codes = rng.integers(1, t.rule.input_channels, (5, length)).astype(np.uint8)
+            for fresh in (True, False):
+                prepare = {"codes": codes} if fresh else {"codes": codes, "state_codes": _reachable_states(t, codes, rng)}
+                state = _session(G.lookup_prepare(t, False, fresh)).run(None, prepare)[0]
+                for k in (1, m, m + 1, 2 * m + 2):
+                    out = {}
+                    for wrap in (1, m):
+                        session = _session(G.lookup_advance(t, k, False, "count", wrap))
+                        feeds = {"state": state, **{i.name: t.inputs[i.name] for i in session.get_inputs() if i.name in t.inputs}}
+                        out[wrap] = session.run(None, feeds)
+                    where = f"{name} length {length} K={k} fresh={fresh}"
+                    assert all(np.array_equal(a, b) for a, b in zip(out[1], out[m])), where
 
 
 def test_block_tables_are_the_step_table_run_block_steps_times():
-    """Each entry of a block table is the centre of its 2m + 1 digits after m steps of the step
+    """Each entry of a block table is the centre of the digits it reads after m steps of the step
     table, and block_last the last of those steps that changed it (NEVER if none); and no digit
-    outside the reachable ones comes out of the step table."""
+    outside the reachable ones comes out of the step table. Parity's step never reads its right
+    neighbour, so its blocks read left only: a random digit stands there, and must not matter."""
     rng = np.random.default_rng(8)
-    for name in ("parity", "rule110"):
+    for name, reach in (("parity", (6, 0)), ("rule110", (3, 3))):
         t = G.lookup_tables(Rule.from_step(load_step_model(default_model_path(name))))
-        n, m = t.n, t.block_steps
+        n, m, (left, right) = t.n, t.block_steps, t.block_reach
+        assert (m, left, right) == (max(reach), *reach), name
         step = t.inputs["table"].reshape(-1).astype(np.int64)
         assert step.max() < n and step.reshape(n, n, n)[:, 0, :].max() == 0  # closed; an empty cell stays empty
-        index = rng.integers(0, n ** (2 * m + 1), 20_000)
-        cells = [(index // n ** (2 * m - i)) % n for i in range(2 * m + 1)]
+        width = left + right + 1
+        index = rng.integers(0, n ** width, 20_000)
+        cells = [(index // n ** (width - 1 - i)) % n for i in range(width)]
         last = np.full(len(index), G.NEVER)
         for j in range(1, m + 1):
-            centre = cells[len(cells) // 2]
-            cells = [step[(cells[i] * n + cells[i + 1]) * n + cells[i + 2]] for i in range(len(cells) - 2)]
-            last[cells[len(cells) // 2] != centre] = j
+            centre = cells[left - (j - 1) * (left // m)]
+            padded = ([rng.integers(0, n, len(index))] if not left else []) + cells + \
+                ([rng.integers(0, n, len(index))] if not right else [])
+            cells = [step[(padded[i] * n + padded[i + 1]) * n + padded[i + 2]] for i in range(len(padded) - 2)]
+            last[cells[left - j * (left // m)] != centre] = j
+        assert len(cells) == 1, name
         assert np.array_equal(t.inputs["block_table"].reshape(-1)[index], cells[0]), name
         assert np.array_equal(t.inputs["block_last"].reshape(-1)[index], last), name
 
