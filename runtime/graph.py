@@ -15,7 +15,7 @@ at the end. Three layouts of the same rule:
 
 - "lookup" (tape rules whose whole step fits a table, Rule.step_table): one number a cell, and a
   step is a lookup of the next in a table of every neighbourhood; where the numbers are few, one
-  lookup makes 3 steps. ONNX Runtime's CPU provider runs this form fastest where it exists.
+  lookup makes several steps. ONNX Runtime's CPU provider runs this form fastest where it exists.
 - "cf" (channels first, sign states): rows (B, C, L) or grids (B, C, H, W); neighbours through a
   convolution over the state channels. Rows that each end in an empty cell are packed end to end,
   (1, C, B*L): one long convolution instead of B short ones (what lies beyond a row is what lies
@@ -444,13 +444,14 @@ def _lookup_flat(b: _Builder, table: np.ndarray, index: str, shape: str) -> str:
 # table does the same for m steps at once from the digits within m cells (a cell's state after m
 # steps depends on no others; on those on one side only where the step reads one neighbour, as
 # parity's does), and a second one gives the last of those steps that changed the cell, so that
-# step counts stay exact. Tables are inputs, not constants: an engine holds them once for all its
+# step counts stay exact. There are blocks of every length up to m, so that K steps take K // m
+# blocks of m and one lookup of the remainder. Tables are inputs, not constants: an engine holds them once for all its
 # graphs. Packed rows look up with GatherElements, which ONNX Runtime's CPU provider ran in a
 # third of Gather's time a cell; it wants the table's rank and leading dims, (1, 1, entries), so
 # B unpacked rows (rings, budgets) use Gather. Budget rows run one step at a time.
 
 BLOCK_TABLE_ENTRIES = 1 << 23  # a block table's entries at most (parity's 6-step one: 9^7, 19 MB)
-MAX_BLOCK_STEPS = 6            # the longest block tried
+MAX_BLOCK_STEPS = 6            # the longest block tried (parity's, whose blocks read one side)
 NEVER = np.float32(-1e9)       # block_last where no step of the block changed the cell
 
 
@@ -490,12 +491,26 @@ class LookupTables:
         sides = (int((step3 != step3[:1]).any()), int((step3 != step3[..., :1]).any()))  # reads left, right
         self.block_steps = next((m for m in range(MAX_BLOCK_STEPS, 1, -1)
                                  if n ** (m * sum(sides) + 1) <= BLOCK_TABLE_ENTRIES), 1) if keeps_empty else 1
-        self.block_reach = (self.block_steps * sides[0], self.block_steps * sides[1])  # cells a block reads left, right
+        self.sides = sides
         shaped = lambda a: _read_only(np.ascontiguousarray(a, np.float32).reshape(1, 1, -1))
         self.inputs = {"table": shaped(self.step)}  # the graphs' table inputs by name, (1, 1, entries)
-        if self.block_steps > 1:
-            block, last = _block_tables(self.step, n, self.block_steps, sides)
-            self.inputs.update(block_table=shaped(block), block_last=shaped(last))
+        # blocks of every length 2..m: K steps take K // m blocks of m and one of the remainder
+        for m, (block, last) in _block_tables(self.step, n, self.block_steps, sides).items():
+            self.inputs.update({f"block_table_{m}": shaped(block), f"block_last_{m}": shaped(last)})
+
+    def reach(self, steps: int) -> tuple[int, int]:
+        """The cells a lookup of `steps` steps reads left and right of a cell."""
+        return (1, 1) if steps == 1 else (steps * self.sides[0], steps * self.sides[1])
+
+    def plan(self, k: int, wrap: int = 0) -> list[int]:
+        """The steps of each lookup that K steps take, in order: a single step if the remainder is
+        one, else a block of the remainder, then blocks of block_steps. Ring rows shorter than a
+        block (0 < wrap < block_steps) take single steps."""
+        m = self.block_steps
+        if m == 1 or 0 < wrap < m:
+            return [1] * k
+        rest = k % m
+        return [rest] * (rest > 0) + [m] * (k // m)
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
@@ -503,11 +518,12 @@ def _read_only(a: np.ndarray) -> np.ndarray:
     return a
 
 
-def _block_tables(step: np.ndarray, n: int, m: int, sides: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """-> (centre digit after m steps, last step 1..m that changed the centre (float32) or NEVER),
-    each over the windows of the w = m (left + right) + 1 digits a block reads (`sides`: whether
-    the step reads its left, right neighbour), index sum x_i n^(w-1-i). Built on broadcast views,
-    one window axis per cell: no index array of n^w int64."""
+def _block_tables(step: np.ndarray, n: int, m: int, sides: tuple[int, int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """-> for each block length j in 2..m: (centre digit after j steps, last step 1..j that
+    changed the centre (float32) or NEVER), each over the windows of the w = j (left + right) + 1
+    digits the block reads (`sides`: whether the step reads its left, right neighbour), index
+    sum x_i n^(w-1-i). Built on broadcast views, one window axis per cell: no index array of n^w
+    int64."""
     small = np.uint8 if n <= 256 else np.int32
     step = step.astype(small)
     left, right = sides
@@ -525,12 +541,15 @@ def _block_tables(step: np.ndarray, n: int, m: int, sides: tuple[int, int]) -> t
         l_ = placed(a, j - 1, -1, j) if left else 0  # a neighbour the step does not read: any digit
         r_ = placed(a, j - 1, 1, j) if right else 0
         after.append(step[(l_ * n + own) * n + r_])
-    shape = (n,) * width(m)
-    last = np.full(shape, NEVER, np.float32)
-    for j in range(1, m + 1):
-        changed = placed(after[j], j, 0, m) != placed(after[j - 1], j - 1, 0, m)
-        last[np.broadcast_to(changed, shape)] = j
-    return after[m].reshape(-1), last.reshape(-1)
+    blocks = {}
+    for big in range(2, m + 1):
+        shape = (n,) * width(big)
+        last = np.full(shape, NEVER, np.float32)
+        for j in range(1, big + 1):
+            changed = placed(after[j], j, 0, big) != placed(after[j - 1], j - 1, 0, big)
+            last[np.broadcast_to(changed, shape)] = j
+        blocks[big] = after[big].reshape(-1), last.reshape(-1)
+    return blocks
 
 
 def lookup_tables(rule: Rule, max_entries: int = STEP_TABLE_ENTRIES) -> LookupTables | None:
@@ -559,9 +578,9 @@ def _lookup_prepare_nodes(b: _Builder, t: LookupTables, fresh: bool, wrap: bool 
 
 
 def _lookup_step(b: _Builder, t: LookupTables, state: str, wrap: int, packed: bool, steps: int = 1) -> tuple[str, str]:
-    """One step (steps 1) or a block (steps block_steps) -> (the new state, the index it read:
-    block_last's, for a block). wrap: a ring's rows, at least `steps` cells long."""
-    left, right = (1, 1) if steps == 1 else t.block_reach  # the cells it reads on each side
+    """One step (steps 1) or a block of `steps` -> (the new state, the index it read: the block's
+    block_last's). wrap: a ring's rows, at least `steps` cells long."""
+    left, right = t.reach(steps)
     read = f"read_{left}_{right}"
     if read not in b.inits:
         width = left + right + 1
@@ -569,7 +588,7 @@ def _lookup_step(b: _Builder, t: LookupTables, state: str, wrap: int, packed: bo
     if wrap:  # the ring's cells it reads past each end
         state = _cf_wrap(b, state, left=left, right=right)
     index = b.op("Cast", [b.op("Conv", [state, read], pads=[0, 0] if wrap else [left, right])], to=INT32)
-    table = "table" if steps == 1 else "block_table"
+    table = "table" if steps == 1 else f"block_table_{steps}"
     if packed:  # (1, 1, cells): the table's rank, as GatherElements wants
         return b.op("GatherElements", [table, index], axis=2), index
     return b.op("Gather", [_flat(b, table), index]), index
@@ -585,43 +604,43 @@ def _flat(b: _Builder, table: str) -> str:
 
 def _lookup_unroll(b: _Builder, t: LookupTables, k: int, mode: str, packed: bool,
                    wrap: int) -> tuple[str, str | None, str | None]:
-    """K steps (modes count, owned, hot): blocks of block_steps while they fit (in hot mode leaving
-    the last step single, whose change is the output; on a ring, if its rows are long enough:
-    wrap >= block_steps), then single steps. -> (state, the state before the last step (hot),
-    changed_at (B', 1, cells) float: the last step 1..K that changed each cell, 0 if none (count,
-    owned)). Writes state_out."""
-    m = t.block_steps
-    blocks = 0 if m == 1 or 0 < wrap < m else (k - 1) // m if mode == "hot" else k // m
-    state, previous, changed_at = "state", None, b.const(np.float32(0))
-    for i in range(blocks):
-        nxt, index = _lookup_step(b, t, state, wrap, packed, m)
-        if mode != "hot":
-            last = b.op("GatherElements", ["block_last", index], axis=2) if packed else \
-                b.op("Gather", [_flat(b, "block_last"), index])
-            changed_at = b.op("Max", [changed_at, b.op("Add", [last, b.const(np.float32(i * m))])])
-        state = nxt
-    for i in range(blocks * m, k):
-        nxt, _ = _lookup_step(b, t, state, wrap, packed)
-        if mode != "hot":
+    """K steps (modes count, owned, hot) in the lookups of LookupTables.plan. -> (state, hot: the
+    cells the last step changed (hot mode), changed_at (B', 1, cells) float: the last step 1..K
+    that changed each cell, 0 if none (count, owned)). A block's changes are a lookup in its
+    block_last (hot: whether that is its last step). Writes state_out."""
+    state, hot, changed_at, done = "state", None, b.const(np.float32(0)), 0
+    plan = t.plan(k, wrap)
+    for i, steps in enumerate(plan):
+        nxt, index = _lookup_step(b, t, state, wrap, packed, steps)
+        if steps == 1 and (mode != "hot" or i == len(plan) - 1):
             moved = b.op("Not", [b.op("Equal", [nxt, state])])
-            changed_at = b.op("Where", [moved, b.const(np.float32(i + 1)), changed_at])
-        previous, state = state, nxt
+            if mode == "hot":
+                hot = moved
+            else:
+                changed_at = b.op("Where", [moved, b.const(np.float32(done + 1)), changed_at])
+        elif steps > 1 and (mode != "hot" or i == len(plan) - 1):
+            table = f"block_last_{steps}"
+            last = b.op("GatherElements", [table, index], axis=2) if packed else b.op("Gather", [_flat(b, table), index])
+            if mode == "hot":
+                hot = b.op("Equal", [last, b.const(np.float32(steps))])
+            else:
+                changed_at = b.op("Max", [changed_at, b.op("Add", [last, b.const(np.float32(done))])])
+        state, done = nxt, done + steps
     b.op("Identity", [state], "state_out")
-    return state, previous, changed_at
+    return state, hot, changed_at
 
 
 def _lookup_advance_nodes(b: _Builder, t: LookupTables, k: int, packed: bool, mode: str, wrap: int) -> None:
     """From "state", the tables (and by mode "owned", "rows", "budget") to "state_out" and "hot"
     or "last". A digit is its own code: each cell's last change is kept by comparing digits, three
-    operators a step (a block's is a lookup in block_last: three), and reduced per row once.
+    operators a step (a block's is a lookup in its block_last: three), and reduced per row once.
     Budget rows run single steps (a row's budget may end inside a block)."""
     if mode == "budget":
-        state, previous, changed_at = _unroll(b, k, mode, lambda s: _lookup_step(b, t, s, wrap, packed)[0],
-                                              lambda s: s, [-1, 1, 1])
+        _, _, changed_at = _unroll(b, k, mode, lambda s: _lookup_step(b, t, s, wrap, packed)[0], lambda s: s, [-1, 1, 1])
     else:
-        state, previous, changed_at = _lookup_unroll(b, t, k, mode, packed, wrap)
+        _, hot, changed_at = _lookup_unroll(b, t, k, mode, packed, wrap)
     if mode == "hot":
-        b.op("Squeeze", [b.op("Not", [b.op("Equal", [state, previous])]), b.const([1])], "hot")
+        b.op("Squeeze", [hot, b.const([1])], "hot")
         return
     if mode == "owned":
         changed_at = b.op("Mul", [changed_at, "owned"])
@@ -634,7 +653,7 @@ def _lookup_advance_nodes(b: _Builder, t: LookupTables, k: int, packed: bool, mo
 def _lookup_tables_read(b: _Builder, t: LookupTables) -> list[onnx.ValueInfoProto]:
     """The table inputs of the nodes built so far."""
     used = {i for node in b.nodes for i in node.input}
-    return [_table_io(t, name) for name in ("table", "block_table", "block_last") if name in used]
+    return [_table_io(t, name) for name in t.inputs if name in used]
 
 
 def _lookup_finish_nodes(b: _Builder, t: LookupTables, state: str, state_codes: str, readout: bool) -> None:

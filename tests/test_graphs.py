@@ -226,30 +226,36 @@ def test_rings_run_blocks_as_they_run_single_steps():
 
 
 def test_block_tables_are_the_step_table_run_block_steps_times():
-    """Each entry of a block table is the centre of the digits it reads after m steps of the step
-    table, and block_last the last of those steps that changed it (NEVER if none); and no digit
-    outside the reachable ones comes out of the step table. Parity's step never reads its right
-    neighbour, so its blocks read left only: a random digit stands there, and must not matter."""
+    """Each entry of a block table of m steps (every m from 2 to block_steps) is the centre of the
+    digits it reads after m steps of the step table, and its block_last the last of those steps
+    that changed it (NEVER if none); and no digit outside the reachable ones comes out of the step
+    table. Parity's step never reads its right neighbour, so its blocks read left only: a random
+    digit stands there, and must not matter."""
     rng = np.random.default_rng(8)
-    for name, reach in (("parity", (6, 0)), ("rule110", (3, 3))):
+    for name, sides, longest in (("parity", (1, 0), 6), ("rule110", (1, 1), 3)):
         t = G.lookup_tables(Rule.from_step(load_step_model(default_model_path(name))))
-        n, m, (left, right) = t.n, t.block_steps, t.block_reach
-        assert (m, left, right) == (max(reach), *reach), name
+        n = t.n
+        assert (t.sides, t.block_steps) == (sides, longest), name
+        assert {k for k in t.inputs if k.startswith("block")} == \
+            {f"block_{kind}_{m}" for kind in ("table", "last") for m in range(2, longest + 1)}, name
         step = t.inputs["table"].reshape(-1).astype(np.int64)
         assert step.max() < n and step.reshape(n, n, n)[:, 0, :].max() == 0  # closed; an empty cell stays empty
-        width = left + right + 1
-        index = rng.integers(0, n ** width, 20_000)
-        cells = [(index // n ** (width - 1 - i)) % n for i in range(width)]
-        last = np.full(len(index), G.NEVER)
-        for j in range(1, m + 1):
-            centre = cells[left - (j - 1) * (left // m)]
-            padded = ([rng.integers(0, n, len(index))] if not left else []) + cells + \
-                ([rng.integers(0, n, len(index))] if not right else [])
-            cells = [step[(padded[i] * n + padded[i + 1]) * n + padded[i + 2]] for i in range(len(padded) - 2)]
-            last[cells[left - j * (left // m)] != centre] = j
-        assert len(cells) == 1, name
-        assert np.array_equal(t.inputs["block_table"].reshape(-1)[index], cells[0]), name
-        assert np.array_equal(t.inputs["block_last"].reshape(-1)[index], last), name
+        for m in range(2, longest + 1):
+            left, right = t.reach(m)
+            width = left + right + 1
+            index = rng.integers(0, n ** width, 20_000)
+            cells = [(index // n ** (width - 1 - i)) % n for i in range(width)]
+            last = np.full(len(index), G.NEVER)
+            for j in range(1, m + 1):
+                centre = cells[left - (j - 1) * sides[0]]
+                padded = ([rng.integers(0, n, len(index))] if not sides[0] else []) + cells + \
+                    ([rng.integers(0, n, len(index))] if not sides[1] else [])
+                cells = [step[(padded[i] * n + padded[i + 1]) * n + padded[i + 2]] for i in range(len(padded) - 2)]
+                last[cells[left - j * sides[0]] != centre] = j
+            where = f"{name} m={m}"
+            assert len(cells) == 1, where
+            assert np.array_equal(t.inputs[f"block_table_{m}"].reshape(-1)[index], cells[0]), where
+            assert np.array_equal(t.inputs[f"block_last_{m}"].reshape(-1)[index], last), where
 
 
 def test_no_step_table_where_a_decision_could_round_either_way():
