@@ -445,8 +445,8 @@ def _lookup_flat(b: _Builder, table: np.ndarray, index: str, shape: str) -> str:
 # steps depends on no others; on those on one side only where the step reads one neighbour, as
 # parity's does), and a second one gives the last of those steps that changed the cell, so that
 # step counts stay exact. There are blocks of every length up to m, so that K steps take K // m
-# blocks of m and one lookup of the remainder. Tables are inputs, not constants: an engine holds them once for all its
-# graphs. Packed rows look up with GatherElements, which ONNX Runtime's CPU provider ran in a
+# blocks of m and one lookup of the remainder. Tables are inputs, not constants: an engine holds
+# them once for all its graphs. Packed rows look up with GatherElements, which ONNX Runtime's CPU provider ran in a
 # third of Gather's time a cell; it wants the table's rank and leading dims, (1, 1, entries), so
 # B unpacked rows (rings, budgets) use Gather. Budget rows run one step at a time.
 
@@ -484,8 +484,8 @@ class LookupTables:
         self.digit_of_codes = digit_of_pair[pair].reshape(-1).astype(np.float32)
         n = self.n = len(self.pairs)
         self.step = digit_of_pair[step_of(self.pairs)]  # (n^3,): the next digit of (l n + o) n + r
-        # a block reads m digits past each end: exact at a row's ends and between packed rows
-        # only because an empty cell stays empty whatever its neighbours
+        # a block reads up to m digits past each end: exact at a row's ends and between packed
+        # rows only because an empty cell stays empty whatever its neighbours
         step3 = self.step.reshape(n, n, n)
         keeps_empty = not step3[:, 0, :].any()
         sides = (int((step3 != step3[:1]).any()), int((step3 != step3[..., :1]).any()))  # reads left, right
@@ -612,13 +612,15 @@ def _lookup_unroll(b: _Builder, t: LookupTables, k: int, mode: str, packed: bool
     plan = t.plan(k, wrap)
     for i, steps in enumerate(plan):
         nxt, index = _lookup_step(b, t, state, wrap, packed, steps)
-        if steps == 1 and (mode != "hot" or i == len(plan) - 1):
+        if mode == "hot" and i < len(plan) - 1:  # hot reads only the last lookup's changes
+            pass
+        elif steps == 1:
             moved = b.op("Not", [b.op("Equal", [nxt, state])])
             if mode == "hot":
                 hot = moved
             else:
                 changed_at = b.op("Where", [moved, b.const(np.float32(done + 1)), changed_at])
-        elif steps > 1 and (mode != "hot" or i == len(plan) - 1):
+        else:
             table = f"block_last_{steps}"
             last = b.op("GatherElements", [table, index], axis=2) if packed else b.op("Gather", [_flat(b, table), index])
             if mode == "hot":
