@@ -3,6 +3,7 @@
 
     python bench/before_after.py [--base 882732b] [--rounds 7] [--out bench/results/before_after_ort_cpu.json]
     python bench/before_after.py --cases long --base dae5713 --rounds 5 --out bench/results/before_after_long_ort_cpu.json
+    python bench/before_after.py --cases short --base feddc05 --rounds 5 --out bench/results/before_after_short_ort_cpu.json
 
 The earlier commit is checked out into a temporary git worktree and imported as `sead` from
 there (its runtime needs only numpy, onnx and onnxruntime, as this one does). Each round times
@@ -10,8 +11,9 @@ both, one after the other (either first, by turns), in fresh processes: the best
 case. Answers are checked against the task's oracle. The default base is the last commit before tiles.
 Both runtimes load the same model files, this checkout's shipped models (`--model` for another
 addition model), so only the runtime differs; bench/model_speed.py compares models on one runtime.
-Case sets: `addition` (short and long random sums, the default) and `long` (tiled tapes and grids:
-a carry chain, parity, a Rule 110 ring, products).
+Case sets: `addition` (short and long random sums, the default), `long` (tiled tapes and grids:
+a carry chain, parity, a Rule 110 ring, products) and `short` (many short problems of the rules
+that run blocks of steps: parity strings and Rule 110 rings).
 """
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ CASE_SETS = {
              "Rule 110, 100,000-cell ring, 100 generations": ("rule110", "random", 100_000, 1, 5),
              "one random 200-digit product": ("multiplication", "random", 200, 1, 3),
              "one random 400-digit product": ("multiplication", "random", 400, 1, 1)},
+    "short": {"30,000 random 64-bit parity strings": ("parity", "random", 64, 30_000, 5),
+              "2,000 Rule 110 rings of 64 cells, 100 generations": ("rule110", "random", 64, 2000, 5),
+              "200 Rule 110 rings of 1,000 cells, 100 generations": ("rule110", "random", 1000, 200, 5)},
 }
 
 PROBE = r"""
