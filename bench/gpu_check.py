@@ -27,7 +27,8 @@ Sections (each timed; a section that fails is recorded and the run goes on):
                random 10,000,000-digit sum: seconds, steps, exact; 10,000-cell cases against 'ort'
   products     one random product of 200, 400 and 1,000 digits, exact; 100-digit ones against 'ort'
   windows      a long tape's tile window (K = 256) of each shipped tape model in each form of the
-               rule (cl, cf, cf with FusedConv, and the lookup form `ort` runs; bench/window_forms.py):
+               rule (cl, cf, cf with FusedConv, and the lookup form `ort` runs; bench/window_forms.py),
+               and class-coded blocks, an experiment (bench/class_blocks.py):
                us a step, and the same states as cl
 Writes gpu_check.json to --out (default $OUT, else ./gpu_check_out); sized for under 6 minutes on
 one H200. --cpu-stand-in runs the 'ort-cuda' rows on the CPU provider (layout cl, the GPU path's
@@ -621,6 +622,21 @@ def window_forms(quick: bool) -> dict:
         say(f"{name} window: " + ", ".join(f"{f} {v['us_per_step']} us/step" if "us_per_step" in v else f"{f} failed"
                                            for f, v in got.items()))
     out["ok"] = all(v.get("same_as_cl", True) for m in out["models"].values() for v in m.values())
+    # an experiment the runtime does not run: m steps a lookup from class-coded channels
+    # (bench/class_blocks.py; on the CPU slower than the lookup form), states checked against it
+    from class_blocks import CASES, forms as class_forms, row_codes
+    out["class_blocks"] = {}
+    for name, m in CASES:
+        key = f"{name}, {m} steps a block"
+        try:
+            out["class_blocks"][key] = got = {where: class_forms(name, m, codes, k, providers, 5 if quick else 20)
+                                              for where, codes in row_codes(name, k).items()}
+            say(f"class blocks, {key}: " + "; ".join(
+                f"{where} lookup {v['lookup']['us_per_step']}, " + ", ".join(
+                    f"{f} {v[f].get('us_per_step', 'failed')} (same {v[f].get('same_as_lookup')})" for f in ("conv", "expand"))
+                for where, v in got.items()))
+        except Exception as exc:
+            out["class_blocks"][key] = {"failed": f"{type(exc).__name__}: {exc}"}
     return out
 
 
