@@ -525,6 +525,7 @@ def _block_tables(step: np.ndarray, n: int, m: int, sides: tuple[int, int]) -> d
     sum x_i n^(w-1-i). Built on broadcast views, one window axis per cell: no index array of n^w
     int64."""
     small = np.uint8 if n <= 256 else np.int32
+    index = np.uint16 if n ** 3 <= 1 << 16 else np.int32  # the step's index, for the broadcast windows
     step = step.astype(small)
     left, right = sides
     width = lambda j: j * (left + right) + 1  # cells the centre after j steps depends on
@@ -536,7 +537,7 @@ def _block_tables(step: np.ndarray, n: int, m: int, sides: tuple[int, int]) -> d
         return a.reshape((1,) * lead + (n,) * width(j) + (1,) * (width(big) - width(j) - lead))
 
     for j in range(1, m + 1):
-        a = after[j - 1].astype(np.int32)
+        a = after[j - 1].astype(index)
         own = placed(a, j - 1, 0, j)
         l_ = placed(a, j - 1, -1, j) if left else 0  # a neighbour the step does not read: any digit
         r_ = placed(a, j - 1, 1, j) if right else 0
@@ -547,7 +548,7 @@ def _block_tables(step: np.ndarray, n: int, m: int, sides: tuple[int, int]) -> d
         last = np.full(shape, NEVER, np.float32)
         for j in range(1, big + 1):
             changed = placed(after[j], j, 0, big) != placed(after[j - 1], j - 1, 0, big)
-            last[np.broadcast_to(changed, shape)] = j
+            np.copyto(last, np.float32(j), where=changed)  # broadcast, never materialized
         blocks[big] = after[big].reshape(-1), last.reshape(-1)
     return blocks
 
