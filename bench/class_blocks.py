@@ -23,6 +23,7 @@ a window step costs its kernel launches, bench/gpu_check.py runs the same (secti
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -143,6 +144,15 @@ class ClassBlocks:
                        [G._io("state_out", G.FLOAT, [1, c1, "cells"]), G._io("hot", G.BOOL, [1, "cells"])])
 
 
+@functools.lru_cache(maxsize=None)
+def tables_of(name: str, m: int) -> tuple[G.LookupTables, ClassBlocks, float]:
+    """A shipped model's lookup tables and class blocks of m steps, and seconds to build the latter."""
+    tables = G.lookup_tables(Rule.from_step(load_step_model(name)), 1 << 24)
+    start = time.perf_counter()
+    blocks = ClassBlocks(tables, m)
+    return tables, blocks, time.perf_counter() - start
+
+
 def forms(name: str, m: int, codes: np.ndarray, k: int, providers: list, repeats: int) -> dict:
     """The lookup form and both class-block forms of m steps on one packed row of codes, from its
     first step, K rounded down to a multiple of m: us a step and the same digits and hot cells."""
@@ -164,11 +174,7 @@ def forms(name: str, m: int, codes: np.ndarray, k: int, providers: list, repeats
             times.append(time.perf_counter() - start)
         return round(min(times) / k * 1e6, 2)
 
-    rule = Rule.from_step(load_step_model(name))
-    tables = G.lookup_tables(rule, 1 << 24)
-    start = time.perf_counter()
-    blocks = ClassBlocks(tables, m)
-    built = time.perf_counter() - start
+    tables, blocks, built = tables_of(name, m)
     k = k // blocks.m * blocks.m
     digits = session(G.lookup_prepare(tables, True, True)).run(None, {"codes": codes})[0]
     lookup = session(G.lookup_advance(tables, k, True, "hot"))
