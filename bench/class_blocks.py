@@ -32,8 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
+from window_forms import session, us_per_step, window_codes  # bench/window_forms.py
+
 from sead.runtime import graph as G
-from sead.runtime.engines.ort import CPU_OPTIMIZATION
 from sead.runtime.model_file import load_step_model
 from sead.runtime.rule import Rule
 
@@ -156,39 +157,21 @@ def tables_of(name: str, m: int) -> tuple[G.LookupTables, ClassBlocks, float]:
 def forms(name: str, m: int, codes: np.ndarray, k: int, providers: list, repeats: int) -> dict:
     """The lookup form and both class-block forms of m steps on one packed row of codes, from its
     first step, K rounded down to a multiple of m: us a step and the same digits and hot cells."""
-    import onnxruntime as ort
-
-    def session(model):
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if providers == ["CPUExecutionProvider"]:
-            opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, CPU_OPTIMIZATION)
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
-
-    def best(run) -> float:
-        run()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        return round(min(times) / k * 1e6, 2)
-
     tables, blocks, built = tables_of(name, m)
     k = k // blocks.m * blocks.m
-    digits = session(G.lookup_prepare(tables, True, True)).run(None, {"codes": codes})[0]
-    lookup = session(G.lookup_advance(tables, k, True, "hot"))
+    digits = session(G.lookup_prepare(tables, True, True), providers).run(None, {"codes": codes})[0]
+    lookup = session(G.lookup_advance(tables, k, True, "hot"), providers)
     feeds = {"state": digits, **{i.name: tables.inputs[i.name] for i in lookup.get_inputs() if i.name in tables.inputs}}
     want_state, want_hot = lookup.run(None, feeds)
     out = {"k": k, "block_steps": blocks.m, "classes": blocks.counts, "channels": len(blocks.channels),
            "entries": blocks.entries, "tables_seconds": round(built, 2),
-           "lookup": {"us_per_step": best(lambda: lookup.run(None, feeds))}}
+           "lookup": {"us_per_step": round(us_per_step(lambda: lookup.run(None, feeds), k, repeats), 2)}}
     cf = {"state": blocks.state(digits), "table": blocks.table}
     for form, expand in (("conv", False), ("expand", True)):
         try:  # a provider may lack a kernel for a shape
-            s = session(blocks.graph(k, expand))
+            s = session(blocks.graph(k, expand), providers)
             state, hot = s.run(None, cf)
-            out[form] = {"us_per_step": best(lambda: s.run(None, cf)),
+            out[form] = {"us_per_step": round(us_per_step(lambda: s.run(None, cf), k, repeats), 2),
                          "same_as_lookup": bool(np.array_equal(state[0, 0], want_state[0, 0])
                                                 and np.array_equal(hot, want_hot))}
         except Exception as exc:
@@ -199,8 +182,6 @@ def forms(name: str, m: int, codes: np.ndarray, k: int, providers: list, repeats
 def row_codes(name: str, k: int) -> dict[str, np.ndarray]:
     """A tile window of a long problem (bench/window_forms.py: 5 K + 1 cells), and a packed row of
     131,072 cells: random problems of 1,024 cells, each ending in an empty cell."""
-    from window_forms import window_codes
-
     from sead.runtime.tasks import Problems, get_task
     task, rng = get_task(name), np.random.default_rng(11)
     pieces = []
@@ -212,9 +193,6 @@ def row_codes(name: str, k: int) -> dict[str, np.ndarray]:
 
 
 def main() -> None:
-    import sys
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--k", type=int, default=64, help="steps per call (a tile is this many cells)")
     ap.add_argument("--repeats", type=int, default=100)

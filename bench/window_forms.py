@@ -46,37 +46,41 @@ def window_codes(task_name: str, cells: int) -> np.ndarray:
     return np.concatenate([codes, np.zeros((1, 1), np.uint8)], axis=1)
 
 
+def session(model, providers: list):
+    """An ONNX Runtime session of a graph, at the level `ort` runs its graphs on the CPU."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if providers == ["CPUExecutionProvider"]:  # as `ort` runs its graphs
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, CPU_OPTIMIZATION)
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
+
+
+def us_per_step(run, k: int, repeats: int) -> float:
+    """Microseconds a step of a call of K steps: the best of `repeats` after one warm-up call."""
+    run()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return min(times) / k * 1e6
+
+
 def forms(rule: Rule, codes: np.ndarray, k: int, providers: list, repeats: int) -> dict:
     """Each form on one window row from its first step: us a step (best of `repeats` calls of K
     steps, inputs and outputs in host memory) and whether its states equal cl's."""
-    import onnxruntime as ort
-
-    def session(model):
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if providers == ["CPUExecutionProvider"]:  # as `ort` runs its graphs
-            opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, CPU_OPTIMIZATION)
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=providers)
-
-    def best(run) -> float:
-        run()
-        times = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - start)
-        return min(times) / k * 1e6
-
     out, states = {}, {}
     table = np.ascontiguousarray(neighbour_table((codes.shape[1],), False))
-    prep = session(G.cl_prepare(rule, True))
+    prep = session(G.cl_prepare(rule, True), providers)
     feeds = dict(zip([o.name for o in prep.get_outputs()], prep.run(None, {"codes": codes, "neighbours": table})))
     feeds["neighbours"] = table
-    adv = session(G.cl_advance(rule, k, "hot"))
+    adv = session(G.cl_advance(rule, k, "hot"), providers)
     feeds = {i.name: feeds[i.name] for i in adv.get_inputs()}
-    out["cl"] = {"us_per_step": best(lambda: adv.run(None, feeds))}
+    out["cl"] = {"us_per_step": us_per_step(lambda: adv.run(None, feeds), k, repeats)}
     state = adv.run(["state_out"], feeds)[0]
-    states["cl"] = session(G.cl_finish(rule, readout=False)).run(None, {"codes": codes, "state": state})[0]
+    states["cl"] = session(G.cl_finish(rule, readout=False), providers).run(None, {"codes": codes, "state": state})[0]
     # the channels-first forms: prepare from the codes, K steps timed, finish to state codes
     tables = G.lookup_tables(rule)
     channels_first = {
@@ -90,13 +94,13 @@ def forms(rule: Rule, codes: np.ndarray, k: int, providers: list, repeats: int) 
     for name, build in channels_first.items():
         try:  # FusedConv may be missing from a provider; a rule may have no step table
             prepare, advance, finish, extra = build()
-            prep = session(prepare)
+            prep = session(prepare, providers)
             feeds = dict(zip([o.name for o in prep.get_outputs()], prep.run(None, {"codes": codes})), **extra)
-            adv = session(advance)
+            adv = session(advance, providers)
             feeds = {i.name: feeds[i.name] for i in adv.get_inputs()}
-            out[name] = {"us_per_step": best(lambda: adv.run(None, feeds))}
+            out[name] = {"us_per_step": us_per_step(lambda: adv.run(None, feeds), k, repeats)}
             state = adv.run(["state_out"], feeds)[0]
-            states[name] = session(finish).run(None, {"codes": codes, "state": state})[0]
+            states[name] = session(finish, providers).run(None, {"codes": codes, "state": state})[0]
         except Exception as exc:
             out[name] = {"failed": f"{type(exc).__name__}: {exc}"}
     real = codes > 0

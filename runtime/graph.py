@@ -495,7 +495,8 @@ class LookupTables:
         shaped = lambda a: _read_only(np.ascontiguousarray(a, np.float32).reshape(1, 1, -1))
         self.inputs = {"table": shaped(self.step)}  # the graphs' table inputs by name, (1, 1, entries)
         # blocks of every length 2..m: K steps take K // m blocks of m and one of the remainder
-        for m, (block, last) in _block_tables(self.step, n, self.block_steps, sides).items():
+        blocks = _block_tables(self.step, n, self.block_steps, sides) if self.block_steps > 1 else {}
+        for m, (block, last) in blocks.items():
             self.inputs.update({f"block_table_{m}": shaped(block), f"block_last_{m}": shaped(last)})
 
     def reach(self, steps: int) -> tuple[int, int]:
