@@ -34,11 +34,16 @@ throughout; engines must not use TF32 or fp16.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from .rule import STEP_TABLE_ENTRIES, Rule
+
+if TYPE_CHECKING:
+    from .class_blocks import ClassTables
 
 OPSET = 18
 FLOAT, INT32, INT64, UINT8, BOOL = (TensorProto.FLOAT, TensorProto.INT32, TensorProto.INT64, TensorProto.UINT8,
@@ -569,14 +574,14 @@ def _table_io(tables: LookupTables, name: str) -> onnx.ValueInfoProto:
     return _io(name, FLOAT, list(tables.inputs[name].shape))
 
 
-def _lookup_prepare_nodes(b: _Builder, t: LookupTables, fresh: bool, wrap: bool = False) -> None:
-    """From "codes" [and "state_codes"] to "state" (B, 1, L) float digits: one lookup by code and
+def _lookup_prepare_nodes(b: _Builder, t: LookupTables, fresh: bool, wrap: bool = False, out: str = "state") -> None:
+    """From "codes" [and "state_codes"] to `out` (B, 1, L) float digits: one lookup by code and
     state code (the zero state's, before a first step). wrap: unused (a digit reads no neighbour),
     taken as cf's prepare takes it (graph._window calls either)."""
     index = b.op("Mul", [b.op("Cast", ["codes"], to=INT32), b.const(np.int32(t.rule.zero_code + 1))])
     state_code = b.const(np.int32(t.rule.zero_code)) if fresh else b.op("Cast", ["state_codes"], to=INT32)
     index = b.op("Add", [index, state_code])
-    b.op("Unsqueeze", [_lookup_flat(b, t.digit_of_codes, index, b.op("Shape", [index])), b.const([1])], "state")
+    b.op("Unsqueeze", [_lookup_flat(b, t.digit_of_codes, index, b.op("Shape", [index])), b.const([1])], out)
 
 
 def _lookup_step(b: _Builder, t: LookupTables, state: str, wrap: int, packed: bool, steps: int = 1) -> tuple[str, str]:
@@ -725,6 +730,81 @@ def lookup_window(t: LookupTables, k: int, mode: str, fresh: bool) -> onnx.Model
                    lambda b: _lookup_advance_nodes(b, t, k, True, mode, False),
                    lambda b, _, state, state_codes, readout: _lookup_finish_nodes(b, t, state, state_codes, readout),
                    extra_inputs=lambda b: _lookup_tables_read(b, t))
+
+
+# -- classes: class-coded blocks, tile windows only (runtime/class_blocks.py) ----------------------
+# The state (1, C + 1, cells), packed windows: per cell its digit's class in each of the C maps
+# (channel 0 the digit) and, last, whether the latest step changed it. A block of j steps is an
+# index convolution, a cast, an Expand to every channel and one GatherElements in its table.
+
+def _classes_prepare_nodes(b: _Builder, t: LookupTables, c: ClassTables, fresh: bool) -> None:
+    """From "codes" [and "state_codes"] (1, cells) to "state" (1, C + 1, cells): a digit, then
+    its class in every map."""
+    _lookup_prepare_nodes(b, t, fresh, out="digits")
+    index = b.op("Expand", [b.op("Cast", ["digits"], to=INT32), b.const(np.array([1, c.width, 1], np.int64))])
+    b.op("GatherElements", [b.const(c.digit_channels), index], "state", axis=2)
+
+
+def _classes_advance_nodes(b: _Builder, c: ClassTables, k: int) -> None:
+    """From "state" and the block tables to "state_out" and "hot" (1, cells) bool, the cells the
+    K-th step changed."""
+    state, every = "state", b.const(np.array([1, c.width, 1], np.int64))
+    for steps in c.plan(k):
+        index = b.op("Cast", [b.op("Conv", [state, b.const(c.weights[steps])], pads=list(c.pads[steps]))], to=INT32)
+        state = b.op("GatherElements", [f"class_table_{steps}", b.op("Expand", [index, every])], axis=2)
+    b.op("Identity", [state], "state_out")
+    changed = b.op("Slice", [state, b.const([c.width - 1]), b.const([c.width]), b.const([1])])
+    b.op("Squeeze", [b.op("Greater", [changed, b.const(np.float32(0.5))]), b.const([1])], "hot")
+
+
+def _classes_digits(b: _Builder, state: str) -> str:
+    return b.op("Slice", [state, b.const([0]), b.const([1]), b.const([1])])
+
+
+def _classes_tables_read(b: _Builder, c: ClassTables) -> list[onnx.ValueInfoProto]:
+    used = {i for node in b.nodes for i in node.input}
+    return [_io(name, FLOAT, list(table.shape)) for name, table in c.inputs.items() if name in used]
+
+
+def classes_prepare(t: LookupTables, c: ClassTables, fresh: bool) -> onnx.ModelProto:
+    """codes (1, cells) uint8 [, state_codes] -> state (1, C + 1, cells) float."""
+    b = _Builder("sead_classes_prepare")
+    _classes_prepare_nodes(b, t, c, fresh)
+    inputs = [_io("codes", UINT8, [1, "cells"])]
+    if not fresh:
+        inputs.append(_io("state_codes", _code_type(t.rule), [1, "cells"]))
+    return b.model(inputs, [_io("state", FLOAT, [1, c.width, "cells"])])
+
+
+def classes_advance(c: ClassTables, k: int) -> onnx.ModelProto:
+    """K steps, mode hot: state (1, C + 1, cells) and the class tables it reads (ClassTables.inputs)
+    -> state_out, hot (1, cells) bool."""
+    b = _Builder(f"sead_classes_advance_hot_{k}")
+    _classes_advance_nodes(b, c, k)
+    state = _io("state", FLOAT, [1, c.width, "cells"])
+    return b.model([state, *_classes_tables_read(b, c)],
+                   [_io("state_out", FLOAT, [1, c.width, "cells"]), _io("hot", BOOL, [1, "cells"])])
+
+
+def classes_finish(t: LookupTables, c: ClassTables, readout: bool = True) -> onnx.ModelProto:
+    """codes (1, cells), state (1, C + 1, cells) -> state_codes [, classes], as lookup_finish."""
+    b = _Builder("sead_classes_finish")
+    _lookup_finish_nodes(b, t, _classes_digits(b, "state"), "state_codes", readout)
+    outputs = [_io("state_codes", _code_type(t.rule), [1, "cells"])]
+    if readout:
+        outputs.append(_io("classes", UINT8, [1, "cells"]))
+    return b.model([_io("codes", UINT8, [1, "cells"]), _io("state", FLOAT, [1, c.width, "cells"])], outputs)
+
+
+def classes_window(t: LookupTables, c: ClassTables, k: int, fresh: bool) -> onnx.ModelProto:
+    """Tile windows in one graph, as cf_window in mode hot (same inputs and outputs, and the class
+    tables it reads)."""
+    return _window(t.rule, k, "hot", fresh, f"sead_classes_window_hot_{k}",
+                   lambda b, _, fresh, wrap: _classes_prepare_nodes(b, t, c, fresh),
+                   lambda b: _classes_advance_nodes(b, c, k),
+                   lambda b, _, state, state_codes, readout: _lookup_finish_nodes(b, t, _classes_digits(b, state),
+                                                                                 state_codes, readout),
+                   extra_inputs=lambda b: _classes_tables_read(b, c))
 
 
 # -- cl: channels last, rows of cells with a neighbour table --------------------------------------

@@ -256,3 +256,28 @@ def test_the_lookup_layout_solves_as_the_arithmetic_ones(model):
     want = got["cf", 10**9]
     assert all(results == want for results in got.values())
     assert [r.answer for r in want] == [t.answer(t.parse(line)) for line in lines]
+
+
+@pytest.mark.parametrize("model", ["parity", "rule110", "addition"])
+def test_class_coded_windows_solve_as_lookup_rows_do(model):
+    """Tile windows in class-coded blocks (window_layout "classes"), run as one graph (`ort`'s
+    windows) and as batches in engine-owned slots (prepare, advance, finish: `ort-cuda`'s path),
+    solve tiled problems with the answers, steps and flags of dense lookup rows; the engine runs
+    the last round's recount and the readout in the lookup layout, and refuses the classes layout
+    for rows."""
+    from sead.runtime.engines.ort import OrtEngine
+
+    step = load_step_model(model)
+    with pytest.raises(ValueError, match="tile windows only"):
+        OrtEngine(step, "cpu", layout="classes")
+    t = get_task(model)
+    rng = np.random.default_rng(13)
+    lines = [t.random_line(rng, n, 40) for n in (1, 7, 60, 300, 700, 3000)]
+    lines += {"parity": ["1" * 900, "01" * 800], "addition": ["9" * 900 + "+1", "1+" + "9" * 700]}.get(model, [])
+    with Runtime(model, "ort", tile_from=10**9) as rt:
+        want = rt.solve(lines)
+    for slots in (False, True):
+        engine = lambda s, slots=slots: OrtEngine(s, "cpu", window_layout="classes", cuda_graphs=slots)
+        with Runtime(model, engine, tile_from=100, tile=(16, 4), dense_first=0) as rt:
+            assert rt.solve(lines) == want, f"slots={slots}"
+    assert [r.answer for r in want] == [t.answer(t.parse(line)) for line in lines]

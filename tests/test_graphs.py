@@ -11,6 +11,7 @@ from onnx import numpy_helper
 ort = pytest.importorskip("onnxruntime")
 
 from sead.runtime import graph as G  # noqa: E402
+from sead.runtime.class_blocks import ClassTables  # noqa: E402
 from sead.runtime.errors import ModelFileError  # noqa: E402
 from sead.runtime.model_file import default_model_path, load_step_model  # noqa: E402
 from sead.runtime.rule import Rule  # noqa: E402
@@ -19,7 +20,8 @@ GPU_OPS = {"Abs", "Add", "And", "ArgMax", "Cast", "Concat", "Conv", "Equal", "Fl
            "Mul", "Neg", "Not", "ReduceMax", "ReduceSum", "Relu", "Reshape", "Slice", "Squeeze", "Sub", "Unsqueeze",
            "Where", "Identity", "Gemm", "Transpose", "Shape", "ConstantOfShape", "Pad",
            "GatherElements",  # onnxruntime: providers/cuda/tensor/gather_elements.cc; onnx-tensorrt: docs/operators.md
-           "Max"}  # onnxruntime: providers/cuda/math/variadic_elementwise_ops.cc; onnx-tensorrt: docs/operators.md
+           "Max",  # onnxruntime: providers/cuda/math/variadic_elementwise_ops.cc; onnx-tensorrt: docs/operators.md
+           "Expand"}  # onnxruntime: providers/cuda/tensor/expand.cc; onnx-tensorrt: docs/operators.md
 SHAPE_OPS = {"Shape", "ConstantOfShape"}  # read shapes on the host: allowed only outside advance graphs
 CONSTANT_INPUTS = {"Slice": (1, 2, 3, 4), "ReduceMax": (1,), "ReduceSum": (1,), "Squeeze": (1,), "Unsqueeze": (1,),
                    "Reshape": (1,)}
@@ -60,6 +62,23 @@ def _graphs(rule):
         yield "lookup finish", G.lookup_finish(tables, False)
         for mode in ("hot", "owned"):
             yield f"lookup window {mode}", G.lookup_window(tables, 4, mode, fresh=False)
+        if rule.rank == 1 and not rule.ring:
+            classes = _class_tables(tables)
+            yield "classes prepare", G.classes_prepare(tables, classes, fresh=False)
+            yield "classes advance", G.classes_advance(classes, 2 * classes.block_steps + 1)
+            yield "classes finish", G.classes_finish(tables, classes)
+            yield "classes window", G.classes_window(tables, classes, 4, fresh=False)
+
+
+_CLASS_TABLES = {}
+
+
+def _class_tables(tables):
+    """ClassTables of a rule's lookup tables, built once per rule in this module."""
+    key = tables.step.tobytes()
+    if key not in _CLASS_TABLES:
+        _CLASS_TABLES[key] = ClassTables(tables)
+    return _CLASS_TABLES[key]
 
 
 def test_every_graph_uses_portable_operators_and_constant_shape_parameters(tiny_onnx):
@@ -256,6 +275,69 @@ def test_block_tables_are_the_step_table_run_block_steps_times():
             assert len(cells) == 1, where
             assert np.array_equal(t.inputs[f"block_table_{m}"].reshape(-1)[index], cells[0]), where
             assert np.array_equal(t.inputs[f"block_last_{m}"].reshape(-1)[index], last), where
+
+
+def test_class_tables_are_the_step_table_run_block_steps_times():
+    """Every class-coded block (every length 1..block_steps) indexed by the class channels of
+    random digits, as its convolution reads them, gives the channels of the centre after that
+    many steps of the step table, and whether the last of them changed it. The digits are drawn
+    from every digit, so a class map that merged two digits a block tells apart fails here."""
+    rng = np.random.default_rng(9)
+    for name, longest in (("addition", 7), ("parity", 9), ("rule110", 2)):
+        t = G.lookup_tables(Rule.from_step(load_step_model(default_model_path(name))))
+        c, n = _class_tables(t), t.n
+        assert c.block_steps == longest, name
+        channels = np.stack(c.channels)  # (C, n)
+        step = t.step.reshape(n, n, n)
+        for m in range(1, longest + 1):
+            cells = [rng.integers(0, n, 20_000) for _ in range(2 * m + 1)]
+            weight, (left, right) = c.weights[m][0], c.pads[m]
+            index = sum(weight[ch, i] * channels[ch][cells[m - left + i]]
+                        for ch in range(len(c.channels)) for i in range(weight.shape[1]))
+            for _ in range(m):
+                before = cells[len(cells) // 2]
+                cells = [step[a, b, d] for a, b, d in zip(cells, cells[1:], cells[2:])]
+            got = c.inputs[f"class_table_{m}"][0][:, index.astype(np.int64)]
+            where = f"{name} m={m}"
+            assert np.array_equal(got[:-1], channels[:, cells[0]]), where
+            assert np.array_equal(got[-1], cells[0] != before), where
+
+
+def test_class_blocks_run_windows_as_the_lookup_form_does():
+    """Class-coded windows (graph.classes_window: K steps in blocks of every length) give the
+    lookup form's state codes and hot cells, from random codes, from reachable states and from
+    the first step, at K that end inside a block and after it; the engine's three-graph form
+    (prepare, advance, finish: how `ort-cuda` runs windows) gives the same."""
+    rng = np.random.default_rng(5)
+    for name in ("addition", "parity", "rule110"):
+        t = G.lookup_tables(Rule.from_step(load_step_model(default_model_path(name))))
+        c = _class_tables(t)
+        m = c.block_steps
+        codes = rng.integers(1, t.rule.input_channels, (3, 70)).astype(np.uint8)
+        codes[rng.random(codes.shape) < 0.05] = 0
+        codes[:, -1] = 0
+        states = _reachable_states(t, codes, rng)
+        tables = {**t.inputs, **c.inputs}
+        for k in (1, 2, m - 1, m, m + 1, 2 * m + 3, 64):
+            for fresh in (True, False):
+                feeds = {"window_codes": codes} if fresh else {"window_codes": codes, "window_state_codes": states}
+                runs = []
+                for model in (G.lookup_window(t, k, "hot", fresh), G.classes_window(t, c, k, fresh)):
+                    session = _session(model)
+                    runs.append(session.run(None, dict(feeds, **{i.name: tables[i.name] for i in session.get_inputs()
+                                                                 if i.name in tables})))
+                packed = {"codes": codes.reshape(1, -1)} if fresh else \
+                    {"codes": codes.reshape(1, -1), "state_codes": states.reshape(1, -1)}
+                state = _session(G.classes_prepare(t, c, fresh)).run(None, packed)[0]
+                advance = _session(G.classes_advance(c, k))
+                state, hot = advance.run(None, {"state": state, **{i.name: tables[i.name] for i in advance.get_inputs()
+                                                                   if i.name in tables}})
+                state_codes = _session(G.classes_finish(t, c, readout=False)).run(None, {"codes": packed["codes"],
+                                                                                         "state": state})[0]
+                runs.append([state_codes.reshape(codes.shape), hot.reshape(codes.shape)])
+                where = f"{name} K={k} fresh={fresh}"
+                for got in runs[1:]:
+                    assert all(np.array_equal(a, b) for a, b in zip(got, runs[0])), where
 
 
 def test_no_step_table_where_a_decision_could_round_either_way():

@@ -24,6 +24,7 @@ import threading
 import numpy as np
 
 from .. import graph
+from ..class_blocks import ClassTables
 from ..errors import EngineUnavailable, InternalError
 from ..layout import neighbour_table
 from ..model_file import StepModel
@@ -72,7 +73,9 @@ def cpu_batch_cells(rule: Rule, layout: str) -> int:
 class OrtEngine:
     """device "cpu" (engine `ort`) or "cuda" (`ort-cuda`). layout: "lookup", "cf" or "cl" (default:
     on the CPU lookup where Rule.step_table exists, else cf for a sign state; cl on CUDA and for
-    symbol states). workers: batches run side by side (default: one per core on the CPU, two on
+    symbol states). window_layout: the tile windows' (default: layout), one of those or
+    "classes", class-coded blocks (runtime/class_blocks.py: for a rule with a step table, many
+    steps a lookup; windows of the last round, which count changing steps, run lookup). workers: batches run side by side (default: one per core on the CPU, two on
     CUDA). cuda_graphs: give repeating tile window shapes engine-owned slots and capture CUDA
     graphs on them (default on for CUDA unless SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only
     the slots, for tests of their bookkeeping); graph_rows: batches of whole problems too.
@@ -95,11 +98,18 @@ class OrtEngine:
         self.rule = Rule.from_step(step)
         # the lookup graphs' tables, built only where a lookup layout may be chosen (addition's take
         # 0.1 s and 2 MB; ort-cuda runs cl unless told)
-        may_look_up = (device == "cpu" and layout is None) or "lookup" in (layout, window_layout)
+        may_look_up = (device == "cpu" and layout is None) or bool({"lookup", "classes"} & {layout, window_layout})
         self.lookup = graph.lookup_tables(self.rule, lookup_entries) if may_look_up else None
         self._lookup_values: dict | None = None
         self._tables_read: dict[int, dict] = {}  # by id(session): the lookup tables its graph reads
         lookup = self.lookup is not None
+        if layout == "classes":
+            raise ValueError("the classes layout runs tile windows only (window_layout); rows run lookup")
+        if window_layout == "classes" and not lookup:
+            raise ValueError("the classes layout runs tape rules whose whole step fits Rule.step_table")
+        # built only where asked for (addition's 7-step blocks take 0.7 s to find)
+        self.classes = ClassTables(self.lookup) if window_layout == "classes" else None
+        self.tables = {**(self.lookup.inputs if lookup else {}), **(self.classes.inputs if self.classes else {})}
         if device == "cpu":  # a rule whose whole step fits a small table runs as lookups (graph.py)
             self.layout = layout or ("lookup" if lookup else "cf" if self.rule.state_code == "sign" else "cl")
         else:
@@ -172,6 +182,15 @@ class OrtEngine:
             if kind == "window":
                 return graph.lookup_window(t, key[1], mode=key[2], fresh=key[3])
             return graph.lookup_finish(t, packed=key[1], readout=key[2])
+        if layout == "classes":
+            t, c = self.lookup, self.classes
+            if kind == "prepare":
+                return graph.classes_prepare(t, c, fresh=key[1])
+            if kind == "advance":
+                return graph.classes_advance(c, key[1])
+            if kind == "window":
+                return graph.classes_window(t, c, key[1], fresh=key[3])
+            return graph.classes_finish(t, c, readout=key[2])
         if kind == "prepare":
             return graph.cl_prepare(r, fresh=key[1])
         if kind == "advance":
@@ -217,20 +236,20 @@ class OrtEngine:
         return self.ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, self.device, self.device_id)
 
     def lookup_values(self) -> dict[str, object]:
-        """The lookup tables on the device by input name, one of each for every batch and graph of
-        the engine (on the CPU provider an OrtValue holds the array itself, no copy)."""
+        """The lookup and class tables on the device by input name, one of each for every batch
+        and graph of the engine (on the CPU provider an OrtValue holds the array itself, no copy)."""
         with self._lock:
             if self._lookup_values is None:
                 self._lookup_values = {name: self.ort.OrtValue.ortvalue_from_numpy(table, self.device, self.device_id)
-                                       for name, table in self.lookup.inputs.items()}
+                                       for name, table in self.tables.items()}
             return self._lookup_values
 
     def tables_read(self, session) -> dict[str, np.ndarray]:
-        """The lookup tables a session's graph takes as inputs, by name (looked up once a session:
-        a window runs one per call)."""
+        """The tables a session's graph takes as inputs, by name (looked up once a session: a
+        window runs one per call)."""
         tables = self._tables_read.get(id(session))
         if tables is None:
-            tables = {i.name: self.lookup.inputs[i.name] for i in session.get_inputs() if i.name in self.lookup.inputs}
+            tables = {i.name: self.tables[i.name] for i in session.get_inputs() if i.name in self.tables}
             self._tables_read[id(session)] = tables
         return tables
 
@@ -277,25 +296,31 @@ class OrtEngine:
         return OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, wrap,
                         "budget" if generations else "count", layout=self.layout)
 
+    def _window_layout(self, mode: str) -> str:
+        """The layout of tile windows in `mode`: class-coded blocks know the cells the last step
+        changed (hot), not when each last changed (owned, count), which lookup runs."""
+        return "lookup" if self.window_layout == "classes" and mode != "hot" else self.window_layout
+
     def run_windows(self, codes, state_codes, k, owned=None):
-        if self.device == "cpu" and self.window_layout in ("cf", "lookup") and not self.cuda_graphs and self.rule.rank == 1:
+        mode = "hot" if owned is None else "owned"
+        layout = self._window_layout(mode)
+        if self.device == "cpu" and layout in ("cf", "lookup", "classes") and not self.cuda_graphs and self.rule.rank == 1:
             # in host memory, one run of one graph with plain arrays: a window's buffers, bindings
             # and three runs cost as much as its 64 steps
             if codes[:, -1].any():
                 raise InternalError("a window handed to the engine does not end in an empty cell")
-            mode = "hot" if owned is None else "owned"
             feeds = {"window_codes": np.ascontiguousarray(codes, np.uint8)}
             if state_codes is not None:
                 feeds["window_state_codes"] = np.ascontiguousarray(state_codes, self.rule.code_dtype)
             if owned is not None:
                 feeds["window_owned"] = np.ascontiguousarray(owned, np.float32)
-            session = self.session((self.window_layout, "window", k, mode, state_codes is None))
-            if self.window_layout == "lookup":
+            session = self.session((layout, "window", k, mode, state_codes is None))
+            if layout in ("lookup", "classes"):
                 feeds.update(self.tables_read(session))
             new_states, second = session.run(None, feeds)
             return new_states, (second if owned is None else int(second.max(initial=0)))
-        batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False,
-                         "hot" if owned is None else "owned", owned=owned, layout=self.window_layout)
+        batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False, mode, owned=owned,
+                         layout=layout)
         try:
             out = batch.advance(k)
             return batch.state_codes(), (batch.hot() if owned is None else int(out.max(initial=0)))
@@ -304,7 +329,7 @@ class OrtEngine:
 
     def classify(self, codes, state_codes):
         batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False, "count",
-                         layout=self.window_layout)
+                         layout=self._window_layout("count"))
         try:
             return batch.classes()
         finally:
@@ -344,7 +369,9 @@ class OrtBatch:
         if self.b > engine.max_rows(self.row_cells):
             raise InternalError(f"a batch of {self.b} rows of {self.row_cells} cells passes the engine's element limit")
         # cf packs rows end to end when it can (whole problems of a fixed-point task, or windows)
-        channels_first = layout in ("cf", "lookup")
+        channels_first = layout in ("cf", "lookup", "classes")
+        if layout == "classes" and (mode != "hot" or wrap or r.rank != 1):
+            raise InternalError("the classes layout runs tile windows, mode hot, only")
         self.packed = channels_first and r.rank == 1 and not wrap and mode != "budget"
         self.cf_wrap = wrap and channels_first  # cl wraps through its neighbour table
         if wrap and layout == "lookup":  # a ring's rows wrap as many cells as a block reads, if that long
@@ -395,6 +422,8 @@ class OrtBatch:
                       "state": (channels(r.state_channels), np.float32)}
         elif self.layout == "lookup":
             shapes = {"state": (channels(1), np.float32)}
+        elif self.layout == "classes":
+            shapes = {"state": (channels(e.classes.width), np.float32)}
         elif r.state_code == "sign":
             shapes = {"features": (cells + (r.hidden,), np.float32), "mask": (cells + (1,), np.float32),
                       "minus_mask": (cells + (1,), np.float32), "state": (cells + (r.state_channels,), np.float32)}
@@ -408,7 +437,7 @@ class OrtBatch:
         self.inputs = {k: v for k, v in outputs.items() if k != "state"}
         if self.layout == "cl":
             self.inputs["neighbours"] = inputs["neighbours"]
-        if self.layout == "lookup":
+        if self.layout in ("lookup", "classes"):
             self.inputs.update(e.lookup_values())  # each advance graph binds the tables it reads
         if self.packed and self.mode != "hot":
             self.inputs["rows"] = self._tensor("rows", (2,), np.int64)
