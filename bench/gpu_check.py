@@ -27,9 +27,8 @@ Sections (each timed; a section that fails is recorded and the run goes on):
                random 10,000,000-digit sum: seconds, steps, exact; 10,000-cell cases against 'ort'
   products     one random product of 200, 400 and 1,000 digits, exact; 100-digit ones against 'ort'
   windows      a long tape's tile window (K = 256) of each shipped tape model in each form of the
-               rule (cl, cf, cf with FusedConv, and the lookup form `ort` runs; bench/window_forms.py),
-               and class-coded blocks, an experiment (bench/class_blocks.py):
-               us a step, and the same states as cl
+               rule (cl, cf, cf with FusedConv, the lookup form `ort` runs, and class-coded
+               blocks; bench/window_forms.py): us a step, and the same states as cl
 Writes gpu_check.json to --out (default $OUT, else ./gpu_check_out); sized for under 6 minutes on
 one H200. --cpu-stand-in runs the 'ort-cuda' rows on the CPU provider (layout cl, the GPU path's
 graphs and bookkeeping) with --quick sizes: a check of this script on a machine without a GPU.
@@ -622,28 +621,14 @@ def window_forms(quick: bool) -> dict:
         say(f"{name} window: " + ", ".join(f"{f} {v['us_per_step']} us/step" if "us_per_step" in v else f"{f} failed"
                                            for f, v in got.items()))
     out["ok"] = all(v.get("same_as_cl", True) for m in out["models"].values() for v in m.values())
-    # an experiment the runtime does not run: m steps a lookup from class-coded channels
-    # (bench/class_blocks.py; on the CPU slower than the lookup form), states checked against it
-    from class_blocks import CASES, forms as class_forms, row_codes
-    out["class_blocks"] = {}
-    for name, m in CASES:
-        key = f"{name}, {m} steps a block"
-        try:
-            out["class_blocks"][key] = got = {where: class_forms(name, m, codes, k, providers, 5 if quick else 20)
-                                              for where, codes in row_codes(name, k).items()}
-            say(f"class blocks, {key}: " + "; ".join(
-                f"{where} lookup {v['lookup']['us_per_step']}, " + ", ".join(
-                    f"{f} {v[f].get('us_per_step', 'failed')} (same {v[f].get('same_as_lookup')})" for f in ("conv", "expand"))
-                for where, v in got.items()))
-        except Exception as exc:
-            out["class_blocks"][key] = {"failed": f"{type(exc).__name__}: {exc}"}
     return out
 
 
 def long_tapes(quick: bool) -> dict:
     """Long tapes in tiles. The 100,000-cell cases run with each layout for the tile windows (cl:
     gathers and matrix products; cf: convolutions, fewer kernels a step; lookup, for a rule with a
-    step table: one lookup a step); the 1,000,000-cell cases with the fastest on that task."""
+    step table: one lookup a step; classes: one lookup a block of up to 7 or 9 steps); the
+    1,000,000-cell cases with the fastest on that task."""
     from sead.runtime.model_file import load_step_model
     from sead.runtime.rule import Rule
     from sead.runtime.tasks import get_task
@@ -671,7 +656,7 @@ def long_tapes(quick: bool) -> dict:
                                          ("parity", f"parity {n1:,} bits", bits(n1), None)):
         times = {}
         for layout in LONG_LAYOUTS:
-            if layout == "lookup" and Rule.from_step(load_step_model(model)).step_table(LOOKUP_ENTRIES) is None:
+            if layout in ("lookup", "classes") and Rule.from_step(load_step_model(model)).step_table(LOOKUP_ENTRIES) is None:
                 continue  # no table: the engine has no lookup form for this rule
             if time.perf_counter() < DEADLINE:
                 times[layout] = case(model, label, line, layout, expected)["seconds"]
@@ -756,7 +741,9 @@ def products(quick: bool) -> dict:
 
 STAND_IN = False
 DEADLINE = 0.0
-LONG_LAYOUTS = ("cl", "cf", "lookup")  # --long-layouts: the tile-window layouts compared on the 100,000-cell tapes
+# --long-layouts: the tile-window layouts compared on the 100,000-cell tapes, in this order (the
+# budget may cut the last): class-coded blocks and lookups have not run on a GPU
+LONG_LAYOUTS = ("classes", "lookup", "cl", "cf")
 LONGEST = True  # --no-longest: skip the 1,000,000-cell tapes
 GRAPH_ROWS = False  # --graph-rows: CUDA graphs for batches of whole problems too (the engine's option)
 
@@ -770,7 +757,7 @@ def main(argv=None) -> int:
     parser.add_argument("--budget", type=float, default=330.0, help="no section starts after this many seconds")
     parser.add_argument("--sections", nargs="+",
                         default=["conformance", "short", "file", "step", "long", "products", "windows"])
-    parser.add_argument("--long-layouts", nargs="+", default=["cl", "cf", "lookup"], choices=["cl", "cf", "lookup"],
+    parser.add_argument("--long-layouts", nargs="+", default=list(LONG_LAYOUTS), choices=list(LONG_LAYOUTS),
                         help="the tile-window layouts compared on the 100,000-cell tapes")
     parser.add_argument("--no-longest", action="store_true", help="skip the 1,000,000-cell tapes")
     parser.add_argument("--graph-rows", action="store_true", help="CUDA graphs for batches of whole problems too")

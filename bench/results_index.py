@@ -121,13 +121,8 @@ ABOUT = [
      "around the tiling threshold."),
     ("window_forms_", "bench/window_forms.py",
      "One long tape's tile window of each shipped tape model in each form of the rule (cl, cf, cf with "
-     "FusedConv, and the whole step as one table lookup): microseconds a step, and whether "
-     "its states equal the cl form's."),
-    ("class_blocks_", "bench/class_blocks.py",
-     "Class-coded blocks, an experiment the runtime does not run: m steps a lookup from a state whose "
-     "channels hold the classes of digit each cell of the block is read by, against the lookup form, on a "
-     "tile window and a 131,072-cell row of random problems: microseconds a step, and whether the digits "
-     "and hot cells equal the lookup form's."),
+     "FusedConv, the whole step as one table lookup, and class-coded blocks of many steps a lookup): "
+     "microseconds a step, and whether its states equal the cl form's."),
     ("dense_first_", "bench/tiles.py --dense-first",
      "The runtime as it ships (a long problem's first 32 steps as a whole row, if it fits a batch) "
      "against tiles from the first step (dense_first=0), on the same problems, best of repeated solves."),
@@ -336,17 +331,6 @@ def window_forms(d: dict) -> list[str]:
             "us a step (states against cl).", ""] + table(["model"] + names, body)
 
 
-def class_blocks(d: dict) -> list[str]:
-    body = []
-    for case, places in d["models"].items():
-        for where, v in places.items():
-            forms = [f"{v[f]['us_per_step']} ({'same' if v[f].get('same_as_lookup') else 'DIFFERENT'})"
-                     if "us_per_step" in v[f] else "failed" for f in ("conv", "expand")]
-            body.append([case, where, num(v["entries"]), str(v["channels"]), str(v["lookup"]["us_per_step"]), *forms])
-    return [f"{d['provider']} on {d['machine']}; K = {d['k']}; us a step (digits and hot cells against the lookup form).",
-            ""] + table(["model", "cells", "entries", "class maps", "lookup", "conv", "expand"], body)
-
-
 def load(d: dict) -> list[str]:
     cfg = d["config"]
     out = [f"Machine: {d['machine']['cpus']} CPUs, Python {d['machine']['python']}. {cfg['clients']} clients x "
@@ -486,8 +470,6 @@ def summarize(name: str, d) -> list[str]:
             return gpu_check(d)
         if "window_cells" in d:
             return window_forms(d)
-        if "models" in d and isinstance(d["models"], dict) and "provider" in d:
-            return class_blocks(d)
         if "models" in d and d["models"] and "met" in d["models"][0]:
             return code_bound(d)
         if "cases" in d and d["cases"] and "relative_to_default" in d["cases"][0]:

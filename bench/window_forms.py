@@ -15,6 +15,9 @@ model's window (one row: 3 tiles and 2 halos of K cells, ending in an empty cell
             codes and state values, so a table of every such neighbourhood replaces the
             arithmetic (graph.lookup_advance): a convolution, a cast and a GatherElements, 3
             operators a step against cl's 7 and cf's 6 (cf_fused 4).
+  classes   class-coded blocks (runtime/class_blocks.py; what either engine runs with
+            window_layout "classes"): a block of up to 7 (addition) or 9 (parity) steps is one
+            lookup from a state of a few channels, 4 operators a block.
 
 Every form's states after K steps must equal cl's on every real cell ("same_as_cl"). On a GPU
 machine bench/gpu_check.py runs the same on the CUDA provider (section "windows").
@@ -31,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from sead.runtime import graph as G
+from sead.runtime.class_blocks import ClassTables
 from sead.runtime.engines.ort import CPU_OPTIMIZATION
 from sead.runtime.layout import neighbour_table
 from sead.runtime.model_file import load_step_model
@@ -83,6 +87,7 @@ def forms(rule: Rule, codes: np.ndarray, k: int, providers: list, repeats: int) 
     states["cl"] = session(G.cl_finish(rule, readout=False), providers).run(None, {"codes": codes, "state": state})[0]
     # the channels-first forms: prepare from the codes, K steps timed, finish to state codes
     tables = G.lookup_tables(rule)
+    classes = ClassTables(tables) if tables is not None else None
     channels_first = {
         "cf": lambda: (G.cf_prepare(rule, False, True), G.cf_advance(rule, k, False, "hot"),
                        G.cf_finish(rule, False, readout=False), {}),
@@ -90,6 +95,8 @@ def forms(rule: Rule, codes: np.ndarray, k: int, providers: list, repeats: int) 
                              G.cf_finish(rule, False, readout=False), {}),
         "lookup": lambda: (G.lookup_prepare(tables, True, True), G.lookup_advance(tables, k, True, "hot"),
                            G.lookup_finish(tables, True, readout=False), tables.inputs),
+        "classes": lambda: (G.classes_prepare(tables, classes, True), G.classes_advance(classes, k),
+                            G.classes_finish(tables, classes, readout=False), classes.inputs),
     }
     for name, build in channels_first.items():
         try:  # FusedConv may be missing from a provider; a rule may have no step table

@@ -11,7 +11,7 @@ the device between calls:
 
 The problem never changes during a solve, so its share of the first convolution (most of its
 input channels) is computed once in `prepare` instead of at every step, and the readout runs once
-at the end. Three layouts of the same rule:
+at the end. Three layouts of the same rule, and a fourth for tile windows:
 
 - "lookup" (tape rules whose whole step fits a table, Rule.step_table): one number a cell, and a
   step is a lookup of the next in a table of every neighbourhood; where the numbers are few, one
@@ -20,6 +20,9 @@ at the end. Three layouts of the same rule:
   convolution over the state channels. Rows that each end in an empty cell are packed end to end,
   (1, C, B*L): one long convolution instead of B short ones (what lies beyond a row is what lies
   beyond a tape, an empty cell). The CPU's form for grids.
+- "classes" (tile windows of a lookup rule, runtime/class_blocks.py): blocks of many steps a
+  lookup, from a state of a few channels that hold the classes of each cell's number that the
+  blocks read.
 - "cl" (channels last, flat): the cells of a batch as one list (N, C) plus one empty cell at the
   end (index N), with a neighbour table (N + 1, taps) int64 made by the host once per batch shape
   (runtime/layout.py): any topology (tapes, rings, grids, tile windows) is the same graph. A

@@ -291,7 +291,7 @@ def test_class_tables_are_the_step_table_run_block_steps_times():
         step = t.step.reshape(n, n, n)
         for m in range(1, longest + 1):
             cells = [rng.integers(0, n, 20_000) for _ in range(2 * m + 1)]
-            weight, (left, right) = c.weights[m][0], c.pads[m]
+            weight, left = c.weights[m][0], c.pads[m][0]
             index = sum(weight[ch, i] * channels[ch][cells[m - left + i]]
                         for ch in range(len(c.channels)) for i in range(weight.shape[1]))
             for _ in range(m):
