@@ -111,6 +111,8 @@ class ClassTables:
         if step[:, 0, :].any():
             raise ValueError("class-coded blocks need a rule whose empty cells stay empty")
         levels = position_classes(step, max_steps, max_entries)
+        if not levels:
+            raise ValueError(f"no class-coded block of this rule's {n} digits fits {max_entries:,} entries")
         self.block_steps = len(levels)
         self.channels = [np.arange(n)]
         for c in levels[-1]:  # the longest block's maps; shorter blocks read these or finer ones
