@@ -18,6 +18,8 @@ model's window (one row: 3 tiles and 2 halos of K cells, ending in an empty cell
   classes   class-coded blocks (runtime/class_blocks.py; what either engine runs with
             window_layout "classes"): a block of up to 7 (addition) or 9 (parity) steps is one
             lookup from a state of a few channels, 4 operators a block.
+  classes_conv  the same with the index convolution writing every channel's index, no Expand:
+            3 operators a block (a bigger convolution; the runtime runs `classes`).
 
 Every form's states after K steps must equal cl's on every real cell ("same_as_cl"). On a GPU
 machine bench/gpu_check.py runs the same on the CUDA provider (section "windows").
@@ -97,6 +99,8 @@ def forms(rule: Rule, codes: np.ndarray, k: int, providers: list, repeats: int) 
                            G.lookup_finish(tables, True, readout=False), tables.inputs),
         "classes": lambda: (G.classes_prepare(tables, classes, True), G.classes_advance(classes, k),
                             G.classes_finish(tables, classes, readout=False), classes.inputs),
+        "classes_conv": lambda: (G.classes_prepare(tables, classes, True), G.classes_advance(classes, k, expand=False),
+                                 G.classes_finish(tables, classes, readout=False), classes.inputs),
     }
     for name, build in channels_first.items():
         try:  # FusedConv may be missing from a provider; a rule may have no step table

@@ -748,13 +748,17 @@ def _classes_prepare_nodes(b: _Builder, t: LookupTables, c: ClassTables, fresh: 
     b.op("GatherElements", [b.const(c.digit_channels), index], "state", axis=2)
 
 
-def _classes_advance_nodes(b: _Builder, c: ClassTables, k: int) -> None:
+def _classes_advance_nodes(b: _Builder, c: ClassTables, k: int, expand: bool = True) -> None:
     """From "state" and the block tables to "state_out" and "hot" (1, cells) bool, the cells the
-    K-th step changed."""
+    K-th step changed. expand: the index is made once and expanded to every channel; else the
+    convolution writes it to every channel, one operator fewer a block (on this CPU slower)."""
     state, every = "state", b.const(np.array([1, c.width, 1], np.int64))
     for steps in c.plan(k):
-        index = b.op("Cast", [b.op("Conv", [state, b.const(c.weights[steps])], pads=list(c.pads[steps]))], to=INT32)
-        state = b.op("GatherElements", [f"class_table_{steps}", b.op("Expand", [index, every])], axis=2)
+        weight = c.weights[steps] if expand else np.repeat(c.weights[steps], c.width, axis=0)
+        index = b.op("Cast", [b.op("Conv", [state, b.const(weight)], pads=list(c.pads[steps]))], to=INT32)
+        if expand:
+            index = b.op("Expand", [index, every])
+        state = b.op("GatherElements", [f"class_table_{steps}", index], axis=2)
     b.op("Identity", [state], "state_out")
     changed = b.op("Slice", [state, b.const([c.width - 1]), b.const([c.width]), b.const([1])])
     b.op("Squeeze", [b.op("Greater", [changed, b.const(np.float32(0.5))]), b.const([1])], "hot")
@@ -779,11 +783,11 @@ def classes_prepare(t: LookupTables, c: ClassTables, fresh: bool) -> onnx.ModelP
     return b.model(inputs, [_io("state", FLOAT, [1, c.width, "cells"])])
 
 
-def classes_advance(c: ClassTables, k: int) -> onnx.ModelProto:
+def classes_advance(c: ClassTables, k: int, expand: bool = True) -> onnx.ModelProto:
     """K steps, mode hot: state (1, C + 1, cells) and the class tables it reads (ClassTables.inputs)
-    -> state_out, hot (1, cells) bool."""
+    -> state_out, hot (1, cells) bool. expand: as _classes_advance_nodes."""
     b = _Builder(f"sead_classes_advance_hot_{k}")
-    _classes_advance_nodes(b, c, k)
+    _classes_advance_nodes(b, c, k, expand)
     state = _io("state", FLOAT, [1, c.width, "cells"])
     return b.model([state, *_classes_tables_read(b, c)],
                    [_io("state_out", FLOAT, [1, c.width, "cells"]), _io("hot", BOOL, [1, "cells"])])

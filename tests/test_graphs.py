@@ -66,6 +66,7 @@ def _graphs(rule):
             classes = _class_tables(tables)
             yield "classes prepare", G.classes_prepare(tables, classes, fresh=False)
             yield "classes advance", G.classes_advance(classes, 2 * classes.block_steps + 1)
+            yield "classes advance, index convolved", G.classes_advance(classes, 3, expand=False)
             yield "classes finish", G.classes_finish(tables, classes)
             yield "classes window", G.classes_window(tables, classes, 4, fresh=False)
 
@@ -307,7 +308,8 @@ def test_class_blocks_run_windows_as_the_lookup_form_does():
     """Class-coded windows (graph.classes_window: K steps in blocks of every length) give the
     lookup form's state codes and hot cells, from random codes, from reachable states and from
     the first step, at K that end inside a block and after it; the engine's three-graph form
-    (prepare, advance, finish: how `ort-cuda` runs windows) gives the same."""
+    (prepare, advance, finish: how `ort-cuda` runs windows) gives the same, with the index
+    expanded to every channel or convolved into each."""
     rng = np.random.default_rng(5)
     for name in ("addition", "parity", "rule110"):
         t = G.lookup_tables(Rule.from_step(load_step_model(default_model_path(name))))
@@ -328,13 +330,14 @@ def test_class_blocks_run_windows_as_the_lookup_form_does():
                                                                  if i.name in tables})))
                 packed = {"codes": codes.reshape(1, -1)} if fresh else \
                     {"codes": codes.reshape(1, -1), "state_codes": states.reshape(1, -1)}
-                state = _session(G.classes_prepare(t, c, fresh)).run(None, packed)[0]
-                advance = _session(G.classes_advance(c, k))
-                state, hot = advance.run(None, {"state": state, **{i.name: tables[i.name] for i in advance.get_inputs()
-                                                                   if i.name in tables}})
-                state_codes = _session(G.classes_finish(t, c, readout=False)).run(None, {"codes": packed["codes"],
-                                                                                         "state": state})[0]
-                runs.append([state_codes.reshape(codes.shape), hot.reshape(codes.shape)])
+                for expand in (True, False):
+                    state = _session(G.classes_prepare(t, c, fresh)).run(None, packed)[0]
+                    advance = _session(G.classes_advance(c, k, expand))
+                    state, hot = advance.run(None, {"state": state, **{i.name: tables[i.name]
+                                                                       for i in advance.get_inputs() if i.name in tables}})
+                    state_codes = _session(G.classes_finish(t, c, readout=False)).run(
+                        None, {"codes": packed["codes"], "state": state})[0]
+                    runs.append([state_codes.reshape(codes.shape), hot.reshape(codes.shape)])
                 where = f"{name} K={k} fresh={fresh}"
                 for got in runs[1:]:
                     assert all(np.array_equal(a, b) for a, b in zip(got, runs[0])), where
