@@ -45,7 +45,6 @@ def class_ids(rows: np.ndarray) -> np.ndarray:
 def run_block(step: np.ndarray, cells: np.ndarray, m: int) -> tuple[np.ndarray, np.ndarray]:
     """step (n, n, n), cells (P, 2m + 1) digits -> (the centre after m steps, whether step m
     changed it)."""
-    before = cells[:, cells.shape[1] // 2]
     for _ in range(m):
         before = cells[:, cells.shape[1] // 2]
         cells = step[cells[:, :-2], cells[:, 1:-1], cells[:, 2:]]

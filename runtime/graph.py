@@ -573,10 +573,6 @@ def _lookup_v(rule: Rule) -> int:
     return (1 << rule.state_channels) + 1
 
 
-def _table_io(tables: LookupTables, name: str) -> onnx.ValueInfoProto:
-    return _io(name, FLOAT, list(tables.inputs[name].shape))
-
-
 def _lookup_prepare_nodes(b: _Builder, t: LookupTables, fresh: bool, wrap: bool = False, out: str = "state") -> None:
     """From "codes" [and "state_codes"] to `out` (B, 1, L) float digits: one lookup by code and
     state code (the zero state's, before a first step). wrap: unused (a digit reads no neighbour),
@@ -662,10 +658,11 @@ def _lookup_advance_nodes(b: _Builder, t: LookupTables, k: int, packed: bool, mo
         b.op("ReduceMax", [changed_at, b.const([1, 2])], "last", keepdims=0)
 
 
-def _lookup_tables_read(b: _Builder, t: LookupTables) -> list[onnx.ValueInfoProto]:
-    """The table inputs of the nodes built so far."""
+def _tables_read(b: _Builder, tables: dict[str, np.ndarray]) -> list[onnx.ValueInfoProto]:
+    """The inputs among `tables` (LookupTables.inputs, ClassTables.inputs) that the nodes built
+    so far read."""
     used = {i for node in b.nodes for i in node.input}
-    return [_table_io(t, name) for name in t.inputs if name in used]
+    return [_io(name, FLOAT, list(table.shape)) for name, table in tables.items() if name in used]
 
 
 def _lookup_finish_nodes(b: _Builder, t: LookupTables, state: str, state_codes: str, readout: bool) -> None:
@@ -709,7 +706,7 @@ def lookup_advance(t: LookupTables, k: int, packed: bool, mode: str, wrap: int =
     _lookup_advance_nodes(b, t, k, packed, mode, wrap)
     cells = _lookup_cells(packed)
     return _advance_model(b, mode, packed, cells, [_io("state", FLOAT, ["batch", 1, *cells]),
-                                                   *_lookup_tables_read(b, t)], 1)
+                                                   *_tables_read(b, t.inputs)], 1)
 
 
 def lookup_finish(t: LookupTables, packed: bool, readout: bool = True) -> onnx.ModelProto:
@@ -732,7 +729,7 @@ def lookup_window(t: LookupTables, k: int, mode: str, fresh: bool) -> onnx.Model
                    lambda b, _, fresh, wrap: _lookup_prepare_nodes(b, t, fresh, wrap),
                    lambda b: _lookup_advance_nodes(b, t, k, True, mode, False),
                    lambda b, _, state, state_codes, readout: _lookup_finish_nodes(b, t, state, state_codes, readout),
-                   extra_inputs=lambda b: _lookup_tables_read(b, t))
+                   extra_inputs=lambda b: _tables_read(b, t.inputs))
 
 
 # -- classes: class-coded blocks, tile windows only (runtime/class_blocks.py) ----------------------
@@ -768,11 +765,6 @@ def _classes_digits(b: _Builder, state: str) -> str:
     return b.op("Slice", [state, b.const([0]), b.const([1]), b.const([1])])
 
 
-def _classes_tables_read(b: _Builder, c: ClassTables) -> list[onnx.ValueInfoProto]:
-    used = {i for node in b.nodes for i in node.input}
-    return [_io(name, FLOAT, list(table.shape)) for name, table in c.inputs.items() if name in used]
-
-
 def classes_prepare(t: LookupTables, c: ClassTables, fresh: bool) -> onnx.ModelProto:
     """codes (1, cells) uint8 [, state_codes] -> state (1, C + 1, cells) float."""
     b = _Builder("sead_classes_prepare")
@@ -789,7 +781,7 @@ def classes_advance(c: ClassTables, k: int, expand: bool = True) -> onnx.ModelPr
     b = _Builder(f"sead_classes_advance_hot_{k}")
     _classes_advance_nodes(b, c, k, expand)
     state = _io("state", FLOAT, [1, c.width, "cells"])
-    return b.model([state, *_classes_tables_read(b, c)],
+    return b.model([state, *_tables_read(b, c.inputs)],
                    [_io("state_out", FLOAT, [1, c.width, "cells"]), _io("hot", BOOL, [1, "cells"])])
 
 
@@ -811,7 +803,7 @@ def classes_window(t: LookupTables, c: ClassTables, k: int, fresh: bool) -> onnx
                    lambda b: _classes_advance_nodes(b, c, k),
                    lambda b, _, state, state_codes, readout: _lookup_finish_nodes(b, t, _classes_digits(b, state),
                                                                                  state_codes, readout),
-                   extra_inputs=lambda b: _classes_tables_read(b, c))
+                   extra_inputs=lambda b: _tables_read(b, c.inputs))
 
 
 # -- cl: channels last, rows of cells with a neighbour table --------------------------------------
