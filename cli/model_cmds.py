@@ -85,6 +85,9 @@ def inspect(
     typer.echo("inputs:  " + ", ".join(f"{k} {v}" for k, v in info["inputs"].items()))
     typer.echo("outputs: " + ", ".join(f"{k} {v}" for k, v in info["outputs"].items()))
     typer.echo("operators: " + ", ".join(f"{k} x{v}" for k, v in info["operators"].items()))
+    typer.echo("lookup forms (engine layouts lookup and window_layout classes):")
+    for k, v in info["lookup_forms"].items():
+        typer.echo(f"  {k}: {v if isinstance(v, str) else json.dumps(v)}")
 
 
 def eval_(

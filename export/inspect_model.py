@@ -1,10 +1,14 @@
-"""`sead inspect model.onnx`: metadata, inputs and outputs, operator counts, parameter count."""
+"""`sead inspect model.onnx`: metadata, inputs and outputs, operator counts, parameter count, and
+the lookup forms the runtime can build from the rule."""
 from __future__ import annotations
 
 import collections
 import dataclasses
 
+from sead.runtime.class_blocks import ClassTables
+from sead.runtime.graph import lookup_tables
 from sead.runtime.model_file import load_step_model, parameter_count
+from sead.runtime.rule import Rule
 
 
 def _dims(value_info) -> list:
@@ -23,4 +27,22 @@ def inspect_model(name_or_path: str) -> dict:
         "outputs": {o.name: _dims(o) for o in g.output},
         "operators": dict(sorted(collections.Counter(n.op_type for n in g.node).items())),
         "parameters": parameter_count(step.proto),
+        "lookup_forms": lookup_forms(Rule.from_step(step)),
     }
+
+
+def lookup_forms(rule: Rule) -> dict:
+    """The lookup layout's digits and blocks, and the class-coded windows' blocks (docs/engines.md),
+    or why the rule has none."""
+    tables = lookup_tables(rule)
+    if tables is None:
+        return {"lookup": "none: only a tape rule with a sign state whose whole step fits 2^24 exact entries has one"}
+    out = {"lookup": {"digits": tables.n, "step_table_entries": tables.n ** 3, "block_steps": tables.block_steps,
+                      "reads": {"left": bool(tables.sides[0]), "right": bool(tables.sides[1])}}}
+    try:
+        classes = ClassTables(tables)
+        out["classes"] = {"block_steps": classes.block_steps, "class_maps": len(classes.channels),
+                          "largest_table_entries": max(classes.entries.values())}
+    except ValueError as exc:
+        out["classes"] = f"none: {exc}"
+    return out

@@ -312,3 +312,20 @@ def test_a_block_of_answers_is_written_as_line_by_line_writing_would():
         out = io.StringIO()
         assert _write_lines(block.items(), out, fmt, "<stdin>") == 0
         assert fast(block) == out.getvalue()
+
+
+@needs_models
+def test_inspect_names_the_lookup_forms_of_each_shipped_rule():
+    """`sead inspect --json` says which lookup forms the runtime builds: the tape rules' digits and
+    blocks (addition's 76 digits take no blocks; parity's step reads its left only), their
+    class-coded windows, and none for the multiplication grid."""
+    forms = {}
+    for name in ("addition", "parity", "rule110", "multiplication"):
+        code, out, err = sead("inspect", name, "--json")
+        assert code == 0, err
+        forms[name] = json.loads(out)["lookup_forms"]
+    assert {k: (v["lookup"]["digits"], v["lookup"]["block_steps"], v["classes"]["block_steps"])
+            for k, v in forms.items() if k != "multiplication"} == \
+        {"addition": (76, 1, 7), "parity": (9, 6, 9), "rule110": (7, 3, 2)}
+    assert forms["parity"]["lookup"]["reads"] == {"left": True, "right": False}
+    assert forms["multiplication"]["lookup"].startswith("none")
