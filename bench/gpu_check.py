@@ -24,7 +24,9 @@ Sections (each timed; a section that fails is recorded and the run goes on):
                rule's FLOPs per cell-update), and 4,096 random 1,000-digit sums end to end, in
                the cl and the lookup layouts
   long         100,000 and 1,000,000 nines + 1, parity of 100,000 and 1,000,000 random bits, one
-               random 10,000,000-digit sum: seconds, steps, exact; 10,000-cell cases against 'ort'
+               random 10,000,000-digit sum: seconds, steps, exact; the 100,000-cell ones with the
+               engine's default (small tile windows on the CPU provider) and with every window
+               on the GPU in each layout; 10,000-cell cases against 'ort'
   products     one random product of 200, 400 and 1,000 digits, exact; 100-digit ones against 'ort'
   windows      a long tape's tile window (K = 256) of each shipped tape model in each form of the
                rule (cl, cf, cf with FusedConv, the lookup form `ort` runs, and class-coded
@@ -134,14 +136,19 @@ LOOKUP_ENTRIES = 1 << 24  # lookup windows on a GPU also for addition (its table
 
 
 def gpu_engine(graphs: bool = True, layout: str | None = None, window_layout: str | None = None,
-               workers: int | None = None):
-    from sead.runtime.engines.ort import K_CHOICES_CUDA, OrtEngine
+               workers: int | None = None, host_windows: bool = True):
+    """'ort-cuda' (its path on the CPU provider with --cpu-stand-in). host_windows: small tile
+    windows on the companion CPU engine, as the engine does by default; False: every window on
+    the GPU."""
+    from sead.runtime.engines.ort import HOST_WINDOW_CELLS, K_CHOICES_CUDA, OrtEngine
+    host = HOST_WINDOW_CELLS if host_windows else 0
     if STAND_IN:
         return lambda step: OrtEngine(step, "cpu", layout=layout or "cl", k_choices=K_CHOICES_CUDA, cuda_graphs=graphs,
                                       window_layout=window_layout, graph_rows=GRAPH_ROWS, workers=workers,
-                                      lookup_entries=LOOKUP_ENTRIES)
+                                      lookup_entries=LOOKUP_ENTRIES, host_window_cells=host)
     return lambda step: OrtEngine(step, "cuda", layout=layout, cuda_graphs=graphs, window_layout=window_layout,
-                                  graph_rows=GRAPH_ROWS, workers=workers, lookup_entries=LOOKUP_ENTRIES)
+                                  graph_rows=GRAPH_ROWS, workers=workers, lookup_entries=LOOKUP_ENTRIES,
+                                  host_window_cells=host)
 
 
 def runtime(model: str, engine, **kw):
@@ -192,7 +199,9 @@ def conformance(quick: bool) -> dict:
     out = {}
     for model, cases in plans.items():
         task = get_task(model)
-        engines = {"ort": "ort", "ort-cuda": gpu_engine(True), "ort-cuda-nographs": gpu_engine(False)}
+        # every window on the GPU here (the default runs small ones on the host: the long section)
+        engines = {"ort": "ort", "ort-cuda": gpu_engine(True, host_windows=False),
+                   "ort-cuda-nographs": gpu_engine(False, host_windows=False)}
         runtimes = {name: runtime(model, e) for name, e in engines.items()}
         rows = []
         for size, count in cases:
@@ -625,10 +634,11 @@ def window_forms(quick: bool) -> dict:
 
 
 def long_tapes(quick: bool) -> dict:
-    """Long tapes in tiles. The 100,000-cell cases run with each layout for the tile windows (cl:
-    gathers and matrix products; cf: convolutions, fewer kernels a step; lookup, for a rule with a
-    step table: one lookup a step; classes: one lookup a block of up to 7 or 9 steps); the
-    1,000,000-cell cases with the fastest on that task."""
+    """Long tapes in tiles. The 100,000-cell cases run with the engine's default (host: windows
+    under HOST_WINDOW_CELLS cells on the CPU provider) and with every window on the GPU in each
+    layout (cl: gathers and matrix products; cf: convolutions, fewer kernels a step; lookup, for a
+    rule with a step table: one lookup a step; classes: one lookup a block of up to 7 or 9 steps);
+    the 1,000,000-cell cases with the fastest on that task."""
     from sead.runtime.model_file import load_step_model
     from sead.runtime.rule import Rule
     from sead.runtime.tasks import get_task
@@ -639,7 +649,11 @@ def long_tapes(quick: bool) -> dict:
 
     def case(model: str, label: str, line: str, window_layout: str, steps_expected=None) -> dict:
         task = get_task(model)
-        with runtime(model, gpu_engine(True, window_layout=window_layout)) as rt:
+        # "host": the engine as it ships (windows under HOST_WINDOW_CELLS cells on the CPU
+        # provider, larger ones in its default layout); else every window on the GPU in that layout
+        engine = gpu_engine(True) if window_layout == "host" else \
+            gpu_engine(True, window_layout=window_layout, host_windows=False)
+        with runtime(model, engine) as rt:
             rt.solve([line[:5000] if model == "parity" else "9" * 5000 + "+1"])  # sessions for every K, once
             got, seconds = timed(rt.solve, [line])
         r = got[0]
@@ -741,9 +755,10 @@ def products(quick: bool) -> dict:
 
 STAND_IN = False
 DEADLINE = 0.0
-# --long-layouts: the tile-window layouts compared on the 100,000-cell tapes, in this order (the
-# budget may cut the last): class-coded blocks and lookups have not run on a GPU
-LONG_LAYOUTS = ("classes", "lookup", "cl", "cf")
+# --long-layouts: where and how the 100,000-cell tapes' tile windows run, in this order (the budget
+# may cut the last): "host", the default (small windows on the CPU provider), then every window on
+# the GPU in each layout (class-coded blocks and lookups have not run on a GPU)
+LONG_LAYOUTS = ("host", "classes", "lookup", "cl", "cf")
 LONGEST = True  # --no-longest: skip the 1,000,000-cell tapes
 GRAPH_ROWS = False  # --graph-rows: CUDA graphs for batches of whole problems too (the engine's option)
 

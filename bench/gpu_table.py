@@ -71,7 +71,9 @@ def render(report: dict) -> str:
     for case in s.get("long", {}).get("cases", []):
         if "seconds" in case:
             per_step = f" ({case['us_per_step']:.1f} us a step)" if case["steps"] >= 1000 else ""
-            lines.append(f"| {case['case']} ({case['window_layout']} tile windows) | {case['seconds']:.2f} s, "
+            where = "small tile windows on the host CPU" if case["window_layout"] == "host" else \
+                f"{case['window_layout']} tile windows"
+            lines.append(f"| {case['case']} ({where}) | {case['seconds']:.2f} s, "
                          f"{case['steps']:,} steps{per_step}, {'exact' if case['exact'] else 'WRONG'} | |")
     model = s.get("products", {}).get("model", "")
     products = s.get("products", {})

@@ -17,7 +17,8 @@ from sead.runtime.model_file import load_step_model  # noqa: E402
 from sead.runtime.rule import Rule  # noqa: E402
 from sead.runtime.tasks import get_task  # noqa: E402
 
-ENGINES = ["ort", "ort-cl-on-cpu", "ort-slots-on-cpu", pytest.param("ort-cuda", marks=pytest.mark.gpu),
+ENGINES = ["ort", "ort-cl-on-cpu", "ort-slots-on-cpu", "ort-host-windows-on-cpu",
+           pytest.param("ort-cuda", marks=pytest.mark.gpu),
            pytest.param("trt", marks=pytest.mark.trt)]
 
 
@@ -29,6 +30,10 @@ def _factory(name, k=None):
         if name == "ort-slots-on-cpu":  # ort's layout with windows as batches in slots (ort runs them as one graph)
             from sead.runtime.engines.ort import OrtEngine
             return OrtEngine(step, "cpu", cuda_graphs=True)
+        if name == "ort-host-windows-on-cpu":  # ort-cuda's path, its small windows on a companion `ort` engine
+            from sead.runtime.engines.ort import HOST_WINDOW_CELLS, OrtEngine
+            return OrtEngine(step, "cpu", layout="cl", cuda_graphs=True, graph_rows=True,
+                             host_window_cells=HOST_WINDOW_CELLS)
         return make_engine(step, name, k)
     return make
 
@@ -281,3 +286,31 @@ def test_class_coded_windows_solve_as_lookup_rows_do(model):
         with Runtime(model, engine, tile_from=100, tile=(16, 4), dense_first=0) as rt:
             assert rt.solve(lines) == want, f"slots={slots}"
     assert [r.answer for r in want] == [t.answer(t.parse(line)) for line in lines]
+
+
+def test_small_windows_run_on_the_host_companion_and_large_ones_on_the_engine():
+    """`ort-cuda` hands tile-window calls of fewer than host_window_cells cells to a CPU-provider
+    `ort` engine (latency-bound work) and keeps larger ones; both give `ort`'s states, hot cells
+    and classes. Shown here with the CUDA path's layout and slots on the CPU provider: the large
+    call still runs after the companion is made unusable."""
+    from sead.runtime.engines.ort import OrtEngine
+
+    step = load_step_model("addition")
+    task = get_task("addition")
+    rng = np.random.default_rng(17)
+    ref = OrtEngine(step, "cpu")
+    engine = OrtEngine(step, "cpu", layout="cl", cuda_graphs=True, host_window_cells=1000)
+    small, large = (_codes(task, [task.parse(task.random_line(rng, n)) for _ in range(rows)], (n + 2,))
+                    for n, rows in ((40, 4), (300, 8)))
+    assert small.size < 1000 <= large.size and engine._host is None
+    for codes in (small, large):
+        want_states, want_hot = ref.run_windows(codes, None, 8)
+        got_states, got_hot = engine.run_windows(codes, None, 8)
+        assert np.array_equal(got_states, want_states) and np.array_equal(got_hot, want_hot)
+        assert np.array_equal(engine.classify(codes, got_states), ref.classify(codes, want_states))
+        if codes is small:
+            assert engine._host is not None and engine._host.device == "cpu"
+            engine._host.close()
+            engine._host.run_windows = engine._host.classify = None  # a large call that came here would fail
+    engine.close()
+    ref.close()
