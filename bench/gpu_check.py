@@ -138,17 +138,23 @@ LOOKUP_ENTRIES = 1 << 24  # lookup windows on a GPU also for addition (its table
 def gpu_engine(graphs: bool = True, layout: str | None = None, window_layout: str | None = None,
                workers: int | None = None, host_windows: bool = True):
     """'ort-cuda' (its path on the CPU provider with --cpu-stand-in). host_windows: small tile
-    windows on the companion CPU engine, as the engine does by default; False: every window on
-    the GPU."""
-    from sead.runtime.engines.ort import HOST_WINDOW_CELLS, K_CHOICES_CUDA, OrtEngine
-    host = HOST_WINDOW_CELLS if host_windows else 0
-    if STAND_IN:
-        return lambda step: OrtEngine(step, "cpu", layout=layout or "cl", k_choices=K_CHOICES_CUDA, cuda_graphs=graphs,
-                                      window_layout=window_layout, graph_rows=GRAPH_ROWS, workers=workers,
-                                      lookup_entries=LOOKUP_ENTRIES, host_window_cells=host)
-    return lambda step: OrtEngine(step, "cuda", layout=layout, cuda_graphs=graphs, window_layout=window_layout,
-                                  graph_rows=GRAPH_ROWS, workers=workers, lookup_entries=LOOKUP_ENTRIES,
-                                  host_window_cells=host)
+    windows on `ort` on the host, as make_engine builds the engine (runtime/engines/host_windows.py);
+    False: every window on the GPU."""
+    from sead.runtime.engines.host_windows import HostWindows
+    from sead.runtime.engines.ort import K_CHOICES_CUDA, OrtEngine
+
+    def make(step):
+        if STAND_IN:
+            device = OrtEngine(step, "cpu", layout=layout or "cl", k_choices=K_CHOICES_CUDA, cuda_graphs=graphs,
+                               window_layout=window_layout, graph_rows=GRAPH_ROWS, workers=workers,
+                               lookup_entries=LOOKUP_ENTRIES)
+        else:
+            device = OrtEngine(step, "cuda", layout=layout, cuda_graphs=graphs, window_layout=window_layout,
+                               graph_rows=GRAPH_ROWS, workers=workers, lookup_entries=LOOKUP_ENTRIES)
+        if not host_windows:
+            return device
+        return HostWindows(device, lambda: OrtEngine(step, "cpu", k_choices=device.k_choices, workers=1))
+    return make
 
 
 def runtime(model: str, engine, **kw):
@@ -655,11 +661,16 @@ def long_tapes(quick: bool) -> dict:
             gpu_engine(True, window_layout=window_layout, host_windows=False)
         with runtime(model, engine) as rt:
             rt.solve([line[:5000] if model == "parity" else "9" * 5000 + "+1"])  # sessions for every K, once
+            split = rt.engine if window_layout == "host" else None  # a HostWindows: it counts its calls
+            before = (split.host_calls, split.device_calls) if split else (0, 0)
             got, seconds = timed(rt.solve, [line])
+            calls = (split.host_calls - before[0], split.device_calls - before[1]) if split else None
         r = got[0]
         entry = {"case": label, "window_layout": window_layout, "seconds": round(seconds, 3), "steps": r.steps,
                  "converged": r.converged, "exact": r.answer == task.answer(task.parse(line)),
                  "steps_expected": steps_expected, "us_per_step": round(seconds / max(r.steps, 1) * 1e6, 2)}
+        if calls:  # window and readout calls on the host's CPU and on the GPU
+            entry["window_calls"] = {"host": calls[0], "gpu": calls[1]}
         out["cases"].append(entry)
         say(f"{label} ({window_layout} windows): {seconds:.2f} s, {r.steps:,} steps, exact {entry['exact']}")
         save()

@@ -30,10 +30,11 @@ def _factory(name, k=None):
         if name == "ort-slots-on-cpu":  # ort's layout with windows as batches in slots (ort runs them as one graph)
             from sead.runtime.engines.ort import OrtEngine
             return OrtEngine(step, "cpu", cuda_graphs=True)
-        if name == "ort-host-windows-on-cpu":  # ort-cuda's path, its small windows on a companion `ort` engine
-            from sead.runtime.engines.ort import HOST_WINDOW_CELLS, OrtEngine
-            return OrtEngine(step, "cpu", layout="cl", cuda_graphs=True, graph_rows=True,
-                             host_window_cells=HOST_WINDOW_CELLS)
+        if name == "ort-host-windows-on-cpu":  # as make_engine builds ort-cuda: its small windows on `ort`
+            from sead.runtime.engines.host_windows import HostWindows
+            from sead.runtime.engines.ort import OrtEngine
+            return HostWindows(OrtEngine(step, "cpu", layout="cl", cuda_graphs=True, graph_rows=True),
+                               lambda: OrtEngine(step, "cpu"))
         return make_engine(step, name, k)
     return make
 
@@ -288,29 +289,33 @@ def test_class_coded_windows_solve_as_lookup_rows_do(model):
     assert [r.answer for r in want] == [t.answer(t.parse(line)) for line in lines]
 
 
-def test_small_windows_run_on_the_host_companion_and_large_ones_on_the_engine():
-    """`ort-cuda` hands tile-window calls of fewer than host_window_cells cells to a CPU-provider
-    `ort` engine (latency-bound work) and keeps larger ones; both give `ort`'s states, hot cells
-    and classes. Shown here with the CUDA path's layout and slots on the CPU provider: the large
-    call still runs after the companion is made unusable."""
+def test_small_windows_run_on_the_host_and_large_ones_on_the_device():
+    """A GPU engine (as make_engine builds ort-cuda and trt) hands tile-window and readout calls of
+    fewer than `cells` cells to an `ort` engine on the host (latency-bound work) and keeps larger
+    ones; both give `ort`'s states, hot cells and classes. Shown with ort-cuda's layout and slots
+    on the CPU provider as the device; where the host engine cannot start, the device runs all."""
+    from sead.runtime.engines.host_windows import HostWindows
     from sead.runtime.engines.ort import OrtEngine
+    from sead.runtime.errors import EngineUnavailable
 
     step = load_step_model("addition")
     task = get_task("addition")
     rng = np.random.default_rng(17)
     ref = OrtEngine(step, "cpu")
-    engine = OrtEngine(step, "cpu", layout="cl", cuda_graphs=True, host_window_cells=1000)
     small, large = (_codes(task, [task.parse(task.random_line(rng, n)) for _ in range(rows)], (n + 2,))
                     for n, rows in ((40, 4), (300, 8)))
-    assert small.size < 1000 <= large.size and engine._host is None
-    for codes in (small, large):
-        want_states, want_hot = ref.run_windows(codes, None, 8)
-        got_states, got_hot = engine.run_windows(codes, None, 8)
-        assert np.array_equal(got_states, want_states) and np.array_equal(got_hot, want_hot)
-        assert np.array_equal(engine.classify(codes, got_states), ref.classify(codes, want_states))
-        if codes is small:
-            assert engine._host is not None and engine._host.device == "cpu"
-            engine._host.close()
-            engine._host.run_windows = engine._host.classify = None  # a large call that came here would fail
-    engine.close()
+    assert small.size < 1000 <= large.size
+
+    def unavailable():
+        raise EngineUnavailable("no onnxruntime here")
+
+    for make_host, on_host in ((lambda: OrtEngine(step, "cpu"), 2), (unavailable, 0)):
+        engine = HostWindows(OrtEngine(step, "cpu", layout="cl", cuda_graphs=True), make_host, cells=1000)
+        for codes in (small, large):
+            want_states, want_hot = ref.run_windows(codes, None, 8)
+            got_states, got_hot = engine.run_windows(codes, None, 8)
+            assert np.array_equal(got_states, want_states) and np.array_equal(got_hot, want_hot)
+            assert np.array_equal(engine.classify(codes, got_states), ref.classify(codes, want_states))
+        assert (engine.host_calls, engine.device_calls) == (on_host, 4 - on_host)
+        engine.close()
     ref.close()

@@ -578,8 +578,11 @@ def _key(results):
 
 def check_solves_like_ort(model, engine, lines, cudart, **options):
     """The suite's check on whole solves: answers, steps and converged flags equal engine 'ort';
-    no stream work faulted; every device block freed at close."""
+    no stream work faulted; every device block freed at close. "trt" is the bare TrtEngine, so
+    that it runs its own tile windows (make_engine hands small ones to `ort`)."""
     options = dict(dict(k=4, tile_from=64, tile=(8, 3), dense_first=0, self_test=False), **options)
+    if engine == "trt":
+        engine = lambda s: trt_module.TrtEngine(s, options["k"])
     with Runtime(model, "ort", **options) as rt:
         want = rt.solve(lines)
     with Runtime(model, engine, **options) as rt:
@@ -726,6 +729,12 @@ def test_registry_and_auto_pick_trt_when_it_starts(monkeypatch, tmp_path):
     assert make_engine(step, "trt").k_choices == (1, 2, 4, 8)
     with Runtime("addition", "trt", k=4) as rt:  # its self-test: the task's canonical problems
         assert rt.solve(["99999+1"])[0].answer == "100000"
+    # the registry's trt runs a long tape's small tile windows on `ort`, its larger calls itself
+    with Runtime("addition", "trt", k=4, tile_from=64, tile=(8, 3), dense_first=0) as rt:
+        line = "9" * 5000 + "+1"
+        assert rt.solve([line])[0].answer == "1" + "0" * 5000
+        assert isinstance(rt.engine.device, trt_module.TrtEngine)
+        assert rt.engine.host_calls > 0 and rt.engine.device_calls > 0
 
 
 def test_plans_are_cached_on_disk_and_built_as_tensorrt_should(monkeypatch, tmp_path, capfd):

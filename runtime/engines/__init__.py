@@ -2,6 +2,8 @@
 
     make_engine(step, "auto")   trt, then ort-cuda, then ort: the first that starts here
 
+The GPU engines run their small tile windows on `ort` (host_windows.py).
+
 Each engine implements runtime/engines/protocol.py and lives in its own module, imported only
 when that engine is asked for (onnxruntime, tensorrt and CUDA are optional).
 """
@@ -25,13 +27,23 @@ def _ort(step, k=None):
 
 
 def _ort_cuda(step, k=None):
+    from .host_windows import HostWindows
     from .ort import K_CHOICES_CUDA, OrtEngine
-    return OrtEngine(step, "cuda", k_choices=_ks(K_CHOICES_CUDA, k))
+    device = OrtEngine(step, "cuda", k_choices=_ks(K_CHOICES_CUDA, k))
+    return HostWindows(device, lambda: _ort_host(step, device.k_choices))
 
 
 def _trt(step, k=None):
+    from .host_windows import HostWindows
     from .trt import TrtEngine
-    return TrtEngine(step, k or 8)
+    device = TrtEngine(step, k or 8)
+    return HostWindows(device, lambda: _ort_host(step, device.k_choices))
+
+
+def _ort_host(step, k_choices: tuple[int, ...]):
+    """The CPU engine that runs a GPU engine's small tile windows (runtime/engines/host_windows.py)."""
+    from .ort import OrtEngine
+    return OrtEngine(step, "cpu", k_choices=k_choices, workers=1)
 
 
 def _ks(default: tuple[int, ...], k: int | None) -> tuple[int, ...]:

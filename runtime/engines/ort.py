@@ -55,13 +55,6 @@ def _onnxruntime():
     return onnxruntime
 
 
-# `ort-cuda`: a tile-window call of fewer cells runs on the CPU provider (a companion `ort` engine).
-# A long tape's few active tiles make windows of about a thousand cells, thousands of calls one
-# after another: latency, not arithmetic. On an H200 a cl window step took 23-29 us
-# (bench/results/gpu_check_h200.json); `ort` on 2 cores runs a lookup window step of 321 cells in
-# 1.4 us, about 4 ns a cell (window_forms_ort_cpu.json): the host wins below about 25 us / 4 ns,
-# some 6,000 cells. bench/gpu_check.py's long section times both placements.
-HOST_WINDOW_CELLS = 1 << 12
 LOOKUP_BATCH_CELLS = 1 << 17  # the lookup layout's step holds a few numbers a cell, whatever H and C_s
 
 
@@ -88,27 +81,20 @@ class OrtEngine:
     the slots, for tests of their bookkeeping); graph_rows: batches of whole problems too.
     lookup_entries: the largest Rule.step_table the lookup layout builds on (by default 2^24
     entries, the most a float32 index holds exactly: addition's million-entry table, whose
-    lookup form ran its rows and windows faster than cf on a CPU). host_window_cells: tile-window
-    calls of fewer cells run on a companion CPU-provider engine (`ort`'s windows; default
-    HOST_WINDOW_CELLS on CUDA, 0 on the CPU: none)."""
+    lookup form ran its rows and windows faster than cf on a CPU)."""
 
     GRAPH_SLOTS = 16            # batch shapes that own buffers (and graphs) for good
 
     def __init__(self, step: StepModel, device: str = "cpu", layout: str | None = None,
                  k_choices: tuple[int, ...] | None = None, workers: int | None = None,
                  cuda_graphs: bool | None = None, device_id: int = 0, window_layout: str | None = None,
-                 graph_rows: bool = False, lookup_entries: int = STEP_TABLE_ENTRIES,
-                 host_window_cells: int | None = None):
+                 graph_rows: bool = False, lookup_entries: int = STEP_TABLE_ENTRIES):
         ort = _onnxruntime()
         if device == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
             raise EngineUnavailable("engine 'ort-cuda' needs onnxruntime-gpu and a CUDA GPU: pip install 'sead[cuda]' "
                                     f"(available providers here: {', '.join(ort.get_available_providers())})",
                                     quiet=True)
         self.ort, self.step, self.device, self.device_id = ort, step, device, device_id
-        if host_window_cells is None:
-            host_window_cells = HOST_WINDOW_CELLS if device == "cuda" else 0
-        self.host_window_cells = host_window_cells
-        self._host: OrtEngine | None = None  # the companion for small windows, made on first use
         self.rule = Rule.from_step(step)
         # the lookup graphs' tables, built only where a lookup layout may be chosen (addition's take
         # 0.1 s and 2 MB; ort-cuda runs cl unless told)
@@ -315,16 +301,7 @@ class OrtEngine:
         changed (hot), not when each last changed (owned, count), which lookup runs."""
         return "lookup" if self.window_layout == "classes" and mode != "hot" else self.window_layout
 
-    def host(self) -> "OrtEngine":
-        """The CPU-provider engine that runs this engine's small tile windows (made once)."""
-        with self._lock:
-            if self._host is None:
-                self._host = OrtEngine(self.step, "cpu", k_choices=self.k_choices, workers=1)
-            return self._host
-
     def run_windows(self, codes, state_codes, k, owned=None):
-        if codes.size < self.host_window_cells:
-            return self.host().run_windows(codes, state_codes, k, owned)
         mode = "hot" if owned is None else "owned"
         layout = self._window_layout(mode)
         if self.device == "cpu" and layout in ("cf", "lookup", "classes") and not self.cuda_graphs and self.rule.rank == 1:
@@ -351,8 +328,6 @@ class OrtEngine:
             batch.close()
 
     def classify(self, codes, state_codes):
-        if codes.size < self.host_window_cells:
-            return self.host().classify(codes, state_codes)
         batch = OrtBatch(self, np.ascontiguousarray(codes, np.uint8), state_codes, False, "count",
                          layout=self._window_layout("count"))
         try:
@@ -362,8 +337,6 @@ class OrtEngine:
 
     def close(self) -> None:
         with self._device_lock, self._lock:
-            if self._host is not None:
-                self._host.close()
             self._sessions.clear()
             self._slots.clear()
             self._lookup_values = None
