@@ -70,8 +70,9 @@ def position_classes(step: np.ndarray, max_steps: int, max_entries: int) -> list
     levels = []
     for j in range(1, max_steps + 1):
         candidates = []
+        sources = ((of_left, -1), (digit, 0), (of_right, 1))  # the j - 1 blocks' maps, and where each sits
         for p in range(-j, j + 1):
-            parts = [maps[p - c + j - 1] for maps, c in ((of_left, -1), (digit, 0), (of_right, 1)) if abs(p - c) <= j - 1]
+            parts = [maps[p - c + j - 1] for maps, c in sources if abs(p - c) <= j - 1]
             candidates.append(class_ids(np.stack(parts, 1)))
         counts = [int(c.max()) + 1 for c in candidates]
         if np.prod(counts, dtype=np.float64) > 8 * max_entries:  # the search itself would be too large
@@ -117,6 +118,8 @@ class ClassTables:
         for c in levels[-1]:  # the longest block's maps; shorter blocks read these or finer ones
             if c.max() > 0 and not any(np.array_equal(c, known) for known in self.channels):
                 self.channels.append(c)
+        if any(int(c[0]) for c in self.channels):  # a convolution's zero padding reads as empty cells
+            raise ValueError("a class map gives the empty cell a class other than 0")
         width = len(self.channels) + 1
         self.digit_channels = np.zeros((1, width, n), np.float32)  # a digit -> its state (prepare)
         self.digit_channels[0, :-1] = self.channels

@@ -75,10 +75,11 @@ class OrtEngine:
     on the CPU lookup where Rule.step_table exists, else cf for a sign state; cl on CUDA and for
     symbol states). window_layout: the tile windows' (default: layout), one of those or
     "classes", class-coded blocks (runtime/class_blocks.py: for a rule with a step table, many
-    steps a lookup; windows of the last round, which count changing steps, run lookup). workers: batches run side by side (default: one per core on the CPU, two on
-    CUDA). cuda_graphs: give repeating tile window shapes engine-owned slots and capture CUDA
-    graphs on them (default on for CUDA unless SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only
-    the slots, for tests of their bookkeeping); graph_rows: batches of whole problems too.
+    steps a lookup; windows of the last round, which count changing steps, run lookup).
+    workers: batches run side by side (default: one per core on the CPU, two on CUDA).
+    cuda_graphs: give repeating tile window shapes engine-owned slots and capture CUDA graphs on
+    them (default on for CUDA unless SEAD_ORT_CUDA_GRAPHS=0; on the CPU provider only the slots,
+    for tests of their bookkeeping); graph_rows: batches of whole problems too.
     lookup_entries: the largest Rule.step_table the lookup layout builds on (by default 2^24
     entries, the most a float32 index holds exactly: addition's million-entry table, whose
     lookup form ran its rows and windows faster than cf on a CPU)."""
