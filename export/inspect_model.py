@@ -5,6 +5,8 @@ from __future__ import annotations
 import collections
 import dataclasses
 
+import numpy as np
+
 from sead.runtime.class_blocks import ClassTables
 from sead.runtime.graph import lookup_tables
 from sead.runtime.model_file import load_step_model, parameter_count
@@ -41,8 +43,9 @@ def lookup_forms(rule: Rule) -> dict:
                       "reads": {"left": bool(tables.sides[0]), "right": bool(tables.sides[1])}}}
     try:
         classes = ClassTables(tables)
+        longest = classes.classes[classes.block_steps]
         out["classes"] = {"block_steps": classes.block_steps, "class_maps": len(classes.channels),
-                          "largest_table_entries": max(classes.entries.values())}
+                          "longest_block_reads": longest, "longest_block_entries": int(np.prod(longest))}
     except ValueError as exc:
         out["classes"] = f"none: {exc}"
     return out

@@ -102,8 +102,9 @@ class ClassTables:
     last, whether the latest step changed the cell (channel C). For a block of j steps:
     weights[j] (1, C + 1, w) float32, the index convolution (pads[j] = cells read left, right),
     and inputs[f"class_table_{j}"] (1, C + 1, entries) float32, every channel of the centre
-    after the block and whether its last step changed it. m = block_steps: the longest block
-    whose table has at most max_entries entries; K steps run LookupTables.plan's blocks."""
+    after the block and whether its last step changed it; classes[j]: the classes of each cell
+    it reads, left to right (their product is its entries). m = block_steps: the longest block
+    whose table has at most max_entries entries; K steps take `plan`'s blocks."""
 
     def __init__(self, tables, max_entries: int = CLASS_TABLE_ENTRIES, max_steps: int = MAX_CLASS_STEPS):
         n = self.n = tables.n
@@ -123,7 +124,7 @@ class ClassTables:
         width = len(self.channels) + 1
         self.digit_channels = np.zeros((1, width, n), np.float32)  # a digit -> its state (prepare)
         self.digit_channels[0, :-1] = self.channels
-        self.weights, self.pads, self.inputs, self.entries = {}, {}, {}, {}
+        self.weights, self.pads, self.inputs, self.classes = {}, {}, {}, {}
         for j, maps in enumerate(levels, 1):
             reads = []  # per position: the coarsest channel that refines its classes (None: unread)
             for c in maps:
@@ -146,7 +147,7 @@ class ClassTables:
             table[0, -1] = hot
             table.flags.writeable = False
             self.inputs[f"class_table_{j}"] = table
-            self.entries[j] = len(grid)
+            self.classes[j] = [c for c in counts if c > 1]  # the classes of each cell it reads, left to right
 
     def plan(self, k: int) -> list[int]:
         """The steps of each block that K steps take, in order: the remainder, then blocks of m."""

@@ -328,4 +328,6 @@ def test_inspect_names_the_lookup_forms_of_each_shipped_rule():
             for k, v in forms.items() if k != "multiplication"} == \
         {"addition": (76, 1, 7), "parity": (9, 6, 9), "rule110": (7, 3, 2)}
     assert forms["parity"]["lookup"]["reads"] == {"left": True, "right": False}
+    assert forms["addition"]["classes"]["longest_block_reads"] == [2, 20, 4, 3, 3, 3, 3, 4, 2]
+    assert forms["addition"]["classes"]["longest_block_entries"] == 103_680
     assert forms["multiplication"]["lookup"].startswith("none")
