@@ -140,7 +140,7 @@ def gpu_engine(graphs: bool = True, layout: str | None = None, window_layout: st
     """'ort-cuda' (its path on the CPU provider with --cpu-stand-in). host_windows: small tile
     windows on `ort` on the host, as make_engine builds the engine (runtime/engines/host_windows.py);
     False: every window on the GPU."""
-    from sead.runtime.engines.host_windows import HostWindows
+    from sead.runtime.engines import with_host_windows
     from sead.runtime.engines.ort import K_CHOICES_CUDA, OrtEngine
 
     def make(step):
@@ -151,9 +151,7 @@ def gpu_engine(graphs: bool = True, layout: str | None = None, window_layout: st
         else:
             device = OrtEngine(step, "cuda", layout=layout, cuda_graphs=graphs, window_layout=window_layout,
                                graph_rows=GRAPH_ROWS, workers=workers, lookup_entries=LOOKUP_ENTRIES)
-        if not host_windows:
-            return device
-        return HostWindows(device, lambda: OrtEngine(step, "cpu", k_choices=device.k_choices, workers=1))
+        return with_host_windows(step, device) if host_windows else device
     return make
 
 

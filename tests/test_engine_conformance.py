@@ -31,10 +31,9 @@ def _factory(name, k=None):
             from sead.runtime.engines.ort import OrtEngine
             return OrtEngine(step, "cpu", cuda_graphs=True)
         if name == "ort-host-windows-on-cpu":  # as make_engine builds ort-cuda: its small windows on `ort`
-            from sead.runtime.engines.host_windows import HostWindows
+            from sead.runtime.engines import with_host_windows
             from sead.runtime.engines.ort import OrtEngine
-            return HostWindows(OrtEngine(step, "cpu", layout="cl", cuda_graphs=True, graph_rows=True),
-                               lambda: OrtEngine(step, "cpu"))
+            return with_host_windows(step, OrtEngine(step, "cpu", layout="cl", cuda_graphs=True, graph_rows=True))
         return make_engine(step, name, k)
     return make
 

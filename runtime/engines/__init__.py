@@ -27,23 +27,20 @@ def _ort(step, k=None):
 
 
 def _ort_cuda(step, k=None):
-    from .host_windows import HostWindows
     from .ort import K_CHOICES_CUDA, OrtEngine
-    device = OrtEngine(step, "cuda", k_choices=_ks(K_CHOICES_CUDA, k))
-    return HostWindows(device, lambda: _ort_host(step, device.k_choices))
+    return with_host_windows(step, OrtEngine(step, "cuda", k_choices=_ks(K_CHOICES_CUDA, k)))
 
 
 def _trt(step, k=None):
-    from .host_windows import HostWindows
     from .trt import TrtEngine
-    device = TrtEngine(step, k or 8)
-    return HostWindows(device, lambda: _ort_host(step, device.k_choices))
+    return with_host_windows(step, TrtEngine(step, k or 8))
 
 
-def _ort_host(step, k_choices: tuple[int, ...]):
-    """The CPU engine that runs a GPU engine's small tile windows (runtime/engines/host_windows.py)."""
+def with_host_windows(step, device):
+    """A GPU engine whose small tile windows run on `ort` on the CPU (runtime/engines/host_windows.py)."""
+    from .host_windows import HostWindows
     from .ort import OrtEngine
-    return OrtEngine(step, "cpu", k_choices=k_choices, workers=1)
+    return HostWindows(device, lambda: OrtEngine(step, "cpu", k_choices=device.k_choices, workers=1))
 
 
 def _ks(default: tuple[int, ...], k: int | None) -> tuple[int, ...]:
