@@ -121,7 +121,7 @@ class ClassTables:
                 self.channels.append(c)
         if any(int(c[0]) for c in self.channels):  # a convolution's zero padding reads as empty cells
             raise ValueError("a class map gives the empty cell a class other than 0")
-        width = len(self.channels) + 1
+        width = self.width
         self.digit_channels = np.zeros((1, width, n), np.float32)  # a digit -> its state (prepare)
         self.digit_channels[0, :-1] = self.channels
         self.weights, self.pads, self.inputs, self.classes = {}, {}, {}, {}
@@ -150,9 +150,9 @@ class ClassTables:
             self.classes[j] = [c for c in counts if c > 1]  # the classes of each cell it reads, left to right
 
     def plan(self, k: int) -> list[int]:
-        """The steps of each block that K steps take, in order: the remainder, then blocks of m."""
-        m = self.block_steps
-        return [k % m] * (k % m > 0) + [m] * (k // m)
+        """The steps of each block that K steps take, in order (graph.block_plan)."""
+        from .graph import block_plan  # graph imports this module only to name its type
+        return block_plan(k, self.block_steps)
 
     @property
     def width(self) -> int:

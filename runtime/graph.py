@@ -516,10 +516,12 @@ class LookupTables:
         one, else a block of the remainder, then blocks of block_steps. Ring rows shorter than a
         block (0 < wrap < block_steps) take single steps."""
         m = self.block_steps
-        if m == 1 or 0 < wrap < m:
-            return [1] * k
-        rest = k % m
-        return [rest] * (rest > 0) + [m] * (k // m)
+        return [1] * k if 0 < wrap < m else block_plan(k, m)
+
+
+def block_plan(k: int, m: int) -> list[int]:
+    """K steps in blocks of at most m: the remainder first (if any), then k // m blocks of m."""
+    return [k % m] * (k % m > 0) + [m] * (k // m)
 
 
 def _read_only(a: np.ndarray) -> np.ndarray:
