@@ -102,13 +102,13 @@ ABOUT = [
      "The multiplication recipe without its anneal phase, from seeds 0, 1 and 2, through the PyTorch "
      "reference loop."),
     ("seeds_addition_unrolled", "bench/seeds.py --tasks addition_unrolled",
-     "The addition recipe shipped before the coded one (8 state channels learned by unrolling, no code), "
+     "The unrolled addition recipe (not shipped; 8 state channels learned by unrolling, no code), "
      "from seeds 0, 1 and 2, each rule checked exactly through the PyTorch reference loop, with its activity."),
     ("seeds_rule110_unrolled", "bench/seeds.py --tasks rule110_unrolled",
-     "The rule110 recipe shipped before the coded one (8 state channels learned by unrolling, no code), "
+     "The unrolled rule110 recipe (not shipped; 8 state channels learned by unrolling, no code), "
      "from seeds 0, 1 and 2, each rule checked exactly through the PyTorch reference loop, with its activity."),
     ("seeds_parity_unrolled", "bench/seeds.py --tasks parity_unrolled",
-     "The parity recipe shipped before the coded one (8 state channels learned by unrolling, no code), "
+     "The unrolled parity recipe (not shipped; 8 state channels learned by unrolling, no code), "
      "from seeds 0, 1 and 2, each rule checked exactly through the PyTorch reference loop, with its activity."),
     ("seeds_", "bench/seeds.py",
      "The task's recipe from seeds 0, 1 and 2 (the shipped seed is the shipped model), each rule checked "

@@ -90,7 +90,7 @@ def _exact_cell(row: dict) -> str:
 
 
 def _activity_cell(row: dict) -> str:
-    if "max_changes" not in row:  # results from before activity was measured
+    if "max_changes" not in row:  # a row without activity fields
         return "n/a"
     return f"{row['changed_per_step']:,.1f} / {row['max_changes']} / {row['dense_per_change']:,.1f}"
 

@@ -38,7 +38,7 @@ SCREEN = {
 # task -> candidate name -> TrainConfig changes from the task's recipe
 CANDIDATES = {
     "addition": {
-        "h64_s8": {"hidden": 64},  # the width first shipped, for reference
+        "h64_s8": {"hidden": 64},  # a wide reference point
         "h32_s8": {"hidden": 32},
         "h16_s8": {"hidden": 16},
         "h16_s4": {"hidden": 16, "state_channels": 4},
@@ -51,7 +51,7 @@ CANDIDATES = {
         "h8_s4_long": {"hidden": 8, "state_channels": 4, "steps": 4000},
     },
     "rule110": {
-        "h32_s8": {},  # today's recipe, for reference
+        "h32_s8": {},  # rule110_unrolled unchanged, for reference
         "h16_s4": {"hidden": 16, "state_channels": 4},
         "h8_s2": {"hidden": 8, "state_channels": 2},
         "h8_s1": {"hidden": 8, "state_channels": 1},
@@ -63,8 +63,7 @@ def results_path(task: str) -> Path:
     return Path(f"bench/results/sweep_{task}.json")
 
 
-# the recipe each task's candidates change: addition's are widths of the unrolled rule, shipped
-# before the carry code (whose width the code fixes)
+# the recipe each task's candidates change: the unrolled rules (a coded rule's width is fixed by its code)
 SWEPT = {"addition": "addition_unrolled", "rule110": "rule110_unrolled"}
 
 

@@ -14,7 +14,7 @@ RECIPES = {
     # (bench/results/seeds_addition.json)
     "addition": TrainConfig(task="addition", steps=3000, lr=3e-2, hidden=2, readout_hidden=1, code="carry_in",
                             settle_weight=0.0, polish_rounds=6),
-    # the rule shipped before: 8 state channels learned by unrolling (no code), hidden 16, 4,002
+    # the unrolled alternative (not shipped): 8 state channels learned by unrolling (no code), hidden 16, 4,002
     # parameters, 2,944 FLOPs per cell update; exact from 3 of 3 seeds at every length of
     # bench/seeds.py (bench/results/seeds_addition_unrolled.json); 4 state channels or a hidden width
     # of 12 or 8 were not (bench/results/sweep_addition.json)
@@ -27,7 +27,7 @@ RECIPES = {
     # length of bench/seeds.py (bench/results/seeds_parity.json)
     "parity": TrainConfig(task="parity", steps=4000, lr=1e-2, hidden=8, readout_hidden=1, code="parity_front",
                           relu_hidden=True, polish_rounds=6, settle_weight=0.0),
-    # the rule shipped before: 8 state channels learned by unrolling, hidden 32, 1,802 parameters.
+    # the unrolled alternative (not shipped): 8 state channels learned by unrolling, hidden 32, 1,802 parameters.
     # The settle hinge comes on half way: on from the start it freezes parity before it is learned,
     # and without it some seeds cycle instead of settling. The activity hinge ramps in from 30% to
     # 50% of training, once parity is learned; weight 2 sits between one that leaves a seed with up
@@ -40,7 +40,7 @@ RECIPES = {
     # (train/coded.py), about 35 s on one core; bench/rule110_bound.py checks it on every neighbourhood
     "rule110": TrainConfig(task="rule110", steps=3000, lr=1e-2, hidden=16, readout_hidden=1, code="set_value",
                            relu_hidden=True, polish_rounds=6, settle_weight=0.0),
-    # the rule shipped before: 8 state channels learned by unrolling, hidden 32, 1,802 parameters;
+    # the unrolled alternative (not shipped): 8 state channels learned by unrolling, hidden 32, 1,802 parameters;
     # unrolls of up to 12 generations: with up to 6, a seed drifts after many generations
     "rule110_unrolled": TrainConfig(task="rule110", steps=2000, lr=5e-3, extra_steps=12),
     # grids of operands of at most 6 digits (the follow-up paper's training range). A sign state of 13
@@ -52,7 +52,7 @@ RECIPES = {
     "multiplication": TrainConfig(task="multiplication", steps=6000, lr=3e-2, max_len=6, hidden=3, readout_hidden=1,
                                   code="carry_thermometer", wide_hidden=13, wide_share=0.25, nuclear_weight=0.3,
                                   narrow_lr=3e-3, polish_rounds=6, max_minutes=30.0),
-    # the rule shipped before: a symbol state (each cell's state is its class s + 10 c, 100 channels),
+    # the symbol-state alternative (not shipped): a symbol state (each cell's state is its class s + 10 c, 100 channels),
     # read as its digits s and c; 86,628 parameters, exact to 200 digits, one digit of a 1,000-digit
     # product wrong (bench/results/*first_phase*.json, multiplication_1000_ort_cpu.json). Deadline
     # loss alone, then an anneal phase; about 40 minutes on 2 cores

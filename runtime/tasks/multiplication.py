@@ -10,8 +10,8 @@ exists: each cell keeps a digit s and a carry c. Row i adds its partial product,
 (i-1, j+1) and the c of cell (i-1, j) (both of weight 10^(i+j)); the margin row adds the s above
 right, the c above and its left neighbour's carry. Every cell's pair (s, c) at the fixed point,
 reached within n_a + n_b steps, is the training target at that cell, as the class s + 10 c (a
-signal at every cell, as parity's prefixes are: with s alone the carry was left for the rule to
-invent). The answer digits are the s (class mod 10) along the edge. `csa_state` is that
+signal at every cell, as parity's prefixes are: with s alone the carry would be left for the rule
+to invent). The answer digits are the s (class mod 10) along the edge. `csa_state` is that
 automaton, in numpy: the targets' source, never the oracle (the oracle is Python's exact
 arithmetic).
 """
