@@ -30,7 +30,7 @@ from ..layout import neighbour_table
 from ..model_file import StepModel
 from ..rule import STEP_TABLE_ENTRIES, Rule
 
-K_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128)            # CPU: 128 ran every long tape 5-23% faster than 64
+K_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128)            # CPU: a window's fixed cost spread over up to 128 steps
 K_CHOICES_CUDA = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # a GPU call's launch cost is worth spreading
 MAX_ELEMENTS = (1 << 31) - 1  # ONNX Runtime's kernels (CUDA's especially) index tensors with int32
 # the largest tensor one call may make, in bytes: a step holds a few such at once (a 1,000-digit
@@ -59,9 +59,8 @@ LOOKUP_BATCH_CELLS = 1 << 17  # the lookup layout's step holds a few numbers a c
 
 
 def cpu_batch_cells(rule: Rule, layout: str) -> int:
-    """Cells per CPU batch. The lookup layout: LOOKUP_BATCH_CELLS; bench/row_batches.py ran short
-    sums 1.20x (16 digits) and 1.45x (100) as long at 65,536, parity strings 0.98x at 65,536 and
-    1.06x at 262,144, Rule 110 rings within 1% of it at both. Else the most, a power of two
+    """Cells per CPU batch. The lookup layout: LOOKUP_BATCH_CELLS, which bench/row_batches.py
+    compares with 16,384 to 262,144 (row_batches_ort_cpu.json; docs/engines.md). Else the most, a power of two
     from 2^14 to 2^18, whose step keeps its activations in STEP_CACHE_BYTES, at about 4 H + 4 C
     floats a cell."""
     if layout == "lookup":
@@ -134,8 +133,8 @@ class OrtEngine:
         if cuda_graphs is None:
             cuda_graphs = device == "cuda" and os.environ.get("SEAD_ORT_CUDA_GRAPHS", "1") != "0"
         self.cuda_graphs = bool(cuda_graphs)
-        # On an H200 a second pass over batches of whole problems ran 5-18x slower with graphs than
-        # without in 8 of 9 cases (each new batch shape and K is a capture), and tile windows, one
+        # On an H200 a second pass over batches of whole problems ran 1.4x to 18x slower with graphs
+        # than without in 8 of 9 cases (each new batch shape and K is a capture), and tile windows, one
         # shape for thousands of calls, ran a carry chain 1.9x faster with them
         # (bench/results/gpu_check_h200.json, conformance): graphs for windows, rows if asked
         self.graph_rows = graph_rows
