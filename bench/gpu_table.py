@@ -44,7 +44,8 @@ def render(report: dict) -> str:
         lines.append(f"| {short['problems']:,} random 16-digit sums, `Runtime.solve` | "
                      f"{short['problems_per_s']:,} problems/s, exact | naive PyTorch CUDA loop "
                      f"{naive.get('problems_per_s', 0):,}/s; `ort` on {env.get('cpus')} CPU cores "
-                     f"{cpu.get('problems_per_s', 0):,}/s, identical |")
+                     f"{cpu.get('problems_per_s', 0):,}/s" + ("" if "cold_seconds" in cpu else " (one cold solve)")
+                     + ", identical |")
         if "lookup_layout" in short:
             lk = short["lookup_layout"]
             lines.append(f"| the same sums, lookup layout | {lk['problems_per_s']:,} problems/s, "
