@@ -262,7 +262,7 @@ def short_sums(quick: bool) -> dict:
         out["lookup_layout"] = {"seconds": round(best, 3), "problems_per_s": round(n / best), "exact": got.answers == want}
         say(f"{n:,} 16-digit sums, lookup layout: {n / best:,.0f} problems/s (exact: {out['lookup_layout']['exact']})")
     out["batching"] = batching_sweep(lines, want, workers, cells)
-    with runtime("addition", "ort") as cpu:  # warmed as the GPU row is: a cold solve also makes every worker's sessions
+    with runtime("addition", "ort") as cpu:  # warmed as the GPU row is: a cold solve also makes the sessions
         ref, cold = timed(cpu.solve, head)
         _, seconds = warm_best(cpu, head)
         cpu_workers = cpu.engine.workers
