@@ -14,7 +14,8 @@ Sections (each timed; a section that fails is recorded and the run goes on):
                (what `ort` runs on a CPU); the same solve with 2x and 4x the
                engine's workers (each runs its batches' host work between device calls), and
                with batches 4x smaller and larger;
-               200,000 of them through 'ort' (identical); a naive PyTorch CUDA loop on the same
+               200,000 of them through 'ort' (identical), also with 1, 2, 4 and 8 workers (its
+               default: one a core); a naive PyTorch CUDA loop on the same
                texts (the peer a PyTorch user writes first)
   file         `sead run` on a file of 2,000,000 random 16-digit sums, file to file in a fresh
                process, with 'ort-cuda' and 'ort', against a Python loop over the same file
@@ -270,11 +271,20 @@ def short_sums(quick: bool) -> dict:
                       "cold_seconds": round(cold, 3), "workers": cpu_workers, **compare(gpu_head, ref)}
     say(f"ort on {os.cpu_count()} CPU cores ({cpu_workers} workers): {len(head) / seconds:,.0f} problems/s "
         f"(cold: {len(head) / cold:,.0f}); identical: {out['ort_cpu']['identical']}")
+    out["ort_cpu_workers"] = []  # how `ort`'s default (a worker per core) scales on a many-core host
+    for w in sorted({1, 2, 4, 8, cpu_workers}):
+        if w <= cpu_workers:
+            with runtime("addition", "ort", workers=w) as cpu:
+                got, best = warm_best(cpu, head)
+            out["ort_cpu_workers"].append({"workers": w, "problems_per_s": round(len(head) / best),
+                                           "identical": got.answers == ref.answers})
+            say(f"ort, workers {w}: {len(head) / best:,.0f} problems/s")
     try:
         out["torch_naive"] = torch_naive_sums(lines[:200_000] if not quick else lines[:20_000], want)
     except Exception as exc:
         out["torch_naive"] = {"failed": f"{type(exc).__name__}: {exc}"}
-    out["ok"] = out["exact"] and out["lookup_layout"]["exact"] and out["ort_cpu"]["identical"]
+    out["ok"] = out["exact"] and out["lookup_layout"]["exact"] and out["ort_cpu"]["identical"] \
+        and all(row["identical"] for row in out["ort_cpu_workers"])
     return out
 
 
