@@ -142,15 +142,16 @@ def gpu_engine(graphs: bool = True, layout: str | None = None, window_layout: st
     windows on `ort` on the host, as make_engine builds the engine (runtime/engines/host_windows.py);
     False: every window on the GPU."""
     from sead.runtime.engines import with_host_windows
-    from sead.runtime.engines.ort import K_CHOICES_CUDA, OrtEngine
+    from sead.runtime.engines.ort import K_CHOICES, K_CHOICES_CUDA, OrtEngine
+    ks = K_CHOICES if host_windows else K_CHOICES_CUDA  # as the registry's ort-cuda, or the bare engine's
 
     def make(step):
         if STAND_IN:
-            device = OrtEngine(step, "cpu", layout=layout or "cl", k_choices=K_CHOICES_CUDA, cuda_graphs=graphs,
+            device = OrtEngine(step, "cpu", layout=layout or "cl", k_choices=ks, cuda_graphs=graphs,
                                window_layout=window_layout, graph_rows=GRAPH_ROWS, workers=workers,
                                lookup_entries=LOOKUP_ENTRIES)
         else:
-            device = OrtEngine(step, "cuda", layout=layout, cuda_graphs=graphs, window_layout=window_layout,
+            device = OrtEngine(step, "cuda", layout=layout, k_choices=ks, cuda_graphs=graphs, window_layout=window_layout,
                                graph_rows=GRAPH_ROWS, workers=workers, lookup_entries=LOOKUP_ENTRIES)
         return with_host_windows(step, device) if host_windows else device
     return make

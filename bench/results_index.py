@@ -119,6 +119,10 @@ ABOUT = [
     ("tiles_sweep_", "bench/tiles.py --sweep",
      "The same problems run in tiles from the first step and as whole rows (dense) at tape lengths "
      "around the tiling threshold."),
+    ("host_tiles_", "bench/host_tiles.py",
+     "Long tapes through a GPU engine's split (small tile windows on `ort` on the host; the device "
+     "engine stood in by the CPU provider) with K up to 128 (128-cell tiles) and up to 256: best "
+     "seconds of alternating rounds and the calls on each side, every answer the oracle's."),
     ("window_forms_", "bench/window_forms.py",
      "One long tape's tile window of each shipped tape model in each form of the rule (cl, cf, cf with "
      "FusedConv, the whole step as one table lookup, and class-coded blocks of many steps a lookup): "
@@ -331,6 +335,15 @@ def window_forms(d: dict) -> list[str]:
             "us a step (states against cl).", ""] + table(["model"] + names, body)
 
 
+def host_tiles(d: dict) -> list[str]:
+    labels = list(d["rows"][0]["seconds"])
+    body = [[r["case"], num(r["steps"])] + [f"{r['seconds'][k]} ({num(r['calls'][k]['host'])} host, "
+                                             f"{num(r['calls'][k]['device'])} device calls)" for k in labels]
+            + [r["ratio_256_to_128"]] for r in d["rows"]]
+    return [f"{d['engine']} on {d['machine']}; best of {d['rounds']} rounds, seconds.", ""] + table(
+        ["case", "steps"] + [f"K {k}" for k in labels] + ["256 / 128"], body)
+
+
 def load(d: dict) -> list[str]:
     cfg = d["config"]
     out = [f"Machine: {d['machine']['cpus']} CPUs, Python {d['machine']['python']}. {cfg['clients']} clients x "
@@ -470,6 +483,8 @@ def summarize(name: str, d) -> list[str]:
             return gpu_check(d)
         if "window_cells" in d:
             return window_forms(d)
+        if "rows" in d and d["rows"] and "ratio_256_to_128" in d["rows"][0]:
+            return host_tiles(d)
         if "models" in d and d["models"] and "met" in d["models"][0]:
             return code_bound(d)
         if "cases" in d and d["cases"] and "relative_to_default" in d["cases"][0]:
