@@ -6,9 +6,10 @@ the deepest K also sets the tile's cells, and the host runs those windows.
 
 Long tapes through the split engine, its device engine standing in on the CPU provider (only
 windows of HOST_WINDOW_CELLS and more go there: a few a solve), with the CPU's K choices (up to
-128, so 128-cell tiles) and with the GPU engine's own (up to 256, 256-cell tiles): seconds, best of
+128, so 128-cell tiles), with a bare ort-cuda engine's (up to 256, 256-cell tiles) and a bare
+TrtEngine's (up to 8, 64-cell tiles): seconds, best of
 `rounds` alternating rounds, and the calls each side ran. Every answer is checked against the oracle.
-The registry's `ort-cuda` takes the faster on the carry chain (runtime/engines/__init__.py).
+The registry's GPU engines take the CPU's K (runtime/engines/__init__.py).
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ from sead.runtime.engines import with_host_windows
 from sead.runtime.engines.ort import K_CHOICES, K_CHOICES_CUDA, OrtEngine
 from sead.runtime.tasks import get_task
 
-CHOICES = {"up to 128": K_CHOICES, "up to 256": K_CHOICES_CUDA}
+CHOICES = {"up to 128": K_CHOICES, "up to 256": K_CHOICES_CUDA, "up to 8": (1, 2, 4, 8)}  # 8: a bare TrtEngine's
 
 
 def split_engine(ks: tuple[int, ...]):
@@ -67,7 +68,8 @@ def main() -> None:
             for rt in runtimes.values():
                 rt.close()
         row = {"case": name, "steps": result.steps, "seconds": {k: round(v, 3) for k, v in best.items()},
-               "calls": calls, "ratio_256_to_128": round(best["up to 256"] / best["up to 128"], 2)}
+               "calls": calls, "ratio_256_to_128": round(best["up to 256"] / best["up to 128"], 2),
+               "ratio_8_to_128": round(best["up to 8"] / best["up to 128"], 2)}
         print(json.dumps(row), flush=True)
         rows.append(row)
     out = {"command": "python bench/host_tiles.py", "rounds": args.rounds, "engine": "ort split (CPU stand-in device)",

@@ -121,7 +121,7 @@ ABOUT = [
      "around the tiling threshold."),
     ("host_tiles_", "bench/host_tiles.py",
      "Long tapes through a GPU engine's split (small tile windows on `ort` on the host; the device "
-     "engine stood in by the CPU provider) with K up to 128 (128-cell tiles) and up to 256: best "
+     "engine stood in by the CPU provider) with K up to 128 (128-cell tiles), up to 256 (a bare ort-cuda engine's) and up to 8 (a bare TrtEngine's): best "
      "seconds of alternating rounds and the calls on each side, every answer the oracle's."),
     ("window_forms_", "bench/window_forms.py",
      "One long tape's tile window of each shipped tape model in each form of the rule (cl, cf, cf with "
@@ -339,9 +339,9 @@ def host_tiles(d: dict) -> list[str]:
     labels = list(d["rows"][0]["seconds"])
     body = [[r["case"], num(r["steps"])] + [f"{r['seconds'][k]} ({num(r['calls'][k]['host'])} host, "
                                              f"{num(r['calls'][k]['device'])} device calls)" for k in labels]
-            + [r["ratio_256_to_128"]] for r in d["rows"]]
+            + [r["ratio_256_to_128"], r.get("ratio_8_to_128", "-")] for r in d["rows"]]
     return [f"{d['engine']} on {d['machine']}; best of {d['rounds']} rounds, seconds.", ""] + table(
-        ["case", "steps"] + [f"K {k}" for k in labels] + ["256 / 128"], body)
+        ["case", "steps"] + [f"K {k}" for k in labels] + ["256 / 128", "8 / 128"], body)
 
 
 def load(d: dict) -> list[str]:

@@ -726,7 +726,7 @@ def test_registry_and_auto_pick_trt_when_it_starts(monkeypatch, tmp_path):
 
     step = load_step_model("addition")
     assert make_engine(step, "auto", k=4).name == "trt"
-    assert make_engine(step, "trt").k_choices == (1, 2, 4, 8)
+    assert make_engine(step, "trt").k_choices == (1, 2, 4, 8, 16, 32, 64, 128)  # the CPU's K: tiles for the host
     with Runtime("addition", "trt", k=4) as rt:  # its self-test: the task's canonical problems
         assert rt.solve(["99999+1"])[0].answer == "100000"
     # the registry's trt runs a long tape's small tile windows on `ort`, its larger calls itself

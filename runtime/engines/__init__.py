@@ -26,16 +26,20 @@ def _ort(step, k=None):
     return OrtEngine(step, "cpu", k_choices=_ks(K_CHOICES, k))
 
 
+# The GPU engines run a tape's small tile windows on the host (with_host_windows), and a tile holds
+# as many cells as the deepest K: so they take the CPU's K, up to 128 unless k says otherwise. Through
+# the split, 10^6 nines took 1.35x as long with K up to 256 (parity 0.93x) and 4.4x with up to 8
+# (parity 9.5x) (bench/host_tiles.py, bench/results/host_tiles_ort_cpu.json).
+
 def _ort_cuda(step, k=None):
     from .ort import K_CHOICES, OrtEngine
-    # the CPU's K, so 128-cell tiles: a tape's small windows, whose cells grow with K, run on the host,
-    # where 10^6 nines took 1.38x as long with 256 and parity 0.92x (bench/results/host_tiles_ort_cpu.json)
     return with_host_windows(step, OrtEngine(step, "cuda", k_choices=_ks(K_CHOICES, k)))
 
 
 def _trt(step, k=None):
+    from .ort import K_CHOICES
     from .trt import TrtEngine
-    return with_host_windows(step, TrtEngine(step, k or 8))
+    return with_host_windows(step, TrtEngine(step, k or K_CHOICES[-1]))
 
 
 def with_host_windows(step, device):
