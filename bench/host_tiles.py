@@ -6,10 +6,10 @@ the deepest K also sets the tile's cells, and the host runs those windows.
 
 Long tapes through the split engine, its device engine standing in on the CPU provider (only
 windows of HOST_WINDOW_CELLS and more go there: a few a solve), with the CPU's K choices (up to
-128, so 128-cell tiles), with a bare ort-cuda engine's (up to 256, 256-cell tiles) and a bare
-TrtEngine's (up to 8, 64-cell tiles): seconds, best of
-`rounds` alternating rounds, and the calls each side ran. Every answer is checked against the oracle.
-The registry's GPU engines take the CPU's K (runtime/engines/__init__.py).
+128, so 128-cell tiles), a bare ort-cuda engine's (up to 256, 256-cell tiles) and a bare
+TrtEngine's (up to 8, 64-cell tiles): seconds, best of `rounds` alternating rounds, and the calls
+each side ran. Every answer is checked against the oracle. The registry's GPU engines take the
+CPU's K (runtime/engines/__init__.py).
 """
 from __future__ import annotations
 

@@ -121,8 +121,9 @@ ABOUT = [
      "around the tiling threshold."),
     ("host_tiles_", "bench/host_tiles.py",
      "Long tapes through a GPU engine's split (small tile windows on `ort` on the host; the device "
-     "engine stood in by the CPU provider) with K up to 128 (128-cell tiles), up to 256 (a bare ort-cuda engine's) and up to 8 (a bare TrtEngine's): best "
-     "seconds of alternating rounds and the calls on each side, every answer the oracle's."),
+     "engine stood in by the CPU provider) with K up to 128 (128-cell tiles), up to 256 (a bare "
+     "ort-cuda engine's) and up to 8 (a bare TrtEngine's): best seconds of alternating rounds and the "
+     "calls on each side, every answer the oracle's."),
     ("window_forms_", "bench/window_forms.py",
      "One long tape's tile window of each shipped tape model in each form of the rule (cl, cf, cf with "
      "FusedConv, the whole step as one table lookup, and class-coded blocks of many steps a lookup): "

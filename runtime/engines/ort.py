@@ -60,9 +60,9 @@ LOOKUP_BATCH_CELLS = 1 << 17  # the lookup layout's step holds a few numbers a c
 
 def cpu_batch_cells(rule: Rule, layout: str) -> int:
     """Cells per CPU batch. The lookup layout: LOOKUP_BATCH_CELLS, which bench/row_batches.py
-    compares with 16,384 to 262,144 (row_batches_ort_cpu.json; docs/engines.md). Else the most, a power of two
-    from 2^14 to 2^18, whose step keeps its activations in STEP_CACHE_BYTES, at about 4 H + 4 C
-    floats a cell."""
+    compares with 16,384 to 262,144 (row_batches_ort_cpu.json; docs/engines.md). Else the most,
+    a power of two from 2^14 to 2^18, whose step keeps its activations in STEP_CACHE_BYTES, at
+    about 4 H + 4 C floats a cell."""
     if layout == "lookup":
         return LOOKUP_BATCH_CELLS
     per_cell = 4 * (4 * rule.hidden + 4 * rule.state_channels)
