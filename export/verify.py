@@ -7,7 +7,7 @@ The state is discrete, so it must match exactly; a value may differ only where t
 decision is within float rounding of a tie (a sign's pre-activation near zero, a symbol's two
 largest pre-activations). Logits must agree to LOGIT_TOL of the largest one.
 
-The runtime runs the rule in its own forms (runtime/graph.py: the cf and cl layouts, which sum in
+The runtime runs the rule in its own forms (runtime/graph/: the cf and cl layouts, which sum in
 another order than the exported convolution, and the lookup layout where the rule has a step
 table, computed in float64); they are held to the same rule on the real states:
 each form's next state may differ from PyTorch's only where the decision margin is within rounding.

@@ -1,5 +1,5 @@
 """Where a cell's neighbours are in the channels-last ("cl") layout: a row is a list of cells and a
-table (L, taps) says, for each cell, the index of each neighbour in the row (runtime/graph.py
+table (L, taps) says, for each cell, the index of each neighbour in the row (runtime/graph/cl.py
 gathers them). Any topology is a table: a tape, a ring (its ends are neighbours), a grid (H x W
 cells, row-major), a tile window.
 

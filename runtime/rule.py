@@ -8,7 +8,7 @@ An exported step (export/onnx_step.py) is one fixed pattern of operators:
     logits     = readout(cells)         sign: R_out relu(R_in cells + r_in) + r_out; symbol: the state
 
 `Rule.from_step` checks that a graph is exactly that pattern and reads its weights; anything else
-is refused, so the runtime's own forms of the rule (runtime/graph.py) compute the same function
+is refused, so the runtime's own forms of the rule (runtime/graph/) compute the same function
 as the file. Those forms sum in a different order than the step's convolution, which can only
 flip a decision whose margin is within float rounding: export/verify.py checks the margins.
 
@@ -104,7 +104,7 @@ class Rule:
         cell), for every (left, own, right) code triple of that row; the bias is in the middle
         row's. A cell's share is the sum of its rows' entries. Summed in float64, rounded once.
         less_state_mask: also less the state weights' sum over each real neighbour (the cf form's
-        fold, runtime/graph.py)."""
+        fold, runtime/graph/cf.py)."""
         c_in = self.input_channels
         w = self.tap_weights("problem").astype(np.float64)  # (taps, H, C_in)
         taps = np.zeros((self.taps, c_in, self.hidden))  # (tap, code) -> contribution

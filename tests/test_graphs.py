@@ -1,4 +1,4 @@
-"""The graphs every engine runs (runtime/graph.py), checked without a GPU: built for every shipped
+"""The graphs every engine runs (runtime/graph/), checked without a GPU: built for every shipped
 model and every untrained test rule, each layout holds only operators that ONNX Runtime's CUDA
 provider and TensorRT's parser both take, with constant shape parameters, so that no node lands on
 the CPU (which would also forbid CUDA graphs); and a step graph that is not the exported pattern
@@ -12,6 +12,7 @@ ort = pytest.importorskip("onnxruntime")
 
 from sead.runtime import graph as G  # noqa: E402
 from sead.runtime.class_blocks import ClassTables  # noqa: E402
+from sead.runtime.graph.lookup import _lookup_v  # noqa: E402
 from sead.runtime.errors import ModelFileError  # noqa: E402
 from sead.runtime.model_file import default_model_path, load_step_model  # noqa: E402
 from sead.runtime.rule import Rule  # noqa: E402
@@ -177,7 +178,7 @@ def _session(model):
 def _reachable_states(tables, codes, rng):
     """State codes for cells of these codes, each drawn from the states a run can reach there
     (the lookup layout's digits hold no others; empty cells' are never read)."""
-    v = G._lookup_v(tables.rule)
+    v = _lookup_v(tables.rule)
     states = np.zeros(codes.shape, tables.rule.code_dtype)
     for code in np.unique(codes[codes > 0]):
         values = tables.pairs[tables.pairs // v == code] % v  # state values: 0 the zero state, else 1 + code

@@ -96,3 +96,15 @@ def test_importing_the_cli_imports_neither_torch_nor_onnxruntime():
              "print(sorted(m for m in ('torch', 'onnxruntime') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_every_package_folder_is_in_the_wheel():
+    """pyproject lists packages by name: a new subpackage missing from the list would be left out
+    of a built wheel while an editable install still imports it."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {"sead"} | {".".join(["sead", *init.parent.relative_to(ROOT).parts])
+                          for top in ("train", "export", "runtime", "cli", "serve")
+                          for init in (ROOT / top).rglob("__init__.py")}
+    assert folders - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"

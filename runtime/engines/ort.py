@@ -5,7 +5,7 @@ binding: codes go up once per batch (1 byte per cell), the state stays on the de
 calls, and per call only the (B,) budgets go up and the (B,) counts come back; classes come back
 once, when problems finish (1 byte per cell); on `ort`, a tape's tile windows, which live for one
 call, run as one graph with plain arrays instead. On the CPU provider the device is host memory, so
-`ort` and `ort-cuda` differ only in where buffers live, the layout (runtime/graph.py: "lookup",
+`ort` and `ort-cuda` differ only in where buffers live, the layout (runtime/graph/: "lookup",
 for rules whose step fits a table, and "cf" run fastest on CPUs, "cl" on GPUs) and CUDA graphs,
 which `ort-cuda` captures for batch shapes that repeat (engine-owned buffer slots, so replays see
 the same addresses).
@@ -110,7 +110,7 @@ class OrtEngine:
         # built only where asked for (addition's 7-step blocks take 0.7 s to find)
         self.classes = ClassTables(self.lookup) if window_layout == "classes" else None
         self.tables = {**(self.lookup.inputs if lookup else {}), **(self.classes.inputs if self.classes else {})}
-        if device == "cpu":  # a rule whose whole step fits a small table runs as lookups (graph.py)
+        if device == "cpu":  # a rule whose whole step fits a small table runs as lookups (runtime/graph/lookup.py)
             self.layout = layout or ("lookup" if lookup else "cf" if self.rule.state_code == "sign" else "cl")
         else:
             self.layout = layout or "cl"

@@ -1,6 +1,6 @@
 """The engine interface: what the loop (runtime/loop.py) asks of a backend, and nothing more.
 
-An engine runs the graphs built from one exported step (runtime/graph.py) on some device. Codes
+An engine runs the graphs built from one exported step (runtime/graph/) on some device. Codes
 go in and classes come out: a cell is one uint8 code (0 an empty cell, 1 + s the task's symbol s)
 and the readout one uint8 class; a cell's state at rest is one integer code (Rule.code_dtype;
 runtime/rule.py). Everything about tapes, tiles, activity, rings, bucketing and step accounting

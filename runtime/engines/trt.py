@@ -1,4 +1,4 @@
-"""TensorRT engine `trt`: the channels-last graphs (runtime/graph.py "cl") as TensorRT engines,
+"""TensorRT engine `trt`: the channels-last graphs (runtime/graph/cl.py) as TensorRT engines,
 with the state resident on the GPU between calls (TensorRT 10 or 11, cuda-python 12 or 13; both
 imported lazily).
 
