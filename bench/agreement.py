@@ -18,7 +18,7 @@ import torch
 
 from sead.runtime.model_file import default_model_path
 from sead.runtime import Runtime
-from sead.runtime.loop import default_step_cap
+from sead.runtime.tasks.base import default_step_cap
 from sead.runtime.tasks import get_task
 from sead.train.checkpoint import load_checkpoint
 from sead.train.data import encode_batch

@@ -29,7 +29,6 @@ import numpy as np
 from .engines.protocol import Engine
 from .errors import InternalError
 from .tasks import Parsed, Problems
-from .tasks.base import default_step_cap  # noqa: F401 (the cap of a tape of L cells: default_step_cap(L))
 from .tiles import GRID_TILE, RUN_TILES, TILE, TiledGrid, TiledTape
 
 DEEPEN_BELOW_CELLS = 1 << 12  # below this many cells a call's launch cost dwarfs a step: deepen freely

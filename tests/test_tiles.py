@@ -6,7 +6,7 @@ import pytest
 pytest.importorskip("onnxruntime")
 
 from sead.runtime import Runtime  # noqa: E402
-from sead.runtime.loop import default_step_cap  # noqa: E402
+from sead.runtime.tasks.base import default_step_cap  # noqa: E402
 from sead.runtime.tasks import get_task  # noqa: E402
 from sead.runtime.tiles import TiledTape  # noqa: E402
 from sead.runtime.tasks.base import random_digits  # noqa: E402
