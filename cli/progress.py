@@ -1,8 +1,8 @@
 """Progress of a `sead run` on the terminal (tqdm on stderr, only when stderr is a terminal).
 
 The bar counts problems answered. While a long tape is in flight it also shows that tape's steps
-so far and how many of its tiles are active: one 100,000-digit carry chain is one problem for
-minutes, and the bar alone would sit still.
+so far and how many of its tiles are active: a carry chain of 10^6 nines is one problem for
+about 3 s on 2 cores (docs/runtime.md), longer ones for longer, and the bar alone would sit still.
 """
 from __future__ import annotations
 

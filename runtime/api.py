@@ -31,7 +31,7 @@ from .errors import InputError, ModelFileError, QueueFull, RuntimeClosed, SeadEr
 from .loop import DEFAULT_MAX_GENERATIONS, Result, Results
 from .model_file import load_step_model
 from .tasks import MAX_STEPS, Parsed, Problems, get_task
-from .tiles import RUN_TILES
+from .tiles import RUN_TILES, TILE
 
 DEFAULT_MAX_QUEUE_CELLS = 1 << 26
 STREAM_CHUNK_LINES = 1 << 14
@@ -68,7 +68,7 @@ class Runtime:
         # an engine name, or a callable that makes an engine for the step (engine options, tests)
         self.engine = engine(self.step) if callable(engine) else make_engine(self.step, engine, k)
         self.engine_name = self.engine.name
-        tile = tile or (max(64, self.engine.k_choices[-1]), RUN_TILES)
+        tile = tile or (max(TILE, self.engine.k_choices[-1]), RUN_TILES)
         self.scheduler = Scheduler(self.engine, self.task, max_batch_cells=max_batch_cells or self.engine.batch_cells,
                                    max_batch_rows=max_batch_rows or 1 << 40, max_wait_ms=max_wait_ms,
                                    max_queue_cells=max_queue_cells, tile_from=tile_from, tile=tile,

@@ -38,7 +38,7 @@ from .loop import Chunk, Result, Results, RowJob, TapeJob, bucket_lengths, split
 from .tasks import Problems
 
 TILE_FROM_DEFAULT = 1 << 11  # tapes longer than this may run in tiles (bench/tiles.py --sweep chose it)
-DENSE_FIRST = 32  # steps a long problem runs as a whole row before tiles (random sums of 10^4 digits take 5-7)
+DENSE_FIRST = 32  # steps a long problem runs as a whole row before tiles (random sums of 10^4 digits take 4 or 5)
 GRID_TILE_FROM = 1 << 14  # grids, unless told otherwise: a product of about 128-digit operands (CPU)
 SLICE_SECONDS = 0.02  # a RowJob yields its worker after this long, so others get a turn
 MIN_BATCH_CELLS = 1 << 12  # when splitting a bucket across idle workers, no batch smaller than this
@@ -194,9 +194,9 @@ class Scheduler:
         long = problems.lengths > self.tile_from if self.tile_from is not None else np.zeros(n, bool)
         if self.dense_first and long.any():  # those that fit a batch run their first steps as one row
             padded = np.prod(padded_shapes(self.task, problems), axis=1)
-            # a row past a worker's share of a batch runs slower whole, on one worker, than in tiles
-            # that workers share (a 10^6-cell ring: 2.7x on 2 CPU cores; a 10^5-cell ring for 100
-            # generations: 1.6x), so it tiles from the first step
+            # a row past a worker's share of a batch tiles from the first step, so that workers can
+            # share it (tiles_ort_cpu.json: a 10^6-cell ring for 100 generations, 0.23 s tiled and
+            # 0.21 s as one row)
             fits = min(self.max_batch_cells // len(self.threads), self.engine.max_row_cells)
             rowable = [cells <= fits and self.engine.max_rows(cells) >= 1 for cells in padded[long].tolist()]
             long[np.flatnonzero(long)[rowable]] = False

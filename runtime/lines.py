@@ -105,8 +105,8 @@ def iter_lines(stream: BinaryIO, limit: int = MAX_LINE, source: str | None = Non
 
 def copy_lines(src: BinaryIO, dst: BinaryIO, name: str, limit: int = MAX_LINE) -> None:
     """Copy a stream in chunks, refusing it (InputError naming `name` and the line) as soon as a
-    line passes `limit` bytes: an endless line (/dev/zero) fails after limit + 2 bytes, not at a
-    full disk."""
+    line passes `limit` bytes: an endless line (/dev/zero) fails once it passes limit + SLACK bytes,
+    read in chunks of at most `limit` (so within about twice `limit`), not at a full disk."""
     chunk_size = min(COPY_CHUNK, limit)  # a line inside one chunk is then never too long
     run = lines = 0  # bytes since the last newline; newlines so far
     while True:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import numpy as np
 
-TILE = 64        # cells per tile: the activity grain; at least the deepest K a call runs
-RUN_TILES = 64   # at most this many consecutive active tiles per row (4,096 owned cells)
+# a Runtime's tiles hold max(TILE, its engine's deepest K) cells: a call runs at most a tile's width of steps
+TILE = 64        # cells per tile at least
+RUN_TILES = 64   # at most this many consecutive active tiles per row
 GRID_TILE = 16   # a grid's tiles are GRID_TILE x GRID_TILE cells
 
 

@@ -45,7 +45,7 @@ class StringCount:
     """The JSON strings in a body so far, counted as it arrives at C speed: once escapes are
     dropped, every quote opens or closes one. A valid request holds its problems and at most two
     keys, so more than max_problems + 2 strings is refused before the body is parsed (13 million
-    one-character problems are 64 MiB of body but 800 MB of Python strings)."""
+    one-character problems are 64 MiB of body but hundreds of MB once parsed into Python objects)."""
 
     def __init__(self):
         self.quotes, self.escaped = 0, False  # escaped: the last piece ended inside an escape

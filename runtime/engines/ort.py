@@ -33,14 +33,14 @@ from ..rule import STEP_TABLE_ENTRIES, Rule
 K_CHOICES = (1, 2, 4, 8, 16, 32, 64, 128)            # CPU: a window's fixed cost spread over up to 128 steps
 K_CHOICES_CUDA = (1, 2, 4, 8, 16, 32, 64, 128, 256)  # a GPU call's launch cost is worth spreading
 MAX_ELEMENTS = (1 << 31) - 1  # ONNX Runtime's kernels (CUDA's especially) index tensors with int32
-# the largest tensor one call may make, in bytes: a step holds a few such at once (a 1,000-digit
-# product's 1,000,000 cells gathered 9 x 64 values each are 2.3 GB: dense, it ran out of 24 GB)
+# the largest tensor one call may make, in bytes: a step holds a few such at once (a grid step's
+# widest holds taps x max(H, C_s) values a cell: a rule of hidden 64 on 10^6 cells, 2.3 GB)
 TENSOR_BYTES = {"cpu": 1 << 29, "cuda": 1 << 32}
 # a CPU batch's step should stay in cache: about this many bytes of activations (docs/engines.md)
 STEP_CACHE_BYTES = 6 << 20
 # the CPU provider's graph optimizations: extended, without ORT_ENABLE_ALL's NCHWc layout, which
-# reorders the grid step's small convolutions (a multiplication window's K steps ran 10% slower
-# with it, its finish 2.7x); export's check of the runtime forms runs them so too
+# reorders the grid step's small convolutions (a multiplication window's K steps and finish run
+# slower with it); export's check of the runtime forms runs them so too
 CPU_OPTIMIZATION = "ORT_ENABLE_EXTENDED"
 
 
@@ -305,8 +305,8 @@ class OrtEngine:
         mode = "hot" if owned is None else "owned"
         layout = self._window_layout(mode)
         if self.device == "cpu" and layout in ("cf", "lookup", "classes") and not self.cuda_graphs and self.rule.rank == 1:
-            # in host memory, one run of one graph with plain arrays: a window's buffers, bindings
-            # and three runs cost as much as its 64 steps
+            # in host memory, one run of one graph with plain arrays: no buffers or bindings for a
+            # window that lives one call, and one run instead of three
             if codes[:, -1].any():
                 raise InternalError("a window handed to the engine does not end in an empty cell")
             feeds = {"window_codes": np.ascontiguousarray(codes, np.uint8)}
