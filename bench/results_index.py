@@ -340,7 +340,7 @@ def host_tiles(d: dict) -> list[str]:
     labels = list(d["rows"][0]["seconds"])
     body = [[r["case"], num(r["steps"])] + [f"{r['seconds'][k]} ({num(r['calls'][k]['host'])} host, "
                                              f"{num(r['calls'][k]['device'])} device calls)" for k in labels]
-            + [r["ratio_256_to_128"], r.get("ratio_8_to_128", "-")] for r in d["rows"]]
+            + [r["ratio_256_to_128"], r["ratio_8_to_128"]] for r in d["rows"]]
     return [f"{d['engine']} on {d['machine']}; best of {d['rounds']} rounds, seconds.", ""] + table(
         ["case", "steps"] + [f"K {k}" for k in labels] + ["256 / 128", "8 / 128"], body)
 
